@@ -1,0 +1,43 @@
+# ringside recipes. `just` lists them; CI (`./dev test`) and people call the same ones.
+# Run through ./dev (it installs just, nats-server, ... into .venv/ first):
+#   ./dev just <recipe>
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+export RINGSIDE_NATS_SERVER := env("RINGSIDE_NATS_SERVER", justfile_directory() / ".venv/bin/nats-server")
+
+# List the recipes.
+default:
+    @just --list --unsorted
+
+# Everything CI checks: format, lints, tests.
+test: fmt-check clippy test-all
+
+# Check formatting (cargo fmt).
+fmt-check:
+    cargo fmt --all -- --check
+
+# Format the code.
+fmt:
+    cargo fmt --all
+
+# Lints, warnings are errors.
+clippy:
+    cargo clippy --workspace --all-targets --locked -- -D warnings
+
+# Run every test (real nats-server from .venv; see testkit/).
+test-all *ARGS:
+    cargo test --workspace --locked {{ARGS}}
+
+# Run the local demo.
+demo:
+    cargo build --release --locked -p ringside
+    ./scripts/demo.sh
+
+# Benchmarks: `just bench` (all) or `just bench ring`.
+bench WHAT="all":
+    ./scripts/bench.sh {{WHAT}}
+
+# The `ringside` binary with arguments, e.g. `just ringside ring lookup --members a,b k1`.
+ringside *ARGS:
+    cargo run --quiet --release --locked -p ringside -- {{ARGS}}

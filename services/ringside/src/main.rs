@@ -1,0 +1,2 @@
+//! The `ringside` binary.
+fn main() {}
