@@ -1,0 +1,1 @@
+//! ringside-events (in progress).

@@ -1,0 +1,1 @@
+//! ringside-testkit (in progress).
