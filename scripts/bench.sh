@@ -1,0 +1,44 @@
+#!/bin/sh
+# Runs the benchmarks in release mode (cargo's bench profile); called by `just bench WHAT`.
+#
+#   scripts/bench.sh             every benchmark below, in order
+#   scripts/bench.sh all         the same
+#   scripts/bench.sh ring [ARGS] one benchmark; ARGS go to it (e.g. --quick)
+#
+# Each benchmark prints a table and writes target/bench/<name>.json; see
+# docs/benchmarks.md. To add one: a run_<name> function and its name in BENCHES.
+set -eu
+
+ROOT=$(CDPATH= cd -- "$(dirname -- "$0")/.." && pwd)
+cd "$ROOT"
+OUT="${CARGO_TARGET_DIR:-$ROOT/target}/bench"
+
+# Every benchmark this script knows, in the order `all` runs them.
+BENCHES="ring"
+
+run_ring() {
+    cargo bench --locked -p ringside-ring --bench ring -- --json "$OUT/ring.json" "$@"
+}
+
+run() {
+    name=$1
+    shift
+    case "$name" in
+        ring) run_ring "$@" ;;
+        *)
+            echo "bench: unknown benchmark '$name' (known: $BENCHES; or all)" >&2
+            exit 2
+            ;;
+    esac
+}
+
+what=${1:-all}
+[ $# -eq 0 ] || shift
+if [ "$what" = all ]; then
+    [ $# -eq 0 ] || { echo "bench: arguments only go to a single benchmark" >&2; exit 2; }
+    for name in $BENCHES; do
+        run "$name"
+    done
+else
+    run "$what" "$@"
+fi
