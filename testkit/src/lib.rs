@@ -1,1 +1,30 @@
-//! ringside-testkit (in progress).
+//! Test support for ringside: real parts, started and cleaned up for each test.
+//!
+//! Tests in this workspace talk to a real `nats-server` (never a mocked bus). This crate
+//! starts one on a free loopback port with a temporary JetStream store, can SIGKILL it
+//! and restart it on the same store and port, and kills and reaps it on drop.
+//!
+//! # Layout
+//! - [`nats`]: [`NatsServer`] and its [`ServerOptions`], the binary lookup, and the
+//!   per-service credentials used with `nats/local.conf` ([`LocalAuth`]).
+//! - [`workspace_root`]: where `nats/`, `.venv/` and the other shared files live.
+//!
+//! # How it fits
+//! `ringside-events` tests (and later the services' tests) start a server here, connect
+//! with [`NatsServer::connect`] or [`NatsServer::connect_with`] (plus
+//! [`NatsServer::password`] for the service users of `nats/local.conf`), and use the
+//! same provisioning and publishing code as production.
+
+pub mod nats;
+
+pub use nats::{LocalAuth, NatsServer, ServerOptions, TestkitError};
+
+use std::path::PathBuf;
+
+/// The workspace root (the directory holding the root `Cargo.toml`, `nats/` and `.venv/`).
+pub fn workspace_root() -> PathBuf {
+    // testkit lives one level below the root; the path is fixed at compile time, which is
+    // what tests want (they run from the crate directory, not the root).
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(PathBuf::from).unwrap_or(manifest)
+}
