@@ -1,1 +1,2 @@
-//! ringside-events (in progress).
+//! The ringside event contract.
+pub mod pb;
