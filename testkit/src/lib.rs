@@ -15,6 +15,7 @@
 //! [`NatsServer::password`] for the service users of `nats/local.conf`), and use the
 //! same provisioning and publishing code as production.
 
+pub mod kube_fake;
 pub mod nats;
 
 pub use nats::{LocalAuth, NatsServer, ServerOptions, TestkitError};
