@@ -169,9 +169,16 @@ fn check_snapshot_rules(snapshot: &pb::RingSnapshot) -> Result<(), InvalidEvent>
         )));
     }
     if let Some(w) = snapshot.tokens.windows(2).find(|w| w[0] >= w[1]) {
-        return Err(rule(format!("not strictly ascending ({} before {})", w[0], w[1])));
+        return Err(rule(format!(
+            "not strictly ascending ({} before {})",
+            w[0], w[1]
+        )));
     }
-    match snapshot.owners.iter().find(|o| **o as usize >= snapshot.members.len()) {
+    match snapshot
+        .owners
+        .iter()
+        .find(|o| **o as usize >= snapshot.members.len())
+    {
         Some(o) => Err(rule(format!("owner index {o} out of range"))),
         None => Ok(()),
     }

@@ -175,7 +175,10 @@ pub(crate) fn check_member(field: &'static str, m: &pb::Member) -> Result<(), In
 }
 
 /// Members: each valid, ids strictly ascending (sorted, no duplicates).
-pub(crate) fn check_members(field: &'static str, members: &[pb::Member]) -> Result<(), InvalidEvent> {
+pub(crate) fn check_members(
+    field: &'static str,
+    members: &[pb::Member],
+) -> Result<(), InvalidEvent> {
     for m in members {
         check_member(field, m)?;
     }
@@ -188,10 +191,13 @@ fn check_sorted_ids<'a>(
 ) -> Result<(), InvalidEvent> {
     let mut previous: Option<&str> = None;
     for id in ids {
-        if let Some(p) = previous {
-            if p >= id {
-                return Err(rule(field, format!("ids must be sorted and unique ({p:?} before {id:?})")));
-            }
+        if let Some(p) = previous
+            && p >= id
+        {
+            return Err(rule(
+                field,
+                format!("ids must be sorted and unique ({p:?} before {id:?})"),
+            ));
         }
         previous = Some(id);
     }
@@ -210,7 +216,10 @@ fn check_finite(field: &'static str, f: f64) -> Result<(), InvalidEvent> {
     if f.is_finite() && f >= 0.0 {
         Ok(())
     } else {
-        Err(rule(field, format!("{f} is not a finite non-negative number")))
+        Err(rule(
+            field,
+            format!("{f} is not a finite non-negative number"),
+        ))
     }
 }
 
@@ -218,20 +227,32 @@ fn check_parallel(field: &'static str, a: usize, b: usize) -> Result<(), Invalid
     if a == b {
         Ok(())
     } else {
-        Err(rule(field, format!("parallel arrays differ in length ({a} vs {b})")))
+        Err(rule(
+            field,
+            format!("parallel arrays differ in length ({a} vs {b})"),
+        ))
     }
 }
 
 fn check_indices(field: &'static str, indices: &[u32], bound: usize) -> Result<(), InvalidEvent> {
     match indices.iter().find(|i| **i as usize >= bound) {
-        Some(i) => Err(rule(field, format!("member index {i} out of range (< {bound})"))),
+        Some(i) => Err(rule(
+            field,
+            format!("member index {i} out of range (< {bound})"),
+        )),
         None => Ok(()),
     }
 }
 
 fn check_ascending(field: &'static str, tokens: &[u64]) -> Result<(), InvalidEvent> {
     match tokens.windows(2).find(|w| w[0] >= w[1]) {
-        Some(w) => Err(rule(field, format!("tokens must be strictly ascending ({} before {})", w[0], w[1]))),
+        Some(w) => Err(rule(
+            field,
+            format!(
+                "tokens must be strictly ascending ({} before {})",
+                w[0], w[1]
+            ),
+        )),
         None => Ok(()),
     }
 }
@@ -241,7 +262,11 @@ fn check_rebalanced(r: &pb::RingRebalanced) -> Result<(), InvalidEvent> {
         return Err(rule("epoch", "epochs start at 1"));
     }
     check_members("members", &r.members)?;
-    for (field, ids) in [("joined", &r.joined), ("departed", &r.departed), ("reweighted", &r.reweighted)] {
+    for (field, ids) in [
+        ("joined", &r.joined),
+        ("departed", &r.departed),
+        ("reweighted", &r.reweighted),
+    ] {
         for id in ids.iter() {
             node(field, id)?;
         }
@@ -250,9 +275,21 @@ fn check_rebalanced(r: &pb::RingRebalanced) -> Result<(), InvalidEvent> {
     let bound = r.members.len() + r.departed.len();
     if let Some(t) = &r.token_changes {
         check_parallel("token_changes.added", t.added.len(), t.added_owners.len())?;
-        check_parallel("token_changes.removed", t.removed.len(), t.removed_owners.len())?;
-        check_parallel("token_changes.reassigned", t.reassigned.len(), t.reassigned_from.len())?;
-        check_parallel("token_changes.reassigned", t.reassigned.len(), t.reassigned_to.len())?;
+        check_parallel(
+            "token_changes.removed",
+            t.removed.len(),
+            t.removed_owners.len(),
+        )?;
+        check_parallel(
+            "token_changes.reassigned",
+            t.reassigned.len(),
+            t.reassigned_from.len(),
+        )?;
+        check_parallel(
+            "token_changes.reassigned",
+            t.reassigned.len(),
+            t.reassigned_to.len(),
+        )?;
         for (field, tokens) in [
             ("token_changes.added", &t.added),
             ("token_changes.removed", &t.removed),
@@ -466,7 +503,11 @@ impl Event {
             Body::TrafficSampled(t) => t.node.clone(),
         };
         let hash = xxhash_rust::xxh3::xxh3_64(&encode_body(&self.body));
-        MsgId(format!("{}:{}:{label}:{hash:016x}", self.ring, kind.id_label()))
+        MsgId(format!(
+            "{}:{}:{label}:{hash:016x}",
+            self.ring,
+            kind.id_label()
+        ))
     }
 
     /// A one-line human summary (`epoch 41: +node-4, moved 0.198 (ideal 0.200)`), the
@@ -605,7 +646,12 @@ fn write_summary(out: &mut String, body: &Body) -> std::fmt::Result {
             Ok(())
         }
         Body::MembershipSynced(s) => {
-            write!(out, "sync: {} members ({}", s.members.len(), source_name(s.source))?;
+            write!(
+                out,
+                "sync: {} members ({}",
+                s.members.len(),
+                source_name(s.source)
+            )?;
             if !s.resource_version.is_empty() {
                 write!(out, ", rv {}", s.resource_version)?;
             }
@@ -641,7 +687,12 @@ fn write_summary(out: &mut String, body: &Body) -> std::fmt::Result {
         Body::NodeLoadReported(l) => write!(
             out,
             "{}: {} req ({} fwd), {} client ips/min, cpu {:.2}, {} keys",
-            l.node, l.requests, l.forwarded, l.unique_client_ips_last_minute, l.cpu_ratio, l.keys_held
+            l.node,
+            l.requests,
+            l.forwarded,
+            l.unique_client_ips_last_minute,
+            l.cpu_ratio,
+            l.keys_held
         ),
         Body::KeysHandedOff(h) => write!(
             out,
@@ -651,7 +702,12 @@ fn write_summary(out: &mut String, body: &Body) -> std::fmt::Result {
         Body::ScaleDecided(s) => write!(
             out,
             "scale {} -> {}: {} {:.1} vs target {:.1} ({})",
-            s.current_replicas, s.desired_replicas, s.metric, s.metric_value, s.target_value, s.reason
+            s.current_replicas,
+            s.desired_replicas,
+            s.metric,
+            s.metric_value,
+            s.target_value,
+            s.reason
         ),
         Body::HeartbeatSent(h) => {
             let id = h.member.as_ref().map_or("?", |m| m.id.as_str());

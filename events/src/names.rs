@@ -175,7 +175,14 @@ mod tests {
             RingName::new("r".repeat(65)),
             Err(NameError::TooLong { len: 65, .. })
         ));
-        for (bad, ch) in [("a.b", '.'), ("a*", '*'), ("a>", '>'), ("a b", ' '), ("é", 'é'), ("a/b", '/')] {
+        for (bad, ch) in [
+            ("a.b", '.'),
+            ("a*", '*'),
+            ("a>", '>'),
+            ("a b", ' '),
+            ("é", 'é'),
+            ("a/b", '/'),
+        ] {
             match RingName::new(bad) {
                 Err(NameError::InvalidChar { ch: got, .. }) => assert_eq!(got, ch, "{bad}"),
                 other => panic!("{bad}: {other:?}"),
@@ -193,6 +200,9 @@ mod tests {
         }
         assert!(NodeName::new("n".repeat(253)).is_ok());
         assert!(NodeName::new("n".repeat(254)).is_err());
-        assert_eq!("x".parse::<NodeName>().unwrap(), NodeName::new("x").unwrap());
+        assert_eq!(
+            "x".parse::<NodeName>().unwrap(),
+            NodeName::new("x").unwrap()
+        );
     }
 }

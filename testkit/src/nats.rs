@@ -272,7 +272,9 @@ fn supervise(requests: mpsc::Receiver<Request>, max_lifetime: Duration) {
                 let _ = reply.send(status);
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                eprintln!("testkit: nats-server exceeded its max lifetime of {max_lifetime:?}; killing it.");
+                eprintln!(
+                    "testkit: nats-server exceeded its max lifetime of {max_lifetime:?}; killing it."
+                );
                 let _ = kill(&mut child);
                 return;
             }
@@ -384,7 +386,10 @@ impl NatsServer {
         Ok(server)
     }
 
-    async fn request<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Request) -> Result<T, TestkitError> {
+    async fn request<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Request,
+    ) -> Result<T, TestkitError> {
         let (reply, answer) = oneshot::channel();
         self.requests
             .as_ref()
@@ -401,7 +406,9 @@ impl NatsServer {
             .open(&self.log_path)
             .map_err(io_err("opening the server log"))?;
         let log_offset = log.metadata().map(|m| m.len()).unwrap_or(0);
-        let port = self.port.map_or_else(|| "-1".to_string(), |p| p.to_string());
+        let port = self
+            .port
+            .map_or_else(|| "-1".to_string(), |p| p.to_string());
         let mut args: Vec<OsString> = Vec::new();
         if let Some(config) = &self.options.config_file {
             args.extend(["-c".into(), config.clone().into_os_string()]);
@@ -409,7 +416,10 @@ impl NatsServer {
         args.extend(["-a", "127.0.0.1", "-p", &port, "-js", "-sd"].map(OsString::from));
         args.push(self.store.clone().into_os_string());
         let mut env: Vec<(String, String)> = vec![
-            ("GOMEMLIMIT".into(), self.options.memory_limit_bytes.to_string()),
+            (
+                "GOMEMLIMIT".into(),
+                self.options.memory_limit_bytes.to_string(),
+            ),
             (STORE_DIR_ENV.into(), self.store.display().to_string()),
         ];
         if let Some(auth) = &self.options.auth {
@@ -452,7 +462,8 @@ impl NatsServer {
                 let _ = self.kill().await;
                 return Err(TestkitError::NotReady {
                     waited,
-                    reason: exited.map_or_else(|| "timed out".to_string(), |s| format!("exited: {s}")),
+                    reason: exited
+                        .map_or_else(|| "timed out".to_string(), |s| format!("exited: {s}")),
                     log_tail: tail(&text, 30),
                 });
             }
@@ -527,7 +538,9 @@ impl NatsServer {
         }
         let url = self.url();
         options
-            .reconnect_delay_callback(|attempts| Duration::from_millis(20 * attempts.min(10) as u64))
+            .reconnect_delay_callback(|attempts| {
+                Duration::from_millis(20 * attempts.min(10) as u64)
+            })
             .connection_timeout(Duration::from_secs(5))
             .connect(&url)
             .await
@@ -538,7 +551,6 @@ impl NatsServer {
     pub async fn connect(&self) -> Result<async_nats::Client, TestkitError> {
         self.connect_with(async_nats::ConnectOptions::new()).await
     }
-
 }
 
 impl Drop for NatsServer {
@@ -554,12 +566,12 @@ impl Drop for NatsServer {
 
 fn read_from(path: &Path, offset: u64) -> String {
     let mut text = String::new();
-    if let Ok(mut f) = File::open(path) {
-        if f.seek(SeekFrom::Start(offset)).is_ok() {
-            let mut bytes = Vec::new();
-            let _ = f.read_to_end(&mut bytes);
-            text = String::from_utf8_lossy(&bytes).into_owned();
-        }
+    if let Ok(mut f) = File::open(path)
+        && f.seek(SeekFrom::Start(offset)).is_ok()
+    {
+        let mut bytes = Vec::new();
+        let _ = f.read_to_end(&mut bytes);
+        text = String::from_utf8_lossy(&bytes).into_owned();
     }
     text
 }

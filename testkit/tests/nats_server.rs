@@ -34,7 +34,10 @@ async fn starts_kills_restarts_on_same_port_and_store_then_cleans_up() {
     assert!(!server.is_running());
     assert!(!alive(first), "killed server still running");
     assert_eq!(server.pid(), None);
-    assert!(matches!(server.connect().await, Err(TestkitError::NotRunning)));
+    assert!(matches!(
+        server.connect().await,
+        Err(TestkitError::NotRunning)
+    ));
 
     server.restart().await.unwrap();
     assert_eq!(server.port(), port, "restart keeps the port");
@@ -64,7 +67,9 @@ async fn a_config_error_is_reported_with_the_log() {
     };
     let err = NatsServer::start_with_config(options).await.unwrap_err();
     match err {
-        TestkitError::NotReady { reason, log_tail, .. } => {
+        TestkitError::NotReady {
+            reason, log_tail, ..
+        } => {
             assert!(reason.starts_with("exited"), "{reason}");
             assert!(!log_tail.is_empty());
         }
@@ -83,7 +88,10 @@ async fn max_lifetime_kills_the_server() {
     assert!(alive(pid));
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while alive(pid) {
-        assert!(std::time::Instant::now() < deadline, "server outlived max_lifetime");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "server outlived max_lifetime"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
