@@ -146,7 +146,8 @@ fn random_hex(bytes: usize) -> Result<String, TestkitError> {
 /// How to start a server.
 #[derive(Clone, Debug)]
 pub struct ServerOptions {
-    /// A config file passed with `-c` (flags for address, port and store still win).
+    /// A config file passed with `-c`. The address and port flags still win; the file
+    /// must enable JetStream itself, with `store_dir: $RINGSIDE_NATS_STORE_DIR`.
     pub config_file: Option<PathBuf>,
     /// Credentials for `connect_as`; their environment variables are passed to the server.
     pub auth: Option<LocalAuth>,
@@ -409,12 +410,16 @@ impl NatsServer {
         let port = self
             .port
             .map_or_else(|| "-1".to_string(), |p| p.to_string());
-        let mut args: Vec<OsString> = Vec::new();
-        if let Some(config) = &self.options.config_file {
-            args.extend(["-c".into(), config.clone().into_os_string()]);
+        let mut args: Vec<OsString> = ["-a", "127.0.0.1", "-p", &port].map(OsString::from).into();
+        match &self.options.config_file {
+            // A config file sets up JetStream itself (the server refuses a second
+            // store_dir); it finds the store in $RINGSIDE_NATS_STORE_DIR.
+            Some(config) => args.extend(["-c".into(), config.clone().into_os_string()]),
+            None => {
+                args.extend(["-js", "-sd"].map(OsString::from));
+                args.push(self.store.clone().into_os_string());
+            }
         }
-        args.extend(["-a", "127.0.0.1", "-p", &port, "-js", "-sd"].map(OsString::from));
-        args.push(self.store.clone().into_os_string());
         let mut env: Vec<(String, String)> = vec![
             (
                 "GOMEMLIMIT".into(),
