@@ -1,0 +1,125 @@
+//! nats/local.conf permissions, enforced by a real server: each service user can
+//! publish what it needs and nothing else.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use futures::StreamExt;
+use ringside_events::subject::{STREAM_EVENTS, STREAM_LOAD};
+use ringside_events::{Event, PublishError, Publisher, ServiceUser, pb};
+use ringside_testkit::NatsServer;
+
+/// A client that records the server's error messages (permission violations arrive
+/// asynchronously as `-ERR` lines).
+async fn connect_recording(server: &NatsServer, user: ServiceUser) -> (async_nats::Client, Arc<Mutex<Vec<String>>>) {
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&errors);
+    let options = user
+        .connect_options(server.password(user.name()).unwrap())
+        .event_callback(move |event| {
+            let sink = Arc::clone(&sink);
+            async move {
+                if let async_nats::Event::ServerError(e) = event {
+                    sink.lock().unwrap().push(format!("{e:?}"));
+                }
+            }
+        });
+    (server.connect_with(options).await.unwrap(), errors)
+}
+
+async fn saw_violation(errors: &Mutex<Vec<String>>, what: &str, subject: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        let found = errors.lock().unwrap().iter().any(|e| {
+            e.contains(&format!("Permissions Violation for {what}")) && e.contains(subject)
+        });
+        if found {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+fn load() -> Event {
+    Event::new(common::ring(), pb::NodeLoadReported { node: "node-1".into(), requests: 5, ..Default::default() }).unwrap()
+}
+
+fn scale() -> Event {
+    Event::new(common::ring(), pb::ScaleDecided { current_replicas: 1, desired_replicas: 2, ..Default::default() }).unwrap()
+}
+
+fn traffic() -> Event {
+    Event::new(common::ring(), pb::TrafficSampled { node: "node-1".into(), ..Default::default() }).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_conf_permissions_are_enforced() {
+    let server = common::local_server().await;
+    let admin = common::provisioned(&server).await;
+
+    // (user, event, allowed)
+    let cases: Vec<(ServiceUser, Event, bool)> = vec![
+        (ServiceUser::Watcher, common::joined(1), true),
+        (ServiceUser::Watcher, common::rebalanced(1, 2, 7), false),
+        (ServiceUser::Reducer, common::rebalanced(1, 2, 7), true),
+        (ServiceUser::Reducer, common::joined(2), false),
+        (ServiceUser::Node, load(), true),
+        (ServiceUser::Node, common::joined(3), false),
+        (ServiceUser::Node, common::rebalanced(2, 3, 8), false),
+        (ServiceUser::Collector, scale(), true),
+        (ServiceUser::Collector, common::rebalanced(2, 3, 8), false),
+        (ServiceUser::Bridge, common::joined(4), false),
+        (ServiceUser::Bridge, load(), false),
+    ];
+    for (user, event, allowed) in cases {
+        let (client, errors) = connect_recording(&server, user).await;
+        let publisher = common::impatient(client);
+        let result = publisher.publish(&event).await;
+        let subject = event.subject();
+        if allowed {
+            let stored = result.unwrap_or_else(|e| panic!("{user} may publish on {subject}: {e:?}"));
+            assert!(!stored.duplicate);
+        } else {
+            assert!(
+                matches!(result, Err(PublishError::GaveUp { .. })),
+                "{user} must not publish on {subject}: {result:?}"
+            );
+            assert!(saw_violation(&errors, "Publish", &subject).await, "{user} on {subject}: {errors:?}");
+        }
+    }
+
+    // Core NATS: the bridge publishes no events at all, nodes may sample traffic.
+    let (bridge, errors) = connect_recording(&server, ServiceUser::Bridge).await;
+    Publisher::new(bridge.clone()).publish_core(&traffic()).await.unwrap();
+    bridge.flush().await.unwrap();
+    assert!(saw_violation(&errors, "Publish", "ringside.orders.traffic").await);
+    // ... and cannot read another service's inbox or the raw membership subject.
+    let _sub = bridge.subscribe("_INBOX_reducer.>").await.unwrap();
+    assert!(saw_violation(&errors, "Subscription", "_INBOX_reducer.>").await);
+
+    let (node, errors) = connect_recording(&server, ServiceUser::Node).await;
+    let mut sampled = admin.subscribe("ringside.orders.traffic").await.unwrap();
+    admin.flush().await.unwrap();
+    Publisher::new(node.clone()).publish_core(&traffic()).await.unwrap();
+    node.flush().await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(3), sampled.next())
+        .await
+        .unwrap_or_else(|_| panic!("no traffic sample arrived; node errors: {errors:?}"))
+        .unwrap();
+    assert_eq!(ringside_events::codec::decode(&got.payload).unwrap(), traffic());
+    assert!(errors.lock().unwrap().is_empty(), "{errors:?}");
+
+    // What was stored is exactly what was allowed.
+    let js = jetstream::new(admin.clone());
+    let mut events = js.get_stream(STREAM_EVENTS).await.unwrap();
+    assert_eq!(events.info().await.unwrap().state.messages, 3, "membership, rebalance, scale");
+    let mut loads = js.get_stream(STREAM_LOAD).await.unwrap();
+    assert_eq!(loads.info().await.unwrap().state.messages, 1);
+
+    // Without a password nothing connects.
+    assert!(server.connect().await.is_err());
+}
