@@ -1,5 +1,8 @@
 //! Codec, message ids, headers and size budget (no server needed).
 
+// Helper functions of this test file unwrap too: a failure there fails the test.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::time::{Duration, SystemTime};

@@ -1,6 +1,9 @@
 //! nats/local.conf permissions, enforced by a real server: each service user can
 //! publish what it needs and nothing else.
 
+// Helper functions of this test file unwrap too: a failure there fails the test.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::sync::{Arc, Mutex};
@@ -14,7 +17,10 @@ use ringside_testkit::NatsServer;
 
 /// A client that records the server's error messages (permission violations arrive
 /// asynchronously as `-ERR` lines).
-async fn connect_recording(server: &NatsServer, user: ServiceUser) -> (async_nats::Client, Arc<Mutex<Vec<String>>>) {
+async fn connect_recording(
+    server: &NatsServer,
+    user: ServiceUser,
+) -> (async_nats::Client, Arc<Mutex<Vec<String>>>) {
     let errors = Arc::new(Mutex::new(Vec::new()));
     let sink = Arc::clone(&errors);
     let options = user
@@ -45,15 +51,38 @@ async fn saw_violation(errors: &Mutex<Vec<String>>, what: &str, subject: &str) -
 }
 
 fn load() -> Event {
-    Event::new(common::ring(), pb::NodeLoadReported { node: "node-1".into(), requests: 5, ..Default::default() }).unwrap()
+    Event::new(
+        common::ring(),
+        pb::NodeLoadReported {
+            node: "node-1".into(),
+            requests: 5,
+            ..Default::default()
+        },
+    )
+    .unwrap()
 }
 
 fn scale() -> Event {
-    Event::new(common::ring(), pb::ScaleDecided { current_replicas: 1, desired_replicas: 2, ..Default::default() }).unwrap()
+    Event::new(
+        common::ring(),
+        pb::ScaleDecided {
+            current_replicas: 1,
+            desired_replicas: 2,
+            ..Default::default()
+        },
+    )
+    .unwrap()
 }
 
 fn traffic() -> Event {
-    Event::new(common::ring(), pb::TrafficSampled { node: "node-1".into(), ..Default::default() }).unwrap()
+    Event::new(
+        common::ring(),
+        pb::TrafficSampled {
+            node: "node-1".into(),
+            ..Default::default()
+        },
+    )
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -81,20 +110,27 @@ async fn local_conf_permissions_are_enforced() {
         let result = publisher.publish(&event).await;
         let subject = event.subject();
         if allowed {
-            let stored = result.unwrap_or_else(|e| panic!("{user} may publish on {subject}: {e:?}"));
+            let stored =
+                result.unwrap_or_else(|e| panic!("{user} may publish on {subject}: {e:?}"));
             assert!(!stored.duplicate);
         } else {
             assert!(
                 matches!(result, Err(PublishError::GaveUp { .. })),
                 "{user} must not publish on {subject}: {result:?}"
             );
-            assert!(saw_violation(&errors, "Publish", &subject).await, "{user} on {subject}: {errors:?}");
+            assert!(
+                saw_violation(&errors, "Publish", &subject).await,
+                "{user} on {subject}: {errors:?}"
+            );
         }
     }
 
     // Core NATS: the bridge publishes no events at all, nodes may sample traffic.
     let (bridge, errors) = connect_recording(&server, ServiceUser::Bridge).await;
-    Publisher::new(bridge.clone()).publish_core(&traffic()).await.unwrap();
+    Publisher::new(bridge.clone())
+        .publish_core(&traffic())
+        .await
+        .unwrap();
     bridge.flush().await.unwrap();
     assert!(saw_violation(&errors, "Publish", "ringside.orders.traffic").await);
     // ... and cannot read another service's inbox or the raw membership subject.
@@ -104,19 +140,29 @@ async fn local_conf_permissions_are_enforced() {
     let (node, errors) = connect_recording(&server, ServiceUser::Node).await;
     let mut sampled = admin.subscribe("ringside.orders.traffic").await.unwrap();
     admin.flush().await.unwrap();
-    Publisher::new(node.clone()).publish_core(&traffic()).await.unwrap();
+    Publisher::new(node.clone())
+        .publish_core(&traffic())
+        .await
+        .unwrap();
     node.flush().await.unwrap();
     let got = tokio::time::timeout(Duration::from_secs(3), sampled.next())
         .await
         .unwrap_or_else(|_| panic!("no traffic sample arrived; node errors: {errors:?}"))
         .unwrap();
-    assert_eq!(ringside_events::codec::decode(&got.payload).unwrap(), traffic());
+    assert_eq!(
+        ringside_events::codec::decode(&got.payload).unwrap(),
+        traffic()
+    );
     assert!(errors.lock().unwrap().is_empty(), "{errors:?}");
 
     // What was stored is exactly what was allowed.
     let js = jetstream::new(admin.clone());
     let mut events = js.get_stream(STREAM_EVENTS).await.unwrap();
-    assert_eq!(events.info().await.unwrap().state.messages, 3, "membership, rebalance, scale");
+    assert_eq!(
+        events.info().await.unwrap().state.messages,
+        3,
+        "membership, rebalance, scale"
+    );
     let mut loads = js.get_stream(STREAM_LOAD).await.unwrap();
     assert_eq!(loads.info().await.unwrap().state.messages, 1);
 

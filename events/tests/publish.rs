@@ -1,6 +1,9 @@
 //! Publisher against a real server: exactly once and in order across SIGKILLs, the
 //! single-writer conflict, retries recognised as stored.
 
+// Helper functions of this test file unwrap too: a failure there fails the test.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::sync::Arc;

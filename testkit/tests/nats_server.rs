@@ -1,5 +1,8 @@
 //! The harness itself: start, kill, restart on the same port and store, cleanup.
 
+// Helper functions of this test file unwrap too: a failure there fails the test.
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use ringside_testkit::{NatsServer, ServerOptions, TestkitError};

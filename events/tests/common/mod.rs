@@ -1,7 +1,8 @@
 //! Shared helpers of the events integration tests: a real nats-server with
 //! `nats/local.conf`, provisioned streams, sample events, reading a subject back.
 
-#![allow(dead_code)]
+// Helpers of tests: a failed unwrap is a failed test, which is what we want here.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 
