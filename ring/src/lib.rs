@@ -1,20 +1,56 @@
-//! Pure consistent-hash ring (API contract; implementation in progress).
+//! Pure consistent-hash ring: virtual-node tokens, lookup, successors, bounded loads,
+//! the diff of two rings and a checksum.
 //!
-//! Everything here is synchronous, deterministic and free of I/O. Positions on the
-//! ring are `u64`; a key hashes (xxh3-64, fixed seed [`HASH_SEED`]) to a position and
-//! is owned by the member holding the first token at or after that position
-//! (clockwise, wrapping). A token `t` with predecessor token `p` owns the arc `(p, t]`.
+//! Everything here is synchronous, deterministic and free of I/O. Positions on the ring
+//! are `u64`; a key hashes (xxh3-64, fixed seed [`HASH_SEED`]) to a position and is owned
+//! by the member holding the first token at or after that position (clockwise,
+//! wrapping). A token `t` with predecessor token `p` owns the arc `(p, t]`. The full
+//! contract, precise enough to reimplement lookups elsewhere, is `docs/ring-spec.md`.
+//!
+//! # How it fits
+//!
+//! The event fold (`ringside-events`) applies membership events to a [`Ring`] with
+//! [`Ring::add`] and [`Ring::remove`] and publishes [`diff`]s as rebalance events; the
+//! nodes and the CLI answer [`Ring::owner`] and [`Ring::successors`]; snapshots store
+//! [`Ring::to_parts`] and come back through [`Ring::from_parts`], checked by
+//! [`Ring::checksum`].
+//!
+//! # Layout
+//!
+//! - [`ring`](Ring): the ring itself (members, tokens, lookups, snapshots, checksum).
+//! - `random`: token derivation for [`Strategy::Random`].
+//! - `balanced`: the load-aware join and leave of [`Strategy::Balanced`].
+//! - `index`: the bucket table that turns a lookup into (mostly) one table read.
+//! - [`diff`]: moved ranges between two rings, and the plans of one add or remove.
+//! - [`BoundedLoads`]: consistent hashing with bounded loads (Mirrokni et al.).
+
+mod balanced;
+mod bounded;
+mod diff;
+mod error;
+mod index;
+mod random;
+mod ring;
 
 use std::fmt;
 use std::str::FromStr;
 
+pub use bounded::BoundedLoads;
+pub use diff::{MovedRange, RingDiff, diff};
+pub use error::RingError;
+pub use ring::{Ring, Share};
+
 /// Seed of the ring's key hash (xxh3-64). Part of the wire contract: never change it.
 pub const HASH_SEED: u64 = 0x7269_6e67_7369_6465; // "ringside"
+
+/// The most tokens a ring may hold; [`Ring::add`] refuses members that would exceed it.
+pub const MAX_TOKENS: usize = 1 << 24;
 
 /// A position on the ring.
 pub type Token = u64;
 
 /// Hashes a key of any length to its ring position.
+#[inline]
 pub fn hash_key(key: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64_with_seed(key, HASH_SEED)
 }
@@ -22,10 +58,31 @@ pub fn hash_key(key: &[u8]) -> u64 {
 /// A ring member: an id and a positive weight.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Member {
-    /// Unique id (pod name, node id).
+    /// Unique, non-empty id (pod name, node id).
     pub id: String,
     /// Relative capacity; must be at least 1.
     pub weight: u32,
+}
+
+impl Member {
+    /// A member with the given id and weight (checked when it joins a ring).
+    pub fn new(id: impl Into<String>, weight: u32) -> Self {
+        Member {
+            id: id.into(),
+            weight,
+        }
+    }
+
+    /// Checks the member on its own: a non-empty id and a weight of at least 1.
+    pub fn validate(&self) -> Result<(), RingError> {
+        if self.id.is_empty() {
+            return Err(RingError::EmptyId);
+        }
+        if self.weight == 0 {
+            return Err(RingError::ZeroWeight(self.id.clone()));
+        }
+        Ok(())
+    }
 }
 
 /// How tokens are chosen for a member.
@@ -59,22 +116,48 @@ impl FromStr for Strategy {
     }
 }
 
-/// Errors of ring operations. Bad input is always one of these, never a panic.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RingError {
-    /// A lookup on a ring without members.
-    #[error("the ring has no members")]
-    Empty,
-    /// `add` of a member id already on the ring.
-    #[error("member '{0}' is already on the ring")]
-    DuplicateMember(String),
-    /// `remove` (or another operation) named a member that is not on the ring.
-    #[error("member '{0}' is not on the ring")]
-    UnknownMember(String),
-    /// A member with weight 0.
-    #[error("member '{0}' has weight 0 (weights start at 1)")]
-    ZeroWeight(String),
-    /// A configuration value out of range.
-    #[error("invalid ring configuration: {0}")]
-    InvalidConfig(String),
+/// How a ring places tokens: the strategy and the virtual nodes per unit of weight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RingConfig {
+    /// Token strategy.
+    pub strategy: Strategy,
+    /// Virtual nodes per unit of weight: the token count of a random member, and the
+    /// most donors (new tokens) of a balanced join. Between 1 and [`RingConfig::MAX_VNODES`].
+    pub vnodes: u32,
+}
+
+impl RingConfig {
+    /// The default number of virtual nodes per unit of weight.
+    pub const DEFAULT_VNODES: u32 = 160;
+    /// The largest accepted number of virtual nodes per unit of weight.
+    pub const MAX_VNODES: u32 = 4096;
+
+    /// A checked configuration.
+    pub fn new(strategy: Strategy, vnodes: u32) -> Result<Self, RingError> {
+        let config = RingConfig { strategy, vnodes };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks that `vnodes` is within `1..=MAX_VNODES` (the fields are public, so a
+    /// configuration built by hand is checked again when a ring uses it).
+    pub fn validate(&self) -> Result<(), RingError> {
+        if self.vnodes == 0 || self.vnodes > Self::MAX_VNODES {
+            return Err(RingError::InvalidConfig(format!(
+                "vnodes must be between 1 and {}, got {}",
+                Self::MAX_VNODES,
+                self.vnodes
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Default for RingConfig {
+    fn default() -> Self {
+        RingConfig {
+            strategy: Strategy::Balanced,
+            vnodes: Self::DEFAULT_VNODES,
+        }
+    }
 }

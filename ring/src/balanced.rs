@@ -1,0 +1,306 @@
+//! The load-aware strategy ([`crate::Strategy::Balanced`]): joins and leaves that keep
+//! every member's exact share close to its weight's share, in integer arithmetic only.
+//!
+//! - **Join.** The joiner's target is `floor(2^64 * w / W')` (`W'` the total weight after
+//!   the join). It takes it from at most `vnodes * w` donors, the members with the
+//!   highest owned-per-weight ratio, by water-filling: all donors above a common level
+//!   give down to it. Each donor gives from its largest arc (a new token inside it), or
+//!   whole arcs, largest first, when its amount exceeds its largest arc.
+//! - **Leave.** Each arc of the leaver, largest first, is shared between its two
+//!   neighbouring members (the left part extends the left neighbour, the right part the
+//!   right one, which removes tokens instead of adding them), equalising their ratios
+//!   but filling neither past `(1 + 1/256)` times its weight's share. What they cannot
+//!   take goes to the members furthest below their share, by water-filling.
+//!
+//! Both move only the joiner's or the leaver's ranges. Token counts stay bounded under
+//! churn: a join adds at most one token per donor, and a leave removes one token per
+//! arc its neighbours absorb. The full rules are in `docs/ring-spec.md`.
+
+use std::cmp::Ordering;
+
+use crate::RingError;
+use crate::diff::{Piece, Who};
+use crate::ring::{ArcSpan, RING, Ring, check_token_limit};
+
+/// Neighbours absorb a leaver's arcs up to `(SLACK + 1) / SLACK` of their target share.
+const SLACK: u128 = 128;
+fn slack() -> u128 {
+    std::env::var("SLACK")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(SLACK)
+}
+
+/// Pieces of a join of weight `weight` (the ring's own members are `Who::Member`).
+pub(crate) fn plan_join(ring: &Ring, weight: u32) -> Result<Vec<Piece>, RingError> {
+    let n = ring.members.len();
+    if n == 0 {
+        return Ok(vec![Piece {
+            start: u64::MAX,
+            end: u64::MAX,
+            from: Who::Nobody,
+            to: Who::Joiner,
+        }]);
+    }
+    let w = |i: u32| u128::from(ring.members[i as usize].weight);
+    let own = |i: u32| ring.own[i as usize];
+    let total = ring.total_weight() + u128::from(weight);
+    let take = (RING * u128::from(weight) / total).max(1);
+    let budget = usize::try_from(u64::from(ring.config.vnodes) * u64::from(weight))
+        .unwrap_or(usize::MAX)
+        .min(n);
+    check_token_limit((ring.slots.len() + budget) as u64)?;
+
+    // Donors: the `budget` members owning the most per unit of weight (ties: id).
+    let by_ratio_desc = |a: &u32, b: &u32| (own(*b) * w(*a)).cmp(&(own(*a) * w(*b))).then(a.cmp(b));
+    let mut donors: Vec<u32> = (0..n as u32).collect();
+    if budget < n {
+        donors.select_nth_unstable_by(budget - 1, by_ratio_desc);
+        donors.truncate(budget);
+    }
+    donors.sort_unstable_by(by_ratio_desc);
+
+    // Water level: the first k donors give down to (sum own - take) / (sum weight),
+    // where k is the first prefix whose level is at or above the next donor's ratio.
+    let (mut sum_own, mut sum_w, mut k) = (0u128, 0u128, 0usize);
+    for (pos, &d) in donors.iter().enumerate() {
+        sum_own += own(d);
+        sum_w += w(d);
+        k = pos + 1;
+        if sum_own < take {
+            continue;
+        }
+        match donors.get(pos + 1) {
+            Some(&next) if (sum_own - take) * w(next) < own(next) * sum_w => {}
+            _ => break,
+        }
+    }
+    let level = sum_own.saturating_sub(take);
+    // Every donor keeps at least one position, so it keeps a token.
+    let mut amounts: Vec<(u32, u128)> = donors[..k]
+        .iter()
+        .map(|&d| {
+            let keep = w(d) * level / sum_w;
+            (d, own(d).saturating_sub(keep).min(own(d).saturating_sub(1)))
+        })
+        .collect();
+    // Flooring the kept amounts over-gives by less than k: trim it from the donors
+    // nearest the level (the end of the list).
+    let mut excess = amounts
+        .iter()
+        .map(|a| a.1)
+        .sum::<u128>()
+        .saturating_sub(take);
+    for a in amounts.iter_mut().rev() {
+        if excess == 0 {
+            break;
+        }
+        if a.1 > 0 {
+            a.1 -= 1;
+            excess -= 1;
+        }
+    }
+    let mut pieces = Vec::with_capacity(k);
+    for (d, amount) in amounts {
+        give(ring, d, amount, &mut pieces);
+    }
+    Ok(pieces)
+}
+
+/// Pieces moving `amount` from donor `d` to the joiner: the front of its largest arc,
+/// or whole arcs (largest first, ties by position) and then the front of the next.
+fn give(ring: &Ring, d: u32, amount: u128, pieces: &mut Vec<Piece>) {
+    let piece = |start: u64, end: u64| Piece {
+        start,
+        end,
+        from: Who::Member(d),
+        to: Who::Joiner,
+    };
+    let mut left = amount;
+    // The cached largest arcs settle almost every donor; scan the ring only when an
+    // amount needs more arcs than the cache holds.
+    let cached = ring.largest[d as usize];
+    let cached = cached.iter().take_while(|a| a.len > 0);
+    let needs_scan = amount >= cached.clone().map(|a| a.len).sum::<u128>();
+    let arcs = if needs_scan {
+        let mut arcs = arcs_of(ring, d);
+        arcs.sort_unstable_by(|a, b| b.len.cmp(&a.len).then(a.end.cmp(&b.end)));
+        arcs
+    } else {
+        cached.copied().collect()
+    };
+    for arc in arcs {
+        if left == 0 {
+            break;
+        }
+        if left >= arc.len {
+            pieces.push(piece(arc.start, arc.end));
+            left -= arc.len;
+        } else {
+            pieces.push(piece(arc.start, arc.start.wrapping_add(left as u64)));
+            left = 0;
+        }
+    }
+}
+
+/// The arcs of member `m`, in position order.
+fn arcs_of(ring: &Ring, m: u32) -> Vec<ArcSpan> {
+    (0..ring.slots.len())
+        .filter(|&i| ring.slots[i].owner == m)
+        .map(|i| ring.arc(i))
+        .collect()
+}
+
+/// One arc of the leaver and the members on either side of it.
+struct LeaverArc {
+    arc: ArcSpan,
+    left: u32,
+    right: u32,
+}
+
+/// Pieces of the leave of member index `leaver` from a ring of two or more members.
+pub(crate) fn plan_leave(ring: &Ring, leaver: usize) -> Vec<Piece> {
+    let slots = &ring.slots;
+    let t = slots.len();
+    let leaver = leaver as u32;
+    let w = |i: u32| u128::from(ring.members[i as usize].weight);
+    let survivors_weight = ring.total_weight() - w(leaver);
+    let sl = slack();
+    let cap = |i: u32| w(i) * RING * (sl + 1) / (sl * survivors_weight);
+
+    let mut arcs: Vec<LeaverArc> = (0..t)
+        .filter(|&i| slots[i].owner == leaver)
+        .map(|i| LeaverArc {
+            arc: ring.arc(i),
+            left: slots[(i + t - 1) % t].owner,
+            right: slots[(i + 1) % t].owner,
+        })
+        .collect();
+    arcs.sort_unstable_by(|a, b| b.arc.len.cmp(&a.arc.len).then(a.arc.end.cmp(&b.arc.end)));
+
+    let mut own = ring.own.clone();
+    let mut pieces = Vec::with_capacity(arcs.len() * 2);
+    let mut rest: Vec<ArcSpan> = Vec::new();
+    let piece = |start: u64, end: u64, to: u32| Piece {
+        start,
+        end,
+        from: Who::Member(leaver),
+        to: Who::Member(to),
+    };
+    let room = |i: u32, own: &[u128]| cap(i).saturating_sub(own[i as usize]);
+    for LeaverArc { arc, left, right } in arcs {
+        let (l, r) = if left == right {
+            (arc.len.min(room(left, &own)), 0)
+        } else {
+            let (l, _) = split_two(
+                arc.len,
+                (own[left as usize], w(left)),
+                (own[right as usize], w(right)),
+            );
+            let l = l.min(room(left, &own));
+            let r = (arc.len - l).min(room(right, &own));
+            ((arc.len - r).min(room(left, &own)), r)
+        };
+        own[left as usize] += l;
+        own[right as usize] += r;
+        let (mid_start, mid_end) = (
+            arc.start.wrapping_add(l as u64),
+            arc.end.wrapping_sub(r as u64),
+        );
+        if l > 0 {
+            pieces.push(piece(arc.start, mid_start, left));
+        }
+        if l + r < arc.len {
+            rest.push(ArcSpan {
+                start: mid_start,
+                end: mid_end,
+                len: arc.len - l - r,
+            });
+        }
+        if r > 0 {
+            pieces.push(piece(mid_end, arc.end, right));
+        }
+    }
+
+    // The rest goes to the members furthest below their share (water-filling), largest
+    // piece first. A piece that fits under a recipient's cap goes whole, so pieces are
+    // only cut where a recipient has no room for them; the last recipient takes the rest.
+    rest.sort_unstable_by(|a, b| b.len.cmp(&a.len).then(a.end.cmp(&b.end)));
+    let amount = rest.iter().map(|a| a.len).sum();
+    let recipients = fill_lowest(ring, &own, leaver, amount);
+    let mut r = 0;
+    let mut need = recipients.first().map_or(0, |g| g.1);
+    for span in rest {
+        let (mut start, mut len) = (span.start, span.len);
+        while let (true, Some(&(who, _))) = (len > 0, recipients.get(r)) {
+            let last = r + 1 == recipients.len();
+            let fits = len <= room(who, &own).max(need);
+            let take = if last || fits { len } else { need };
+            let end = start.wrapping_add(take as u64);
+            pieces.push(piece(start, end, who));
+            own[who as usize] += take;
+            (start, len, need) = (end, len - take, need.saturating_sub(take));
+            if need == 0 && !last {
+                r += 1;
+                need = recipients[r].1;
+            }
+        }
+    }
+    pieces
+}
+
+/// Splits `len` between two members `(own, weight)` so their ratios end as equal as
+/// possible: the lower one first fills up to the other's ratio, the rest is shared in
+/// proportion to weight. Returns the first member's and the second's part.
+fn split_two(len: u128, x: (u128, u128), y: (u128, u128)) -> (u128, u128) {
+    let x_lower = (x.0 * y.1).cmp(&(y.0 * x.1)) != Ordering::Greater;
+    let (lo, hi) = if x_lower { (x, y) } else { (y, x) };
+    let level = lo.0 + hi.0 + len;
+    let to_lo = (lo.1 * level / (lo.1 + hi.1)).saturating_sub(lo.0).min(len);
+    if x_lower {
+        (to_lo, len - to_lo)
+    } else {
+        (len - to_lo, to_lo)
+    }
+}
+
+/// Water-fills `amount` into the members (other than `leaver`) with the lowest owned
+/// per weight: `(member, amount)` in ascending ratio order (ties by id), summing to
+/// `amount`.
+fn fill_lowest(ring: &Ring, own: &[u128], leaver: u32, amount: u128) -> Vec<(u32, u128)> {
+    let w = |i: u32| u128::from(ring.members[i as usize].weight);
+    let mut order: Vec<u32> = (0..ring.members.len() as u32)
+        .filter(|&i| i != leaver)
+        .collect();
+    order.sort_unstable_by(|&a, &b| {
+        (own[a as usize] * w(b))
+            .cmp(&(own[b as usize] * w(a)))
+            .then(a.cmp(&b))
+    });
+    let (mut sum_own, mut sum_w, mut k) = (0u128, 0u128, 0usize);
+    for (pos, &m) in order.iter().enumerate() {
+        sum_own += own[m as usize];
+        sum_w += w(m);
+        k = pos + 1;
+        match order.get(pos + 1) {
+            Some(&next) if (sum_own + amount) * w(next) > own[next as usize] * sum_w => {}
+            _ => break,
+        }
+    }
+    let level = sum_own + amount;
+    let mut gifts: Vec<(u32, u128)> = order[..k]
+        .iter()
+        .map(|&m| (m, (w(m) * level / sum_w).saturating_sub(own[m as usize])))
+        .collect();
+    // Flooring under-gives by less than k: one more position each to the lowest.
+    let mut short = amount.saturating_sub(gifts.iter().map(|g| g.1).sum::<u128>());
+    for g in gifts.iter_mut() {
+        if short == 0 {
+            break;
+        }
+        g.1 += 1;
+        short -= 1;
+    }
+    gifts.retain(|g| g.1 > 0);
+    gifts
+}

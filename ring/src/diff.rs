@@ -1,0 +1,292 @@
+//! What moved between two rings: the ranges that changed owner, from whom to whom, and
+//! how much of the key space that is against the least any change of shares must move.
+//!
+//! [`diff`] compares any two rings; [`crate::Ring::plan_add`] and
+//! [`crate::Ring::plan_remove`] produce the same [`RingDiff`] from a plan's pieces
+//! without building the new ring. Both end in [`into_diff`], which puts ranges in their
+//! one canonical form (sorted by end, adjacent ranges with the same owners merged), so
+//! equal changes always compare equal.
+
+use std::collections::BTreeMap;
+
+use crate::Token;
+use crate::ring::{RING, Ring, Share};
+
+/// A range of positions `(start, end]` (clockwise, wrapping) that changed owner.
+/// `start == end` is the whole ring. An empty id stands for "no owner" (an empty ring).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct MovedRange {
+    /// Exclusive start position.
+    pub start: Token,
+    /// Inclusive end position.
+    pub end: Token,
+    /// Owner before the change ("" if the old ring was empty).
+    pub from: String,
+    /// Owner after the change ("" if the new ring is empty).
+    pub to: String,
+}
+
+impl MovedRange {
+    /// Number of positions in the range (`2^64` for the whole ring).
+    pub fn width(&self) -> u128 {
+        arc_width(self.start, self.end)
+    }
+
+    /// Whether the ring position `hash` lies in the range.
+    pub fn contains(&self, hash: u64) -> bool {
+        self.start == self.end
+            || hash.wrapping_sub(self.start).wrapping_sub(1) < self.end.wrapping_sub(self.start)
+    }
+}
+
+/// The change between two rings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RingDiff {
+    /// Disjoint moved ranges sorted by `end`; a range wrapping past 0 comes first.
+    pub ranges: Vec<MovedRange>,
+    /// Total width of the moved ranges (`2^64` is the whole ring).
+    pub moved: u128,
+    /// `moved / 2^64`.
+    pub moved_fraction: f64,
+    /// The least fraction any placement must move between the two rings' weight
+    /// targets: the sum over members of `max(0, new share - old share)` (an empty ring
+    /// counts as one pseudo-member owning everything, so a ring emptied or filled from
+    /// empty gives 1). Adding one of `n + 1` equal members gives `1 / (n + 1)`.
+    pub ideal_fraction: f64,
+}
+
+impl RingDiff {
+    /// Whether nothing moved.
+    pub fn is_empty(&self) -> bool {
+        self.ranges.is_empty()
+    }
+
+    /// `moved_fraction / ideal_fraction`, or `None` when nothing had to move.
+    pub fn moved_over_ideal(&self) -> Option<f64> {
+        (self.ideal_fraction > 0.0).then(|| self.moved_fraction / self.ideal_fraction)
+    }
+
+    /// The moved range containing position `hash`, if it moved.
+    pub fn range_at(&self, hash: u64) -> Option<&MovedRange> {
+        let i = self.ranges.partition_point(|r| r.end < hash);
+        // A range wrapping past 0 sorts first (it has the smallest end) and also holds
+        // positions after every other range's end.
+        [self.ranges.get(i), self.ranges.first()]
+            .into_iter()
+            .flatten()
+            .find(|r| r.contains(hash))
+    }
+
+    /// The ownership after the change, given the ownership before it (as from
+    /// [`Ring::ownership`]): every moved range's width leaves `from` and joins `to`.
+    /// Members left with nothing and the "" pseudo-owner are dropped; sorted by id.
+    pub fn apply(&self, before: &[Share]) -> Vec<Share> {
+        let mut arcs: BTreeMap<&str, i128> = before
+            .iter()
+            .map(|s| (s.id.as_str(), s.arc as i128))
+            .collect();
+        for r in &self.ranges {
+            *arcs.entry(r.from.as_str()).or_default() -= r.width() as i128;
+            *arcs.entry(r.to.as_str()).or_default() += r.width() as i128;
+        }
+        arcs.into_iter()
+            .filter(|&(id, arc)| !id.is_empty() && arc != 0)
+            .map(|(id, arc)| Share {
+                id: id.to_owned(),
+                arc: arc.unsigned_abs(),
+                fraction: fraction(arc.unsigned_abs()),
+            })
+            .collect()
+    }
+}
+
+/// Owner reference inside a plan: a member index of the ring the plan belongs to, the
+/// member being added, or nobody (an empty ring).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Who {
+    /// Index into the ring's sorted member list.
+    Member(u32),
+    /// The member being added.
+    Joiner,
+    /// No owner: the ring is empty on that side.
+    Nobody,
+}
+
+/// One moved range of a plan, before naming and merging.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Piece {
+    /// Exclusive start.
+    pub(crate) start: Token,
+    /// Inclusive end.
+    pub(crate) end: Token,
+    /// Owner before.
+    pub(crate) from: Who,
+    /// Owner after.
+    pub(crate) to: Who,
+}
+
+/// The ranges that differ between two rings, compared position by position.
+pub fn diff(old: &Ring, new: &Ring) -> RingDiff {
+    let (a, b) = (&old.slots, &new.slots);
+    let ideal = ideal_between(old, new);
+    // Every token of either ring is a boundary; between consecutive boundaries both
+    // owners are constant, and equal to the owners of the first token at or after the
+    // upper boundary.
+    let Some(last) = [a.last(), b.last()]
+        .into_iter()
+        .flatten()
+        .map(|s| s.token)
+        .max()
+    else {
+        return into_diff(Vec::new(), |_| String::new(), |_| String::new(), ideal);
+    };
+    let owner = |slots: &[crate::ring::Slot], i: usize| match slots.get(i).or(slots.first()) {
+        Some(s) => Who::Member(s.owner),
+        None => Who::Nobody,
+    };
+    let mut pieces = Vec::new();
+    let (mut i, mut j, mut start) = (0, 0, last);
+    loop {
+        let next = match (a.get(i), b.get(j)) {
+            (Some(x), Some(y)) => x.token.min(y.token),
+            (Some(x), None) => x.token,
+            (None, Some(y)) => y.token,
+            (None, None) => break,
+        };
+        let (from, to) = (owner(a, i), owner(b, j));
+        if diff_owner(old, from, new, to) {
+            pieces.push(Piece {
+                start,
+                end: next,
+                from,
+                to,
+            });
+        }
+        start = next;
+        while a.get(i).is_some_and(|s| s.token <= next) {
+            i += 1;
+        }
+        while b.get(j).is_some_and(|s| s.token <= next) {
+            j += 1;
+        }
+    }
+    into_diff(pieces, |w| name(old, w), |w| name(new, w), ideal)
+}
+
+/// Whether two owner references (of two different rings) name different members.
+fn diff_owner(old: &Ring, from: Who, new: &Ring, to: Who) -> bool {
+    match (from, to) {
+        (Who::Member(x), Who::Member(y)) => {
+            old.members[x as usize].id != new.members[y as usize].id
+        }
+        (Who::Nobody, Who::Nobody) => false,
+        _ => true,
+    }
+}
+
+/// The member id behind an owner reference of `ring` ("" for nobody).
+fn name(ring: &Ring, who: Who) -> String {
+    match who {
+        Who::Member(i) => ring.members[i as usize].id.clone(),
+        Who::Joiner | Who::Nobody => String::new(),
+    }
+}
+
+/// `ideal_fraction` between two rings from their members' weights, exactly: with
+/// totals `W` (old) and `V` (new), `sum max(0, v_i * W - w_i * V) / (W * V)`.
+fn ideal_between(old: &Ring, new: &Ring) -> f64 {
+    let (w_old, w_new) = (old.total_weight(), new.total_weight());
+    if w_old == 0 && w_new == 0 {
+        return 0.0;
+    }
+    let mut weights: BTreeMap<&str, (u128, u128)> = BTreeMap::new();
+    for m in old.members() {
+        weights.entry(&m.id).or_default().0 = u128::from(m.weight);
+    }
+    for m in new.members() {
+        weights.entry(&m.id).or_default().1 = u128::from(m.weight);
+    }
+    let num = weights
+        .values()
+        .map(|&(w, v)| (v * w_old).saturating_sub(w * w_new))
+        .sum();
+    ideal_fraction(num, w_old * w_new)
+}
+
+/// `num / den` as a fraction; `den == 0` means one ring is empty and the other not, so
+/// everything moves.
+pub(crate) fn ideal_fraction(num: u128, den: u128) -> f64 {
+    if den == 0 {
+        1.0
+    } else {
+        num as f64 / den as f64
+    }
+}
+
+/// `arc / 2^64`.
+pub(crate) fn fraction(arc: u128) -> f64 {
+    arc as f64 / RING as f64
+}
+
+/// Width of `(start, end]`, where `start == end` is the whole ring.
+pub(crate) fn arc_width(start: Token, end: Token) -> u128 {
+    match end.wrapping_sub(start) {
+        0 => RING,
+        d => u128::from(d),
+    }
+}
+
+/// The whole ring moving from the ring's only member to `to`.
+pub(crate) fn whole_ring(ring: &Ring, to: Who) -> Piece {
+    let last = ring
+        .slots
+        .last()
+        .map_or((u64::MAX, Who::Nobody), |s| (s.token, Who::Member(s.owner)));
+    Piece {
+        start: last.0,
+        end: last.0,
+        from: last.1,
+        to,
+    }
+}
+
+/// Names and merges plan pieces into the canonical [`RingDiff`]: sorted by end, with
+/// adjacent pieces of the same owners merged (also across position 0).
+pub(crate) fn into_diff(
+    mut pieces: Vec<Piece>,
+    from_name: impl Fn(Who) -> String,
+    to_name: impl Fn(Who) -> String,
+    ideal_fraction: f64,
+) -> RingDiff {
+    pieces.sort_unstable_by_key(|p| p.end);
+    let mut merged: Vec<Piece> = Vec::with_capacity(pieces.len());
+    for p in pieces {
+        match merged.last_mut() {
+            Some(m) if m.end == p.start && (m.from, m.to) == (p.from, p.to) => m.end = p.end,
+            _ => merged.push(p),
+        }
+    }
+    if merged.len() > 1 {
+        let (first, last) = (merged[0], merged[merged.len() - 1]);
+        if last.end == first.start && (last.from, last.to) == (first.from, first.to) {
+            merged[0].start = last.start;
+            merged.pop();
+        }
+    }
+    let ranges: Vec<MovedRange> = merged
+        .into_iter()
+        .map(|p| MovedRange {
+            start: p.start,
+            end: p.end,
+            from: from_name(p.from),
+            to: to_name(p.to),
+        })
+        .collect();
+    let moved = ranges.iter().map(MovedRange::width).sum();
+    RingDiff {
+        ranges,
+        moved,
+        moved_fraction: fraction(moved),
+        ideal_fraction,
+    }
+}

@@ -1,0 +1,126 @@
+//! The lookup index: one cache line per bucket, so a lookup is a table read plus a
+//! few vector compares.
+//!
+//! The ring's `2^64` positions are cut into `2^k` buckets by their top `k` bits, with
+//! 4 to 8 tokens per bucket on average. Each bucket is a 64-byte block of 16 lanes; lane
+//! `i` packs the 16 position bits after the bucket bits (the key) of the bucket's `i`-th
+//! token with its owner (16 bits). Lanes after the bucket's tokens hold key `0xffff`
+//! and the owner of the first token after the bucket (wrapping to token 0), so the
+//! owner of a position is the lane at "number of lanes with a smaller key". A key equal
+//! to the position's key leaves the lower bits undecided; such lookups, buckets with
+//! more than 15 tokens, and rings with 65535 or more members binary-search the sorted
+//! tokens instead. Rebuilt after every membership change, linear in tokens plus
+//! buckets; plans and diffs never need it.
+
+use crate::ring::Slot;
+
+/// Average tokens per bucket is between half this and this.
+const TOKENS_PER_BUCKET: usize = 8;
+/// Position bits per lane key.
+const KEY_BITS: u32 = 16;
+/// Lanes per block (one 64-byte cache line).
+const LANES: usize = 16;
+/// Key of the padding lanes: not below any position's key.
+const PAD_KEY: u32 = 0xffff;
+/// Owner value that sends a lookup to the slow path (a full block, or a wide ring).
+const NO_OWNER: u32 = 0xffff;
+
+/// One bucket: sorted `key << 16 | owner` lanes, then padding.
+#[derive(Clone, Copy, Debug)]
+#[repr(align(64))]
+struct Block([u32; LANES]);
+
+/// Bucket table over the sorted slots of a ring.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct LookupIndex {
+    /// `64 - k`: a position's bucket is `position >> shift`.
+    shift: u32,
+    /// One block per bucket; empty for an empty ring or a wide one.
+    blocks: Vec<Block>,
+    /// Member indices do not fit the lanes: every lookup binary-searches.
+    wide: bool,
+}
+
+impl LookupIndex {
+    /// Builds the index for `slots` (sorted by position; empty gives an empty index).
+    pub(crate) fn build(slots: &[Slot]) -> Self {
+        let Some(first) = slots.first() else {
+            return LookupIndex::default();
+        };
+        let bits = (slots.len() / TOKENS_PER_BUCKET)
+            .next_power_of_two()
+            .trailing_zeros()
+            .max(1);
+        let shift = 64 - bits;
+        if slots.iter().any(|s| s.owner >= NO_OWNER) {
+            return LookupIndex {
+                shift,
+                blocks: Vec::new(),
+                wide: true,
+            };
+        }
+        let pad = |owner: u32| Block([(PAD_KEY << KEY_BITS) | owner; LANES]);
+        let mut blocks = Vec::with_capacity(1 << bits);
+        let mut k = 0;
+        while let Some(head) = slots.get(k) {
+            let bucket = (head.token >> shift) as usize;
+            // Buckets without tokens: everything goes to this token's owner.
+            blocks.resize(bucket, pad(head.owner));
+            let start = k;
+            while slots
+                .get(k)
+                .is_some_and(|s| (s.token >> shift) as usize == bucket)
+            {
+                k += 1;
+            }
+            let mut block = pad(slots.get(k).unwrap_or(first).owner);
+            if k - start < LANES {
+                for (lane, s) in block.0.iter_mut().zip(&slots[start..k]) {
+                    *lane = (key(s.token, shift) << KEY_BITS) | s.owner;
+                }
+            } else {
+                block = Block([u32::MAX; LANES]);
+            }
+            blocks.push(block);
+        }
+        blocks.resize(1 << bits, pad(first.owner));
+        LookupIndex {
+            shift,
+            blocks,
+            wide: false,
+        }
+    }
+
+    /// The owner (member index) of `hash`, or `None` for an empty ring.
+    #[inline]
+    pub(crate) fn owner(&self, slots: &[Slot], hash: u64) -> Option<u32> {
+        match self.blocks.get((hash >> self.shift) as usize) {
+            Some(block) => {
+                let want = key(hash, self.shift);
+                // A plain count over all lanes (no early exit) compiles to vector
+                // compares; the lanes are sorted, so the count is the answer's lane.
+                let mut before = 0usize;
+                let mut tie = false;
+                for &lane in &block.0 {
+                    let k = lane >> KEY_BITS;
+                    before += usize::from(k < want);
+                    tie |= k == want;
+                }
+                let owner = block.0[before % LANES] & 0xffff;
+                if !tie && owner != NO_OWNER {
+                    return Some(owner);
+                }
+            }
+            None if !self.wide => return None,
+            None => {}
+        }
+        let at = slots.partition_point(|s| s.token < hash);
+        slots.get(at).or(slots.first()).map(|s| s.owner)
+    }
+}
+
+/// The [`KEY_BITS`] position bits right after the bucket bits.
+#[inline]
+fn key(position: u64, shift: u32) -> u32 {
+    ((position << (64 - shift)) >> (64 - KEY_BITS)) as u32
+}

@@ -1,0 +1,175 @@
+//! Tokens of [`crate::Strategy::Random`]: a member of weight `w` holds the first
+//! `vnodes * w` distinct values of `xxh3_64(id ++ 0x00 ++ le32(i), HASH_SEED)` for
+//! `i = 0, 1, ...`, so the ring depends only on the member set.
+//!
+//! Two members drawing the same position both keep their token; the member with the
+//! smaller id comes first there and owns the arc, the other's token owns nothing. That
+//! keeps the ring a function of the member set and keeps movement minimal even then.
+
+use crate::diff::{Piece, Who, whole_ring};
+use crate::ring::{Ring, Slot, check_token_limit};
+use crate::{HASH_SEED, Member, RingError, Token};
+
+/// The `i`-th token candidate of member `id`.
+pub(crate) fn candidate(id: &str, i: u32) -> Token {
+    let mut buf = Vec::with_capacity(id.len() + 5);
+    buf.extend_from_slice(id.as_bytes());
+    buf.push(0);
+    buf.extend_from_slice(&i.to_le_bytes());
+    xxhash_rust::xxh3::xxh3_64_with_seed(&buf, HASH_SEED)
+}
+
+/// The member's tokens: its first `count` distinct candidates, sorted.
+pub(crate) fn member_tokens(id: &str, count: usize) -> Vec<Token> {
+    first_distinct(count, (0..=u32::MAX).map(|i| candidate(id, i)))
+}
+
+/// The first `count` distinct values of `candidates` (fewer if it runs out), sorted.
+pub(crate) fn first_distinct(count: usize, mut candidates: impl Iterator<Item = u64>) -> Vec<u64> {
+    let mut out = Vec::with_capacity(count);
+    // Each round draws exactly as many candidates as are missing, so when the count is
+    // reached no drawn candidate was a repeat: the set is the first `count` distinct.
+    while out.len() < count {
+        let before = out.len();
+        out.extend(candidates.by_ref().take(count - before));
+        if out.len() == before {
+            break;
+        }
+        out.sort_unstable();
+        out.dedup();
+    }
+    out
+}
+
+/// All slots of a random ring with these members (sorted by id).
+pub(crate) fn slots_of(members: &[Member], vnodes: u32) -> Result<Vec<Slot>, RingError> {
+    let total: u64 = members
+        .iter()
+        .map(|m| u64::from(vnodes) * u64::from(m.weight))
+        .sum();
+    check_token_limit(total)?;
+    let mut slots = Vec::with_capacity(total as usize);
+    for (owner, m) in members.iter().enumerate() {
+        let count = u64::from(vnodes) * u64::from(m.weight);
+        slots.extend(
+            member_tokens(&m.id, count as usize)
+                .into_iter()
+                .map(|token| Slot {
+                    token,
+                    owner: owner as u32,
+                }),
+        );
+    }
+    slots.sort_unstable();
+    Ok(slots)
+}
+
+/// The slots after a joiner with `tokens` (sorted) takes member index `pos`: existing
+/// owners at or above `pos` shift up by one, and equal positions stay ordered by id.
+pub(crate) fn merge_joiner(slots: &[Slot], tokens: &[Token], pos: u32) -> Vec<Slot> {
+    let mut out = Vec::with_capacity(slots.len() + tokens.len());
+    let mut new = tokens
+        .iter()
+        .map(|&token| Slot { token, owner: pos })
+        .peekable();
+    for s in slots {
+        let s = Slot {
+            token: s.token,
+            owner: s.owner + u32::from(s.owner >= pos),
+        };
+        while let Some(n) = new.next_if(|n| *n < s) {
+            out.push(n);
+        }
+        out.push(s);
+    }
+    out.extend(new);
+    out
+}
+
+/// The slots after `leaver` (an index) leaves, owners renumbered by `shift`.
+pub(crate) fn drop_member(slots: &[Slot], leaver: u32, shift: impl Fn(u32) -> u32) -> Vec<Slot> {
+    slots
+        .iter()
+        .filter(|s| s.owner != leaver)
+        .map(|s| Slot {
+            token: s.token,
+            owner: shift(s.owner),
+        })
+        .collect()
+}
+
+/// Pieces a joiner with id `joiner` and sorted distinct `tokens` takes: for each token
+/// `j` that comes first at its position, the arc from the nearest preceding token (old
+/// or the joiner's own) to `j`, from the owner of the first old token at or after `j`.
+pub(crate) fn join_pieces(ring: &Ring, tokens: &[Token], joiner: &str) -> Vec<Piece> {
+    let (Some(&highest), false) = (tokens.last(), ring.slots.is_empty()) else {
+        return match tokens.last() {
+            Some(&t) => vec![Piece {
+                start: t,
+                end: t,
+                from: Who::Nobody,
+                to: Who::Joiner,
+            }],
+            None => Vec::new(),
+        };
+    };
+    let n = ring.slots.len();
+    let mut prev_own = highest;
+    let mut pieces = Vec::with_capacity(tokens.len());
+    for &j in tokens {
+        let prev_joiner = std::mem::replace(&mut prev_own, j);
+        let s = ring.slot_at(j);
+        let at = ring.slots[s];
+        if at.token == j && joiner > ring.members[at.owner as usize].id.as_str() {
+            continue; // Behind an older token at the same position: owns nothing.
+        }
+        let prev_old = ring.slots[(s + n - 1) % n].token;
+        // The nearer of the two predecessors, counter-clockwise from j.
+        let back = |p: Token| crate::diff::arc_width(p, j);
+        let start = if back(prev_joiner) < back(prev_old) {
+            prev_joiner
+        } else {
+            prev_old
+        };
+        pieces.push(Piece {
+            start,
+            end: j,
+            from: Who::Member(at.owner),
+            to: Who::Joiner,
+        });
+    }
+    pieces
+}
+
+/// Pieces of a leaving member (index, ring of two or more members): each of its arcs
+/// goes to the owner of the next token that is not its own.
+pub(crate) fn leave_pieces(ring: &Ring, leaver: u32) -> Vec<Piece> {
+    let slots = &ring.slots;
+    let n = slots.len();
+    let Some(anchor) = slots.iter().position(|s| s.owner != leaver) else {
+        return vec![whole_ring(ring, Who::Nobody)];
+    };
+    let mut pieces = Vec::new();
+    let mut pending: Vec<usize> = Vec::new();
+    // Walk one lap starting after a token of another member, so every run of the
+    // leaver's tokens is followed by its heir before the walk ends.
+    for step in 1..=n {
+        let i = (anchor + step) % n;
+        if slots[i].owner == leaver {
+            pending.push(i);
+            continue;
+        }
+        for k in pending.drain(..) {
+            let arc = ring.arc(k);
+            if arc.len > 0 {
+                pieces.push(Piece {
+                    start: arc.start,
+                    end: arc.end,
+                    from: Who::Member(leaver),
+                    to: Who::Member(slots[i].owner),
+                });
+            }
+        }
+    }
+    pieces
+}

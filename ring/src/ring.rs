@@ -1,0 +1,570 @@
+//! The ring: members sorted by id, slots (token, owner) sorted by position, and caches
+//! derived from them after every change (ownership per member, each member's largest
+//! arc, the lookup index).
+//!
+//! Mutations go through a plan: the strategy modules compute the moved pieces of an add
+//! or remove without touching the ring ([`Ring::plan_add`], [`Ring::plan_remove`]), and
+//! [`Ring::add`] / [`Ring::remove`] apply the same pieces, so a published plan and the
+//! applied change can never disagree.
+
+use std::fmt;
+
+use crate::diff::{self, Piece, RingDiff, Who};
+use crate::index::LookupIndex;
+use crate::{
+    MAX_TOKENS, Member, RingConfig, RingError, Strategy, Token, balanced, hash_key, random,
+};
+
+/// How many of each member's largest arcs the ring keeps at hand for balanced joins.
+pub(crate) const TOP_ARCS: usize = 4;
+
+/// The whole ring, `2^64` positions, as an arc length.
+pub(crate) const RING: u128 = 1 << 64;
+
+/// One token: a position and the index of its owner in the sorted member list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Slot {
+    /// Position on the ring (field order makes the derived `Ord` position-first).
+    pub(crate) token: Token,
+    /// Index into `Ring::members`; equal positions are ordered by it (that is, by id).
+    pub(crate) owner: u32,
+}
+
+/// An arc `(start, end]` of the ring and its length (`2^64` for the whole ring).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ArcSpan {
+    /// Exclusive start: the preceding token.
+    pub(crate) start: Token,
+    /// Inclusive end: the owning token.
+    pub(crate) end: Token,
+    /// Number of positions in the arc.
+    pub(crate) len: u128,
+}
+
+/// One member's exact share of the ring.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Share {
+    /// Member id.
+    pub id: String,
+    /// Sum of the lengths of the arcs the member owns; the whole ring is `2^64`.
+    pub arc: u128,
+    /// `arc / 2^64`.
+    pub fraction: f64,
+}
+
+/// A consistent-hash ring of weighted members (see the crate docs and `docs/ring-spec.md`).
+#[derive(Clone)]
+pub struct Ring {
+    pub(crate) config: RingConfig,
+    /// Sorted by id; slot owners index into it.
+    pub(crate) members: Vec<Member>,
+    /// Sorted by (position, owner); equal positions only occur in random rings.
+    pub(crate) slots: Vec<Slot>,
+    /// Owned arc length per member.
+    pub(crate) own: Vec<u128>,
+    /// Largest arcs per member, largest first (ties: the first in position order),
+    /// padded with empty arcs.
+    pub(crate) largest: Vec<[ArcSpan; TOP_ARCS]>,
+    index: LookupIndex,
+}
+
+impl Ring {
+    /// An empty ring. The configuration is checked when the first member is added.
+    pub fn new(config: RingConfig) -> Ring {
+        Ring {
+            config,
+            members: Vec::new(),
+            slots: Vec::new(),
+            own: Vec::new(),
+            largest: Vec::new(),
+            index: LookupIndex::default(),
+        }
+    }
+
+    /// The ring's configuration.
+    pub fn config(&self) -> &RingConfig {
+        &self.config
+    }
+
+    /// Whether a member with this id is on the ring.
+    pub fn contains(&self, id: &str) -> bool {
+        self.member_index(id).is_some()
+    }
+
+    /// Number of members.
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Whether the ring has no members.
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// The member with this id.
+    pub fn member(&self, id: &str) -> Option<&Member> {
+        self.member_index(id).map(|i| &self.members[i])
+    }
+
+    /// Members sorted by id.
+    pub fn members(&self) -> impl Iterator<Item = &Member> {
+        self.members.iter()
+    }
+
+    /// Number of tokens (virtual nodes) on the ring.
+    pub fn token_count(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Tokens and their owners, sorted by position (equal positions by owner id).
+    pub fn tokens(&self) -> impl Iterator<Item = (Token, &str)> {
+        self.slots
+            .iter()
+            .map(|s| (s.token, self.members[s.owner as usize].id.as_str()))
+    }
+
+    /// The owner of a key: the member of the first token at or after `hash_key(key)`.
+    pub fn owner(&self, key: &[u8]) -> Result<&str, RingError> {
+        self.owner_of_hash(hash_key(key))
+    }
+
+    /// The owner of a ring position.
+    #[inline]
+    pub fn owner_of_hash(&self, hash: u64) -> Result<&str, RingError> {
+        let owner = self
+            .index
+            .owner(&self.slots, hash)
+            .ok_or(RingError::Empty)?;
+        Ok(self.members[owner as usize].id.as_str())
+    }
+
+    /// `n` distinct members walking clockwise from the key's position; the first is the
+    /// owner. `n == 0` gives an empty list; `n` above the member count is an error.
+    pub fn successors(&self, key: &[u8], n: usize) -> Result<Vec<&str>, RingError> {
+        self.successors_of_hash(hash_key(key), n)
+    }
+
+    /// [`Ring::successors`] for a ring position.
+    pub fn successors_of_hash(&self, hash: u64, n: usize) -> Result<Vec<&str>, RingError> {
+        if self.is_empty() {
+            return Err(RingError::Empty);
+        }
+        if n > self.len() {
+            return Err(RingError::TooFewMembers {
+                asked: n,
+                have: self.len(),
+            });
+        }
+        let mut seen = vec![0u64; self.members.len().div_ceil(64)];
+        let mut out = Vec::with_capacity(n);
+        let start = self.slot_at(hash);
+        // Every member holds at least one token, so one lap finds all of them.
+        for step in 0..self.slots.len() {
+            if out.len() == n {
+                break;
+            }
+            let owner = self.slots[(start + step) % self.slots.len()].owner as usize;
+            let (word, bit) = (owner / 64, 1u64 << (owner % 64));
+            if seen[word] & bit == 0 {
+                seen[word] |= bit;
+                out.push(self.members[owner].id.as_str());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Exact arc share of every member, sorted by id.
+    pub fn ownership(&self) -> Vec<Share> {
+        self.members
+            .iter()
+            .zip(&self.own)
+            .map(|(m, &arc)| Share {
+                id: m.id.clone(),
+                arc,
+                fraction: diff::fraction(arc),
+            })
+            .collect()
+    }
+
+    /// Adds a member: random rings give it `vnodes * weight` hashed tokens; balanced
+    /// rings let it take its weight's share from the members that own the most.
+    /// Only ranges that move to the new member change owner.
+    pub fn add(&mut self, member: Member) -> Result<(), RingError> {
+        let pos = self.check_join(&member)?;
+        let slots = match self.config.strategy {
+            Strategy::Random => {
+                let tokens = self.random_join_tokens(&member)?;
+                random::merge_joiner(&self.slots, &tokens, pos as u32)
+            }
+            Strategy::Balanced => {
+                let pieces = balanced::plan_join(self, member.weight)?;
+                self.apply_pieces(&pieces, |who| match who {
+                    Who::Member(o) => o + u32::from(o >= pos as u32),
+                    Who::Joiner | Who::Nobody => pos as u32,
+                })
+            }
+        };
+        self.members.insert(pos, member);
+        self.install(slots);
+        Ok(())
+    }
+
+    /// Removes a member and returns it. Only its own ranges change owner: random rings
+    /// hand each to the next token's owner, balanced rings share them out between the
+    /// neighbouring members (and, past a small tolerance, the least loaded ones).
+    pub fn remove(&mut self, id: &str) -> Result<Member, RingError> {
+        let leaver = self
+            .member_index(id)
+            .ok_or_else(|| RingError::UnknownMember(id.to_owned()))?;
+        let shift = |o: u32| o - u32::from(o > leaver as u32);
+        let slots = match self.config.strategy {
+            _ if self.members.len() == 1 => Vec::new(),
+            Strategy::Random => random::drop_member(&self.slots, leaver as u32, shift),
+            Strategy::Balanced => {
+                let pieces = balanced::plan_leave(self, leaver);
+                self.apply_pieces(&pieces, |who| match who {
+                    Who::Member(o) => shift(o),
+                    // A leave's pieces all go to surviving members.
+                    Who::Joiner | Who::Nobody => 0,
+                })
+            }
+        };
+        let member = self.members.remove(leaver);
+        self.install(slots);
+        Ok(member)
+    }
+
+    /// What [`Ring::add`] would move, without changing the ring: equal to
+    /// `diff(&ring, &ring_after_add)`, but computed from the plan alone.
+    pub fn plan_add(&self, member: &Member) -> Result<RingDiff, RingError> {
+        self.check_join(member)?;
+        let pieces = match self.config.strategy {
+            Strategy::Random => {
+                let tokens = self.random_join_tokens(member)?;
+                random::join_pieces(self, &tokens, &member.id)
+            }
+            Strategy::Balanced => balanced::plan_join(self, member.weight)?,
+        };
+        let total = self.total_weight();
+        let ideal = diff::ideal_fraction(
+            u128::from(member.weight) * total,
+            total * (total + u128::from(member.weight)),
+        );
+        Ok(diff::into_diff(
+            pieces,
+            |who| self.name(who, &member.id),
+            |who| self.name(who, &member.id),
+            ideal,
+        ))
+    }
+
+    /// What [`Ring::remove`] would move, without changing the ring: equal to
+    /// `diff(&ring, &ring_after_remove)`.
+    pub fn plan_remove(&self, id: &str) -> Result<RingDiff, RingError> {
+        let leaver = self
+            .member_index(id)
+            .ok_or_else(|| RingError::UnknownMember(id.to_owned()))?;
+        let pieces = match self.config.strategy {
+            _ if self.members.len() == 1 => vec![diff::whole_ring(self, Who::Nobody)],
+            Strategy::Random => random::leave_pieces(self, leaver as u32),
+            Strategy::Balanced => balanced::plan_leave(self, leaver),
+        };
+        let total = self.total_weight();
+        let weight = u128::from(self.members[leaver].weight);
+        let ideal = diff::ideal_fraction(weight * (total - weight), total * (total - weight));
+        Ok(diff::into_diff(
+            pieces,
+            |who| self.name(who, id),
+            |who| self.name(who, id),
+            ideal,
+        ))
+    }
+
+    /// Checksum of the ring: xxh3-64 (seed [`crate::HASH_SEED`]) over the canonical
+    /// encoding of configuration, members and tokens described in `docs/ring-spec.md`.
+    pub fn checksum(&self) -> u64 {
+        let mut h = xxhash_rust::xxh3::Xxh3::with_seed(crate::HASH_SEED);
+        h.update(b"ringside-ring-v1");
+        h.update(&[match self.config.strategy {
+            Strategy::Random => 0,
+            Strategy::Balanced => 1,
+        }]);
+        h.update(&self.config.vnodes.to_le_bytes());
+        h.update(&(self.members.len() as u32).to_le_bytes());
+        for m in &self.members {
+            h.update(&(m.id.len() as u32).to_le_bytes());
+            h.update(m.id.as_bytes());
+            h.update(&m.weight.to_le_bytes());
+        }
+        h.update(&(self.slots.len() as u32).to_le_bytes());
+        let mut buf = [0u8; 12];
+        for s in &self.slots {
+            buf[..8].copy_from_slice(&s.token.to_le_bytes());
+            buf[8..].copy_from_slice(&s.owner.to_le_bytes());
+            h.update(&buf);
+        }
+        h.digest()
+    }
+
+    /// The ring as plain parts (configuration, members by id, tokens by position), the
+    /// inverse of [`Ring::from_parts`]; what a snapshot stores.
+    pub fn to_parts(&self) -> (RingConfig, Vec<Member>, Vec<(Token, String)>) {
+        let tokens = self.tokens().map(|(t, id)| (t, id.to_owned())).collect();
+        (self.config, self.members.clone(), tokens)
+    }
+
+    /// Rebuilds a ring from a snapshot, checking everything a ring guarantees: a valid
+    /// configuration and members, tokens sorted by (position, owner id) without repeats
+    /// and owned by known members, at least one token per member, and per strategy:
+    /// random tokens equal to their derivation from the members, balanced tokens at
+    /// distinct positions with no token followed by one of the same owner.
+    pub fn from_parts(
+        config: RingConfig,
+        mut members: Vec<Member>,
+        tokens: Vec<(Token, String)>,
+    ) -> Result<Ring, RingError> {
+        config.validate()?;
+        for m in &members {
+            m.validate()?;
+        }
+        members.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        if let Some(w) = members.windows(2).find(|w| w[0].id == w[1].id) {
+            return Err(RingError::DuplicateMember(w[0].id.clone()));
+        }
+        if tokens.len() > MAX_TOKENS {
+            return Err(RingError::TooManyTokens {
+                requested: tokens.len() as u64,
+                max: MAX_TOKENS as u64,
+            });
+        }
+        let mut ring = Ring::new(config);
+        ring.members = members;
+        let mut held = vec![false; ring.members.len()];
+        let mut slots: Vec<Slot> = Vec::with_capacity(tokens.len());
+        for (token, id) in tokens {
+            let owner = ring.member_index(&id).ok_or(RingError::UnknownMember(id))?;
+            let slot = Slot {
+                token,
+                owner: owner as u32,
+            };
+            if slots.last().is_some_and(|prev| *prev >= slot) {
+                return Err(RingError::InvalidSnapshot(format!(
+                    "tokens are not sorted by (position, member id) at token {}",
+                    slots.len()
+                )));
+            }
+            held[owner] = true;
+            slots.push(slot);
+        }
+        if let Some(i) = held.iter().position(|h| !h) {
+            return Err(RingError::InvalidSnapshot(format!(
+                "member '{}' holds no token",
+                ring.members[i].id
+            )));
+        }
+        match config.strategy {
+            Strategy::Random => {
+                if slots != random::slots_of(&ring.members, config.vnodes)? {
+                    return Err(RingError::InvalidSnapshot(
+                        "tokens differ from the random derivation of the members".into(),
+                    ));
+                }
+            }
+            Strategy::Balanced => {
+                if let Some(w) = slots.windows(2).find(|w| w[0].token == w[1].token) {
+                    return Err(RingError::InvalidSnapshot(format!(
+                        "balanced tokens share position {:#x}",
+                        w[0].token
+                    )));
+                }
+                if let Some(i) = redundant_token(&slots) {
+                    return Err(RingError::InvalidSnapshot(format!(
+                        "balanced token {:#x} is followed by another token of '{}'",
+                        slots[i].token, ring.members[slots[i].owner as usize].id
+                    )));
+                }
+            }
+        }
+        ring.install(slots);
+        Ok(ring)
+    }
+
+    /// Index of the member with this id.
+    pub(crate) fn member_index(&self, id: &str) -> Option<usize> {
+        self.members
+            .binary_search_by(|m| m.id.as_str().cmp(id))
+            .ok()
+    }
+
+    /// Index of the first slot at or after `hash`, wrapping to 0 (ring not empty).
+    pub(crate) fn slot_at(&self, hash: u64) -> usize {
+        let i = self.slots.partition_point(|s| s.token < hash);
+        if i == self.slots.len() { 0 } else { i }
+    }
+
+    /// The arc owned by slot `i`: from the preceding token (cyclically) to its own.
+    /// A token sharing the position of its predecessor owns nothing, except slot 0,
+    /// which then owns the whole ring (every token sits at one position).
+    pub(crate) fn arc(&self, i: usize) -> ArcSpan {
+        let end = self.slots[i].token;
+        let start = self.slots[(i + self.slots.len() - 1) % self.slots.len()].token;
+        ArcSpan {
+            start,
+            end,
+            len: arc_len(i, start, end),
+        }
+    }
+
+    /// Sum of member weights.
+    pub(crate) fn total_weight(&self) -> u128 {
+        self.members.iter().map(|m| u128::from(m.weight)).sum()
+    }
+
+    /// Member id behind a plan's owner reference.
+    fn name(&self, who: Who, joiner: &str) -> String {
+        match who {
+            Who::Member(o) => self.members[o as usize].id.clone(),
+            Who::Joiner => joiner.to_owned(),
+            Who::Nobody => String::new(),
+        }
+    }
+
+    /// Validates a joining member; returns its insertion index in the member list.
+    fn check_join(&self, member: &Member) -> Result<usize, RingError> {
+        self.config.validate()?;
+        member.validate()?;
+        match self
+            .members
+            .binary_search_by(|m| m.id.as_str().cmp(&member.id))
+        {
+            Ok(_) => Err(RingError::DuplicateMember(member.id.clone())),
+            Err(pos) => Ok(pos),
+        }
+    }
+
+    /// The tokens of a random joiner, after checking the token limit.
+    fn random_join_tokens(&self, member: &Member) -> Result<Vec<Token>, RingError> {
+        let count = u64::from(self.config.vnodes) * u64::from(member.weight);
+        check_token_limit(self.slots.len() as u64 + count)?;
+        Ok(random::member_tokens(&member.id, count as usize))
+    }
+
+    /// The slots after giving every piece's range to its new owner: each piece's end
+    /// becomes a token of that owner (replacing a token at that position), owners are
+    /// renumbered by `renumber`, and redundant tokens are dropped.
+    fn apply_pieces(&self, pieces: &[Piece], renumber: impl Fn(Who) -> u32) -> Vec<Slot> {
+        let mut edits: Vec<Slot> = pieces
+            .iter()
+            .map(|p| Slot {
+                token: p.end,
+                owner: renumber(p.to),
+            })
+            .collect();
+        edits.sort_unstable_by_key(|s| s.token);
+        let mut out = Vec::with_capacity(self.slots.len() + edits.len());
+        let mut edits = edits.into_iter().peekable();
+        for slot in &self.slots {
+            while let Some(e) = edits.next_if(|e| e.token < slot.token) {
+                out.push(e);
+            }
+            match edits.next_if(|e| e.token == slot.token) {
+                Some(e) => out.push(e),
+                None => out.push(Slot {
+                    token: slot.token,
+                    owner: renumber(Who::Member(slot.owner)),
+                }),
+            }
+        }
+        out.extend(edits);
+        canonicalise(&mut out);
+        out
+    }
+
+    /// Installs new slots and recomputes the caches (ownership, largest arcs, index).
+    fn install(&mut self, slots: Vec<Slot>) {
+        self.slots = slots;
+        self.own = vec![0; self.members.len()];
+        self.largest = vec![[ArcSpan::default(); TOP_ARCS]; self.members.len()];
+        let mut start = self.slots.last().map_or(0, |s| s.token);
+        for (i, slot) in self.slots.iter().enumerate() {
+            let arc = ArcSpan {
+                start,
+                end: slot.token,
+                len: arc_len(i, start, slot.token),
+            };
+            start = slot.token;
+            let owner = slot.owner as usize;
+            self.own[owner] += arc.len;
+            // Arcs arrive in position order, so an equal length never displaces.
+            let top = &mut self.largest[owner];
+            if let Some(p) = top.iter().position(|a| arc.len > a.len) {
+                top.copy_within(p..TOP_ARCS - 1, p + 1);
+                top[p] = arc;
+            }
+        }
+        self.index = LookupIndex::build(&self.slots);
+    }
+}
+
+/// Length of the arc `(start, end]` of slot `i` (see [`Ring::arc`]).
+fn arc_len(i: usize, start: Token, end: Token) -> u128 {
+    match end.wrapping_sub(start) {
+        0 if i == 0 => RING,
+        d => u128::from(d),
+    }
+}
+
+/// Errors when a ring would hold more than [`MAX_TOKENS`] tokens.
+pub(crate) fn check_token_limit(tokens: u64) -> Result<(), RingError> {
+    if tokens > MAX_TOKENS as u64 {
+        return Err(RingError::TooManyTokens {
+            requested: tokens,
+            max: MAX_TOKENS as u64,
+        });
+    }
+    Ok(())
+}
+
+/// Index of a token whose clockwise successor has the same owner (such a token changes
+/// no ownership), if any; a ring with one token has none.
+fn redundant_token(slots: &[Slot]) -> Option<usize> {
+    (0..slots.len())
+        .find(|&i| slots.len() > 1 && slots[i].owner == slots[(i + 1) % slots.len()].owner)
+}
+
+/// Drops redundant tokens (a token followed by one of the same owner), keeping the
+/// last token of every run; a ring of one owner keeps only its last token.
+fn canonicalise(slots: &mut Vec<Slot>) {
+    let Some(last) = slots.last().copied() else {
+        return;
+    };
+    if slots.iter().all(|s| s.owner == last.owner) {
+        *slots = vec![last];
+        return;
+    }
+    let n = slots.len();
+    *slots = (0..n)
+        .filter(|&i| slots[i].owner != slots[(i + 1) % n].owner)
+        .map(|i| slots[i])
+        .collect();
+}
+
+impl PartialEq for Ring {
+    fn eq(&self, other: &Self) -> bool {
+        // The caches are functions of these three, so they need no comparison.
+        self.config == other.config && self.members == other.members && self.slots == other.slots
+    }
+}
+
+impl Eq for Ring {}
+
+impl fmt::Debug for Ring {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ring")
+            .field("config", &self.config)
+            .field("members", &self.members)
+            .field("tokens", &self.slots.len())
+            .field("checksum", &format_args!("{:#018x}", self.checksum()))
+            .finish()
+    }
+}
