@@ -8,7 +8,7 @@
 use bytes::Bytes;
 use prost::Message as _;
 
-use crate::event::{Event, InvalidEvent, SCHEMA_VERSION, check_members};
+use crate::event::{Event, InvalidEvent, SCHEMA_VERSION, check_members, check_token_order};
 use crate::names::RingName;
 use crate::pb;
 
@@ -143,8 +143,8 @@ pub fn from_json(json: &str) -> Result<Event, DecodeError> {
     Event::try_from(envelope)
 }
 
-/// Checks a snapshot: known version, valid ring and members, strictly ascending
-/// tokens, one in-range owner per token.
+/// Checks a snapshot: known version, valid ring and members, tokens sorted by
+/// (token, owner) without repeats, one in-range owner per token.
 pub fn check_snapshot(snapshot: &pb::RingSnapshot) -> Result<(), DecodeError> {
     if snapshot.schema_version != SCHEMA_VERSION {
         return Err(DecodeError::UnknownVersion {
@@ -168,12 +168,7 @@ fn check_snapshot_rules(snapshot: &pb::RingSnapshot) -> Result<(), InvalidEvent>
             snapshot.owners.len()
         )));
     }
-    if let Some(w) = snapshot.tokens.windows(2).find(|w| w[0] >= w[1]) {
-        return Err(rule(format!(
-            "not strictly ascending ({} before {})",
-            w[0], w[1]
-        )));
-    }
+    check_token_order("tokens", &snapshot.tokens, &snapshot.owners)?;
     match snapshot
         .owners
         .iter()

@@ -234,6 +234,9 @@ fn check_parallel(field: &'static str, a: usize, b: usize) -> Result<(), Invalid
     }
 }
 
+/// Member index meaning "nobody" in moved ranges (the ring before or after was empty).
+pub const NO_OWNER: u32 = u32::MAX;
+
 fn check_indices(field: &'static str, indices: &[u32], bound: usize) -> Result<(), InvalidEvent> {
     match indices.iter().find(|i| **i as usize >= bound) {
         Some(i) => Err(rule(
@@ -244,12 +247,18 @@ fn check_indices(field: &'static str, indices: &[u32], bound: usize) -> Result<(
     }
 }
 
-fn check_ascending(field: &'static str, tokens: &[u64]) -> Result<(), InvalidEvent> {
-    match tokens.windows(2).find(|w| w[0] >= w[1]) {
+/// (token, owner) pairs strictly ascending: sorted by token, equal tokens by owner.
+pub(crate) fn check_token_order(
+    field: &'static str,
+    tokens: &[u64],
+    owners: &[u32],
+) -> Result<(), InvalidEvent> {
+    let pairs: Vec<(u64, u32)> = tokens.iter().copied().zip(owners.iter().copied()).collect();
+    match pairs.windows(2).find(|w| w[0] >= w[1]) {
         Some(w) => Err(rule(
             field,
             format!(
-                "tokens must be strictly ascending ({} before {})",
+                "tokens must be sorted by (token, owner) without repeats ({:?} before {:?})",
                 w[0], w[1]
             ),
         )),
@@ -290,13 +299,13 @@ fn check_rebalanced(r: &pb::RingRebalanced) -> Result<(), InvalidEvent> {
             t.reassigned.len(),
             t.reassigned_to.len(),
         )?;
-        for (field, tokens) in [
-            ("token_changes.added", &t.added),
-            ("token_changes.removed", &t.removed),
-            ("token_changes.reassigned", &t.reassigned),
-        ] {
-            check_ascending(field, tokens)?;
-        }
+        check_token_order("token_changes.added", &t.added, &t.added_owners)?;
+        check_token_order("token_changes.removed", &t.removed, &t.removed_owners)?;
+        check_token_order(
+            "token_changes.reassigned",
+            &t.reassigned,
+            &t.reassigned_from,
+        )?;
         for (field, idx) in [
             ("token_changes.added_owners", &t.added_owners),
             ("token_changes.removed_owners", &t.removed_owners),
@@ -310,8 +319,12 @@ fn check_rebalanced(r: &pb::RingRebalanced) -> Result<(), InvalidEvent> {
         check_parallel("moved_ranges", m.starts.len(), m.ends.len())?;
         check_parallel("moved_ranges", m.starts.len(), m.from.len())?;
         check_parallel("moved_ranges", m.starts.len(), m.to.len())?;
-        check_indices("moved_ranges.from", &m.from, bound)?;
-        check_indices("moved_ranges.to", &m.to, bound)?;
+        let owners = |field, idx: &[u32]| {
+            let real: Vec<u32> = idx.iter().copied().filter(|i| *i != NO_OWNER).collect();
+            check_indices(field, &real, bound)
+        };
+        owners("moved_ranges.from", &m.from)?;
+        owners("moved_ranges.to", &m.to)?;
     }
     check_fraction("moved_fraction", r.moved_fraction)?;
     check_fraction("ideal_fraction", r.ideal_fraction)

@@ -15,6 +15,8 @@
 //! - [`provision`]: streams and KV buckets from `nats/` files, created or updated.
 //! - [`publish`]: [`Publisher`]: acked, retried, deduplicated, single-writer, batches.
 //! - [`consume`]: [`Consumer`]: the loop that counts, logs and dead-letters bad messages.
+//! - [`convert`]: wire types to and from `ringside-ring`: configurations, snapshots,
+//!   and the `RingRebalanced` of one step (and its inverse, for replay).
 //! - [`users`]: the per-service NATS users and their connect options.
 //!
 //! # How it fits
@@ -25,6 +27,7 @@
 
 pub mod codec;
 pub mod consume;
+pub mod convert;
 pub mod event;
 pub mod headers;
 pub mod names;

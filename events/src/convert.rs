@@ -1,0 +1,350 @@
+//! Between the wire types and the ring: configurations, members, snapshots, and the
+//! `RingRebalanced` that describes the step from one ring to the next.
+//!
+//! # How it fits
+//! The fold applies membership to a [`Ring`] and, for each change, builds the event
+//! with [`rebalanced`]; the reducer stores rings with [`ring_to_snapshot`] and loads
+//! them with [`snapshot_to_ring`]; replay and `verify` can rebuild each epoch from the
+//! previous ring and the event alone with [`apply_rebalanced`]. Everything here is
+//! pure and deterministic.
+
+use std::collections::BTreeMap;
+
+use ringside_ring::{Ring, RingConfig, RingError, Strategy, Token};
+
+use crate::event::{NO_OWNER, SCHEMA_VERSION};
+use crate::pb;
+
+/// Why a conversion failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConvertError {
+    /// The configuration names no strategy (or one this reader does not know).
+    #[error("ring configuration has no known strategy (value {0})")]
+    UnknownStrategy(i32),
+    /// A message that needs a configuration has none.
+    #[error("{0} has no ring configuration")]
+    MissingConfig(&'static str),
+    /// A ring member has no entry in the member details given.
+    #[error("no details (address, uid) for ring member '{0}'")]
+    MissingMemberDetails(String),
+    /// A member index points outside the member tables.
+    #[error("member index {0} is out of range")]
+    BadIndex(u32),
+    /// The ring refused the parts (invalid config, members or tokens).
+    #[error("the ring refused the parts")]
+    Ring(#[from] RingError),
+    /// Applying a rebalance did not give the checksum it announces.
+    #[error(
+        "epoch {epoch}: rebuilt ring has checksum {got:#018x}, the event says {expected:#018x}"
+    )]
+    ChecksumMismatch {
+        /// The epoch.
+        epoch: u64,
+        /// Checksum of the rebuilt ring.
+        got: u64,
+        /// Checksum in the event.
+        expected: u64,
+    },
+}
+
+impl From<RingConfig> for pb::RingConfig {
+    fn from(c: RingConfig) -> Self {
+        let strategy = match c.strategy {
+            Strategy::Random => pb::RingStrategy::Random,
+            Strategy::Balanced => pb::RingStrategy::Balanced,
+        };
+        pb::RingConfig {
+            strategy: strategy as i32,
+            vnodes: c.vnodes,
+        }
+    }
+}
+
+impl TryFrom<&pb::RingConfig> for RingConfig {
+    type Error = ConvertError;
+
+    fn try_from(c: &pb::RingConfig) -> Result<Self, Self::Error> {
+        let strategy = match pb::RingStrategy::try_from(c.strategy) {
+            Ok(pb::RingStrategy::Random) => Strategy::Random,
+            Ok(pb::RingStrategy::Balanced) => Strategy::Balanced,
+            Ok(pb::RingStrategy::Unspecified) | Err(_) => {
+                return Err(ConvertError::UnknownStrategy(c.strategy));
+            }
+        };
+        Ok(RingConfig::new(strategy, c.vnodes)?)
+    }
+}
+
+impl From<&pb::Member> for ringside_ring::Member {
+    /// The ring only needs the id and the weight; address, uid and labels stay in the
+    /// events.
+    fn from(m: &pb::Member) -> Self {
+        ringside_ring::Member::new(m.id.clone(), m.weight)
+    }
+}
+
+/// Resolves member ids to the indices of a `RingRebalanced` (members, then departed).
+struct MemberIndex<'a> {
+    ids: BTreeMap<&'a str, u32>,
+}
+
+impl<'a> MemberIndex<'a> {
+    fn new(members: &'a [pb::Member], departed: &'a [String]) -> Self {
+        let ids = members
+            .iter()
+            .map(|m| m.id.as_str())
+            .chain(departed.iter().map(String::as_str))
+            .zip(0u32..)
+            .collect();
+        Self { ids }
+    }
+
+    fn of(&self, id: &str) -> Result<u32, ConvertError> {
+        if id.is_empty() {
+            return Ok(NO_OWNER);
+        }
+        self.ids
+            .get(id)
+            .copied()
+            .ok_or_else(|| ConvertError::MissingMemberDetails(id.to_string()))
+    }
+}
+
+/// The ring's members with their details from `details` (any order), sorted by id,
+/// with the ring's weights.
+fn member_details(ring: &Ring, details: &[pb::Member]) -> Result<Vec<pb::Member>, ConvertError> {
+    let by_id: BTreeMap<&str, &pb::Member> = details.iter().map(|m| (m.id.as_str(), m)).collect();
+    ring.members()
+        .map(|m| {
+            let mut d = (*by_id
+                .get(m.id.as_str())
+                .ok_or_else(|| ConvertError::MissingMemberDetails(m.id.clone()))?)
+            .clone();
+            d.weight = m.weight;
+            Ok(d)
+        })
+        .collect()
+}
+
+/// A snapshot of `ring` for the KV bucket. `details` supplies addresses and uids of
+/// the ring's members (extra entries are ignored).
+pub fn ring_to_snapshot(
+    ring_name: &crate::RingName,
+    ring: &Ring,
+    details: &[pb::Member],
+    epoch: u64,
+    membership_sequence: u64,
+    rebalance_sequence: u64,
+) -> Result<pb::RingSnapshot, ConvertError> {
+    let members = member_details(ring, details)?;
+    let index = MemberIndex::new(&members, &[]);
+    let mut tokens = Vec::with_capacity(ring.token_count());
+    let mut owners = Vec::with_capacity(ring.token_count());
+    for (token, id) in ring.tokens() {
+        tokens.push(token);
+        owners.push(index.of(id)?);
+    }
+    Ok(pb::RingSnapshot {
+        schema_version: SCHEMA_VERSION,
+        ring: ring_name.to_string(),
+        epoch,
+        membership_sequence,
+        rebalance_sequence,
+        config: Some((*ring.config()).into()),
+        members,
+        tokens,
+        owners,
+        checksum: ring.checksum(),
+        taken_at: None,
+    })
+}
+
+/// The ring a snapshot describes, checked by the ring (and against its checksum).
+pub fn snapshot_to_ring(snapshot: &pb::RingSnapshot) -> Result<Ring, ConvertError> {
+    let config = RingConfig::try_from(
+        snapshot
+            .config
+            .as_ref()
+            .ok_or(ConvertError::MissingConfig("snapshot"))?,
+    )?;
+    let members: Vec<ringside_ring::Member> = snapshot.members.iter().map(Into::into).collect();
+    let tokens = snapshot
+        .tokens
+        .iter()
+        .zip(&snapshot.owners)
+        .map(|(t, o)| {
+            let owner = snapshot
+                .members
+                .get(*o as usize)
+                .ok_or(ConvertError::BadIndex(*o))?;
+            Ok((*t, owner.id.clone()))
+        })
+        .collect::<Result<Vec<_>, ConvertError>>()?;
+    let ring = Ring::from_parts(config, members, tokens)?;
+    if ring.checksum() != snapshot.checksum {
+        return Err(ConvertError::ChecksumMismatch {
+            epoch: snapshot.epoch,
+            got: ring.checksum(),
+            expected: snapshot.checksum,
+        });
+    }
+    Ok(ring)
+}
+
+/// The token changes from `before` to `after`, grouped by position: at a position
+/// with one owner on each side that differ, a reassignment; otherwise the owners that
+/// appear are added and those that vanish are removed.
+fn token_changes(
+    before: &Ring,
+    after: &Ring,
+    index: &MemberIndex<'_>,
+) -> Result<pb::TokenChanges, ConvertError> {
+    let mut by_position: BTreeMap<Token, (Vec<&str>, Vec<&str>)> = BTreeMap::new();
+    for (t, id) in before.tokens() {
+        by_position.entry(t).or_default().0.push(id);
+    }
+    for (t, id) in after.tokens() {
+        by_position.entry(t).or_default().1.push(id);
+    }
+    let mut out = pb::TokenChanges::default();
+    for (token, (old, new)) in by_position {
+        if old == new {
+            continue;
+        }
+        if let ([from], [to]) = (old.as_slice(), new.as_slice()) {
+            out.reassigned.push(token);
+            out.reassigned_from.push(index.of(from)?);
+            out.reassigned_to.push(index.of(to)?);
+            continue;
+        }
+        // Owner lists are sorted by id, so indices come out in (token, owner) order.
+        let mut added: Vec<u32> = Vec::new();
+        for id in new.iter().filter(|id| !old.contains(id)) {
+            added.push(index.of(id)?);
+        }
+        let mut removed: Vec<u32> = Vec::new();
+        for id in old.iter().filter(|id| !new.contains(id)) {
+            removed.push(index.of(id)?);
+        }
+        added.sort_unstable();
+        removed.sort_unstable();
+        for owner in added {
+            out.added.push(token);
+            out.added_owners.push(owner);
+        }
+        for owner in removed {
+            out.removed.push(token);
+            out.removed_owners.push(owner);
+        }
+    }
+    Ok(out)
+}
+
+/// The `RingRebalanced` of the step from `before` to `after`: members (with details
+/// from `details`), joined / departed / reweighted ids, token changes, moved ranges
+/// from [`ringside_ring::diff`], fractions, checksums.
+pub fn rebalanced(
+    before: &Ring,
+    after: &Ring,
+    details: &[pb::Member],
+    epoch: u64,
+    membership_sequence: u64,
+) -> Result<pb::RingRebalanced, ConvertError> {
+    let members = member_details(after, details)?;
+    let old: BTreeMap<&str, u32> = before
+        .members()
+        .map(|m| (m.id.as_str(), m.weight))
+        .collect();
+    let new: BTreeMap<&str, u32> = after.members().map(|m| (m.id.as_str(), m.weight)).collect();
+    let joined: Vec<String> = new
+        .keys()
+        .filter(|id| !old.contains_key(*id))
+        .map(|id| id.to_string())
+        .collect();
+    let departed: Vec<String> = old
+        .keys()
+        .filter(|id| !new.contains_key(*id))
+        .map(|id| id.to_string())
+        .collect();
+    let reweighted: Vec<String> = new
+        .iter()
+        .filter(|(id, w)| old.get(*id).is_some_and(|o| o != *w))
+        .map(|(id, _)| id.to_string())
+        .collect();
+    let index = MemberIndex::new(&members, &departed);
+    let token_changes = token_changes(before, after, &index)?;
+    let diff = ringside_ring::diff(before, after);
+    let mut moved = pb::MovedRanges::default();
+    for r in &diff.ranges {
+        moved.starts.push(r.start);
+        moved.ends.push(r.end);
+        moved.from.push(index.of(&r.from)?);
+        moved.to.push(index.of(&r.to)?);
+    }
+    Ok(pb::RingRebalanced {
+        epoch,
+        membership_sequence,
+        config: Some((*after.config()).into()),
+        members,
+        joined,
+        departed,
+        reweighted,
+        token_changes: Some(token_changes),
+        moved_ranges: Some(moved),
+        moved_fraction: diff.moved_fraction,
+        ideal_fraction: diff.ideal_fraction,
+        previous_checksum: before.checksum(),
+        checksum: after.checksum(),
+        token_count: after.token_count() as u64,
+    })
+}
+
+/// Rebuilds the ring after a rebalance from the ring before it and the event alone,
+/// and checks it against the event's checksum (what `replay verify` needs).
+pub fn apply_rebalanced(before: &Ring, event: &pb::RingRebalanced) -> Result<Ring, ConvertError> {
+    let config = RingConfig::try_from(
+        event
+            .config
+            .as_ref()
+            .ok_or(ConvertError::MissingConfig("RingRebalanced"))?,
+    )?;
+    // Member index: members first, then departed (see TokenChanges in the proto).
+    let name = |i: u32| -> Result<String, ConvertError> {
+        let at = i as usize;
+        let id = match at.checked_sub(event.members.len()) {
+            None => event.members.get(at).map(|m| m.id.clone()),
+            Some(j) => event.departed.get(j).cloned(),
+        };
+        id.ok_or(ConvertError::BadIndex(i))
+    };
+    let mut tokens: BTreeMap<(Token, String), ()> = before
+        .tokens()
+        .map(|(t, id)| ((t, id.to_string()), ()))
+        .collect();
+    let changes = event.token_changes.clone().unwrap_or_default();
+    for (t, o) in changes.removed.iter().zip(&changes.removed_owners) {
+        tokens.remove(&(*t, name(*o)?));
+    }
+    for ((t, from), to) in changes
+        .reassigned
+        .iter()
+        .zip(&changes.reassigned_from)
+        .zip(&changes.reassigned_to)
+    {
+        tokens.remove(&(*t, name(*from)?));
+        tokens.insert((*t, name(*to)?), ());
+    }
+    for (t, o) in changes.added.iter().zip(&changes.added_owners) {
+        tokens.insert((*t, name(*o)?), ());
+    }
+    let members = event.members.iter().map(Into::into).collect();
+    let ring = Ring::from_parts(config, members, tokens.into_keys().collect())?;
+    if ring.checksum() != event.checksum {
+        return Err(ConvertError::ChecksumMismatch {
+            epoch: event.epoch,
+            got: ring.checksum(),
+            expected: event.checksum,
+        });
+    }
+    Ok(ring)
+}
