@@ -159,6 +159,19 @@ pub fn ring_to_snapshot(
     })
 }
 
+/// `ring` if its checksum is the one announced for `epoch`.
+fn checked(ring: Ring, expected: u64, epoch: u64) -> Result<Ring, ConvertError> {
+    let got = ring.checksum();
+    if got != expected {
+        return Err(ConvertError::ChecksumMismatch {
+            epoch,
+            got,
+            expected,
+        });
+    }
+    Ok(ring)
+}
+
 /// The ring a snapshot describes, checked by the ring (and against its checksum).
 pub fn snapshot_to_ring(snapshot: &pb::RingSnapshot) -> Result<Ring, ConvertError> {
     let config = RingConfig::try_from(
@@ -180,15 +193,11 @@ pub fn snapshot_to_ring(snapshot: &pb::RingSnapshot) -> Result<Ring, ConvertErro
             Ok((*t, owner.id.clone()))
         })
         .collect::<Result<Vec<_>, ConvertError>>()?;
-    let ring = Ring::from_parts(config, members, tokens)?;
-    if ring.checksum() != snapshot.checksum {
-        return Err(ConvertError::ChecksumMismatch {
-            epoch: snapshot.epoch,
-            got: ring.checksum(),
-            expected: snapshot.checksum,
-        });
-    }
-    Ok(ring)
+    checked(
+        Ring::from_parts(config, members, tokens)?,
+        snapshot.checksum,
+        snapshot.epoch,
+    )
 }
 
 /// The token changes from `before` to `after`, grouped by position: at a position
@@ -339,12 +348,5 @@ pub fn apply_rebalanced(before: &Ring, event: &pb::RingRebalanced) -> Result<Rin
     }
     let members = event.members.iter().map(Into::into).collect();
     let ring = Ring::from_parts(config, members, tokens.into_keys().collect())?;
-    if ring.checksum() != event.checksum {
-        return Err(ConvertError::ChecksumMismatch {
-            epoch: event.epoch,
-            got: ring.checksum(),
-            expected: event.checksum,
-        });
-    }
-    Ok(ring)
+    checked(ring, event.checksum, event.epoch)
 }

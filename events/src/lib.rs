@@ -12,7 +12,7 @@
 //!   one-line summary.
 //! - [`codec`]: binary and proto3 JSON encoding; decoding errors are values.
 //! - [`headers`]: header names and the headers of a published event.
-//! - [`provision`]: streams and KV buckets from `nats/` files, created or updated.
+//! - [`mod@provision`]: streams and KV buckets from `nats/` files, created or updated.
 //! - [`publish`]: [`Publisher`]: acked, retried, deduplicated, single-writer, batches.
 //! - [`consume`]: [`Consumer`]: the loop that counts, logs and dead-letters bad messages.
 //! - [`convert`]: wire types to and from `ringside-ring`: configurations, snapshots,

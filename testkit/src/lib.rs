@@ -7,6 +7,7 @@
 //! # Layout
 //! - [`nats`]: [`NatsServer`] and its [`ServerOptions`], the binary lookup, and the
 //!   per-service credentials used with `nats/local.conf` ([`LocalAuth`]).
+//! - [`kube_fake`]: an HTTP fake of the Kubernetes list/watch API for the pod watcher.
 //! - [`workspace_root`]: where `nats/`, `.venv/` and the other shared files live.
 //!
 //! # How it fits
