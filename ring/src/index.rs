@@ -124,3 +124,84 @@ impl LookupIndex {
 fn key(position: u64, shift: u32) -> u32 {
     ((position << (64 - shift)) >> (64 - KEY_BITS)) as u32
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The definition: the first slot at or after `hash`, wrapping.
+    fn reference(slots: &[Slot], hash: u64) -> Option<u32> {
+        let at = slots.partition_point(|s| s.token < hash);
+        slots.get(at).or(slots.first()).map(|s| s.owner)
+    }
+
+    fn check(slots: &[Slot]) {
+        let index = LookupIndex::build(slots);
+        let mut probes = vec![0, 1, u64::MAX, u64::MAX - 1, 1 << 63];
+        for s in slots {
+            for d in [0u64, 1, 2, 1 << 20, 1 << 40] {
+                probes.extend([s.token.wrapping_sub(d), s.token.wrapping_add(d)]);
+            }
+        }
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..2000 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            probes.push(x);
+        }
+        for h in probes {
+            assert_eq!(
+                index.owner(slots, h),
+                reference(slots, h),
+                "position {h:#x}"
+            );
+        }
+    }
+
+    fn slots(tokens: &[(u64, u32)]) -> Vec<Slot> {
+        let mut v: Vec<Slot> = tokens
+            .iter()
+            .map(|&(token, owner)| Slot { token, owner })
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    #[test]
+    fn empty_ring_has_no_owner() {
+        assert_eq!(LookupIndex::build(&[]).owner(&[], 42), None);
+    }
+
+    #[test]
+    fn agrees_with_the_definition() {
+        check(&slots(&[(7, 0)]));
+        check(&slots(&[(0, 1), (u64::MAX, 0)]));
+        // Spread tokens, several owners.
+        let spread: Vec<(u64, u32)> = (0..500u64)
+            .map(|i| (i.wrapping_mul(0x9e37_79b9_7f4a_7c15), (i % 7) as u32))
+            .collect();
+        check(&slots(&spread));
+    }
+
+    #[test]
+    fn crowded_buckets_ties_and_shared_positions() {
+        // 40 tokens inside one bucket (more than a block holds), tokens whose keys tie,
+        // and two tokens at one position (a random-ring collision).
+        let mut t: Vec<(u64, u32)> = (0..40u64)
+            .map(|i| ((1 << 50) + i, (i % 3) as u32))
+            .collect();
+        t.extend([(1 << 62, 4), ((1 << 62) + 1, 5), ((1 << 62) + 2, 4)]);
+        t.extend([(1 << 61, 1), (1 << 61, 2)]);
+        t.extend((0..64u64).map(|i| (i << 58, 3)));
+        check(&slots(&t));
+    }
+
+    #[test]
+    fn owners_beyond_sixteen_bits_use_the_sorted_tokens() {
+        let t: Vec<(u64, u32)> = (0..300u64)
+            .map(|i| (i.wrapping_mul(0x2545_f491_4f6c_dd1d), 70_000 + i as u32))
+            .collect();
+        check(&slots(&t));
+    }
+}

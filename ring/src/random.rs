@@ -173,3 +173,30 @@ pub(crate) fn leave_pieces(ring: &Ring, leaver: u32) -> Vec<Piece> {
     }
     pieces
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_distinct_skips_repeats_in_draw_order() {
+        let draws = [5u64, 3, 5, 5, 9, 3, 1, 7];
+        assert_eq!(first_distinct(4, draws.into_iter()), vec![1, 3, 5, 9]);
+        assert_eq!(first_distinct(3, draws.into_iter()), vec![3, 5, 9]);
+        // Fewer distinct values than asked: all of them.
+        assert_eq!(first_distinct(10, [2u64, 2, 1].into_iter()), vec![1, 2]);
+        assert_eq!(first_distinct(0, draws.into_iter()), Vec::<u64>::new());
+    }
+
+    #[test]
+    fn candidates_hash_id_zero_byte_and_index() {
+        let mut input = b"node-1".to_vec();
+        input.push(0);
+        input.extend_from_slice(&7u32.to_le_bytes());
+        assert_eq!(
+            candidate("node-1", 7),
+            xxhash_rust::xxh3::xxh3_64_with_seed(&input, HASH_SEED)
+        );
+        assert_eq!(member_tokens("node-1", 5).len(), 5);
+    }
+}

@@ -245,17 +245,7 @@ impl Ring {
             }
             Strategy::Balanced => balanced::plan_join(self, member.weight)?,
         };
-        let total = self.total_weight();
-        let ideal = diff::ideal_fraction(
-            u128::from(member.weight) * total,
-            total * (total + u128::from(member.weight)),
-        );
-        Ok(diff::into_diff(
-            pieces,
-            |who| self.name(who, &member.id),
-            |who| self.name(who, &member.id),
-            ideal,
-        ))
+        Ok(self.join_diff(member, pieces))
     }
 
     /// What [`Ring::remove`] would move, without changing the ring: equal to
@@ -429,6 +419,21 @@ impl Ring {
         }
     }
 
+    /// The diff of a join from its pieces.
+    fn join_diff(&self, member: &Member, pieces: Vec<Piece>) -> RingDiff {
+        let total = self.total_weight();
+        let ideal = diff::ideal_fraction(
+            u128::from(member.weight) * total,
+            total * (total + u128::from(member.weight)),
+        );
+        diff::into_diff(
+            pieces,
+            |who| self.name(who, &member.id),
+            |who| self.name(who, &member.id),
+            ideal,
+        )
+    }
+
     /// Validates a joining member; returns its insertion index in the member list.
     fn check_join(&self, member: &Member) -> Result<usize, RingError> {
         self.config.validate()?;
@@ -566,5 +571,87 @@ impl fmt::Debug for Ring {
             .field("tokens", &self.slots.len())
             .field("checksum", &format_args!("{:#018x}", self.checksum()))
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diff;
+
+    /// A random join with chosen tokens (to force collisions): the ring after it and
+    /// the plan, both computed the way `add` and `plan_add` do.
+    fn join_with_tokens(ring: &Ring, member: Member, tokens: &[Token]) -> (Ring, RingDiff) {
+        let pos = ring.check_join(&member).unwrap();
+        let plan = ring.join_diff(&member, random::join_pieces(ring, tokens, &member.id));
+        let mut after = ring.clone();
+        after.members.insert(pos, member);
+        after.install(random::merge_joiner(&ring.slots, tokens, pos as u32));
+        (after, plan)
+    }
+
+    fn random_ring(ids: &[&str]) -> Ring {
+        let mut ring = Ring::new(RingConfig::new(Strategy::Random, 3).unwrap());
+        for id in ids {
+            ring.add(Member::new(*id, 1)).unwrap();
+        }
+        ring
+    }
+
+    #[test]
+    fn colliding_tokens_go_to_the_smaller_id_and_move_nothing_else() {
+        let ring = random_ring(&["a", "c"]);
+        let a_tokens: Vec<Token> = ring.tokens().filter(|t| t.1 == "a").map(|t| t.0).collect();
+        let c_tokens: Vec<Token> = ring.tokens().filter(|t| t.1 == "c").map(|t| t.0).collect();
+        // b collides with one token of each: it sorts after a and before c.
+        let mut tokens = vec![a_tokens[0], c_tokens[0], c_tokens[1].wrapping_add(1)];
+        tokens.sort_unstable();
+        let (after, plan) = join_with_tokens(&ring, Member::new("b", 1), &tokens);
+        assert_eq!(plan, diff::diff(&ring, &after));
+        assert!(plan.ranges.iter().all(|r| r.to == "b"));
+        assert_eq!(after.owner_of_hash(a_tokens[0]), Ok("a"));
+        assert_eq!(after.owner_of_hash(c_tokens[0]), Ok("b"));
+        assert_eq!(after.token_count(), ring.token_count() + 3);
+        // b's token behind a's at the same position owns nothing.
+        let shares = after.ownership();
+        assert_eq!(shares.iter().map(|s| s.arc).sum::<u128>(), RING);
+        // Leaving undoes the join exactly, and the plan says so.
+        let mut back = after.clone();
+        let leave = after.plan_remove("b").unwrap();
+        back.remove("b").unwrap();
+        assert_eq!(back, ring);
+        assert_eq!(leave, diff::diff(&after, &back));
+        assert!(leave.ranges.iter().all(|r| r.from == "b"));
+    }
+
+    #[test]
+    fn a_joiner_sharing_every_position_of_a_one_token_ring() {
+        let mut ring = Ring::new(RingConfig::new(Strategy::Random, 1).unwrap());
+        ring.add(Member::new("m", 1)).unwrap();
+        let t = ring.tokens().next().unwrap().0;
+        for (id, owner) in [("a", "a"), ("z", "m")] {
+            let (after, plan) = join_with_tokens(&ring, Member::new(id, 1), &[t]);
+            assert_eq!(plan, diff::diff(&ring, &after), "joiner {id}");
+            for h in [0, t, t.wrapping_add(1), u64::MAX] {
+                assert_eq!(
+                    after.owner_of_hash(h),
+                    Ok(owner),
+                    "joiner {id}, position {h}"
+                );
+            }
+            assert_eq!(plan.moved, if owner == id { RING } else { 0 });
+        }
+    }
+
+    #[test]
+    fn canonicalise_keeps_the_last_token_of_each_run() {
+        let slot = |token, owner| Slot { token, owner };
+        let mut slots = vec![slot(1, 0), slot(2, 0), slot(3, 1), slot(4, 0)];
+        canonicalise(&mut slots);
+        // Token 4 (owner 0) is followed, wrapping, by token 1 of owner 0: 4 goes too.
+        assert_eq!(slots, vec![slot(2, 0), slot(3, 1)]);
+        let mut one = vec![slot(5, 2), slot(9, 2)];
+        canonicalise(&mut one);
+        assert_eq!(one, vec![slot(9, 2)]);
     }
 }

@@ -1,0 +1,276 @@
+//! Property tests: for random sequences of joins and leaves, with both strategies, the
+//! ring keeps its promises. Movement is minimal (a join only moves ranges to the
+//! joiner, a leave only the leaver's), plans equal diffs, a diff applied to the old
+//! ownership gives the new one, lookups follow the definition, successors are distinct,
+//! bounded loads respect the cap, snapshots round-trip, and rings are deterministic.
+
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns unwrap too; a failure is a test failure
+
+use proptest::prelude::*;
+use ringside_ring::Strategy as Placement;
+use ringside_ring::{BoundedLoads, Member, Ring, RingConfig, RingDiff, Share, Token, diff};
+
+/// One membership change: add member `m<id>` with a weight, or remove the member at a
+/// position chosen by the number (modulo the member count).
+#[derive(Clone, Debug)]
+enum Op {
+    Add(u8, u32),
+    Remove(usize),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0u8..24, 1u32..4).prop_map(|(id, w)| Op::Add(id, w)),
+        2 => any::<usize>().prop_map(Op::Remove),
+    ]
+}
+
+fn placement() -> impl Strategy<Value = Placement> {
+    prop_oneof![Just(Placement::Random), Just(Placement::Balanced)]
+}
+
+fn config() -> impl Strategy<Value = RingConfig> {
+    (placement(), 1u32..9).prop_map(|(s, v)| RingConfig::new(s, v).unwrap())
+}
+
+/// Applies `op`; returns the change as (joiner, leaver) or `None` if it did not apply.
+fn apply(ring: &mut Ring, op: &Op) -> Option<(Option<String>, Option<String>)> {
+    match *op {
+        Op::Add(id, w) => {
+            let member = Member::new(format!("m{id}"), w);
+            let id = member.id.clone();
+            ring.add(member).ok().map(|()| (Some(id), None))
+        }
+        Op::Remove(pick) => {
+            let id = ring.members().nth(pick % ring.len().max(1))?.id.clone();
+            ring.remove(&id).ok().map(|_| (None, Some(id)))
+        }
+    }
+}
+
+fn build(config: RingConfig, ops: &[Op]) -> Ring {
+    let mut ring = Ring::new(config);
+    for op in ops {
+        apply(&mut ring, op);
+    }
+    ring
+}
+
+/// Positions worth probing: every token of both rings, its neighbours, and a spread.
+fn probes(rings: &[&Ring]) -> Vec<Token> {
+    let mut out: Vec<Token> = (0..64u64)
+        .map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+        .collect();
+    out.extend([0, u64::MAX]);
+    for r in rings {
+        for (t, _) in r.tokens() {
+            out.extend([t.wrapping_sub(1), t, t.wrapping_add(1)]);
+        }
+    }
+    out
+}
+
+fn nonzero(shares: Vec<Share>) -> Vec<Share> {
+    shares.into_iter().filter(|s| s.arc > 0).collect()
+}
+
+/// A diff is exactly the change of owner, position by position and in total.
+fn check_diff(old: &Ring, new: &Ring, d: &RingDiff) -> Result<(), TestCaseError> {
+    prop_assert_eq!(d.apply(&old.ownership()), nonzero(new.ownership()));
+    prop_assert_eq!(d.moved, d.ranges.iter().map(|r| r.width()).sum::<u128>());
+    for h in probes(&[old, new]) {
+        let before = old.owner_of_hash(h).unwrap_or("");
+        let after = new.owner_of_hash(h).unwrap_or("");
+        match d.range_at(h) {
+            Some(r) => {
+                prop_assert_eq!(
+                    (r.from.as_str(), r.to.as_str()),
+                    (before, after),
+                    "at {:#x}",
+                    h
+                );
+                prop_assert_ne!(before, after);
+            }
+            None => prop_assert_eq!(before, after, "at {:#x}", h),
+        }
+    }
+    Ok(())
+}
+
+/// What every ring guarantees about itself.
+fn check_ring(r: &Ring) -> Result<(), TestCaseError> {
+    let shares = r.ownership();
+    if !r.is_empty() {
+        prop_assert_eq!(shares.iter().map(|s| s.arc).sum::<u128>(), 1u128 << 64);
+    }
+    let tokens: Vec<(Token, &str)> = r.tokens().collect();
+    for m in r.members() {
+        prop_assert!(
+            tokens.iter().any(|t| t.1 == m.id),
+            "{} holds no token",
+            m.id
+        );
+    }
+    if r.config().strategy == Placement::Balanced && tokens.len() > 1 {
+        for (i, t) in tokens.iter().enumerate() {
+            prop_assert_ne!(t.1, tokens[(i + 1) % tokens.len()].1, "redundant token");
+        }
+        prop_assert!(shares.iter().all(|s| s.arc > 0));
+    }
+    // Lookups follow the definition: the first token at or after the position.
+    for h in probes(&[r]) {
+        let expected = tokens
+            .iter()
+            .find(|t| t.0 >= h)
+            .or(tokens.first())
+            .map(|t| t.1);
+        prop_assert_eq!(r.owner_of_hash(h).ok(), expected, "at {:#x}", h);
+    }
+    let (config, members, parts) = r.to_parts();
+    prop_assert_eq!(&Ring::from_parts(config, members, parts).unwrap(), r);
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn changes_move_only_what_they_must(config in config(), ops in prop::collection::vec(op(), 1..32)) {
+        let mut ring = Ring::new(config);
+        for op in &ops {
+            let old = ring.clone();
+            let plan = match op {
+                Op::Add(id, w) => ring.plan_add(&Member::new(format!("m{id}"), *w)),
+                Op::Remove(pick) => match ring.members().nth(pick % ring.len().max(1)) {
+                    Some(m) => ring.plan_remove(&m.id),
+                    None => continue,
+                },
+            };
+            let Some((joiner, leaver)) = apply(&mut ring, op) else {
+                prop_assert!(plan.is_err());
+                prop_assert_eq!(&ring, &old);
+                continue;
+            };
+            let d = diff(&old, &ring);
+            prop_assert_eq!(plan.unwrap(), d.clone());
+            for r in &d.ranges {
+                if let Some(j) = &joiner {
+                    prop_assert_eq!(&r.to, j, "a join moved a range between others");
+                }
+                if let Some(l) = &leaver {
+                    prop_assert_eq!(&r.from, l, "a leave moved a range between others");
+                }
+            }
+            if config.strategy == Placement::Balanced && !old.is_empty() && !ring.is_empty() {
+                // A balanced join takes exactly its weight's share.
+                if joiner.is_some() {
+                    prop_assert!((d.moved_fraction - d.ideal_fraction).abs() < 1e-12);
+                }
+            }
+            check_diff(&old, &ring, &d)?;
+            check_ring(&ring)?;
+        }
+    }
+
+    #[test]
+    fn any_two_rings_diff_consistently(a in config(), b in config(),
+                                       ops_a in prop::collection::vec(op(), 0..10),
+                                       ops_b in prop::collection::vec(op(), 0..10)) {
+        let (old, new) = (build(a, &ops_a), build(b, &ops_b));
+        let d = diff(&old, &new);
+        check_diff(&old, &new, &d)?;
+        prop_assert!(diff(&old, &old).is_empty());
+    }
+
+    #[test]
+    fn rings_are_deterministic(config in config(), ops in prop::collection::vec(op(), 0..16)) {
+        let (a, b) = (build(config, &ops), build(config, &ops));
+        prop_assert_eq!(a.checksum(), b.checksum());
+        prop_assert_eq!(&a, &b);
+    }
+
+    #[test]
+    fn random_rings_depend_only_on_the_member_set(
+        vnodes in 1u32..9,
+        weights in prop::collection::vec(1u32..4, 1..10),
+        order in any::<u64>(),
+        extra in 0usize..3,
+    ) {
+        let config = RingConfig::new(Placement::Random, vnodes).unwrap();
+        let members: Vec<Member> =
+            weights.iter().enumerate().map(|(i, w)| Member::new(format!("m{i}"), *w)).collect();
+        let mut forward = Ring::new(config);
+        for m in &members {
+            forward.add(m.clone()).unwrap();
+        }
+        // Another order, with members that come and go in between.
+        let mut shuffled = members.clone();
+        let k = (order as usize) % shuffled.len();
+        shuffled.rotate_left(k);
+        shuffled.reverse();
+        let mut other = Ring::new(config);
+        for (i, m) in shuffled.iter().enumerate() {
+            if i < extra {
+                other.add(Member::new(format!("tmp{i}"), 2)).unwrap();
+            }
+            other.add(m.clone()).unwrap();
+        }
+        for i in 0..extra.min(shuffled.len()) {
+            other.remove(&format!("tmp{i}")).unwrap();
+        }
+        prop_assert_eq!(forward.checksum(), other.checksum());
+        prop_assert_eq!(forward, other);
+    }
+
+    #[test]
+    fn successors_are_distinct_and_start_with_the_owner(
+        config in config(),
+        ops in prop::collection::vec(op(), 1..12),
+        keys in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..40), 1..20),
+    ) {
+        let ring = build(config, &ops);
+        prop_assume!(!ring.is_empty());
+        for key in &keys {
+            let owner = ring.owner(key).unwrap();
+            for n in 0..=ring.len() {
+                let s = ring.successors(key, n).unwrap();
+                prop_assert_eq!(s.len(), n);
+                if n > 0 {
+                    prop_assert_eq!(s[0], owner);
+                }
+                let mut sorted = s.clone();
+                sorted.sort_unstable();
+                sorted.dedup();
+                prop_assert_eq!(sorted.len(), n, "repeated member in {:?}", s);
+            }
+        }
+    }
+
+    #[test]
+    fn bounded_loads_never_exceed_the_cap(
+        config in config(),
+        ops in prop::collection::vec(op(), 1..10),
+        c in 1.0f64..3.0,
+        steps in prop::collection::vec((any::<u64>(), any::<bool>()), 1..300),
+    ) {
+        let ring = build(config, &ops);
+        prop_assume!(!ring.is_empty());
+        let mut loads = BoundedLoads::new(&ring, c).unwrap();
+        let mut held: Vec<String> = Vec::new();
+        for (hash, release) in steps {
+            if release && !held.is_empty() {
+                let id = held.swap_remove((hash as usize) % held.len());
+                loads.release(&id).unwrap();
+                continue;
+            }
+            let cap = loads.capacity();
+            let m = loads.assigned() + 1;
+            let n = ring.len() as u64;
+            prop_assert!(cap >= (c * m as f64 / n as f64).ceil() as u64);
+            let owner = loads.assign_hash(hash).unwrap();
+            prop_assert!(loads.load(owner) <= cap, "{} has {} > {}", owner, loads.load(owner), cap);
+            held.push(owner.to_owned());
+            prop_assert_eq!(loads.assigned(), held.len() as u64);
+        }
+    }
+}
