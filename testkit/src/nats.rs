@@ -209,12 +209,33 @@ fn find_in_path(name: &str) -> Option<PathBuf> {
 }
 
 fn check_version(path: &Path) -> Result<(), TestkitError> {
-    let out = Command::new(path)
+    let what = format!("running {} --version", path.display());
+    let mut child = Command::new(path)
         .arg("--version")
-        .output()
-        .map_err(io_err(format!("running {} --version", path.display())))?;
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(io_err(what.clone()))?;
+    // Bounded like every process the harness starts: a binary that hangs is killed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().map_err(io_err(what.clone()))?.is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(TestkitError::Io {
+                what,
+                source: io::Error::new(io::ErrorKind::TimedOut, "no answer within 10 s"),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut stdout = String::new();
+    if let Some(mut out) = child.stdout.take() {
+        let _ = out.read_to_string(&mut stdout);
+    }
     // Prints "nats-server: v2.15.1".
-    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let text = stdout.trim().to_string();
     let version = text.rsplit('v').next().unwrap_or_default();
     let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
     let found = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
@@ -584,4 +605,34 @@ fn read_from(path: &Path, offset: u64) -> String {
 fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fake_binary(dir: &Path, version_line: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.join("nats-server");
+        std::fs::write(&path, format!("#!/bin/sh\necho '{version_line}'\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    // One test, so no other test of this binary forks while the fake binary is being
+    // written (an inherited write handle makes exec fail with "text file busy").
+    #[test]
+    fn binary_lookup_and_version_check() {
+        let found = server_binary().unwrap();
+        assert!(found.ends_with("nats-server"), "{}", found.display());
+
+        let dir = tempfile::tempdir().unwrap();
+        let old = fake_binary(dir.path(), "nats-server: v2.9.10");
+        let err = check_version(&old).unwrap_err();
+        assert!(matches!(err, TestkitError::BinaryTooOld { .. }));
+        assert!(err.to_string().contains("./dev setup"), "{err}");
+        let newer = dir.path().join("newer");
+        std::fs::create_dir(&newer).unwrap();
+        check_version(&fake_binary(&newer, "nats-server: v2.15.1")).unwrap();
+    }
 }
