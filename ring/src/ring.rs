@@ -124,6 +124,7 @@ impl Ring {
     }
 
     /// The owner of a key: the member of the first token at or after `hash_key(key)`.
+    #[inline]
     pub fn owner(&self, key: &[u8]) -> Result<&str, RingError> {
         self.owner_of_hash(hash_key(key))
     }
