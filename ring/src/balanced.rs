@@ -9,7 +9,7 @@
 //! - **Leave.** Each arc of the leaver, largest first, is shared between its two
 //!   neighbouring members (the left part extends the left neighbour, the right part the
 //!   right one, which removes tokens instead of adding them), equalising their ratios
-//!   but filling neither past `(1 + 1/256)` times its weight's share. What they cannot
+//!   but filling neither past `(1 + 1/128)` times its weight's share. What they cannot
 //!   take goes to the members furthest below their share, by water-filling.
 //!
 //! Both move only the joiner's or the leaver's ranges. Token counts stay bounded under
@@ -24,12 +24,6 @@ use crate::ring::{ArcSpan, RING, Ring, check_token_limit};
 
 /// Neighbours absorb a leaver's arcs up to `(SLACK + 1) / SLACK` of their target share.
 const SLACK: u128 = 128;
-fn slack() -> u128 {
-    std::env::var("SLACK")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(SLACK)
-}
 
 /// Pieces of a join of weight `weight` (the ring's own members are `Who::Member`).
 pub(crate) fn plan_join(ring: &Ring, weight: u32) -> Result<Vec<Piece>, RingError> {
@@ -165,8 +159,7 @@ pub(crate) fn plan_leave(ring: &Ring, leaver: usize) -> Vec<Piece> {
     let leaver = leaver as u32;
     let w = |i: u32| u128::from(ring.members[i as usize].weight);
     let survivors_weight = ring.total_weight() - w(leaver);
-    let sl = slack();
-    let cap = |i: u32| w(i) * RING * (sl + 1) / (sl * survivors_weight);
+    let cap = |i: u32| w(i) * RING * (SLACK + 1) / (SLACK * survivors_weight);
 
     let mut arcs: Vec<LeaverArc> = (0..t)
         .filter(|&i| slots[i].owner == leaver)
