@@ -7,12 +7,18 @@
 
 use std::collections::BTreeMap;
 
+use ringside_events::{NameError, RingName};
+
 use crate::member::{DEFAULT_PORT_NAME, DEFAULT_WEIGHT_ANNOTATION, MemberRule, PortSource};
 
 /// Ring whose membership the watcher publishes.
 pub const KEY_RING: &str = "RINGSIDE_RING";
 /// NATS server URL.
 pub const KEY_NATS_URL: &str = "RINGSIDE_NATS_URL";
+/// Password of the `watcher` NATS user (`ServiceUser::Watcher.password_env()`).
+pub const KEY_NATS_PASSWORD: &str = "RINGSIDE_NATS_PASSWORD_WATCHER";
+/// Host name (the pod name in Kubernetes), recorded as the events' producer.
+pub const KEY_HOSTNAME: &str = "HOSTNAME";
 /// Namespace whose pods are watched.
 pub const KEY_NAMESPACE: &str = "RINGSIDE_WATCHER_NAMESPACE";
 /// Label selector of the node pods.
@@ -69,6 +75,9 @@ pub const KEYS: &[(&str, &str)] = &[
 /// Why a configuration map was rejected.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The ring name is not valid.
+    #[error("invalid {KEY_RING}")]
+    Ring(#[source] NameError),
     /// A value that does not parse or is out of range.
     #[error("invalid {key}={value:?}: {reason}")]
     Invalid {
@@ -96,9 +105,13 @@ pub enum ConfigError {
 #[derive(Clone, Debug)]
 pub struct WatcherConfig {
     /// Ring name: part of subjects and message ids.
-    pub ring: String,
+    pub ring: RingName,
     /// NATS server URL.
     pub nats_url: String,
+    /// Password of the `watcher` NATS user; `None` connects without credentials.
+    pub nats_password: Option<String>,
+    /// Producer recorded in every event (`watcher/<host name>`).
+    pub producer: String,
     /// Namespace to watch; `None` means the client's default namespace.
     pub namespace: Option<String>,
     /// Label selector of the node pods.
@@ -124,17 +137,8 @@ impl WatcherConfig {
         }
         let get = |key: &str| map.get(key).map(|v| v.trim()).filter(|v| !v.is_empty());
 
-        let ring = get(KEY_RING).unwrap_or(DEFAULT_RING).to_owned();
-        if !ring
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
-            return Err(invalid(
-                KEY_RING,
-                &ring,
-                "use letters, digits, '-' and '_' only",
-            ));
-        }
+        let ring =
+            RingName::new(get(KEY_RING).unwrap_or(DEFAULT_RING)).map_err(ConfigError::Ring)?;
 
         let port = match (get(KEY_PORT), get(KEY_PORT_NAME)) {
             (Some(_), Some(_)) => return Err(ConfigError::Conflict(KEY_PORT, KEY_PORT_NAME)),
@@ -163,6 +167,12 @@ impl WatcherConfig {
         Ok(WatcherConfig {
             ring,
             nats_url: get(KEY_NATS_URL).unwrap_or(DEFAULT_NATS_URL).to_owned(),
+            // Not trimmed or filtered like the others: a password is taken as given.
+            nats_password: map.get(KEY_NATS_PASSWORD).cloned(),
+            producer: match get(KEY_HOSTNAME) {
+                Some(host) => format!("watcher/{host}"),
+                None => "watcher".to_owned(),
+            },
             namespace: get(KEY_NAMESPACE).map(str::to_owned),
             label_selector: get(KEY_SELECTOR).unwrap_or(DEFAULT_SELECTOR).to_owned(),
             rule: MemberRule {
@@ -199,7 +209,9 @@ mod tests {
     #[test]
     fn defaults() {
         let c = parse(&[("PATH", "/usr/bin"), ("RINGSIDE_OTHER", "x")]).unwrap();
-        assert_eq!(c.ring, "default");
+        assert_eq!(c.ring.as_str(), "default");
+        assert_eq!(c.nats_password, None);
+        assert_eq!(c.producer, "watcher");
         assert_eq!(c.nats_url, DEFAULT_NATS_URL);
         assert_eq!(c.namespace, None);
         assert_eq!(c.label_selector, DEFAULT_SELECTOR);
@@ -211,6 +223,8 @@ mod tests {
     fn every_key_is_read() {
         let c = parse(&[
             (KEY_RING, "blue"),
+            (KEY_NATS_PASSWORD, " secret "),
+            (KEY_HOSTNAME, "pod-7"),
             (KEY_NATS_URL, "nats://10.0.0.1:4222"),
             (KEY_NAMESPACE, "ring"),
             (KEY_SELECTOR, "app=x,tier in (a)"),
@@ -219,7 +233,9 @@ mod tests {
             (KEY_KUBE_API_URL, "http://127.0.0.1:6443"),
         ])
         .unwrap();
-        assert_eq!(c.ring, "blue");
+        assert_eq!(c.ring.as_str(), "blue");
+        assert_eq!(c.nats_password.as_deref(), Some(" secret "));
+        assert_eq!(c.producer, "watcher/pod-7");
         assert_eq!(c.nats_url, "nats://10.0.0.1:4222");
         assert_eq!(c.namespace.as_deref(), Some("ring"));
         assert_eq!(c.label_selector, "app=x,tier in (a)");
@@ -234,12 +250,19 @@ mod tests {
     }
 
     #[test]
+    fn the_password_key_is_the_one_the_server_configs_use() {
+        assert_eq!(
+            KEY_NATS_PASSWORD,
+            ringside_events::ServiceUser::Watcher.password_env()
+        );
+    }
+
+    #[test]
     fn bad_values_are_errors() {
         for pairs in [
             &[(KEY_PORT, "0")][..],
             &[(KEY_PORT, "70000")],
             &[(KEY_PORT, "http")],
-            &[(KEY_RING, "a.b")],
             &[(KEY_KUBE_API_URL, "not a url")],
             &[(KEY_KUBE_API_URL, "/relative")],
         ] {
@@ -248,6 +271,10 @@ mod tests {
                 "{pairs:?}"
             );
         }
+        assert!(matches!(
+            parse(&[(KEY_RING, "a.b")]),
+            Err(ConfigError::Ring(_))
+        ));
         assert!(matches!(
             parse(&[(KEY_PORT, "7000"), (KEY_PORT_NAME, "grpc")]),
             Err(ConfigError::Conflict(..))

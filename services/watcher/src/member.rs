@@ -113,7 +113,7 @@ impl MemberRule {
         else {
             return PodState::NotMember(NotMember::Malformed);
         };
-        if !is_token_safe(name) {
+        if ringside_events::NodeName::new(name.as_str()).is_err() {
             tracing::warn!(pod = %name, "Pod name contains '.', '*', '>' or whitespace; it cannot be a member.");
             return PodState::NotMember(NotMember::UnusableName);
         }
@@ -176,11 +176,6 @@ impl MemberRule {
             }
         }
     }
-}
-
-/// Member ids become NATS subject tokens (`ringside.<ring>.load.<id>`).
-fn is_token_safe(id: &str) -> bool {
-    !id.is_empty() && !id.contains(|c: char| c == '.' || c == '*' || c == '>' || c.is_whitespace())
 }
 
 fn is_ready(pod: &Pod) -> bool {

@@ -1,8 +1,8 @@
 //! The Kubernetes edge: client construction and the stream of membership changes.
 //!
-//! [`membership_changes`] runs kube's watcher (list, then watch; re-list after a 410
-//! Gone or a desync; bookmarks on; `default_backoff` between failed attempts) and feeds
-//! every event to a [`PodTracker`]. API errors never end the stream: the watcher
+//! [`pod_events`] runs kube's watcher (list, then watch; re-list after a 410 Gone or a
+//! desync; bookmarks on; `default_backoff` between failed attempts); the caller feeds
+//! the events to a [`crate::PodTracker`]. API errors never end the stream: the watcher
 //! recovers by itself, and each error is logged at a level saying who must act.
 
 use futures::{Stream, StreamExt};
@@ -12,7 +12,6 @@ use kube::{Api, Client};
 
 use crate::WatcherError;
 use crate::config::WatcherConfig;
-use crate::tracker::{MembershipChange, PodTracker};
 
 /// Builds the API client: the configured URL if any, else the in-cluster service
 /// account, else the kubeconfig. (kube's `Client::try_default` tries the kubeconfig
@@ -46,27 +45,26 @@ pub fn pod_api(client: Client, config: &WatcherConfig) -> Api<Pod> {
     }
 }
 
-/// Watches the pods matching `label_selector` and yields the membership changes
-/// `tracker` derives from them, forever (the stream ends only when dropped).
-pub fn membership_changes(
+/// Watches the pods matching `label_selector`: kube's watcher events, forever (the
+/// stream ends only when dropped). Errors are logged here and retried with backoff,
+/// so the caller sees only events.
+pub fn pod_events(
     pods: Api<Pod>,
     label_selector: &str,
-    mut tracker: PodTracker,
-) -> impl Stream<Item = MembershipChange> + Send + use<> {
+) -> impl Stream<Item = watcher::Event<Pod>> + Send + use<> {
     // MostRecent (kube's default) makes every list a quorum read: a sync must never
     // be older than a join already published.
     let watch_config = watcher::Config::default().labels(label_selector);
     watcher(pods, watch_config)
         .default_backoff()
-        .filter_map(move |event| {
-            let change = match event {
-                Ok(event) => tracker.apply(event),
+        .filter_map(|event| {
+            futures::future::ready(match event {
+                Ok(event) => Some(event),
                 Err(err) => {
                     log_watch_error(&err);
                     None
                 }
-            };
-            futures::future::ready(change)
+            })
         })
 }
 

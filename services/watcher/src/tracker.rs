@@ -58,6 +58,8 @@ pub enum SyncCause {
     /// A member's address, weight or uid changed while it stayed a member; a sync
     /// states the new truth without an artificial leave + join.
     MemberChanged,
+    /// The publisher asked for it ([`PodTracker::restate`]).
+    Restated,
 }
 
 /// A change together with the message id it is published under.
@@ -98,6 +100,7 @@ impl fmt::Display for MembershipChange {
                 let why = match cause {
                     SyncCause::Listed => "listed",
                     SyncCause::MemberChanged => "member changed",
+                    SyncCause::Restated => "restated",
                 };
                 write!(f, "synced {} members ({why})", members.len())
             }
@@ -167,6 +170,14 @@ impl PodTracker {
             Event::Apply(pod) => self.on_apply(&pod),
             Event::Delete(pod) => self.on_delete(&pod),
         }
+    }
+
+    /// States the current member set as a sync (with the usual sync id). The publisher
+    /// uses it when a join's event was already stored by an earlier identical fact:
+    /// the events crate derives message ids from content, so a pod that re-joins with
+    /// the same uid and address within the duplicate window would otherwise be dropped.
+    pub fn restate(&mut self) -> MembershipChange {
+        self.sync(SyncCause::Restated)
     }
 
     /// The members the emitted changes imply, sorted by id.

@@ -1,31 +1,38 @@
-//! The watcher against the Kubernetes API fake: kube's real client and watcher talk
-//! HTTP to `testkit::kube_fake`, which plays lists, watches, bookmarks, 410 Gone and
-//! restarts. After each script the member set folded from the changes that survive
-//! deduplication (an id is kept once) equals the truth computed here from the fake's
-//! pods, independently of the watcher's own membership rule.
+//! The watcher end to end: kube's real client and watcher talk HTTP to
+//! `testkit::kube_fake` (which plays lists, watches, bookmarks, 410 Gone), and the
+//! watcher publishes to a real nats-server (`nats/local.conf`, the `watcher` user).
+//! After each step, the member set folded from the events stored in JetStream equals
+//! the truth computed here from the fake's pods (independently of the watcher's own
+//! membership rule), and no stored join or leave repeats a fact already in effect.
 
 #![allow(
     clippy::expect_used,
+    clippy::unwrap_used,
     reason = "test harness: a failed setup step must fail the test loudly"
 )]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use futures::StreamExt;
+use async_nats::jetstream::{self, stream::DirectGetErrorKind};
 use k8s_openapi::api::core::v1::Pod;
+use ringside_events::subject::{self, STREAM_EVENTS};
+use ringside_events::{Body, Definitions, RingName, ServiceUser, codec, headers, provision};
+use ringside_testkit::NatsServer;
 use ringside_testkit::kube_fake::{KubeFake, PodBuilder};
-use ringside_watcher::config::{KEY_KUBE_API_URL, KEY_NAMESPACE, KEY_RING};
-use ringside_watcher::{
-    Change, Member, MembershipChange, PodTracker, WatcherConfig, kube_client, membership_changes,
-    pod_api,
+use ringside_watcher::WatcherConfig;
+use ringside_watcher::config::{
+    KEY_KUBE_API_URL, KEY_NAMESPACE, KEY_NATS_PASSWORD, KEY_NATS_URL, KEY_RING,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 const NS: &str = "ring-test";
+const RING: &str = "test";
 const SELECTOR: (&str, &str) = ("app.kubernetes.io/name", "ringside-node");
 const DEADLINE: Duration = Duration::from_secs(20);
+/// How long a step waits, after converging, for anything that would wrongly follow.
+const QUIET: Duration = Duration::from_millis(300);
 
 /// (id, address, weight, uid): what a member is, compared as plain values.
 type Row = (String, String, u32, String);
@@ -76,124 +83,209 @@ fn truth(pods: &[Pod]) -> BTreeSet<Row> {
         .collect()
 }
 
-fn rows(set: &BTreeMap<String, Member>) -> BTreeSet<Row> {
-    set.values()
-        .map(|m| (m.id.clone(), m.address.to_string(), m.weight, m.uid.clone()))
-        .collect()
+/// The spawned `run_with_readiness`.
+type WatcherTask = JoinHandle<Result<(), ringside_watcher::WatcherError>>;
+
+/// One stored membership event, as the fold saw it.
+#[derive(Clone, Debug)]
+struct StoredEvent {
+    kind: &'static str,
+    msg_id: String,
 }
 
-/// A running watcher plus what a deduplicating store would hold of its output.
+/// The API fake, a real NATS server, the watcher under test, and the fold of what
+/// JetStream stored.
 struct Harness {
     fake: KubeFake,
-    watcher: Option<JoinHandle<()>>,
-    rx: mpsc::UnboundedReceiver<MembershipChange>,
-    tx: mpsc::UnboundedSender<MembershipChange>,
-    /// Every change the watcher produced, in order.
-    produced: Vec<MembershipChange>,
-    /// Ids stored so far: a second change under a known id is dropped.
-    stored_ids: BTreeSet<String>,
-    /// The last stored id (a restarted watcher is seeded with it).
-    head: Option<String>,
-    folded: BTreeMap<String, Member>,
+    _nats: NatsServer,
+    config: WatcherConfig,
+    stream: jetstream::stream::Stream<()>,
+    watcher: Option<(WatcherTask, oneshot::Sender<()>)>,
+    ready: Option<watch::Receiver<bool>>,
+    /// Stream sequence of the last membership event read.
+    cursor: u64,
+    stored: Vec<StoredEvent>,
+    folded: BTreeMap<String, Row>,
 }
 
 impl Harness {
     async fn new() -> Harness {
         let fake = KubeFake::start(NS).await.expect("start the API fake");
-        let (tx, rx) = mpsc::unbounded_channel();
-        Harness {
-            fake,
-            watcher: None,
-            rx,
-            tx,
-            produced: Vec::new(),
-            stored_ids: BTreeSet::new(),
-            head: None,
-            folded: BTreeMap::new(),
-        }
-    }
-
-    fn config(&self) -> WatcherConfig {
+        let nats = NatsServer::start_local_conf()
+            .await
+            .expect("start nats-server");
+        let admin_password = nats.password(ServiceUser::Admin.name()).unwrap().to_owned();
+        let admin = nats
+            .connect_with(ServiceUser::Admin.connect_options(admin_password))
+            .await
+            .unwrap();
+        let js = jetstream::new(admin);
+        provision(&js, &Definitions::builtin().unwrap())
+            .await
+            .expect("provision the streams");
+        let stream = js.get_stream_no_info(STREAM_EVENTS).await.unwrap();
         let map = [
-            (KEY_RING, "test"),
+            (KEY_RING, RING),
             (KEY_NAMESPACE, NS),
-            (KEY_KUBE_API_URL, self.fake.url().as_str()),
+            (KEY_KUBE_API_URL, fake.url().as_str()),
+            (KEY_NATS_URL, nats.url().as_str()),
+            (
+                KEY_NATS_PASSWORD,
+                nats.password(ServiceUser::Watcher.name()).unwrap(),
+            ),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
-        WatcherConfig::from_map(&map).expect("valid config")
+        let config = WatcherConfig::from_map(&map).expect("valid config");
+        Harness {
+            fake,
+            _nats: nats,
+            config,
+            stream,
+            watcher: None,
+            ready: None,
+            cursor: 0,
+            stored: Vec::new(),
+            folded: BTreeMap::new(),
+        }
     }
 
-    async fn start_watcher(&mut self) {
-        let config = self.config();
-        let client = kube_client(&config).await.expect("client for the fake");
-        let tracker =
-            PodTracker::new(&config.ring, config.rule.clone()).with_head(self.head.clone());
-        let stream = membership_changes(pod_api(client, &config), &config.label_selector, tracker);
-        let tx = self.tx.clone();
-        self.watcher = Some(tokio::spawn(async move {
-            let mut stream = std::pin::pin!(stream);
-            while let Some(change) = stream.next().await {
-                if tx.send(change).is_err() {
-                    return;
-                }
-            }
-        }));
+    fn start_watcher(&mut self) {
+        let (ready_tx, ready_rx) = watch::channel(false);
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let config = self.config.clone();
+        let task = tokio::spawn(ringside_watcher::run_with_readiness(
+            config,
+            ready_tx,
+            async move {
+                // A dropped sender (the harness gone) also means stop.
+                let _ = stop_rx.await;
+            },
+        ));
+        self.watcher = Some((task, stop_tx));
+        self.ready = Some(ready_rx);
     }
 
+    /// Graceful stop: the shutdown future completes, `run` returns Ok.
     async fn stop_watcher(&mut self) {
-        if let Some(task) = self.watcher.take() {
-            task.abort();
-            let _ = task.await;
-        }
-    }
-
-    fn store(&mut self, change: MembershipChange) {
-        if self.stored_ids.insert(change.msg_id.clone()) {
-            change.apply_to(&mut self.folded);
-            self.head = Some(change.msg_id.clone());
-        }
-        self.produced.push(change);
-    }
-
-    /// The next change (stored), within the deadline.
-    async fn next(&mut self) -> MembershipChange {
-        let change = tokio::time::timeout(DEADLINE, self.rx.recv())
+        let (task, stop) = self.watcher.take().expect("a running watcher");
+        let _ = stop.send(());
+        let result = tokio::time::timeout(DEADLINE, task)
             .await
-            .expect("a change within the deadline")
-            .expect("watcher stream open");
-        self.store(change.clone());
-        change
+            .expect("the watcher stops when asked")
+            .expect("the watcher task did not panic");
+        result.expect("a clean shutdown");
     }
 
-    /// Waits until the stored changes fold into the fake's truth, and a little longer
-    /// for anything that would wrongly follow; returns the changes of this step.
-    async fn settle(&mut self) -> Vec<MembershipChange> {
-        let start = self.produced.len();
+    /// Hard stop, as a crash or SIGKILL: the task is dropped wherever it is.
+    async fn kill_watcher(&mut self) {
+        let (task, _stop) = self.watcher.take().expect("a running watcher");
+        task.abort();
+        let _ = task.await;
+    }
+
+    fn is_ready(&self) -> bool {
+        self.ready.as_ref().is_some_and(|r| *r.borrow())
+    }
+
+    /// Reads every membership event stored since the last call and folds it.
+    async fn read_new(&mut self) {
+        let subject = subject::membership(&RingName::new(RING).unwrap());
+        loop {
+            let msg = match self
+                .stream
+                .direct_get_next_for_subject(subject.as_str(), Some(self.cursor + 1))
+                .await
+            {
+                Ok(msg) => msg,
+                Err(e) if e.kind() == DirectGetErrorKind::NotFound => return,
+                Err(e) => panic!("reading the stream: {e}"),
+            };
+            self.cursor = msg.sequence;
+            let msg_id = msg
+                .headers
+                .get(headers::MSG_ID)
+                .map(|v| v.as_str().to_owned())
+                .expect("every event has a Nats-Msg-Id");
+            let event = codec::decode(&msg.payload).expect("the watcher publishes valid events");
+            let kind = match event.body() {
+                Body::MembersJoined(j) => {
+                    for m in &j.members {
+                        let row = (
+                            m.id.clone(),
+                            m.address.clone(),
+                            m.weight,
+                            m.uid.clone().unwrap_or_default(),
+                        );
+                        let previous = self.folded.insert(m.id.clone(), row);
+                        assert!(previous.is_none(), "join of a member already in: {m:?}");
+                    }
+                    "join"
+                }
+                Body::MemberLeft(l) => {
+                    assert!(
+                        self.folded.remove(&l.member_id).is_some(),
+                        "leave of a member not in: {l:?}"
+                    );
+                    "leave"
+                }
+                Body::MembershipSynced(s) => {
+                    self.folded = s
+                        .members
+                        .iter()
+                        .map(|m| {
+                            let row = (
+                                m.id.clone(),
+                                m.address.clone(),
+                                m.weight,
+                                m.uid.clone().unwrap_or_default(),
+                            );
+                            (m.id.clone(), row)
+                        })
+                        .collect();
+                    "sync"
+                }
+                other => panic!("unexpected event on the membership subject: {other:?}"),
+            };
+            assert!(
+                self.stored.iter().all(|s| s.msg_id != msg_id),
+                "message id stored twice: {msg_id}"
+            );
+            self.stored.push(StoredEvent { kind, msg_id });
+        }
+    }
+
+    fn folded_rows(&self) -> BTreeSet<Row> {
+        self.folded.values().cloned().collect()
+    }
+
+    /// Waits until the stored events fold into the fake's truth, then a little longer
+    /// for anything that would wrongly follow; returns the kinds stored in this step.
+    async fn settle(&mut self) -> Vec<&'static str> {
+        let start = self.stored.len();
         let deadline = tokio::time::Instant::now() + DEADLINE;
         let want = truth(&self.fake.pods());
-        while rows(&self.folded) != want {
-            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
-                Ok(Some(change)) => self.store(change),
-                Ok(None) => panic!("watcher stream ended"),
-                Err(_) => panic!(
-                    "no convergence: folded {:?}, truth {want:?}, changes {:?}",
-                    rows(&self.folded),
-                    &self.produced[start..]
-                ),
+        loop {
+            self.read_new().await;
+            if self.folded_rows() == want {
+                break;
             }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no convergence: folded {:?}, truth {want:?}, stored {:?}",
+                self.folded_rows(),
+                &self.stored[start..]
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        // Whatever is already queued belongs to this step too (e.g. a stray duplicate).
-        while let Ok(Some(change)) =
-            tokio::time::timeout(Duration::from_millis(200), self.rx.recv()).await
-        {
-            self.store(change);
-        }
-        assert_eq!(rows(&self.folded), want, "a late change broke the fold");
-        self.produced[start..].to_vec()
+        tokio::time::sleep(QUIET).await;
+        self.read_new().await;
+        assert_eq!(self.folded_rows(), want, "a late event broke the fold");
+        self.stored[start..].iter().map(|s| s.kind).collect()
     }
 
+    /// Waits until the fake's counters say what the script needs.
     async fn wait_for(&self, what: &str, cond: impl Fn(&KubeFake) -> bool) {
         let deadline = tokio::time::Instant::now() + DEADLINE;
         while !cond(&self.fake) {
@@ -206,16 +298,7 @@ impl Harness {
     }
 }
 
-fn kinds(changes: &[MembershipChange]) -> Vec<&'static str> {
-    changes
-        .iter()
-        .map(|c| match c.change {
-            Change::Joined(_) => "join",
-            Change::Left { .. } => "leave",
-            Change::Synced { .. } => "sync",
-        })
-        .collect()
-}
+const NOTHING: [&str; 0] = [];
 
 #[tokio::test]
 async fn initial_list_is_one_sync_of_the_ready_addressed_selected_pods() {
@@ -240,66 +323,74 @@ async fn initial_list_is_one_sync_of_the_ready_addressed_selected_pods() {
             .ip("10.0.0.9")
             .build(),
     );
-    h.start_watcher().await;
-    let changes = h.settle().await;
-    assert_eq!(kinds(&changes), ["sync"]);
+    assert!(!h.is_ready());
+    h.start_watcher();
+    assert_eq!(h.settle().await, ["sync"]);
     assert_eq!(h.folded.keys().collect::<Vec<_>>(), ["a", "d"]);
-    assert_eq!(h.folded["d"].weight, 3);
+    assert_eq!(h.folded["d"].2, 3);
     assert_eq!(h.fake.list_calls(), 1);
+    assert!(h.is_ready(), "ready once the first sync is stored");
+    h.stop_watcher().await;
 }
 
 #[tokio::test]
 async fn readiness_and_ip_assignment_are_joins_and_leaves() {
     let mut h = Harness::new().await;
-    h.start_watcher().await;
-    assert_eq!(kinds(&h.settle().await), ["sync"]);
+    h.start_watcher();
+    assert_eq!(h.settle().await, ["sync"]);
 
     h.fake.upsert_pod(node("a").build());
     h.fake.set_pod_ip("a", Some("10.0.0.1"));
-    assert_eq!(kinds(&h.settle().await), Vec::<&str>::new());
+    assert_eq!(h.settle().await, NOTHING);
     h.fake.set_ready("a", true);
-    assert_eq!(kinds(&h.settle().await), ["join"]);
+    assert_eq!(h.settle().await, ["join"]);
 
     // Ready first, IP later: the join waits for the IP.
     h.fake.upsert_pod(node("b").ready(true).build());
-    assert_eq!(kinds(&h.settle().await), Vec::<&str>::new());
+    assert_eq!(h.settle().await, NOTHING);
     h.fake.set_pod_ip("b", Some("10.0.0.2"));
-    assert_eq!(kinds(&h.settle().await), ["join"]);
+    assert_eq!(h.settle().await, ["join"]);
 
+    // A flap: NotReady, then Ready again, same pod, same IP.
     h.fake.set_ready("a", false);
-    assert_eq!(kinds(&h.settle().await), ["leave"]);
+    assert_eq!(h.settle().await, ["leave"]);
     h.fake.set_ready("a", true);
-    assert_eq!(kinds(&h.settle().await), ["join"]);
+    let rejoin = h.settle().await;
+    // The events crate derives ids from content, so the second, identical join is
+    // dropped as a duplicate; the watcher then restates the set as a sync.
+    assert_eq!(rejoin, ["sync"], "{:?}", h.stored);
     assert_eq!(h.fake.list_calls(), 1, "no re-list was needed");
+    h.stop_watcher().await;
 }
 
 #[tokio::test]
-async fn terminating_and_deleted_pods_leave_once() {
+async fn terminating_deleted_and_unselected_pods_leave_once() {
     let mut h = Harness::new().await;
     for (name, ip) in [("a", "10.0.0.1"), ("b", "10.0.0.2")] {
         h.fake.upsert_pod(node(name).ready(true).ip(ip).build());
     }
-    h.start_watcher().await;
+    h.start_watcher();
     h.settle().await;
 
     h.fake.mark_terminating("a");
-    assert_eq!(kinds(&h.settle().await), ["leave"]);
+    assert_eq!(h.settle().await, ["leave"]);
     h.fake.delete_pod("a");
-    assert_eq!(kinds(&h.settle().await), Vec::<&str>::new());
+    assert_eq!(h.settle().await, NOTHING);
     h.fake.delete_pod("b");
-    assert_eq!(kinds(&h.settle().await), ["leave"]);
+    assert_eq!(h.settle().await, ["leave"]);
 
     // Relabelled out of the selector: the API sends DELETED, the member leaves.
     h.fake
         .upsert_pod(node("c").ready(true).ip("10.0.0.3").build());
-    assert_eq!(kinds(&h.settle().await), ["join"]);
+    assert_eq!(h.settle().await, ["join"]);
     h.fake.modify_pod("c", |p| {
         p.metadata
             .labels
             .get_or_insert_default()
             .insert(SELECTOR.0.into(), "retired".into());
     });
-    assert_eq!(kinds(&h.settle().await), ["leave"]);
+    assert_eq!(h.settle().await, ["leave"]);
+    h.stop_watcher().await;
 }
 
 #[tokio::test]
@@ -308,7 +399,7 @@ async fn a_bookmark_lets_the_watch_resume_without_a_relist() {
     h.fake
         .upsert_pod(node("a").ready(true).ip("10.0.0.1").build());
     h.fake.upsert_pod(PodBuilder::new("unrelated").build());
-    h.start_watcher().await;
+    h.start_watcher();
     h.settle().await;
     h.wait_for("the first watch", |f| f.open_watches() == 1)
         .await;
@@ -333,7 +424,8 @@ async fn a_bookmark_lets_the_watch_resume_without_a_relist() {
     assert_eq!(h.fake.list_calls(), 1);
 
     h.fake.set_ready("a", false);
-    assert_eq!(kinds(&h.settle().await), ["leave"]);
+    assert_eq!(h.settle().await, ["leave"]);
+    h.stop_watcher().await;
 }
 
 #[tokio::test]
@@ -341,7 +433,7 @@ async fn a_resumed_watch_replays_what_a_stalled_one_missed() {
     let mut h = Harness::new().await;
     h.fake
         .upsert_pod(node("a").ready(true).ip("10.0.0.1").build());
-    h.start_watcher().await;
+    h.start_watcher();
     h.settle().await;
     h.wait_for("the first watch", |f| f.open_watches() == 1)
         .await;
@@ -351,8 +443,9 @@ async fn a_resumed_watch_replays_what_a_stalled_one_missed() {
         .upsert_pod(node("b").ready(true).ip("10.0.0.2").build());
     h.fake.delete_pod("a");
     h.fake.close_watches();
-    assert_eq!(kinds(&h.settle().await), ["join", "leave"]);
+    assert_eq!(h.settle().await, ["join", "leave"]);
     assert_eq!(h.fake.list_calls(), 1);
+    h.stop_watcher().await;
 }
 
 #[tokio::test]
@@ -361,8 +454,8 @@ async fn gone_410_forces_a_relist_that_catches_up_on_missed_changes() {
     for (name, ip) in [("a", "10.0.0.1"), ("b", "10.0.0.2")] {
         h.fake.upsert_pod(node(name).ready(true).ip(ip).build());
     }
-    h.start_watcher().await;
-    let first = h.settle().await;
+    h.start_watcher();
+    assert_eq!(h.settle().await, ["sync"]);
     h.wait_for("the first watch", |f| f.open_watches() == 1)
         .await;
 
@@ -372,17 +465,12 @@ async fn gone_410_forces_a_relist_that_catches_up_on_missed_changes() {
     h.fake
         .upsert_pod(node("c").ready(true).ip("10.0.0.3").build());
     h.fake.expire_watches();
-    let changes = h.settle().await;
-    assert_eq!(
-        kinds(&changes),
-        ["sync"],
-        "only the re-list's sync: {changes:?}"
-    );
+    assert_eq!(h.settle().await, ["sync"]);
     assert_eq!(h.fake.list_calls(), 2);
 
     // Back to {a, b} through a 410 on reconnect: the same content as the first
-    // sync, but a new fact (a content-only id would be dropped as a duplicate and the
-    // fold would keep {b, c}; settle() would time out).
+    // sync, but a new fact. (Stored under the first sync's id, it would be dropped
+    // as a duplicate, the fold would keep {b, c} and settle() would time out.)
     h.wait_for("the watch after the re-list", |f| f.open_watches() == 1)
         .await;
     h.fake.stall_watches();
@@ -390,53 +478,63 @@ async fn gone_410_forces_a_relist_that_catches_up_on_missed_changes() {
     h.fake.delete_pod("c");
     h.fake.expire_next_watch();
     h.fake.close_watches();
-    let changes = h.settle().await;
-    assert_eq!(kinds(&changes), ["sync"]);
-    assert_eq!(changes[0].change, first[0].change);
-    assert_ne!(changes[0].msg_id, first[0].msg_id);
+    assert_eq!(h.settle().await, ["sync"]);
     assert_eq!(h.fake.list_calls(), 3);
+
+    // A 410 with nothing changed: the re-list's sync is the stored head, kept once.
+    h.wait_for("the watch after the second re-list", |f| {
+        f.open_watches() == 1
+    })
+    .await;
+    h.fake.expire_watches();
+    h.wait_for("the third re-list", |f| f.list_calls() == 4)
+        .await;
+    h.wait_for("the watch after it", |f| f.open_watches() == 1)
+        .await;
+    assert_eq!(h.settle().await, NOTHING);
+    h.stop_watcher().await;
 }
 
 #[tokio::test]
-async fn a_restart_while_pods_change_resyncs_and_an_idle_restart_stores_nothing() {
+async fn restarts_while_pods_change_resync_and_an_idle_restart_stores_nothing() {
     let mut h = Harness::new().await;
     for (name, ip) in [("a", "10.0.0.1"), ("b", "10.0.0.2")] {
         h.fake.upsert_pod(node(name).ready(true).ip(ip).build());
     }
-    h.start_watcher().await;
+    h.start_watcher();
     h.settle().await;
     h.fake
         .upsert_pod(node("c").ready(true).ip("10.0.0.3").build());
-    assert_eq!(kinds(&h.settle().await), ["join"]);
+    assert_eq!(h.settle().await, ["join"]);
 
-    h.stop_watcher().await;
+    // Crash, pods change while nobody watches, start again.
+    h.kill_watcher().await;
     h.fake.delete_pod("c");
     h.fake.set_ready("a", false);
     h.fake
         .upsert_pod(node("d").ready(true).ip("10.0.0.4").build());
-    h.start_watcher().await;
-    assert_eq!(kinds(&h.settle().await), ["sync"]);
+    h.start_watcher();
+    assert_eq!(h.settle().await, ["sync"]);
 
-    // A restart that sees the same pods produces the sync already stored: kept once.
-    let stored = h.stored_ids.len();
+    // A restart that sees the same pods: its sync is the stored head, kept once.
     h.stop_watcher().await;
-    h.start_watcher().await;
-    let sync = h.next().await;
-    assert_eq!(kinds(std::slice::from_ref(&sync)), ["sync"]);
-    assert_eq!(
-        h.stored_ids.len(),
-        stored,
-        "the idle restart stored a new fact"
-    );
+    let lists = h.fake.list_calls();
+    h.start_watcher();
+    h.wait_for("the restarted watcher's list", |f| f.list_calls() > lists)
+        .await;
+    h.wait_for("its watch", |f| f.open_watches() == 1).await;
+    assert_eq!(h.settle().await, NOTHING);
+    assert!(h.is_ready());
 
-    // c joins, then goes while the watcher is down. The re-list's set {b, d} was
-    // synced before, but the join of c came after: if the new sync were dropped as a
-    // duplicate, c would stay and settle() would time out.
+    // c joins again, then goes while the watcher is down. The re-list's set {b, d}
+    // was synced before, but c's join came after: were the new sync dropped as a
+    // duplicate of the earlier one, c would stay and settle() would time out.
     h.fake
         .upsert_pod(node("c").ready(true).ip("10.0.0.3").build());
-    assert_eq!(kinds(&h.settle().await), ["join"]);
-    h.stop_watcher().await;
+    assert_eq!(h.settle().await, ["join"]);
+    h.kill_watcher().await;
     h.fake.delete_pod("c");
-    h.start_watcher().await;
-    h.settle().await;
+    h.start_watcher();
+    assert_eq!(h.settle().await, ["sync"]);
+    h.stop_watcher().await;
 }
