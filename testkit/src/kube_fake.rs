@@ -681,8 +681,14 @@ impl PodBuilder {
 
     /// Sets the pod IP.
     #[must_use]
-    pub fn ip(mut self, ip: &str) -> PodBuilder {
-        set_pod_ip(&mut self.pod, Some(ip));
+    pub fn ip(self, ip: &str) -> PodBuilder {
+        self.pod_ip(Some(ip))
+    }
+
+    /// Sets or clears the pod IP.
+    #[must_use]
+    pub fn pod_ip(mut self, ip: Option<&str>) -> PodBuilder {
+        set_pod_ip(&mut self.pod, ip);
         self
     }
 

@@ -213,17 +213,14 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn pod(ready: bool, ip: Option<&str>) -> Pod {
-        let b = PodBuilder::new("node-0")
+        PodBuilder::new("node-0")
             .uid("uid-0")
             .resource_version("7")
             .port("metrics", 9100)
             .port("ringside", 7000)
-            .ready(ready);
-        match ip {
-            Some(ip) => b.ip(ip),
-            None => b,
-        }
-        .build()
+            .ready(ready)
+            .pod_ip(ip)
+            .build()
     }
 
     fn with_weight(mut p: Pod, w: &str) -> Pod {

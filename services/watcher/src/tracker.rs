@@ -285,16 +285,13 @@ mod tests {
 
     /// A pod of the node Deployment: uid `uid-<name>`, port `ringside` 7000.
     fn pod(name: &str, rv: u64, ready: bool, ip: Option<&str>) -> Pod {
-        let b = PodBuilder::new(name)
+        PodBuilder::new(name)
             .uid(&format!("uid-{name}"))
             .resource_version(&rv.to_string())
             .port("ringside", 7000)
-            .ready(ready);
-        match ip {
-            Some(ip) => b.ip(ip),
-            None => b,
-        }
-        .build()
+            .ready(ready)
+            .pod_ip(ip)
+            .build()
     }
 
     fn member(name: &str, ip: &str) -> Member {

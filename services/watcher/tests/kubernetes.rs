@@ -285,6 +285,13 @@ impl Harness {
         self.stored[start..].iter().map(|s| s.kind).collect()
     }
 
+    /// Adds Ready node pods with these names and IPs.
+    fn add_ready_nodes(&self, nodes: &[(&str, &str)]) {
+        for (name, ip) in nodes {
+            self.fake.upsert_pod(node(name).ready(true).ip(ip).build());
+        }
+    }
+
     /// Waits until the fake's counters say what the script needs.
     async fn wait_for(&self, what: &str, cond: impl Fn(&KubeFake) -> bool) {
         let deadline = tokio::time::Instant::now() + DEADLINE;
@@ -366,9 +373,7 @@ async fn readiness_and_ip_assignment_are_joins_and_leaves() {
 #[tokio::test]
 async fn terminating_deleted_and_unselected_pods_leave_once() {
     let mut h = Harness::new().await;
-    for (name, ip) in [("a", "10.0.0.1"), ("b", "10.0.0.2")] {
-        h.fake.upsert_pod(node(name).ready(true).ip(ip).build());
-    }
+    h.add_ready_nodes(&[("a", "10.0.0.1"), ("b", "10.0.0.2")]);
     h.start_watcher();
     h.settle().await;
 
@@ -451,9 +456,7 @@ async fn a_resumed_watch_replays_what_a_stalled_one_missed() {
 #[tokio::test]
 async fn gone_410_forces_a_relist_that_catches_up_on_missed_changes() {
     let mut h = Harness::new().await;
-    for (name, ip) in [("a", "10.0.0.1"), ("b", "10.0.0.2")] {
-        h.fake.upsert_pod(node(name).ready(true).ip(ip).build());
-    }
+    h.add_ready_nodes(&[("a", "10.0.0.1"), ("b", "10.0.0.2")]);
     h.start_watcher();
     assert_eq!(h.settle().await, ["sync"]);
     h.wait_for("the first watch", |f| f.open_watches() == 1)
@@ -498,9 +501,7 @@ async fn gone_410_forces_a_relist_that_catches_up_on_missed_changes() {
 #[tokio::test]
 async fn restarts_while_pods_change_resync_and_an_idle_restart_stores_nothing() {
     let mut h = Harness::new().await;
-    for (name, ip) in [("a", "10.0.0.1"), ("b", "10.0.0.2")] {
-        h.fake.upsert_pod(node(name).ready(true).ip(ip).build());
-    }
+    h.add_ready_nodes(&[("a", "10.0.0.1"), ("b", "10.0.0.2")]);
     h.start_watcher();
     h.settle().await;
     h.fake
