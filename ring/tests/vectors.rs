@@ -162,7 +162,7 @@ fn replay(config: RingConfig, ops: &[OpVector]) -> (Ring, RingDiff) {
 
 fn ring_vector(name: &str, strategy: Strategy, vnodes: u32, ops: Vec<OpVector>) -> RingVector {
     let (ring, last) = replay(RingConfig::new(strategy, vnodes).unwrap(), &ops);
-    let complete = ring.token_count() <= 400;
+    let complete = ring.token_count() <= 1000;
     let shown = if complete { ring.token_count() } else { 32 };
     let replicas = ring.len().min(3);
     RingVector {
@@ -229,6 +229,13 @@ fn compute() -> Vectors {
     let nodes = |range: std::ops::Range<u32>| range.map(|i| add(&format!("node-{i}"), 1));
     let mut balanced_160: Vec<OpVector> = nodes(0..20).collect();
     balanced_160.extend([remove("node-7"), add("node-20", 2)]);
+    // Mixed weights and churn: leaves here exercise every path of 6.4.
+    let mut churn: Vec<OpVector> = (0..30).map(|i| add(&format!("m{i}"), 1 + i % 3)).collect();
+    for step in 0..20u32 {
+        // 7 and 30 are coprime: 20 distinct original members leave.
+        churn.push(remove(&format!("m{}", step * 7 % 30)));
+        churn.push(add(&format!("m{}", 30 + step), 1 + step % 4));
+    }
     Vectors {
         about: "ringside ring test vectors; format and rules in docs/ring-spec.md".into(),
         hash_seed: hex(HASH_SEED),
@@ -273,6 +280,7 @@ fn compute() -> Vectors {
             ),
             ring_vector("random-160", Strategy::Random, 160, nodes(0..10).collect()),
             ring_vector("balanced-160", Strategy::Balanced, 160, balanced_160),
+            ring_vector("balanced-churn", Strategy::Balanced, 16, churn),
         ],
     }
 }
