@@ -15,13 +15,13 @@
 //! - [`mod@provision`]: streams and KV buckets from `nats/` files, created or updated.
 //! - [`publish`]: [`Publisher`]: acked, retried, deduplicated, single-writer, batches.
 //! - [`consume`]: [`Consumer`]: the loop that counts, logs and dead-letters bad messages.
+//! - [`fold`]: [`RingLedger`], the pure fold of membership events into the ring.
 //! - [`convert`]: wire types to and from `ringside-ring`: configurations, snapshots,
 //!   and the `RingRebalanced` of one step (and its inverse, for replay).
 //! - [`users`]: the per-service NATS users and their connect options.
 //!
 //! # How it fits
-//! Watchers publish membership events, the reducer folds them (the `RingLedger`, to
-//! come) and publishes rebalance events with [`Publisher::publish_expecting`], nodes
+//! Watchers publish membership events, the reducer folds them ([`RingLedger`]) and publishes rebalance events with [`Publisher::publish_expecting`], nodes
 //! and the collector publish load, the bridge and the CLI tools read. All of them
 //! decode through [`codec`] and consume through [`Consumer`].
 
@@ -29,6 +29,7 @@ pub mod codec;
 pub mod consume;
 pub mod convert;
 pub mod event;
+pub mod fold;
 pub mod headers;
 pub mod names;
 pub mod pb;
@@ -40,6 +41,7 @@ pub mod users;
 pub use codec::{DecodeError, EncodeError};
 pub use consume::{Consumer, ConsumerStats, Delivery, HandleError, Handler};
 pub use event::{Body, Event, EventKind, InvalidEvent, MsgId, SCHEMA_VERSION};
+pub use fold::{FoldError, Outcome, RingLedger};
 pub use names::{NameError, NodeName, RingName};
 pub use provision::{Definitions, provision};
 pub use publish::{PublishError, Publisher, RetryPolicy, Stored};

@@ -1,0 +1,259 @@
+//! The fold: ring state = fold(membership events). [`RingLedger`] is the pure,
+//! synchronous state machine every reader of the stream shares.
+//!
+//! # How it fits
+//! The reducer applies each membership event of the `RINGSIDE` stream, in stream order,
+//! with [`RingLedger::apply`] and publishes the [`pb::RingRebalanced`] it returns;
+//! `ringside replay` runs the very same fold to answer post-mortem questions; both
+//! start from a [`pb::RingSnapshot`] ([`RingLedger::from_snapshot`]) to bound the work.
+//! Time never enters the fold: the ring depends on the order and content of the
+//! events only, so the same events give the same ring, byte for byte, however they
+//! are batched, restarted from snapshots or interleaved with other subjects.
+//!
+//! # Rules
+//! - `MembersJoined` adds absent members, re-weights present members whose weight
+//!   changed, and updates the details (address, uid, labels) of present ones.
+//! - `MemberLeft` removes the member if present, unless both uids are set and differ
+//!   (a late leave of an earlier incarnation must not remove the current one).
+//! - `MembershipSynced` is the truth: members it does not list leave, listed ones
+//!   join or update, all in one epoch.
+//! - Within one event, removals apply first, in id order, then additions in id order
+//!   (a re-weight is a removal and an addition). One event makes at most one epoch.
+//! - An event that changes nothing is [`Outcome::Unchanged`]; one the fold cannot
+//!   apply (weight 0, a member listed twice, not a membership fact) is
+//!   [`Outcome::Rejected`] and leaves the ring as it was. Either way the ledger's
+//!   position advances, so every fold skips it the same way.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use ringside_ring::{Member, Ring, RingConfig, RingError};
+
+use crate::convert::{self, ConvertError};
+use crate::event::{Body, EventKind};
+use crate::names::{NameError, RingName};
+use crate::pb;
+
+/// Why the fold cannot apply an event or load a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FoldError {
+    /// The event is not a membership fact (only those change the ring).
+    #[error("{0:?} is not a membership event")]
+    NotMembership(EventKind),
+    /// One event lists the same member id twice.
+    #[error("member '{0}' is listed twice in one event")]
+    DuplicateMember(String),
+    /// The ring refused the change (weight 0, empty id, too many tokens...).
+    #[error("the ring refused the change")]
+    Ring(#[from] RingError),
+    /// Building the rebalance event or reading a snapshot failed.
+    #[error("cannot convert between the ring and its events")]
+    Convert(#[from] ConvertError),
+    /// A snapshot names an invalid ring.
+    #[error("the snapshot's ring name is invalid")]
+    RingName(#[from] NameError),
+}
+
+/// What one membership event did to the ledger.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The sequence was folded before (a redelivery): nothing to do.
+    AlreadyFolded,
+    /// A membership fact that changes nothing (a join of a present member, a leave of
+    /// an absent one).
+    Unchanged,
+    /// A new epoch: publish this event.
+    Rebalanced(Box<pb::RingRebalanced>),
+    /// The fold cannot apply the event; the ring is as it was.
+    Rejected(FoldError),
+}
+
+/// The ring of one ring name, folded from its membership events.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RingLedger {
+    name: RingName,
+    ring: Ring,
+    /// Members with their details (address, uid, labels), by id.
+    details: BTreeMap<String, pb::Member>,
+    epoch: u64,
+    membership_sequence: u64,
+    rebalance_sequence: u64,
+}
+
+/// The membership change one event asks for, before it touches the ring.
+struct Change {
+    leave: BTreeSet<String>,
+    upsert: BTreeMap<String, pb::Member>,
+}
+
+impl RingLedger {
+    /// An empty ring at epoch 0 that has folded nothing yet.
+    pub fn new(name: RingName, config: RingConfig) -> Self {
+        Self {
+            name,
+            ring: Ring::new(config),
+            details: BTreeMap::new(),
+            epoch: 0,
+            membership_sequence: 0,
+            rebalance_sequence: 0,
+        }
+    }
+
+    /// The ledger a snapshot describes (checked against its checksum).
+    pub fn from_snapshot(snapshot: &pb::RingSnapshot) -> Result<Self, FoldError> {
+        let ring = convert::snapshot_to_ring(snapshot)?;
+        let details = snapshot
+            .members
+            .iter()
+            .map(|m| (m.id.clone(), m.clone()))
+            .collect();
+        Ok(Self {
+            name: RingName::new(snapshot.ring.as_str())?,
+            ring,
+            details,
+            epoch: snapshot.epoch,
+            membership_sequence: snapshot.membership_sequence,
+            rebalance_sequence: snapshot.rebalance_sequence,
+        })
+    }
+
+    /// A snapshot of the ledger (without `taken_at`: the caller stamps it).
+    pub fn snapshot(&self) -> Result<pb::RingSnapshot, FoldError> {
+        let details: Vec<pb::Member> = self.details.values().cloned().collect();
+        Ok(convert::ring_to_snapshot(
+            &self.name,
+            &self.ring,
+            &details,
+            self.epoch,
+            self.membership_sequence,
+            self.rebalance_sequence,
+        )?)
+    }
+
+    /// Folds the membership event stored at stream sequence `sequence`.
+    pub fn apply(&mut self, sequence: u64, body: &Body) -> Outcome {
+        if sequence <= self.membership_sequence {
+            return Outcome::AlreadyFolded;
+        }
+        // The position advances whatever the outcome: a skipped event is skipped by
+        // every fold alike, and a redelivery of it is recognised.
+        self.membership_sequence = sequence;
+        let change = match self.change_for(body) {
+            Ok(change) => change,
+            Err(err) => return Outcome::Rejected(err),
+        };
+        if change.leave.is_empty() && change.upsert.is_empty() {
+            return Outcome::Unchanged;
+        }
+        match self.commit(change, sequence) {
+            Ok(event) => Outcome::Rebalanced(Box::new(event)),
+            Err(err) => Outcome::Rejected(err),
+        }
+    }
+
+    /// The change `body` asks for, reduced to what differs from the current state.
+    fn change_for(&self, body: &Body) -> Result<Change, FoldError> {
+        let (leave, listed): (BTreeSet<String>, &[pb::Member]) = match body {
+            Body::MembersJoined(joined) => (BTreeSet::new(), &joined.members),
+            Body::MemberLeft(left) => {
+                let current = self.details.get(&left.member_id);
+                let same_incarnation = match (current.and_then(|m| m.uid.as_ref()), &left.uid) {
+                    (Some(ours), Some(theirs)) => ours == theirs,
+                    _ => true,
+                };
+                let leave = (current.is_some() && same_incarnation)
+                    .then(|| left.member_id.clone())
+                    .into_iter()
+                    .collect();
+                (leave, &[])
+            }
+            Body::MembershipSynced(synced) => {
+                let listed: BTreeSet<&str> = synced.members.iter().map(|m| m.id.as_str()).collect();
+                let leave = self
+                    .details
+                    .keys()
+                    .filter(|id| !listed.contains(id.as_str()))
+                    .cloned()
+                    .collect();
+                (leave, &synced.members)
+            }
+            other => return Err(FoldError::NotMembership(EventKind::of(other))),
+        };
+        let mut upsert = BTreeMap::new();
+        for member in listed {
+            if upsert.insert(member.id.clone(), member.clone()).is_some() {
+                return Err(FoldError::DuplicateMember(member.id.clone()));
+            }
+        }
+        upsert.retain(|id, member| self.details.get(id) != Some(member));
+        Ok(Change { leave, upsert })
+    }
+
+    /// Applies `change` to a copy of the ring and, if the ring accepts it, makes it
+    /// the next epoch.
+    fn commit(&mut self, change: Change, sequence: u64) -> Result<pb::RingRebalanced, FoldError> {
+        let mut ring = self.ring.clone();
+        let mut details = self.details.clone();
+        let reweighted: Vec<&pb::Member> = change
+            .upsert
+            .values()
+            .filter(|m| details.get(&m.id).is_some_and(|old| old.weight != m.weight))
+            .collect();
+        for id in change.leave.iter().chain(reweighted.iter().map(|m| &m.id)) {
+            ring.remove(id)?;
+            details.remove(id);
+        }
+        for member in change.upsert.values() {
+            if !ring.contains(&member.id) {
+                ring.add(Member::from(member))?;
+            }
+            details.insert(member.id.clone(), member.clone());
+        }
+        let listed: Vec<pb::Member> = details.values().cloned().collect();
+        let epoch = self.epoch + 1;
+        let event = convert::rebalanced(&self.ring, &ring, &listed, epoch, sequence)?;
+        self.ring = ring;
+        self.details = details;
+        self.epoch = epoch;
+        Ok(event)
+    }
+
+    /// Records the stream sequence at which the current epoch's event was stored.
+    pub fn record_rebalance_sequence(&mut self, sequence: u64) {
+        self.rebalance_sequence = sequence;
+    }
+
+    /// The ring name.
+    pub fn ring_name(&self) -> &RingName {
+        &self.name
+    }
+
+    /// The ring at the current epoch.
+    pub fn ring(&self) -> &Ring {
+        &self.ring
+    }
+
+    /// The current epoch (0 before the first change).
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Stream sequence of the last membership event folded (0: none).
+    pub fn membership_sequence(&self) -> u64 {
+        self.membership_sequence
+    }
+
+    /// Stream sequence of the current epoch's `RingRebalanced` (0: not recorded).
+    pub fn rebalance_sequence(&self) -> u64 {
+        self.rebalance_sequence
+    }
+
+    /// The members with their details, sorted by id.
+    pub fn members(&self) -> impl Iterator<Item = &pb::Member> {
+        self.details.values()
+    }
+
+    /// The ring's checksum ([`Ring::checksum`]).
+    pub fn checksum(&self) -> u64 {
+        self.ring.checksum()
+    }
+}
