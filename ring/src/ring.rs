@@ -2,10 +2,10 @@
 //! derived from them after every change (ownership per member, each member's largest
 //! arc, the lookup index).
 //!
-//! Mutations go through a plan: the strategy modules compute the moved pieces of an add
-//! or remove without touching the ring ([`Ring::plan_add`], [`Ring::plan_remove`]), and
-//! [`Ring::add`] / [`Ring::remove`] apply the same pieces, so a published plan and the
-//! applied change can never disagree.
+//! Every change has a plan: the strategy modules compute the moved pieces of an add or
+//! remove without touching the ring ([`Ring::plan_add`], [`Ring::plan_remove`]). Balanced
+//! rings apply exactly those pieces; random rings insert or delete the member's tokens,
+//! which moves the same ranges. The property tests check plan == diff for both.
 
 use std::fmt;
 
