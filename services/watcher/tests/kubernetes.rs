@@ -489,11 +489,13 @@ async fn gone_410_forces_a_relist_that_catches_up_on_missed_changes() {
         f.open_watches() == 1
     })
     .await;
+    // The watch starts only after the re-list's sync was acknowledged.
+    let watches = h.fake.watch_calls();
     h.fake.expire_watches();
-    h.wait_for("the third re-list", |f| f.list_calls() == 4)
-        .await;
-    h.wait_for("the watch after it", |f| f.open_watches() == 1)
-        .await;
+    h.wait_for("the watch after the third re-list", |f| {
+        f.list_calls() == 4 && f.watch_calls() > watches
+    })
+    .await;
     assert_eq!(h.settle().await, NOTHING);
     h.stop_watcher().await;
 }
@@ -519,11 +521,13 @@ async fn restarts_while_pods_change_resync_and_an_idle_restart_stores_nothing() 
 
     // A restart that sees the same pods: its sync is the stored head, kept once.
     h.stop_watcher().await;
-    let lists = h.fake.list_calls();
+    let (lists, watches) = (h.fake.list_calls(), h.fake.watch_calls());
     h.start_watcher();
-    h.wait_for("the restarted watcher's list", |f| f.list_calls() > lists)
-        .await;
-    h.wait_for("its watch", |f| f.open_watches() == 1).await;
+    // The watch starts only after the list's sync was acknowledged.
+    h.wait_for("the restarted watcher's list and watch", |f| {
+        f.list_calls() > lists && f.watch_calls() > watches
+    })
+    .await;
     assert_eq!(h.settle().await, NOTHING);
     assert!(h.is_ready());
 
