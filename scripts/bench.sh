@@ -14,10 +14,14 @@ cd "$ROOT"
 OUT="${CARGO_TARGET_DIR:-$ROOT/target}/bench"
 
 # Every benchmark this script knows, in the order `all` runs them.
-BENCHES="ring"
+BENCHES="ring events"
 
 run_ring() {
     cargo bench --locked -p ringside-ring --bench ring -- --json "$OUT/ring.json" "$@"
+}
+
+run_events() {
+    cargo bench --locked -p ringside-events --bench events -- --json "$OUT/events.json" "$@"
 }
 
 run() {
@@ -25,6 +29,7 @@ run() {
     shift
     case "$name" in
         ring) run_ring "$@" ;;
+        events) run_events "$@" ;;
         *)
             echo "bench: unknown benchmark '$name' (known: $BENCHES; or all)" >&2
             exit 2

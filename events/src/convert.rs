@@ -203,20 +203,34 @@ pub fn snapshot_to_ring(snapshot: &pb::RingSnapshot) -> Result<Ring, ConvertErro
 /// The token changes from `before` to `after`, grouped by position: at a position
 /// with one owner on each side that differ, a reassignment; otherwise the owners that
 /// appear are added and those that vanish are removed.
+///
+/// One merge walk over both token lists (each sorted by token, then owner id): linear
+/// in the token count and without allocation per token, because the reducer runs this
+/// for every epoch of a ring that may hold hundreds of thousands of tokens.
 fn token_changes(
     before: &Ring,
     after: &Ring,
     index: &MemberIndex<'_>,
 ) -> Result<pb::TokenChanges, ConvertError> {
-    let mut by_position: BTreeMap<Token, (Vec<&str>, Vec<&str>)> = BTreeMap::new();
-    for (t, id) in before.tokens() {
-        by_position.entry(t).or_default().0.push(id);
-    }
-    for (t, id) in after.tokens() {
-        by_position.entry(t).or_default().1.push(id);
-    }
+    let mut old_tokens = before.tokens().peekable();
+    let mut new_tokens = after.tokens().peekable();
+    let (mut old, mut new): (Vec<&str>, Vec<&str>) = (Vec::new(), Vec::new());
     let mut out = pb::TokenChanges::default();
-    for (token, (old, new)) in by_position {
+    loop {
+        let token = match (old_tokens.peek(), new_tokens.peek()) {
+            (None, None) => break,
+            (Some((a, _)), None) => *a,
+            (None, Some((b, _))) => *b,
+            (Some((a, _)), Some((b, _))) => (*a).min(*b),
+        };
+        old.clear();
+        new.clear();
+        while let Some((_, id)) = old_tokens.next_if(|(t, _)| *t == token) {
+            old.push(id);
+        }
+        while let Some((_, id)) = new_tokens.next_if(|(t, _)| *t == token) {
+            new.push(id);
+        }
         if old == new {
             continue;
         }
@@ -326,27 +340,37 @@ pub fn apply_rebalanced(before: &Ring, event: &pb::RingRebalanced) -> Result<Rin
         };
         id.ok_or(ConvertError::BadIndex(i))
     };
-    let mut tokens: BTreeMap<(Token, String), ()> = before
-        .tokens()
-        .map(|(t, id)| ((t, id.to_string()), ()))
-        .collect();
+    // The changes are few (about vnodes per member that moves); the ring's tokens are
+    // many. So: look the changes up by (token, owner) while copying the ring's tokens.
     let changes = event.token_changes.clone().unwrap_or_default();
+    let mut dropped: BTreeMap<Token, Vec<String>> = BTreeMap::new();
     for (t, o) in changes.removed.iter().zip(&changes.removed_owners) {
-        tokens.remove(&(*t, name(*o)?));
+        dropped.entry(*t).or_default().push(name(*o)?);
     }
+    let mut tokens: Vec<(Token, String)> = Vec::with_capacity(before.token_count());
     for ((t, from), to) in changes
         .reassigned
         .iter()
         .zip(&changes.reassigned_from)
         .zip(&changes.reassigned_to)
     {
-        tokens.remove(&(*t, name(*from)?));
-        tokens.insert((*t, name(*to)?), ());
+        dropped.entry(*t).or_default().push(name(*from)?);
+        tokens.push((*t, name(*to)?));
     }
     for (t, o) in changes.added.iter().zip(&changes.added_owners) {
-        tokens.insert((*t, name(*o)?), ());
+        tokens.push((*t, name(*o)?));
     }
+    for (t, id) in before.tokens() {
+        let is_dropped = dropped
+            .get(&t)
+            .is_some_and(|ids| ids.iter().any(|d| d == id));
+        if !is_dropped {
+            tokens.push((t, id.to_string()));
+        }
+    }
+    tokens.sort_unstable();
+    tokens.dedup();
     let members = event.members.iter().map(Into::into).collect();
-    let ring = Ring::from_parts(config, members, tokens.into_keys().collect())?;
+    let ring = Ring::from_parts(config, members, tokens)?;
     checked(ring, event.checksum, event.epoch)
 }
