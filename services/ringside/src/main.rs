@@ -6,10 +6,16 @@
 //!
 //! # Layout
 //! - `ring_cmd`: `ringside ring lookup|plan`, what-if planning without any server.
+//! - `tail_cmd`: `ringside tail`, the ring's events live, decoded.
+//! - `replay`: `ringside replay ...`, post-mortems from the stream or an export.
+//! - `nats_args`: the NATS connection flags of `tail` and `replay`.
 //! - `output`: the `--output table|json` switch shared by the tools.
 
+mod nats_args;
 mod output;
+mod replay;
 mod ring_cmd;
+mod tail_cmd;
 
 use std::process::ExitCode;
 
@@ -28,12 +34,18 @@ struct Cli {
 enum Command {
     /// What-if planning on a ring computed locally (no server needed).
     Ring(ring_cmd::RingArgs),
+    /// The ring's events as they arrive, decoded, one line each.
+    Tail(tail_cmd::TailArgs),
+    /// Post-mortems: the ring at any point, a key's owners, diffs, export, verify.
+    Replay(replay::ReplayArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Ring(args) => ring_cmd::run(args, &mut std::io::stdout().lock()),
+        Command::Tail(args) => tail_cmd::run(args, &mut std::io::stdout().lock()),
+        Command::Replay(args) => replay::run(args, &mut std::io::stdout().lock()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,787 @@
+//! The pure side of replay: folding records with the reducer's fold
+//! ([`RingLedger`]), and what the commands compute from it: the state at a point, a
+//! key's owner changes, the diff of two epochs, and `verify`. No I/O here; everything
+//! is fed [`Record`]s in stream order, so it is tested without a server.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use ringside_events::convert::apply_rebalanced;
+use ringside_events::subject::{self, SubjectKind};
+use ringside_events::{Body, Outcome, RingLedger, pb};
+use ringside_ring::{MovedRange, Ring, RingConfig};
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use super::record::{self, Record, checksum_hex};
+
+/// Counts of what a fold saw.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub(crate) struct FoldStats {
+    /// Membership messages read.
+    pub(crate) membership: u64,
+    /// Of those, the ones that made a new epoch.
+    pub(crate) epochs: u64,
+    /// Membership facts that changed nothing.
+    pub(crate) unchanged: u64,
+    /// Events the fold refused (skipped by every fold alike).
+    pub(crate) rejected: u64,
+    /// Messages that did not decode (skipped, as the reducer skips them).
+    pub(crate) undecodable: u64,
+}
+
+/// A [`RingLedger`] fed with records, counting what it saw.
+#[derive(Clone, Debug)]
+pub(crate) struct Fold {
+    /// The ledger.
+    pub(crate) ledger: RingLedger,
+    /// What the fold saw.
+    pub(crate) stats: FoldStats,
+    /// Time of the last membership record folded.
+    pub(crate) last_time: Option<OffsetDateTime>,
+}
+
+impl Fold {
+    /// A fold that continues from `ledger`.
+    pub(crate) fn new(ledger: RingLedger) -> Self {
+        Self {
+            ledger,
+            stats: FoldStats::default(),
+            last_time: None,
+        }
+    }
+
+    /// Folds one membership record; returns the new epoch's event if it made one.
+    /// Records that do not decode are skipped, as the reducer's consumer skips them.
+    pub(crate) fn apply(&mut self, r: &Record) -> Option<Box<pb::RingRebalanced>> {
+        self.stats.membership += 1;
+        self.last_time = Some(r.time);
+        let Ok(event) = &r.event else {
+            self.stats.undecodable += 1;
+            return None;
+        };
+        match self.ledger.apply(r.seq, event.body()) {
+            Outcome::Rebalanced(e) => {
+                self.stats.epochs += 1;
+                Some(e)
+            }
+            Outcome::Unchanged | Outcome::AlreadyFolded => {
+                self.stats.unchanged += 1;
+                None
+            }
+            Outcome::Rejected(_) => {
+                self.stats.rejected += 1;
+                None
+            }
+        }
+    }
+}
+
+/// One member in a state report.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub(crate) struct MemberState {
+    /// Member id.
+    pub(crate) id: String,
+    /// Address (`host:port`).
+    pub(crate) address: String,
+    /// Weight.
+    pub(crate) weight: u32,
+    /// Incarnation, if known.
+    pub(crate) uid: Option<String>,
+    /// Tokens it owns.
+    pub(crate) tokens: u64,
+    /// Fraction of the key space it owns.
+    pub(crate) share: f64,
+    /// Its share over its fair share by weight (1.0 is exactly fair).
+    pub(crate) load: f64,
+}
+
+/// The ring at one point of the stream.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub(crate) struct StateReport {
+    /// Ring name.
+    pub(crate) ring: String,
+    /// The stream sequence asked for (everything up to it is folded).
+    pub(crate) at_sequence: u64,
+    /// The epoch at that point.
+    pub(crate) epoch: u64,
+    /// Last membership sequence folded into it.
+    pub(crate) membership_sequence: u64,
+    /// When that membership event was stored (RFC 3339), if known.
+    pub(crate) membership_time: Option<String>,
+    /// `Ring::checksum` as hex.
+    pub(crate) checksum: String,
+    /// Token strategy.
+    pub(crate) strategy: String,
+    /// Virtual nodes per unit of weight.
+    pub(crate) vnodes: u32,
+    /// Tokens on the ring.
+    pub(crate) token_count: u64,
+    /// Peak over mean of the members' shares per unit of weight (`None`: empty ring).
+    pub(crate) imbalance: Option<f64>,
+    /// Members, sorted by id.
+    pub(crate) members: Vec<MemberState>,
+    /// The snapshot the fold started from (`None`: the first event).
+    pub(crate) started_from_snapshot: Option<String>,
+    /// What the fold read after its start.
+    pub(crate) folded: FoldStats,
+}
+
+/// The state report of a fold stopped at `at_sequence`.
+pub(crate) fn state_report(fold: &Fold, at_sequence: u64, snapshot: Option<String>) -> StateReport {
+    let ledger = &fold.ledger;
+    let ring = ledger.ring();
+    let mut tokens: BTreeMap<&str, u64> = BTreeMap::new();
+    for (_, owner) in ring.tokens() {
+        *tokens.entry(owner).or_default() += 1;
+    }
+    let shares: BTreeMap<String, f64> = ring
+        .ownership()
+        .into_iter()
+        .map(|s| (s.id, s.fraction))
+        .collect();
+    let total_weight: u64 = ledger.members().map(|m| u64::from(m.weight)).sum();
+    let members: Vec<MemberState> = ledger
+        .members()
+        .map(|m| {
+            let share = shares.get(&m.id).copied().unwrap_or(0.0);
+            let fair = f64::from(m.weight) / total_weight.max(1) as f64;
+            MemberState {
+                id: m.id.clone(),
+                address: m.address.clone(),
+                weight: m.weight,
+                uid: m.uid.clone(),
+                tokens: tokens.get(m.id.as_str()).copied().unwrap_or(0),
+                share,
+                load: if fair > 0.0 { share / fair } else { 0.0 },
+            }
+        })
+        .collect();
+    // The mean load per unit of weight is 1 by construction, so the peak is the ratio.
+    let imbalance = members.iter().map(|m| m.load).reduce(f64::max);
+    StateReport {
+        ring: ledger.ring_name().to_string(),
+        at_sequence,
+        epoch: ledger.epoch(),
+        membership_sequence: ledger.membership_sequence(),
+        membership_time: fold.last_time.map(record::rfc3339),
+        checksum: checksum_hex(ledger.checksum()),
+        strategy: ring.config().strategy.to_string(),
+        vnodes: ring.config().vnodes,
+        token_count: ring.token_count() as u64,
+        imbalance,
+        members,
+        started_from_snapshot: snapshot,
+        folded: fold.stats,
+    }
+}
+
+/// One owner change of a key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub(crate) struct OwnerChange {
+    /// Stream sequence of the membership event that caused it.
+    pub(crate) sequence: u64,
+    /// When that event was stored (RFC 3339).
+    pub(crate) time: String,
+    /// The epoch it made.
+    pub(crate) epoch: u64,
+    /// Owner before (`None`: the ring was empty).
+    pub(crate) from: Option<String>,
+    /// Owner after (`None`: the ring is empty).
+    pub(crate) to: Option<String>,
+    /// The causing event's summary.
+    pub(crate) cause: String,
+}
+
+/// Every owner change of one key over a range of the stream.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub(crate) struct KeyHistory {
+    /// The key.
+    pub(crate) key: String,
+    /// Its ring position (`hash_key`), hex.
+    pub(crate) position: String,
+    /// Owner and epoch at the start of the range.
+    pub(crate) initial_owner: Option<String>,
+    /// See `initial_owner`.
+    pub(crate) initial_epoch: u64,
+    /// Owner and epoch at the end of the range.
+    pub(crate) final_owner: Option<String>,
+    /// See `final_owner`.
+    pub(crate) final_epoch: u64,
+    /// The changes, in stream order.
+    pub(crate) changes: Vec<OwnerChange>,
+    #[serde(skip)]
+    hash: u64,
+}
+
+fn owner_of(ring: &Ring, hash: u64) -> Option<String> {
+    ring.owner_of_hash(hash).ok().map(str::to_string)
+}
+
+impl KeyHistory {
+    /// Starts the history of `key` at the ledger's current state.
+    pub(crate) fn new(key: &str, ledger: &RingLedger) -> Self {
+        let hash = ringside_ring::hash_key(key.as_bytes());
+        let owner = owner_of(ledger.ring(), hash);
+        Self {
+            key: key.to_string(),
+            position: checksum_hex(hash),
+            initial_owner: owner.clone(),
+            initial_epoch: ledger.epoch(),
+            final_owner: owner,
+            final_epoch: ledger.epoch(),
+            changes: Vec::new(),
+            hash,
+        }
+    }
+
+    /// Notes the epoch `r` just made in `ledger`.
+    pub(crate) fn after_epoch(&mut self, ledger: &RingLedger, r: &Record) {
+        let owner = owner_of(ledger.ring(), self.hash);
+        self.final_epoch = ledger.epoch();
+        if owner != self.final_owner {
+            self.changes.push(OwnerChange {
+                sequence: r.seq,
+                time: record::rfc3339(r.time),
+                epoch: ledger.epoch(),
+                from: self.final_owner.take(),
+                to: owner.clone(),
+                cause: r.event.as_ref().map(|e| e.summary()).unwrap_or_default(),
+            });
+            self.final_owner = owner;
+        }
+    }
+}
+
+/// A ring at one epoch, kept for a diff.
+#[derive(Clone, Debug)]
+pub(crate) struct EpochRing {
+    /// The epoch.
+    pub(crate) epoch: u64,
+    /// Membership sequence of the event that made it (0: epoch 0).
+    pub(crate) sequence: u64,
+    /// Its members with details.
+    pub(crate) members: Vec<pb::Member>,
+    /// The ring.
+    pub(crate) ring: Ring,
+}
+
+impl EpochRing {
+    /// The ledger's current epoch.
+    pub(crate) fn of(ledger: &RingLedger) -> Self {
+        Self {
+            epoch: ledger.epoch(),
+            sequence: ledger.membership_sequence(),
+            members: ledger.members().cloned().collect(),
+            ring: ledger.ring().clone(),
+        }
+    }
+}
+
+/// A moved range in a diff report.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub(crate) struct RangeMove {
+    /// Exclusive start, hex.
+    pub(crate) start: String,
+    /// Inclusive end, hex.
+    pub(crate) end: String,
+    /// Owner before ("" for none).
+    pub(crate) from: String,
+    /// Owner after ("" for none).
+    pub(crate) to: String,
+    /// Fraction of the key space.
+    pub(crate) fraction: f64,
+}
+
+/// What changed between two epochs.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub(crate) struct DiffReport {
+    /// Ring name.
+    pub(crate) ring: String,
+    /// The epochs compared.
+    pub(crate) from_epoch: u64,
+    /// See `from_epoch`.
+    pub(crate) to_epoch: u64,
+    /// Membership sequences that made them.
+    pub(crate) from_sequence: u64,
+    /// See `from_sequence`.
+    pub(crate) to_sequence: u64,
+    /// Checksums, hex.
+    pub(crate) from_checksum: String,
+    /// See `from_checksum`.
+    pub(crate) to_checksum: String,
+    /// Member ids added, removed, re-weighted.
+    pub(crate) added: Vec<String>,
+    /// See `added`.
+    pub(crate) removed: Vec<String>,
+    /// See `added`.
+    pub(crate) reweighted: Vec<String>,
+    /// Fraction of the key space that changed owner.
+    pub(crate) moved_fraction: f64,
+    /// The least fraction any placement must move for this change.
+    pub(crate) ideal_fraction: f64,
+    /// `moved / ideal` (`None`: nothing had to move).
+    pub(crate) moved_over_ideal: Option<f64>,
+    /// The moved ranges, sorted by end.
+    pub(crate) ranges: Vec<RangeMove>,
+}
+
+fn range_move(r: &MovedRange) -> RangeMove {
+    RangeMove {
+        start: checksum_hex(r.start),
+        end: checksum_hex(r.end),
+        from: r.from.clone(),
+        to: r.to.clone(),
+        // Width over 2^64; the whole ring (start == end) is 1.
+        fraction: r.width() as f64 / 2f64.powi(64),
+    }
+}
+
+/// The diff from one epoch's ring to another's ([`ringside_ring::diff`]).
+pub(crate) fn diff_report(ring: &str, from: &EpochRing, to: &EpochRing) -> DiffReport {
+    let weights = |e: &EpochRing| -> BTreeMap<String, u32> {
+        e.members.iter().map(|m| (m.id.clone(), m.weight)).collect()
+    };
+    let (old, new) = (weights(from), weights(to));
+    let diff = ringside_ring::diff(&from.ring, &to.ring);
+    DiffReport {
+        ring: ring.to_string(),
+        from_epoch: from.epoch,
+        to_epoch: to.epoch,
+        from_sequence: from.sequence,
+        to_sequence: to.sequence,
+        from_checksum: checksum_hex(from.ring.checksum()),
+        to_checksum: checksum_hex(to.ring.checksum()),
+        added: new
+            .keys()
+            .filter(|id| !old.contains_key(*id))
+            .cloned()
+            .collect(),
+        removed: old
+            .keys()
+            .filter(|id| !new.contains_key(*id))
+            .cloned()
+            .collect(),
+        reweighted: new
+            .iter()
+            .filter(|(id, w)| old.get(*id).is_some_and(|o| o != *w))
+            .map(|(id, _)| id.clone())
+            .collect(),
+        moved_fraction: diff.moved_fraction,
+        ideal_fraction: diff.ideal_fraction,
+        moved_over_ideal: diff.moved_over_ideal(),
+        ranges: diff.ranges.iter().map(range_move).collect(),
+    }
+}
+
+/// One thing `verify` found wrong.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub(crate) struct Problem {
+    /// The epoch concerned, if one.
+    pub(crate) epoch: Option<u64>,
+    /// The stream sequence concerned, if one.
+    pub(crate) sequence: Option<u64>,
+    /// What is wrong.
+    pub(crate) what: String,
+}
+
+/// What `verify` checked and found.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub(crate) struct VerifyReport {
+    /// Ring name.
+    pub(crate) ring: String,
+    /// What the fold read.
+    pub(crate) folded: FoldStats,
+    /// Stored `RingRebalanced` events compared with the fold.
+    pub(crate) rebalance_events: u64,
+    /// Snapshots compared with the fold.
+    pub(crate) snapshots: u64,
+    /// The fold's last epoch and checksum.
+    pub(crate) epoch: u64,
+    /// See `epoch`.
+    pub(crate) checksum: String,
+    /// Epochs the fold made whose rebalance event is not stored yet (a reducer
+    /// behind the stream, not an error).
+    pub(crate) unpublished_epochs: u64,
+    /// Mismatches, in stream order.
+    pub(crate) problems: Vec<Problem>,
+}
+
+/// What `verify` compares of a snapshot: its position, checksum, and a digest of
+/// the rest (configuration, members, tokens), so thousands of snapshots of a large
+/// ring need not stay in memory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct SnapshotCheck {
+    /// KV key.
+    pub(crate) key: String,
+    /// Epoch.
+    pub(crate) epoch: u64,
+    /// Last membership sequence it includes.
+    pub(crate) membership_sequence: u64,
+    /// Sequence of its epoch's rebalance event (0: not recorded).
+    pub(crate) rebalance_sequence: u64,
+    /// Ring checksum.
+    pub(crate) checksum: u64,
+    /// Hash of the encoded configuration, members, tokens and owners.
+    digest: u64,
+    /// Why it does not load as a ring (tokens that do not give its checksum...).
+    load_error: Option<String>,
+}
+
+impl SnapshotCheck {
+    /// The check of a stored snapshot.
+    pub(crate) fn of(key: &str, s: &pb::RingSnapshot) -> Self {
+        use prost::Message as _;
+        use std::hash::{Hash as _, Hasher as _};
+        let rest = pb::RingSnapshot {
+            config: s.config,
+            members: s.members.clone(),
+            tokens: s.tokens.clone(),
+            owners: s.owners.clone(),
+            ..Default::default()
+        };
+        // Both sides are hashed in this process, so the std hasher's fixed keys are fine.
+        let mut hasher = std::hash::DefaultHasher::new();
+        rest.encode_to_vec().hash(&mut hasher);
+        Self {
+            key: key.to_string(),
+            epoch: s.epoch,
+            membership_sequence: s.membership_sequence,
+            rebalance_sequence: s.rebalance_sequence,
+            checksum: s.checksum,
+            digest: hasher.finish(),
+            load_error: RingLedger::from_snapshot(s)
+                .err()
+                .map(|e| record::error_chain(&e)),
+        }
+    }
+}
+
+/// A fold epoch waiting for its stored event: the fold's event and ring.
+type FoldedEpoch = (Box<pb::RingRebalanced>, Ring);
+
+/// Rebuilds the ring from the first event and checks every stored rebalance event
+/// (same event as the fold's, and rebuildable from the previous epoch alone with
+/// [`apply_rebalanced`]) and every snapshot against it.
+pub(crate) struct Verifier {
+    fold: Fold,
+    rebalance_subject: String,
+    membership_subject: String,
+    pending: VecDeque<FoldedEpoch>,
+    /// The ring rebuilt from the stored events alone (`None` after a gap, until the
+    /// next epoch the fold can vouch for).
+    chain: Option<Ring>,
+    /// (epoch, sequence) of the last stored rebalance event.
+    last_stored: Option<(u64, u64)>,
+    /// Snapshots not checked yet, by membership sequence.
+    snapshots: BTreeMap<u64, Vec<SnapshotCheck>>,
+    /// Sequence of the stored rebalance event of each epoch a snapshot names.
+    rebalance_seqs: BTreeMap<u64, Option<u64>>,
+    /// Snapshots with their rebalance sequence, checked at the end.
+    snapshot_rebalance: Vec<(String, u64, u64)>,
+    rebalance_events: u64,
+    snapshots_checked: u64,
+    problems: Vec<Problem>,
+}
+
+fn problem(epoch: Option<u64>, sequence: Option<u64>, what: String) -> Problem {
+    Problem {
+        epoch,
+        sequence,
+        what,
+    }
+}
+
+impl Verifier {
+    /// A verifier of `ring` built with `config` from nothing, with the stored
+    /// snapshots to check.
+    pub(crate) fn new(
+        ring: ringside_events::RingName,
+        config: RingConfig,
+        snapshots: Vec<SnapshotCheck>,
+    ) -> Self {
+        let mut by_seq: BTreeMap<u64, Vec<SnapshotCheck>> = BTreeMap::new();
+        let mut rebalance_seqs = BTreeMap::new();
+        for s in snapshots {
+            rebalance_seqs.insert(s.epoch, None);
+            by_seq.entry(s.membership_sequence).or_default().push(s);
+        }
+        Self {
+            rebalance_subject: subject::rebalance(&ring),
+            membership_subject: subject::membership(&ring),
+            fold: Fold::new(RingLedger::new(ring, config)),
+            pending: VecDeque::new(),
+            chain: Some(Ring::new(config)),
+            last_stored: None,
+            snapshots: by_seq,
+            rebalance_seqs,
+            snapshot_rebalance: Vec::new(),
+            rebalance_events: 0,
+            snapshots_checked: 0,
+            problems: Vec::new(),
+        }
+    }
+
+    /// Records a problem found outside the stream (a snapshot that cannot be read).
+    pub(crate) fn note(&mut self, p: Problem) {
+        self.problems.push(p);
+    }
+
+    /// Checks one record (membership and rebalance records; others are ignored).
+    pub(crate) fn push(&mut self, r: &Record) {
+        self.check_snapshots_before(r.seq);
+        if r.subject == self.membership_subject {
+            if let Some(event) = self.fold.apply(r) {
+                self.pending
+                    .push_back((event, self.fold.ledger.ring().clone()));
+            }
+        } else if r.subject == self.rebalance_subject {
+            self.rebalance_events += 1;
+            match &r.event {
+                Ok(event) => match event.body() {
+                    Body::RingRebalanced(stored) => self.check_stored(r.seq, stored),
+                    other => self.problems.push(problem(
+                        None,
+                        Some(r.seq),
+                        format!(
+                            "a {} on the rebalance subject",
+                            ringside_events::EventKind::of(other).message_name()
+                        ),
+                    )),
+                },
+                Err(e) => self.problems.push(problem(
+                    None,
+                    Some(r.seq),
+                    format!("the rebalance event does not decode: {e}"),
+                )),
+            }
+        }
+    }
+
+    fn check_stored(&mut self, seq: u64, stored: &pb::RingRebalanced) {
+        let epoch = stored.epoch;
+        let at = |what: String| problem(Some(epoch), Some(seq), what);
+        if let Some((last, last_seq)) = self.last_stored {
+            if epoch <= last {
+                self.problems.push(at(format!(
+                    "epoch {epoch} is stored again (the last stored epoch is {last}, at sequence {last_seq})"
+                )));
+                return;
+            }
+            if epoch > last + 1 {
+                self.problems.push(at(format!(
+                    "epochs {}..={} are missing before epoch {epoch}",
+                    last + 1,
+                    epoch - 1
+                )));
+                self.chain = None;
+            }
+        } else if epoch > 1 {
+            self.problems.push(at(format!(
+                "the first stored rebalance event is epoch {epoch}, not 1"
+            )));
+            self.chain = None;
+        }
+        self.last_stored = Some((epoch, seq));
+        if let Some(slot) = self.rebalance_seqs.get_mut(&epoch) {
+            *slot = Some(seq);
+        }
+        while self.pending.front().is_some_and(|(e, _)| e.epoch < epoch) {
+            self.pending.pop_front();
+        }
+        let folded = match self.pending.pop_front() {
+            Some((event, ring)) if event.epoch == epoch => Some((event, ring)),
+            other => {
+                if let Some(entry) = other {
+                    self.pending.push_front(entry);
+                }
+                self.problems.push(at(format!(
+                    "no membership event before sequence {seq} makes epoch {epoch} (the fold is at epoch {})",
+                    self.fold.ledger.epoch()
+                )));
+                None
+            }
+        };
+        if let Some((event, _)) = &folded {
+            if stored.checksum != event.checksum {
+                self.problems.push(at(format!(
+                    "stored checksum {}, the fold gives {}",
+                    checksum_hex(stored.checksum),
+                    checksum_hex(event.checksum)
+                )));
+            } else if stored.membership_sequence != event.membership_sequence {
+                self.problems.push(at(format!(
+                    "caused by membership sequence {} says the event, {} says the fold",
+                    stored.membership_sequence, event.membership_sequence
+                )));
+            } else if **event != *stored {
+                self.problems.push(at(
+                    "the stored event differs from the fold's (members, token changes, moved ranges or fractions)"
+                        .to_string(),
+                ));
+            }
+        }
+        // The event alone must rebuild its epoch from the previous one.
+        if let Some(before) = self.chain.take() {
+            match apply_rebalanced(&before, stored) {
+                Ok(ring) => self.chain = Some(ring),
+                Err(e) => self.problems.push(at(format!(
+                    "the event does not rebuild its ring from epoch {}: {}",
+                    epoch.saturating_sub(1),
+                    record::error_chain(&e)
+                ))),
+            }
+        }
+        if self.chain.is_none() {
+            // Resume the chain from the fold's ring, which the checks above vouch for.
+            self.chain = folded.map(|(_, ring)| ring);
+        }
+    }
+
+    /// Checks snapshots whose membership sequence is below `seq` against the fold,
+    /// which has folded everything before `seq`.
+    fn check_snapshots_before(&mut self, seq: u64) {
+        while let Some(entry) = self.snapshots.first_entry() {
+            if *entry.key() >= seq {
+                break;
+            }
+            for snapshot in entry.remove() {
+                self.check_snapshot(snapshot);
+            }
+        }
+    }
+
+    fn check_snapshot(&mut self, stored: SnapshotCheck) {
+        self.snapshots_checked += 1;
+        let key = stored.key.clone();
+        let at = |what: String| {
+            problem(
+                Some(stored.epoch),
+                Some(stored.membership_sequence),
+                format!("snapshot {key}: {what}"),
+            )
+        };
+        if let Some(e) = &stored.load_error {
+            self.problems.push(at(format!("does not load: {e}")));
+            return;
+        }
+        let mine = match self.fold.ledger.snapshot() {
+            Ok(s) => SnapshotCheck::of(&key, &s),
+            Err(e) => {
+                self.problems.push(at(format!(
+                    "the fold cannot make a snapshot to compare: {}",
+                    record::error_chain(&e)
+                )));
+                return;
+            }
+        };
+        if (stored.epoch, stored.checksum) != (mine.epoch, mine.checksum) {
+            self.problems.push(at(format!(
+                "epoch {} checksum {}, the fold at sequence {} gives epoch {} checksum {}",
+                stored.epoch,
+                checksum_hex(stored.checksum),
+                stored.membership_sequence,
+                mine.epoch,
+                checksum_hex(mine.checksum)
+            )));
+        } else if stored.membership_sequence != mine.membership_sequence {
+            self.problems.push(at(format!(
+                "membership sequence {} is not a membership event of the ring (the fold's last is {})",
+                stored.membership_sequence, mine.membership_sequence
+            )));
+        } else if stored.digest != mine.digest {
+            self.problems.push(at(
+                "members or tokens differ from the fold's (same checksum)".to_string(),
+            ));
+        }
+        if stored.rebalance_sequence != 0 {
+            self.snapshot_rebalance
+                .push((key, stored.epoch, stored.rebalance_sequence));
+        }
+    }
+
+    /// Finishes after the last record (`last_seq`: the end of the stream) and reports.
+    pub(crate) fn finish(mut self, last_seq: u64) -> VerifyReport {
+        self.check_snapshots_before(last_seq.saturating_add(1));
+        for (_, left) in std::mem::take(&mut self.snapshots) {
+            for s in left {
+                self.problems.push(problem(
+                    Some(s.epoch),
+                    Some(s.membership_sequence),
+                    format!(
+                        "snapshot {} includes sequence {}, beyond the end of the stream ({last_seq})",
+                        s.key, s.membership_sequence
+                    ),
+                ));
+            }
+        }
+        for (key, epoch, seq) in std::mem::take(&mut self.snapshot_rebalance) {
+            let stored = self.rebalance_seqs.get(&epoch).copied().flatten();
+            if stored != Some(seq) {
+                let found = stored
+                    .map_or_else(|| "none is stored".to_string(), |s| format!("it is at {s}"));
+                self.problems.push(problem(
+                    Some(epoch),
+                    Some(seq),
+                    format!("snapshot {key}: says epoch {epoch}'s rebalance event is at sequence {seq}, but {found}"),
+                ));
+            }
+        }
+        let ledger = &self.fold.ledger;
+        VerifyReport {
+            ring: ledger.ring_name().to_string(),
+            folded: self.fold.stats,
+            rebalance_events: self.rebalance_events,
+            snapshots: self.snapshots_checked,
+            epoch: ledger.epoch(),
+            checksum: checksum_hex(ledger.checksum()),
+            unpublished_epochs: self.pending.len() as u64,
+            problems: self.problems,
+        }
+    }
+}
+
+/// The kinds a `--type` name selects: a subject kind (`membership`) or a message name
+/// (`RingRebalanced`, any case).
+pub(crate) fn parse_type(name: &str) -> Result<TypeFilter, String> {
+    if let Some(kind) = SubjectKind::ALL.into_iter().find(|k| k.token() == name)
+        && kind.stream() == Some(subject::STREAM_EVENTS)
+    {
+        return Ok(TypeFilter::Subject(kind));
+    }
+    ringside_events::EventKind::ALL
+        .into_iter()
+        .find(|k| k.message_name().eq_ignore_ascii_case(name))
+        .map(TypeFilter::Event)
+        .ok_or_else(|| {
+            format!(
+                "unknown event type '{name}' (membership, rebalance, handoff, scale, or a message name such as RingRebalanced)"
+            )
+        })
+}
+
+/// A `--type` selection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TypeFilter {
+    /// Everything on one subject.
+    Subject(SubjectKind),
+    /// One message type.
+    Event(ringside_events::EventKind),
+}
+
+impl TypeFilter {
+    /// The subject kind the filter reads.
+    pub(crate) fn subject_kind(self) -> SubjectKind {
+        match self {
+            Self::Subject(k) => k,
+            Self::Event(k) => k.subject_kind(),
+        }
+    }
+
+    /// Whether a record passes.
+    pub(crate) fn matches(self, r: &Record) -> bool {
+        match self {
+            Self::Subject(k) => r.subject.ends_with(&format!(".{}", k.token())),
+            Self::Event(k) => r.event.as_ref().is_ok_and(|e| e.kind() == k),
+        }
+    }
+}

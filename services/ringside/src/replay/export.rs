@@ -1,0 +1,699 @@
+//! The export file: the stored history of one ring, offline. Two encodings of the same
+//! items, a header, the ring's snapshots, the stored messages in stream order, and an
+//! end record (docs/replay.md has the byte-level description):
+//!
+//! - `ndjson`: one JSON object per line. The header line has `"format":
+//!   "ringside-export"`; a message line has `seq`, `time` (RFC 3339, UTC), `subject` and
+//!   `event` (the proto3 JSON of the envelope) or `undecodable` (`error`,
+//!   `payload_hex`); a snapshot line has `snapshot_key` and `snapshot` (proto3 JSON of a
+//!   `RingSnapshot`); the last line is `{"end":{"messages":N,"snapshots":M}}`.
+//! - `pb`: the 8 bytes `RSEXPORT`, then frames, each a varint length and one protobuf
+//!   [`PbItem`] (header, message with the payload bytes exactly as stored, snapshot,
+//!   end).
+//!
+//! The end record carries the counts, so a truncated file is an error, not a shorter
+//! history; a reader refuses anything after it. Reading never panics: a bad line or
+//! frame is an [`ExportError`] saying where.
+
+use std::io::{self, BufRead, Write};
+
+use bytes::Bytes;
+use prost::Message as _;
+use ringside_events::{codec, pb};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use time::OffsetDateTime;
+
+use super::record::{self, Record};
+
+/// First bytes of a `pb` export.
+pub(crate) const PB_MAGIC: &[u8; 8] = b"RSEXPORT";
+/// Value of the header's `format` field in `ndjson` exports.
+pub(crate) const NDJSON_FORMAT: &str = "ringside-export";
+/// The version of the container this build writes and the only one it reads.
+pub(crate) const VERSION: u32 = 1;
+/// Largest frame or line accepted: one event or snapshot plus room for the framing.
+const MAX_ITEM_BYTES: usize = codec::MAX_EVENT_BYTES * 2 + 4096;
+
+/// How an export is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Format {
+    /// One JSON object per line.
+    Ndjson,
+    /// Varint-length-delimited protobuf frames after an 8-byte magic.
+    Pb,
+}
+
+/// What the export holds.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Header {
+    /// The ring.
+    pub(crate) ring: String,
+    /// The stream the messages come from.
+    pub(crate) stream: String,
+    /// The first and last stream sequence the export covers (inclusive).
+    pub(crate) from_seq: u64,
+    /// See `from_seq`.
+    pub(crate) to_seq: u64,
+    /// When the export was written.
+    pub(crate) exported_at: OffsetDateTime,
+}
+
+/// One item after the header.
+#[derive(Debug, Clone)]
+pub(crate) enum Item {
+    /// A snapshot of the ring, with its KV key.
+    Snapshot {
+        /// The KV key it was stored under.
+        key: String,
+        /// The snapshot (checked).
+        snapshot: Box<pb::RingSnapshot>,
+    },
+    /// A stored message.
+    Message(Box<Record>),
+}
+
+/// Why an export file cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ExportError {
+    /// Reading failed.
+    #[error("cannot read the export")]
+    Io(#[source] io::Error),
+    /// The first bytes are neither the `pb` magic nor an `ndjson` header.
+    #[error("not a ringside export (it starts with neither {magic:?} nor a JSON header line)", magic = String::from_utf8_lossy(PB_MAGIC))]
+    NotAnExport,
+    /// A container version this build does not read.
+    #[error("export version {0} is not supported (this build reads version {VERSION})")]
+    Version(u32),
+    /// A line or frame that does not parse or breaks the format.
+    #[error("corrupt export at {at}: {what}")]
+    Corrupt {
+        /// Where (line number or byte offset).
+        at: String,
+        /// What is wrong.
+        what: String,
+    },
+    /// The file ends before its end record.
+    #[error("truncated export: it ends after {items} items without its end record")]
+    Truncated {
+        /// Items read before the end of the file.
+        items: u64,
+    },
+}
+
+/// Writes an export: the header at creation, then snapshots and messages, then
+/// [`Writer::finish`] for the end record.
+pub(crate) struct Writer<W: Write> {
+    out: W,
+    format: Format,
+    messages: u64,
+    snapshots: u64,
+}
+
+impl<W: Write> Writer<W> {
+    /// Starts an export by writing its header.
+    pub(crate) fn new(mut out: W, format: Format, header: &Header) -> anyhow::Result<Self> {
+        match format {
+            Format::Ndjson => {
+                let line = serde_json::json!({
+                    "format": NDJSON_FORMAT,
+                    "version": VERSION,
+                    "ring": header.ring,
+                    "stream": header.stream,
+                    "from_seq": header.from_seq,
+                    "to_seq": header.to_seq,
+                    "exported_at": record::rfc3339(header.exported_at),
+                });
+                writeln!(out, "{line}")?;
+            }
+            Format::Pb => {
+                out.write_all(PB_MAGIC)?;
+                write_frame(
+                    &mut out,
+                    pb_item::Kind::Header(PbHeader {
+                        version: VERSION,
+                        ring: header.ring.clone(),
+                        stream: header.stream.clone(),
+                        from_seq: header.from_seq,
+                        to_seq: header.to_seq,
+                        exported_at_unix_nanos: record::unix_nanos(header.exported_at),
+                    }),
+                )?;
+            }
+        }
+        Ok(Self {
+            out,
+            format,
+            messages: 0,
+            snapshots: 0,
+        })
+    }
+
+    /// Writes a snapshot with its KV key.
+    pub(crate) fn snapshot(
+        &mut self,
+        key: &str,
+        snapshot: &pb::RingSnapshot,
+    ) -> anyhow::Result<()> {
+        match self.format {
+            Format::Ndjson => {
+                let json = serde_json::to_string(snapshot)?;
+                writeln!(
+                    self.out,
+                    "{{\"snapshot_key\":{},\"snapshot\":{json}}}",
+                    serde_json::to_string(key)?
+                )?;
+            }
+            Format::Pb => write_frame(
+                &mut self.out,
+                pb_item::Kind::Snapshot(PbSnapshot {
+                    key: key.to_string(),
+                    snapshot: snapshot.encode_to_vec().into(),
+                }),
+            )?,
+        }
+        self.snapshots += 1;
+        Ok(())
+    }
+
+    /// Writes a stored message.
+    pub(crate) fn message(&mut self, r: &Record) -> anyhow::Result<()> {
+        match self.format {
+            Format::Ndjson => writeln!(self.out, "{}", r.to_json_line()?)?,
+            Format::Pb => write_frame(
+                &mut self.out,
+                pb_item::Kind::Message(PbMessage {
+                    seq: r.seq,
+                    time_unix_nanos: record::unix_nanos(r.time),
+                    subject: r.subject.clone(),
+                    payload: r.raw.clone(),
+                }),
+            )?,
+        }
+        self.messages += 1;
+        Ok(())
+    }
+
+    /// Writes the end record and flushes; returns (messages, snapshots) written.
+    pub(crate) fn finish(mut self) -> anyhow::Result<(u64, u64)> {
+        match self.format {
+            Format::Ndjson => writeln!(
+                self.out,
+                "{{\"end\":{{\"messages\":{},\"snapshots\":{}}}}}",
+                self.messages, self.snapshots
+            )?,
+            Format::Pb => write_frame(
+                &mut self.out,
+                pb_item::Kind::End(PbEnd {
+                    messages: self.messages,
+                    snapshots: self.snapshots,
+                }),
+            )?,
+        }
+        self.out.flush()?;
+        Ok((self.messages, self.snapshots))
+    }
+}
+
+fn write_frame(out: &mut impl Write, kind: pb_item::Kind) -> io::Result<()> {
+    out.write_all(&PbItem { kind: Some(kind) }.encode_length_delimited_to_vec())
+}
+
+/// Reads an export item by item, checking the framing, the end record and its counts.
+pub(crate) struct Reader<R: BufRead> {
+    input: R,
+    format: Format,
+    header: Header,
+    /// Byte offset of the next item.
+    offset: u64,
+    /// Items read after the header (messages, snapshots).
+    messages: u64,
+    snapshots: u64,
+    /// Number of the last line read (ndjson), when counted from the start.
+    line: Option<u64>,
+    ended: bool,
+}
+
+impl<R: BufRead> Reader<R> {
+    /// Detects the format from the first bytes and reads the header.
+    pub(crate) fn open(mut input: R) -> Result<Self, ExportError> {
+        let first = input.fill_buf().map_err(ExportError::Io)?;
+        let format = if first.starts_with(PB_MAGIC) {
+            Format::Pb
+        } else if first.first() == Some(&b'{') {
+            Format::Ndjson
+        } else {
+            return Err(ExportError::NotAnExport);
+        };
+        let mut reader = Self {
+            input,
+            format,
+            header: Header {
+                ring: String::new(),
+                stream: String::new(),
+                from_seq: 0,
+                to_seq: 0,
+                exported_at: OffsetDateTime::UNIX_EPOCH,
+            },
+            offset: 0,
+            messages: 0,
+            snapshots: 0,
+            line: Some(0),
+            ended: false,
+        };
+        if format == Format::Pb {
+            reader.input.consume(PB_MAGIC.len());
+            reader.offset = PB_MAGIC.len() as u64;
+        }
+        reader.header = reader.read_header()?;
+        Ok(reader)
+    }
+
+    /// The header.
+    pub(crate) fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// The format.
+    pub(crate) fn format(&self) -> Format {
+        self.format
+    }
+
+    /// Byte offset of the next item (to come back to it with [`Self::resume`]).
+    pub(crate) fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// A reader of the items of a file of `format` positioned at `offset` (obtained
+    /// from [`Self::offset`] on the same file), to fetch one item again.
+    pub(crate) fn resume(input: R, format: Format, header: Header, offset: u64) -> Self {
+        Self {
+            input,
+            format,
+            header,
+            offset,
+            messages: 0,
+            snapshots: 0,
+            line: None,
+            ended: false,
+        }
+    }
+
+    fn corrupt(&self, what: impl Into<String>) -> ExportError {
+        let at = match (self.format, self.line) {
+            (Format::Ndjson, Some(line)) => format!("line {line}"),
+            _ => format!("byte {}", self.offset),
+        };
+        ExportError::Corrupt {
+            at,
+            what: what.into(),
+        }
+    }
+
+    fn read_header(&mut self) -> Result<Header, ExportError> {
+        match self.format {
+            Format::Ndjson => {
+                let Some(line) = self.next_line()? else {
+                    return Err(ExportError::Truncated { items: 0 });
+                };
+                let h: JsonHeader = serde_json::from_str(&line)
+                    .map_err(|e| self.corrupt(format!("not an export header: {e}")))?;
+                if h.format != NDJSON_FORMAT {
+                    return Err(ExportError::NotAnExport);
+                }
+                if h.version != VERSION {
+                    return Err(ExportError::Version(h.version));
+                }
+                let exported_at =
+                    record::parse_time(&h.exported_at).map_err(|e| self.corrupt(e))?;
+                Ok(Header {
+                    ring: h.ring,
+                    stream: h.stream,
+                    from_seq: h.from_seq,
+                    to_seq: h.to_seq,
+                    exported_at,
+                })
+            }
+            Format::Pb => match self.next_frame()? {
+                Some(pb_item::Kind::Header(h)) => {
+                    if h.version != VERSION {
+                        return Err(ExportError::Version(h.version));
+                    }
+                    let exported_at = record::from_unix_nanos(h.exported_at_unix_nanos)
+                        .map_err(|e| self.corrupt(e.to_string()))?;
+                    Ok(Header {
+                        ring: h.ring,
+                        stream: h.stream,
+                        from_seq: h.from_seq,
+                        to_seq: h.to_seq,
+                        exported_at,
+                    })
+                }
+                Some(_) => Err(self.corrupt("the first frame is not the header")),
+                None => Err(ExportError::Truncated { items: 0 }),
+            },
+        }
+    }
+
+    /// The next item, `None` after the end record (checked: counts match, nothing
+    /// follows), or an error (a file that ends without its end record is truncated).
+    pub(crate) fn next_item(&mut self) -> Result<Option<Item>, ExportError> {
+        if self.ended {
+            return Ok(None);
+        }
+        let item = match self.format {
+            Format::Ndjson => self.next_json_item()?,
+            Format::Pb => self.next_pb_item()?,
+        };
+        match &item {
+            Some(Item::Message(_)) => self.messages += 1,
+            Some(Item::Snapshot { .. }) => self.snapshots += 1,
+            None => {}
+        }
+        Ok(item)
+    }
+
+    fn end(&mut self, messages: u64, snapshots: u64) -> Result<Option<Item>, ExportError> {
+        if (messages, snapshots) != (self.messages, self.snapshots) {
+            return Err(self.corrupt(format!(
+                "the end record counts {messages} messages and {snapshots} snapshots, the file holds {} and {}",
+                self.messages, self.snapshots
+            )));
+        }
+        self.ended = true;
+        let rest = self.input.fill_buf().map_err(ExportError::Io)?;
+        if !rest.is_empty() {
+            return Err(self.corrupt("data after the end record"));
+        }
+        Ok(None)
+    }
+
+    fn items(&self) -> u64 {
+        self.messages + self.snapshots
+    }
+
+    /// The next line without its newline; `None` at the end of the file. A last line
+    /// without a newline is a cut-off line.
+    fn next_line(&mut self) -> Result<Option<String>, ExportError> {
+        let mut buf = Vec::new();
+        let n = <&mut R as io::Read>::take(&mut self.input, MAX_ITEM_BYTES as u64)
+            .read_until(b'\n', &mut buf)
+            .map_err(ExportError::Io)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        if buf.last() != Some(&b'\n') {
+            return Err(if n >= MAX_ITEM_BYTES {
+                self.corrupt(format!("a line longer than {MAX_ITEM_BYTES} bytes"))
+            } else {
+                ExportError::Truncated {
+                    items: self.items(),
+                }
+            });
+        }
+        buf.pop();
+        self.offset += n as u64;
+        self.line = self.line.map(|l| l + 1);
+        let line = String::from_utf8(buf).map_err(|_| self.corrupt("not UTF-8"))?;
+        Ok(Some(line))
+    }
+
+    fn next_json_item(&mut self) -> Result<Option<Item>, ExportError> {
+        let Some(text) = self.next_line()? else {
+            return Err(ExportError::Truncated {
+                items: self.items(),
+            });
+        };
+        self.parse_json_item(&text)
+    }
+
+    fn parse_json_item(&mut self, text: &str) -> Result<Option<Item>, ExportError> {
+        let line: JsonLine<'_> =
+            serde_json::from_str(text).map_err(|e| self.corrupt(format!("bad JSON: {e}")))?;
+        if let Some(end) = line.end {
+            return self.end(end.messages, end.snapshots);
+        }
+        if let (Some(key), Some(raw)) = (line.snapshot_key, line.snapshot) {
+            let snapshot: pb::RingSnapshot = serde_json::from_str(raw.get())
+                .map_err(|e| self.corrupt(format!("bad snapshot: {e}")))?;
+            return self.checked_snapshot(key, snapshot).map(Some);
+        }
+        let (Some(seq), Some(time), Some(subject)) = (line.seq, line.time, line.subject) else {
+            return Err(self.corrupt("neither a message, a snapshot nor the end record"));
+        };
+        let time = record::parse_time(&time).map_err(|e| self.corrupt(e))?;
+        let record = match (line.event, line.undecodable) {
+            (Some(raw), None) => {
+                let event = codec::from_json(raw.get())
+                    .map_err(|e| self.corrupt(format!("bad event: {}", record::error_chain(&e))))?;
+                let bytes = codec::encode(&event).map_err(|e| self.corrupt(e.to_string()))?;
+                Record {
+                    seq,
+                    time,
+                    subject,
+                    raw: bytes,
+                    event: Ok(event),
+                }
+            }
+            (None, Some(u)) => Record {
+                seq,
+                time,
+                subject,
+                raw: record::unhex(&u.payload_hex)
+                    .map_err(|e| self.corrupt(format!("bad payload_hex: {e}")))?
+                    .into(),
+                event: Err(u.error),
+            },
+            _ => return Err(self.corrupt("a message needs exactly one of event, undecodable")),
+        };
+        Ok(Some(Item::Message(Box::new(record))))
+    }
+
+    fn checked_snapshot(
+        &self,
+        key: String,
+        snapshot: pb::RingSnapshot,
+    ) -> Result<Item, ExportError> {
+        codec::check_snapshot(&snapshot)
+            .map_err(|e| self.corrupt(format!("snapshot {key}: {}", record::error_chain(&e))))?;
+        Ok(Item::Snapshot {
+            key,
+            snapshot: Box::new(snapshot),
+        })
+    }
+
+    fn next_pb_item(&mut self) -> Result<Option<Item>, ExportError> {
+        let at = self.offset;
+        match self.next_frame()? {
+            None => Err(ExportError::Truncated {
+                items: self.items(),
+            }),
+            Some(pb_item::Kind::Header(_)) => Err(self.corrupt_at(at, "a second header")),
+            Some(pb_item::Kind::End(end)) => self.end(end.messages, end.snapshots),
+            Some(pb_item::Kind::Snapshot(s)) => {
+                let snapshot = codec::decode_snapshot(&s.snapshot).map_err(|e| {
+                    self.corrupt_at(
+                        at,
+                        format!("snapshot {}: {}", s.key, record::error_chain(&e)),
+                    )
+                })?;
+                Ok(Some(Item::Snapshot {
+                    key: s.key,
+                    snapshot: Box::new(snapshot),
+                }))
+            }
+            Some(pb_item::Kind::Message(m)) => {
+                let time = record::from_unix_nanos(m.time_unix_nanos)
+                    .map_err(|e| self.corrupt_at(at, e.to_string()))?;
+                Ok(Some(Item::Message(Box::new(Record::decode(
+                    m.seq, time, m.subject, m.payload,
+                )))))
+            }
+        }
+    }
+
+    fn corrupt_at(&self, offset: u64, what: impl Into<String>) -> ExportError {
+        ExportError::Corrupt {
+            at: format!("byte {offset}"),
+            what: what.into(),
+        }
+    }
+
+    /// The next frame's item; `None` at a clean end of file (between frames).
+    fn next_frame(&mut self) -> Result<Option<pb_item::Kind>, ExportError> {
+        let at = self.offset;
+        let Some(len) = self.read_varint()? else {
+            return Ok(None);
+        };
+        let len = usize::try_from(len)
+            .ok()
+            .filter(|l| *l <= MAX_ITEM_BYTES)
+            .ok_or_else(|| self.corrupt_at(at, format!("frame length {len} is too large")))?;
+        let mut buf = vec![0; len];
+        self.input.read_exact(&mut buf).map_err(|e| {
+            if e.kind() == io::ErrorKind::UnexpectedEof {
+                ExportError::Truncated {
+                    items: self.items(),
+                }
+            } else {
+                ExportError::Io(e)
+            }
+        })?;
+        self.offset += len as u64;
+        let item = PbItem::decode(buf.as_slice())
+            .map_err(|e| self.corrupt_at(at, format!("bad frame: {e}")))?;
+        item.kind
+            .map(Some)
+            .ok_or_else(|| self.corrupt_at(at, "an empty frame"))
+    }
+
+    /// A varint; `None` if the file ends before its first byte.
+    fn read_varint(&mut self) -> Result<Option<u64>, ExportError> {
+        let mut value: u64 = 0;
+        for i in 0..10 {
+            let mut byte = [0u8; 1];
+            match self.input.read(&mut byte).map_err(ExportError::Io)? {
+                0 if i == 0 => return Ok(None),
+                0 => {
+                    return Err(ExportError::Truncated {
+                        items: self.items(),
+                    });
+                }
+                _ => {}
+            }
+            self.offset += 1;
+            value |= u64::from(byte[0] & 0x7f) << (7 * i);
+            if byte[0] & 0x80 == 0 {
+                return Ok(Some(value));
+            }
+        }
+        Err(self.corrupt("a frame length of more than 10 bytes"))
+    }
+}
+
+#[derive(Deserialize)]
+struct JsonHeader {
+    format: String,
+    version: u32,
+    ring: String,
+    stream: String,
+    from_seq: u64,
+    to_seq: u64,
+    exported_at: String,
+}
+
+#[derive(Deserialize)]
+struct JsonLine<'a> {
+    seq: Option<u64>,
+    time: Option<String>,
+    subject: Option<String>,
+    #[serde(borrow)]
+    event: Option<&'a RawValue>,
+    undecodable: Option<JsonUndecodable>,
+    snapshot_key: Option<String>,
+    #[serde(borrow)]
+    snapshot: Option<&'a RawValue>,
+    end: Option<JsonEnd>,
+}
+
+#[derive(Deserialize)]
+struct JsonUndecodable {
+    error: String,
+    payload_hex: String,
+}
+
+#[derive(Deserialize)]
+struct JsonEnd {
+    messages: u64,
+    snapshots: u64,
+}
+
+/// One frame of a `pb` export.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct PbItem {
+    /// What the frame holds.
+    #[prost(oneof = "pb_item::Kind", tags = "1, 2, 3, 4")]
+    pub(crate) kind: Option<pb_item::Kind>,
+}
+
+/// The variants of [`PbItem`].
+pub(crate) mod pb_item {
+    /// What a frame holds.
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    pub(crate) enum Kind {
+        /// The first frame.
+        #[prost(message, tag = "1")]
+        Header(super::PbHeader),
+        /// A stored message.
+        #[prost(message, tag = "2")]
+        Message(super::PbMessage),
+        /// A snapshot.
+        #[prost(message, tag = "3")]
+        Snapshot(super::PbSnapshot),
+        /// The last frame.
+        #[prost(message, tag = "4")]
+        End(super::PbEnd),
+    }
+}
+
+/// The header frame.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct PbHeader {
+    /// Container version ([`VERSION`]).
+    #[prost(uint32, tag = "1")]
+    pub(crate) version: u32,
+    /// The ring.
+    #[prost(string, tag = "2")]
+    pub(crate) ring: String,
+    /// The stream.
+    #[prost(string, tag = "3")]
+    pub(crate) stream: String,
+    /// First stream sequence covered.
+    #[prost(uint64, tag = "4")]
+    pub(crate) from_seq: u64,
+    /// Last stream sequence covered.
+    #[prost(uint64, tag = "5")]
+    pub(crate) to_seq: u64,
+    /// When the export was written, in nanoseconds since 1970 (UTC).
+    #[prost(int64, tag = "6")]
+    pub(crate) exported_at_unix_nanos: i64,
+}
+
+/// A stored message frame.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct PbMessage {
+    /// Stream sequence.
+    #[prost(uint64, tag = "1")]
+    pub(crate) seq: u64,
+    /// When the server stored it, in nanoseconds since 1970 (UTC).
+    #[prost(int64, tag = "2")]
+    pub(crate) time_unix_nanos: i64,
+    /// Subject.
+    #[prost(string, tag = "3")]
+    pub(crate) subject: String,
+    /// The payload exactly as stored (normally a binary `ringside.v1.Envelope`).
+    #[prost(bytes = "bytes", tag = "4")]
+    pub(crate) payload: Bytes,
+}
+
+/// A snapshot frame.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct PbSnapshot {
+    /// The KV key.
+    #[prost(string, tag = "1")]
+    pub(crate) key: String,
+    /// A binary `ringside.v1.RingSnapshot`.
+    #[prost(bytes = "bytes", tag = "2")]
+    pub(crate) snapshot: Bytes,
+}
+
+/// The end frame.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct PbEnd {
+    /// Message frames in the file.
+    #[prost(uint64, tag = "1")]
+    pub(crate) messages: u64,
+    /// Snapshot frames in the file.
+    #[prost(uint64, tag = "2")]
+    pub(crate) snapshots: u64,
+}
