@@ -5,8 +5,9 @@
 //! and restart it on the same store and port, and kills and reaps it on drop.
 //!
 //! # Layout
-//! - [`nats`]: [`NatsServer`] and its [`ServerOptions`], the binary lookup, and the
-//!   per-service credentials used with `nats/local.conf` ([`LocalAuth`]).
+//! - [`nats`]: [`NatsServer`] and its [`ServerOptions`]; the binary lookup, the
+//!   per-service credentials ([`LocalAuth`]) and log reading come from
+//!   `ringside-natsd`, which `ringside up` uses too.
 //! - [`kube_fake`]: an HTTP fake of the Kubernetes list/watch API for the pod watcher.
 //! - [`workspace_root`]: where `nats/`, `.venv/` and the other shared files live.
 //!

@@ -13,47 +13,29 @@
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use ringside_natsd::log::{Startup, read_from, startup, tail};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 
-/// Environment variable naming the `nats-server` binary to use.
-pub const NATS_SERVER_ENV: &str = "RINGSIDE_NATS_SERVER";
+pub use ringside_natsd::{NATS_SERVER_ENV, SERVICE_USERS, STORE_DIR_ENV};
 
-/// Oldest server version the tests accept (atomic batch publish, KV, filter subjects).
-pub const MIN_SERVER_VERSION: (u32, u32) = (2, 12);
-
-/// Environment variable `nats/local.conf` reads the JetStream store directory from.
-pub const STORE_DIR_ENV: &str = "RINGSIDE_NATS_STORE_DIR";
-
-/// The service users defined in `nats/permissions.conf`, in the order of its matrix.
-pub const SERVICE_USERS: [&str; 6] = ["watcher", "reducer", "node", "collector", "bridge", "admin"];
+/// Per-service passwords for `nats/local.conf`, generated per server
+/// (see [`ringside_natsd::Passwords`]).
+pub type LocalAuth = ringside_natsd::Passwords;
 
 /// Errors of the test harness. Each says what to do about it.
 #[derive(Debug, thiserror::Error)]
 pub enum TestkitError {
-    /// No usable `nats-server` binary was found.
-    #[error(
-        "nats-server not found (looked at ${NATS_SERVER_ENV}, {venv}, and PATH); run ./dev setup"
-    )]
-    BinaryMissing {
-        /// The project-local path that was tried.
-        venv: String,
-    },
-    /// The binary found is older than [`MIN_SERVER_VERSION`] (Debian ships 2.9).
-    #[error("{path} is nats-server {found}, need {}.{} or newer; run ./dev setup", MIN_SERVER_VERSION.0, MIN_SERVER_VERSION.1)]
-    BinaryTooOld {
-        /// The binary.
-        path: String,
-        /// The version it reported.
-        found: String,
-    },
+    /// No usable `nats-server` binary (missing, too old, or not answering).
+    #[error(transparent)]
+    Binary(#[from] ringside_natsd::NatsdError),
     /// Starting a process, reading its log or making a directory failed.
     #[error("{what}")]
     Io {
@@ -96,51 +78,6 @@ pub enum TestkitError {
 fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> TestkitError {
     let what = what.into();
     move |source| TestkitError::Io { what, source }
-}
-
-/// Passwords for the service users of `nats/local.conf`, generated per server.
-///
-/// The config reads them from environment variables (`RINGSIDE_NATS_PASSWORD_<USER>`), so
-/// generated credentials never land in git; the harness passes them to the child process
-/// only (never to its own environment).
-#[derive(Clone, Debug)]
-pub struct LocalAuth {
-    passwords: BTreeMap<String, String>,
-}
-
-impl LocalAuth {
-    /// Fresh random passwords for every user in [`SERVICE_USERS`].
-    pub fn generate() -> Result<Self, TestkitError> {
-        let mut passwords = BTreeMap::new();
-        for user in SERVICE_USERS {
-            passwords.insert(user.to_string(), random_hex(16)?);
-        }
-        Ok(Self { passwords })
-    }
-
-    /// The password of `user`, if it is one of [`SERVICE_USERS`].
-    pub fn password(&self, user: &str) -> Option<&str> {
-        self.passwords.get(user).map(String::as_str)
-    }
-
-    /// The environment variable that carries the password of `user`.
-    pub fn password_env(user: &str) -> String {
-        format!("RINGSIDE_NATS_PASSWORD_{}", user.to_ascii_uppercase())
-    }
-
-    fn env(&self) -> impl Iterator<Item = (String, String)> + '_ {
-        self.passwords
-            .iter()
-            .map(|(user, pass)| (Self::password_env(user), pass.clone()))
-    }
-}
-
-fn random_hex(bytes: usize) -> Result<String, TestkitError> {
-    let mut buf = vec![0u8; bytes];
-    File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut buf))
-        .map_err(io_err("reading /dev/urandom"))?;
-    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// How to start a server.
@@ -188,64 +125,7 @@ impl ServerOptions {
 /// Finds the `nats-server` binary: `$RINGSIDE_NATS_SERVER`, else
 /// `<workspace>/.venv/bin/nats-server`, else `PATH`; checks its version.
 pub fn server_binary() -> Result<PathBuf, TestkitError> {
-    let venv = crate::workspace_root().join(".venv/bin/nats-server");
-    let candidate = std::env::var_os(NATS_SERVER_ENV)
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| venv.is_file().then(|| venv.clone()))
-        .or_else(|| find_in_path("nats-server"))
-        .ok_or_else(|| TestkitError::BinaryMissing {
-            venv: venv.display().to_string(),
-        })?;
-    check_version(&candidate)?;
-    Ok(candidate)
-}
-
-fn find_in_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
-}
-
-fn check_version(path: &Path) -> Result<(), TestkitError> {
-    let what = format!("running {} --version", path.display());
-    let mut child = Command::new(path)
-        .arg("--version")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(io_err(what.clone()))?;
-    // Bounded like every process the harness starts: a binary that hangs is killed.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while child.try_wait().map_err(io_err(what.clone()))?.is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(TestkitError::Io {
-                what,
-                source: io::Error::new(io::ErrorKind::TimedOut, "no answer within 10 s"),
-            });
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let mut stdout = String::new();
-    if let Some(mut out) = child.stdout.take() {
-        let _ = out.read_to_string(&mut stdout);
-    }
-    // Prints "nats-server: v2.15.1".
-    let text = stdout.trim().to_string();
-    let version = text.rsplit('v').next().unwrap_or_default();
-    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
-    let found = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    if found < MIN_SERVER_VERSION {
-        return Err(TestkitError::BinaryTooOld {
-            path: path.display().to_string(),
-            found: text,
-        });
-    }
-    Ok(())
+    Ok(ringside_natsd::find_binary(&[&crate::workspace_root()])?)
 }
 
 enum Request {
@@ -475,11 +355,7 @@ impl NatsServer {
         let started = Instant::now();
         loop {
             let text = read_from(&self.log_path, offset);
-            let port = text.lines().find_map(|l| {
-                l.split_once("Listening for client connections on ")
-                    .and_then(|(_, addr)| addr.trim().rsplit(':').next()?.parse::<u16>().ok())
-            });
-            if let (Some(port), true) = (port, text.contains("Server is ready")) {
+            if let Startup::Ready(port) = startup(&text) {
                 return Ok(port);
             }
             let waited = started.elapsed();
@@ -590,49 +466,13 @@ impl Drop for NatsServer {
     }
 }
 
-fn read_from(path: &Path, offset: u64) -> String {
-    let mut text = String::new();
-    if let Ok(mut f) = File::open(path)
-        && f.seek(SeekFrom::Start(offset)).is_ok()
-    {
-        let mut bytes = Vec::new();
-        let _ = f.read_to_end(&mut bytes);
-        text = String::from_utf8_lossy(&bytes).into_owned();
-    }
-    text
-}
-
-fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn fake_binary(dir: &Path, version_line: &str) -> PathBuf {
-        use std::os::unix::fs::PermissionsExt;
-        let path = dir.join("nats-server");
-        std::fs::write(&path, format!("#!/bin/sh\necho '{version_line}'\n")).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-        path
-    }
-
-    // One test, so no other test of this binary forks while the fake binary is being
-    // written (an inherited write handle makes exec fail with "text file busy").
     #[test]
-    fn binary_lookup_and_version_check() {
+    fn the_project_binary_is_found() {
         let found = server_binary().unwrap();
         assert!(found.ends_with("nats-server"), "{}", found.display());
-
-        let dir = tempfile::tempdir().unwrap();
-        let old = fake_binary(dir.path(), "nats-server: v2.9.10");
-        let err = check_version(&old).unwrap_err();
-        assert!(matches!(err, TestkitError::BinaryTooOld { .. }));
-        assert!(err.to_string().contains("./dev setup"), "{err}");
-        let newer = dir.path().join("newer");
-        std::fs::create_dir(&newer).unwrap();
-        check_version(&fake_binary(&newer, "nats-server: v2.15.1")).unwrap();
     }
 }

@@ -1,0 +1,177 @@
+//! [`LocalServer`]: `nats-server` as a supervised child process on loopback.
+//!
+//! The child runs under `setpriv --pdeathsig KILL` when `setpriv` exists, so it dies
+//! with us even if we are SIGKILLed; it is also killed when the handle is dropped. Its
+//! Go runtime is capped with `GOMEMLIMIT`. A graceful [`LocalServer::stop`] sends
+//! SIGTERM (the server flushes and closes its store) and SIGKILLs after a grace period.
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::process::{Child, Command};
+
+use crate::log::{Startup, read_from, startup, tail};
+use crate::{NatsdError, Passwords, STORE_DIR_ENV, io_err};
+
+/// How to start a local server.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// The `nats-server` binary ([`crate::find_binary`]).
+    pub binary: PathBuf,
+    /// The config file (`nats/local.conf`); it reads the store dir and passwords from
+    /// the environment this module passes.
+    pub config_file: PathBuf,
+    /// JetStream store directory (kept across runs).
+    pub store_dir: PathBuf,
+    /// The server's log file (appended to).
+    pub log_file: PathBuf,
+    /// Client port on 127.0.0.1; 0 lets the server pick a free one.
+    pub port: u16,
+    /// Service passwords.
+    pub passwords: Passwords,
+    /// How long to wait for "Server is ready".
+    pub startup_timeout: Duration,
+    /// Soft memory cap of the server's Go runtime (`GOMEMLIMIT`), in bytes.
+    pub memory_limit_bytes: u64,
+}
+
+/// A running local server.
+#[derive(Debug)]
+pub struct LocalServer {
+    child: Child,
+    port: u16,
+    log_file: PathBuf,
+}
+
+impl LocalServer {
+    /// Starts the server and waits until it is ready for clients.
+    pub async fn start(config: &ServerConfig) -> Result<Self, NatsdError> {
+        std::fs::create_dir_all(&config.store_dir)
+            .map_err(io_err(format!("creating {}", config.store_dir.display())))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&config.log_file)
+            .map_err(io_err(format!("opening {}", config.log_file.display())))?;
+        let offset = log.metadata().map(|m| m.len()).unwrap_or(0);
+        let port = if config.port == 0 {
+            "-1".to_string()
+        } else {
+            config.port.to_string()
+        };
+        let setpriv = Path::new("/usr/bin/setpriv");
+        let mut cmd = if setpriv.is_file() {
+            let mut c = Command::new(setpriv);
+            c.args(["--pdeathsig", "KILL", "--"]).arg(&config.binary);
+            c
+        } else {
+            Command::new(&config.binary)
+        };
+        cmd.args(["-a", "127.0.0.1", "-p", &port, "-c"])
+            .arg(&config.config_file)
+            .env(STORE_DIR_ENV, &config.store_dir)
+            .env("GOMEMLIMIT", config.memory_limit_bytes.to_string())
+            .envs(config.passwords.env())
+            .stdin(Stdio::null())
+            .stdout(
+                log.try_clone()
+                    .map_err(io_err("duplicating the log handle"))?,
+            )
+            .stderr(log)
+            .kill_on_drop(true);
+        let child = cmd
+            .spawn()
+            .map_err(io_err(format!("starting {}", config.binary.display())))?;
+        let mut server = Self {
+            child,
+            port: 0,
+            log_file: config.log_file.clone(),
+        };
+        server.port = server
+            .wait_ready(offset, config.port, config.startup_timeout)
+            .await?;
+        Ok(server)
+    }
+
+    async fn wait_ready(
+        &mut self,
+        offset: u64,
+        asked: u16,
+        timeout: Duration,
+    ) -> Result<u16, NatsdError> {
+        let started = Instant::now();
+        loop {
+            let text = read_from(&self.log_file, offset);
+            match startup(&text) {
+                Startup::Ready(port) => return Ok(port),
+                Startup::PortInUse => {
+                    let _ = self.child.kill().await;
+                    return Err(NatsdError::PortInUse { port: asked });
+                }
+                Startup::Starting => {}
+            }
+            let exited = self
+                .child
+                .try_wait()
+                .map_err(io_err("checking the nats-server process"))?;
+            let waited = started.elapsed();
+            if exited.is_some() || waited > timeout {
+                let _ = self.child.kill().await;
+                return Err(NatsdError::NotReady {
+                    waited,
+                    reason: exited
+                        .map_or_else(|| "timed out".to_string(), |s| format!("exited: {s}")),
+                    log_tail: tail(&text, 20),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The client port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `nats://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The log file.
+    pub fn log_file(&self) -> &Path {
+        &self.log_file
+    }
+
+    /// Whether the process has exited (and how), without waiting.
+    pub fn try_exit_status(&mut self) -> Result<Option<ExitStatus>, NatsdError> {
+        self.child
+            .try_wait()
+            .map_err(io_err("checking the nats-server process"))
+    }
+
+    /// SIGTERM, then SIGKILL if it has not exited within `grace`.
+    pub async fn stop(mut self, grace: Duration) -> Result<ExitStatus, NatsdError> {
+        if let Some(pid) = self.child.id().and_then(|p| i32::try_from(p).ok()) {
+            // The child may be setpriv, which execs nats-server: same pid.
+            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        }
+        match tokio::time::timeout(grace, self.child.wait()).await {
+            Ok(status) => status.map_err(io_err("waiting for nats-server")),
+            Err(_) => {
+                tracing::warn!(?grace, "nats-server did not stop in time; killing it.");
+                self.child
+                    .kill()
+                    .await
+                    .map_err(io_err("killing nats-server"))?;
+                self.child
+                    .wait()
+                    .await
+                    .map_err(io_err("waiting for nats-server"))
+            }
+        }
+    }
+}
