@@ -86,6 +86,7 @@ fn joined(i: usize, incarnation: usize) -> Body {
     Body::MembersJoined(pb::MembersJoined {
         members: vec![member(i, incarnation)],
         source: pb::MembershipSource::Heartbeat as i32,
+        ..Default::default()
     })
 }
 

@@ -496,7 +496,9 @@ impl Event {
     /// `producer`), so the same fact always gets the same id and JetStream drops
     /// retries and re-publications within the stream's duplicate window. The label is
     /// for people (`orders:rebalanced:41:...`). Facts that may repeat with identical
-    /// content must differ in a field: members carry their incarnation (`uid`), load
+    /// content must differ in a field: joins and leaves carry the source's position
+    /// (`source_version`: a pod resourceVersion, a node's incarnation and beat),
+    /// syncs theirs in `resource_version`, members their incarnation (`uid`), load
     /// reports their window, scale decisions their `evaluated_at`.
     pub fn msg_id(&self) -> MsgId {
         let kind = self.kind();
@@ -752,4 +754,76 @@ pub(crate) fn sanitize_header_value(s: &str, max: usize) -> String {
         out.push(c);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ring() -> RingName {
+        RingName::new("orders").unwrap()
+    }
+
+    fn event(body: impl Into<Body>) -> Event {
+        Event::new(ring(), body).unwrap()
+    }
+
+    fn joined(source_version: &str) -> pb::MembersJoined {
+        pb::MembersJoined {
+            members: vec![pb::Member {
+                id: "node-1".into(),
+                address: "10.0.0.1:7000".into(),
+                weight: 1,
+                uid: Some("uid-1".into()),
+                ..Default::default()
+            }],
+            source: pb::MembershipSource::Kubernetes as i32,
+            source_version: source_version.into(),
+        }
+    }
+
+    fn left(source_version: &str) -> pb::MemberLeft {
+        pb::MemberLeft {
+            member_id: "node-1".into(),
+            uid: Some("uid-1".into()),
+            reason: pb::LeaveReason::NotReady as i32,
+            source: pb::MembershipSource::Kubernetes as i32,
+            detail: "not ready".into(),
+            source_version: source_version.into(),
+        }
+    }
+
+    /// A member that joins, leaves and joins again with the same details is two joins:
+    /// only `source_version` tells them apart, and their ids must differ, or JetStream
+    /// would drop the second as a duplicate of the first.
+    #[test]
+    fn source_version_separates_repeated_joins_and_leaves() {
+        assert_eq!(event(joined("4")).msg_id(), event(joined("4")).msg_id());
+        assert_ne!(event(joined("4")).msg_id(), event(joined("6")).msg_id());
+        assert_ne!(event(joined("")).msg_id(), event(joined("6")).msg_id());
+        assert_eq!(event(left("5")).msg_id(), event(left("5")).msg_id());
+        assert_ne!(event(left("5")).msg_id(), event(left("7")).msg_id());
+    }
+
+    /// The same for syncs, whose position field is `resource_version`.
+    #[test]
+    fn resource_version_separates_repeated_syncs() {
+        let sync = |rv: &str| pb::MembershipSynced {
+            members: joined("").members,
+            source: pb::MembershipSource::Heartbeat as i32,
+            resource_version: rv.into(),
+        };
+        assert_eq!(event(sync("a")).msg_id(), event(sync("a")).msg_id());
+        assert_ne!(event(sync("a")).msg_id(), event(sync("b")).msg_id());
+    }
+
+    /// What is not the fact does not change the id.
+    #[test]
+    fn producer_and_time_do_not_change_the_id() {
+        let plain = event(joined("4"));
+        let stamped = event(joined("4"))
+            .with_producer("watcher/other")
+            .with_occurred_at(UNIX_EPOCH);
+        assert_eq!(plain.msg_id(), stamped.msg_id());
+    }
 }

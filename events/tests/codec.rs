@@ -26,6 +26,7 @@ fn one_of_each() -> Vec<Event> {
         pb::MembersJoined {
             members: vec![member(2), labelled.clone()],
             source: pb::MembershipSource::Kubernetes as i32,
+            ..Default::default()
         }
         .into(),
         pb::MemberLeft {
@@ -34,6 +35,7 @@ fn one_of_each() -> Vec<Event> {
             reason: pb::LeaveReason::HeartbeatMissed as i32,
             source: pb::MembershipSource::Heartbeat as i32,
             detail: "missed 3 beats".into(),
+            ..Default::default()
         }
         .into(),
         pb::MembershipSynced {
@@ -354,6 +356,7 @@ fn contract_rules_are_checked_on_build_and_decode() {
             pb::MembersJoined {
                 members: vec![member(2), member(1)],
                 source: 0,
+                ..Default::default()
             }
             .into(),
         ),
@@ -368,6 +371,7 @@ fn contract_rules_are_checked_on_build_and_decode() {
         pb::MembersJoined {
             members: vec![member(2), member(1)],
             source: 0,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -392,6 +396,7 @@ fn the_same_fact_always_gets_the_same_msg_id() {
             pb::MembersJoined {
                 members: vec![member(x), member(y)],
                 source: 2,
+                ..Default::default()
             },
         )
         .unwrap()
@@ -405,6 +410,7 @@ fn the_same_fact_always_gets_the_same_msg_id() {
         pb::MembersJoined {
             members: vec![reborn],
             source: 2,
+            ..Default::default()
         },
     )
     .unwrap();

@@ -162,6 +162,7 @@ async fn bad_messages_are_counted_dead_lettered_and_do_not_stop_the_consumer() {
     let unsorted = pb::MembersJoined {
         members: vec![common::member(9), common::member(8)],
         source: 2,
+        ..Default::default()
     };
 
     // (payload, expected dead-letter reason)

@@ -34,6 +34,7 @@ fn joined(members: &[pb::Member]) -> Body {
     Body::MembersJoined(MembersJoined {
         members: members.to_vec(),
         source: pb::MembershipSource::Manual as i32,
+        ..Default::default()
     })
 }
 

@@ -36,6 +36,7 @@ pub(crate) fn joined(i: usize) -> Event {
         pb::MembersJoined {
             members: vec![member(i)],
             source: pb::MembershipSource::Heartbeat as i32,
+            ..Default::default()
         },
     )
     .unwrap()
