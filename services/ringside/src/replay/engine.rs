@@ -785,3 +785,342 @@ impl TypeFilter {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use ringside_events::{Event, RingName, codec};
+    use ringside_ring::Strategy;
+
+    use super::*;
+
+    fn ring() -> RingName {
+        RingName::new("orders").unwrap()
+    }
+
+    fn config() -> RingConfig {
+        RingConfig::new(Strategy::Balanced, 16).unwrap()
+    }
+
+    fn member(i: u64, weight: u32) -> pb::Member {
+        pb::Member {
+            id: format!("n{i}"),
+            address: format!("127.0.0.1:{}", 7000 + i),
+            weight,
+            ..Default::default()
+        }
+    }
+
+    fn record(seq: u64, subject: String, event: &Event) -> Record {
+        let t = OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(seq as i64);
+        Record::decode(seq, t, subject, codec::encode(event).unwrap())
+    }
+
+    /// A stream as the reducer writes it: each membership event, then the rebalance
+    /// event of the epoch it made; a snapshot every 5 epochs. Returns the records, the
+    /// snapshots and the fold's (sequence, epoch, checksum) after each membership event.
+    struct History {
+        records: Vec<Record>,
+        snapshots: Vec<(String, pb::RingSnapshot)>,
+        after: Vec<(u64, u64, u64)>,
+    }
+
+    fn history(events: u64) -> History {
+        let mut ledger = RingLedger::new(ring(), config());
+        let mut out = History {
+            records: Vec::new(),
+            snapshots: Vec::new(),
+            after: Vec::new(),
+        };
+        let mut seq = 0;
+        let mut x: u64 = 12345;
+        for i in 0..events {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let id = (x >> 33) % 8;
+            let body: Body = match i % 7 {
+                0..=2 => pb::MembersJoined {
+                    members: vec![member(id, 1 + ((x >> 20) % 2) as u32)],
+                    ..Default::default()
+                }
+                .into(),
+                3 | 4 => pb::MemberLeft {
+                    member_id: format!("n{id}"),
+                    ..Default::default()
+                }
+                .into(),
+                5 => pb::MembershipSynced {
+                    members: (0..8)
+                        .filter(|j| (x >> (40 + j)) & 1 == 1)
+                        .map(|j| member(j, 1))
+                        .collect(),
+                    ..Default::default()
+                }
+                .into(),
+                _ => pb::MembersJoined {
+                    members: vec![member(id, 1), member((id + 1) % 8, 1)],
+                    ..Default::default()
+                }
+                .into(),
+            };
+            let event = Event::new(ring(), body).unwrap();
+            seq += 1;
+            out.records
+                .push(record(seq, subject::membership(&ring()), &event));
+            if let Outcome::Rebalanced(r) = ledger.apply(seq, event.body()) {
+                seq += 1;
+                let stored = Event::new(ring(), *r).unwrap();
+                out.records
+                    .push(record(seq, subject::rebalance(&ring()), &stored));
+                ledger.record_rebalance_sequence(seq);
+                if ledger.epoch().is_multiple_of(5) {
+                    let key = subject::snapshot_key(&ring(), ledger.epoch());
+                    out.snapshots.push((key, ledger.snapshot().unwrap()));
+                }
+            }
+            out.after.push((seq, ledger.epoch(), ledger.checksum()));
+        }
+        out
+    }
+
+    fn verify(h: &History) -> VerifyReport {
+        let checks = h
+            .snapshots
+            .iter()
+            .map(|(k, s)| SnapshotCheck::of(k, s))
+            .collect();
+        let mut v = Verifier::new(ring(), config(), checks);
+        for r in &h.records {
+            v.push(r);
+        }
+        v.finish(h.records.last().map_or(0, |r| r.seq))
+    }
+
+    #[test]
+    fn verify_passes_on_a_stream_written_like_the_reducer() {
+        let h = history(300);
+        let report = verify(&h);
+        assert_eq!(report.problems, vec![]);
+        assert!(report.folded.epochs > 100, "{report:?}");
+        assert_eq!(report.rebalance_events, report.folded.epochs);
+        assert_eq!(report.snapshots as usize, h.snapshots.len());
+        assert_eq!(report.unpublished_epochs, 0);
+        assert_eq!(report.checksum, checksum_hex(h.after.last().unwrap().2));
+    }
+
+    /// Replaces the rebalance event of `epoch` with what `change` makes of it.
+    fn tamper(h: &mut History, epoch: u64, change: impl Fn(&mut pb::RingRebalanced)) -> u64 {
+        let r = h
+            .records
+            .iter_mut()
+            .find(|r| {
+                matches!(r.event.as_ref().map(|e| e.body()), Ok(Body::RingRebalanced(e)) if e.epoch == epoch)
+            })
+            .unwrap();
+        let Ok(Body::RingRebalanced(mut e)) = r.event.clone().map(Event::into_body) else {
+            unreachable!()
+        };
+        change(&mut e);
+        let event = Event::new(ring(), e).unwrap();
+        *r = record(r.seq, r.subject.clone(), &event);
+        r.seq
+    }
+
+    #[test]
+    fn verify_names_the_epoch_of_an_altered_checksum() {
+        let mut h = history(200);
+        let seq = tamper(&mut h, 40, |e| e.checksum ^= 1);
+        let problems = verify(&h).problems;
+        assert!(!problems.is_empty());
+        assert!(
+            problems
+                .iter()
+                .all(|p| p.epoch == Some(40) && p.sequence == Some(seq)),
+            "{problems:?}"
+        );
+        assert!(problems[0].what.contains("stored checksum"), "{problems:?}");
+    }
+
+    #[test]
+    fn verify_finds_events_that_do_not_rebuild_their_ring() {
+        let mut h = history(200);
+        // Same checksum, but a token change dropped: only the rebuild can tell.
+        tamper(&mut h, 30, |e| {
+            let t = e.token_changes.as_mut().unwrap();
+            t.added.pop();
+            t.added_owners.pop();
+        });
+        let problems = verify(&h).problems;
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.epoch == Some(30) && p.what.contains("does not rebuild")),
+            "{problems:?}"
+        );
+        assert!(
+            problems.iter().all(|p| p.epoch == Some(30)),
+            "later epochs check out: {problems:?}"
+        );
+    }
+
+    #[test]
+    fn verify_reports_gaps_duplicates_and_bad_snapshots() {
+        let mut h = history(200);
+        let dropped = h
+            .records
+            .iter()
+            .position(|r| matches!(r.event.as_ref().map(|e| e.body()), Ok(Body::RingRebalanced(e)) if e.epoch == 12))
+            .unwrap();
+        h.records.remove(dropped);
+        let problems = verify(&h).problems;
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].what.contains("epochs 12..=12 are missing"),
+            "{problems:?}"
+        );
+
+        let mut h = history(200);
+        let mut copy = h
+            .records
+            .iter()
+            .find(|r| r.subject.ends_with(".rebalance"))
+            .unwrap()
+            .clone();
+        copy.seq = h.records.last().unwrap().seq + 1;
+        h.records.push(copy);
+        let problems = verify(&h).problems;
+        assert!(problems[0].what.contains("stored again"), "{problems:?}");
+
+        let mut h = history(200);
+        h.snapshots[2].1.checksum ^= 1;
+        h.snapshots[3].1.membership_sequence += 1_000_000;
+        let problems = verify(&h).problems;
+        let keys: Vec<&str> = h.snapshots[2..4].iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(
+            problems.iter().zip(&keys).all(|(p, k)| p.what.contains(k)),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn verify_counts_undecodable_membership_as_the_reducer_skips_it() {
+        let mut h = history(50);
+        let t = OffsetDateTime::UNIX_EPOCH;
+        let last = h.records.last().unwrap().seq;
+        h.records.push(Record::decode(
+            last + 1,
+            t,
+            subject::membership(&ring()),
+            Bytes::from_static(b"garbage"),
+        ));
+        let report = verify(&h);
+        assert_eq!(report.problems, vec![]);
+        assert_eq!(report.folded.undecodable, 1);
+    }
+
+    #[test]
+    fn a_fold_from_a_snapshot_gives_the_same_state_as_from_the_start() {
+        let h = history(200);
+        let (key, snap) = &h.snapshots[4];
+        let mut from_start = Fold::new(RingLedger::new(ring(), config()));
+        let mut from_snap = Fold::new(RingLedger::from_snapshot(snap).unwrap());
+        for r in h
+            .records
+            .iter()
+            .filter(|r| r.subject.ends_with(".membership"))
+        {
+            from_start.apply(r);
+            if r.seq > snap.membership_sequence {
+                from_snap.apply(r);
+            }
+        }
+        let a = state_report(&from_start, 999, None);
+        let b = state_report(&from_snap, 999, Some(key.clone()));
+        assert_eq!(
+            (a.epoch, &a.checksum, &a.members),
+            (b.epoch, &b.checksum, &b.members)
+        );
+        let total: f64 = a.members.iter().map(|m| m.share).sum();
+        assert!((total - 1.0).abs() < 1e-9 || a.members.is_empty());
+        assert!(a.imbalance.is_none_or(|i| i >= 1.0));
+    }
+
+    #[test]
+    fn key_history_agrees_with_lookups_at_every_epoch() {
+        let h = history(300);
+        let mut fold = Fold::new(RingLedger::new(ring(), config()));
+        let mut history = KeyHistory::new("user:42", &fold.ledger);
+        let hash = ringside_ring::hash_key(b"user:42");
+        let mut owners = vec![None];
+        for r in h
+            .records
+            .iter()
+            .filter(|r| r.subject.ends_with(".membership"))
+        {
+            if fold.apply(r).is_some() {
+                history.after_epoch(&fold.ledger, r);
+                owners.push(
+                    fold.ledger
+                        .ring()
+                        .owner_of_hash(hash)
+                        .ok()
+                        .map(str::to_string),
+                );
+            }
+        }
+        // Replaying the changes over the epochs gives the owner at every epoch.
+        let mut owner = history.initial_owner.clone();
+        let mut changes = history.changes.iter().peekable();
+        for (epoch, expected) in owners.iter().enumerate() {
+            while let Some(c) = changes.next_if(|c| c.epoch == epoch as u64) {
+                assert_eq!(c.from, owner);
+                owner = c.to.clone();
+            }
+            assert_eq!(&owner, expected, "epoch {epoch}");
+        }
+        assert!(history.changes.len() > 3);
+    }
+
+    #[test]
+    fn diff_of_consecutive_epochs_is_the_stored_event() {
+        let h = history(100);
+        let mut fold = Fold::new(RingLedger::new(ring(), config()));
+        let mut before = EpochRing::of(&fold.ledger);
+        for r in h
+            .records
+            .iter()
+            .filter(|r| r.subject.ends_with(".membership"))
+        {
+            if let Some(event) = fold.apply(r) {
+                let after = EpochRing::of(&fold.ledger);
+                let d = diff_report("orders", &before, &after);
+                assert_eq!(d.moved_fraction, event.moved_fraction);
+                assert_eq!(d.ideal_fraction, event.ideal_fraction);
+                assert_eq!(d.added, event.joined);
+                assert_eq!(d.removed, event.departed);
+                assert_eq!(d.reweighted, event.reweighted);
+                assert_eq!(
+                    d.ranges.len(),
+                    event.moved_ranges.as_ref().unwrap().starts.len()
+                );
+                before = after;
+            }
+        }
+    }
+
+    #[test]
+    fn type_filters_take_subjects_and_message_names() {
+        assert_eq!(
+            parse_type("rebalance"),
+            Ok(TypeFilter::Subject(SubjectKind::Rebalance))
+        );
+        assert_eq!(
+            parse_type("memberleft"),
+            Ok(TypeFilter::Event(ringside_events::EventKind::MemberLeft))
+        );
+        assert!(parse_type("load").is_err(), "load is not in RINGSIDE");
+        assert!(parse_type("nonsense").is_err());
+    }
+}
