@@ -15,7 +15,8 @@
 //!
 //! Usage: `ring [--quick] [--json PATH]` (cargo adds `--bench`, which is ignored).
 //! `--quick` is a smoke run (fewer keys, n <= 100, one round): its figures are not
-//! comparable and are labelled so.
+//! comparable and are labelled so, and its JSON goes next to the full one with a
+//! `-quick` suffix (`ring-quick.json`).
 
 mod measure;
 mod peers;
@@ -52,6 +53,15 @@ fn parse_args() -> BenchResult<(Config, PathBuf)> {
                 );
             }
         }
+    }
+    if config.quick {
+        // A smoke run never overwrites a full run's figures: `ring.json` -> `ring-quick.json`.
+        let stem = json
+            .file_stem()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        json.set_file_name(format!("{stem}-quick.json"));
     }
     Ok((config, json))
 }
