@@ -1,0 +1,665 @@
+//! The fold loop: start position, catch-up, the single-writer publish, conflicts,
+//! readiness and snapshots. The only writer of the ledger and of the served view.
+//!
+//! # Start
+//! 1. Load the newest snapshot ([`SnapshotStore::load_newest`]) into a [`RingLedger`],
+//!    or start an empty one from the configured ring configuration.
+//! 2. Read the last stored `RingRebalanced` of the ring (the head): its epoch says how
+//!    far the stored history goes.
+//! 3. Fold the membership subject from `membership_sequence + 1` through this
+//!    instance's own durable consumer. Epochs up to the head's exist already: each is
+//!    compared with the stored event (read in order from `rebalance_sequence + 1`) and
+//!    adopted, not published; a difference is a divergence (a determinism bug) and
+//!    stops the reducer.
+//! 4. Past the head, each new epoch is published with
+//!    `Nats-Expected-Last-Subject-Sequence` = the previous epoch's sequence. On a
+//!    conflict another reducer stored that epoch first: its event is read, compared with
+//!    ours and adopted.
+//!
+//! A membership message is acknowledged only after its epoch is stored (or found
+//! stored), and never negatively: a nak would let later messages overtake it, so
+//! transient failures are retried in place, in order.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use async_nats::jetstream::{self, consumer, stream};
+use futures::StreamExt;
+use ringside_events::consume::{ConsumeError, Stopped};
+use ringside_events::publish::PublishError;
+use ringside_events::{
+    Body, Consumer, Delivery, Event, HandleError, Handler, Outcome, Publisher, RingLedger, codec,
+    pb, subject,
+};
+use tokio::sync::watch;
+
+use crate::config::ReducerConfig;
+use crate::metrics::{self, FoldOutcome, StoredHow};
+use crate::state::{Shared, Update, View};
+use crate::{ReducerError, error_chain};
+
+/// A durable consumer nobody pulls from for this long is removed by the server
+/// (an instance that went away for good).
+const CONSUMER_INACTIVE: Duration = Duration::from_secs(60 * 60);
+/// Redelivery after this long without an ack; harmless (the fold recognises
+/// redeliveries), so generous: a publish can retry for about 20 s.
+const ACK_WAIT: Duration = Duration::from_secs(60);
+/// Messages per pull request.
+const PULL_BATCH: usize = 1000;
+/// Pause before trying again a publish the publisher gave up on.
+const REPUBLISH_PAUSE: Duration = Duration::from_secs(2);
+/// Pause before recreating a consumer whose message stream ended.
+const RECONSUME_PAUSE: Duration = Duration::from_secs(1);
+/// Attempts to read the stored event that won a conflict.
+const CONFLICT_READS: u32 = 20;
+
+/// The stored rebalance event of one epoch.
+#[derive(Debug)]
+pub(crate) struct StoredRebalance {
+    pub(crate) sequence: u64,
+    pub(crate) event: pb::RingRebalanced,
+}
+
+/// Decodes a stored message of the rebalance subject.
+fn decode_rebalance(sequence: u64, payload: &[u8]) -> Result<StoredRebalance, ReducerError> {
+    let event = codec::decode(payload)
+        .map_err(|source| ReducerError::StoredUnreadable { sequence, source })?;
+    match event.into_body() {
+        Body::RingRebalanced(event) => Ok(StoredRebalance { sequence, event }),
+        other => Err(ReducerError::StoredNotRebalance {
+            sequence,
+            kind: ringside_events::EventKind::of(&other),
+        }),
+    }
+}
+
+/// Compares our epoch with the stored one; anything but equality is a divergence.
+fn check_same(
+    metrics: &metrics::Metrics,
+    ours: &pb::RingRebalanced,
+    stored: &StoredRebalance,
+) -> Result<(), ReducerError> {
+    if *ours == stored.event {
+        return Ok(());
+    }
+    metrics::bump(&metrics.divergences);
+    let err = ReducerError::Divergence {
+        epoch: ours.epoch,
+        stored_sequence: stored.sequence,
+        detail: format!(
+            "stored epoch {} from membership sequence {} with checksum {:#018x}; this fold made epoch {} from membership sequence {} with checksum {:#018x}",
+            stored.event.epoch,
+            stored.event.membership_sequence,
+            stored.event.checksum,
+            ours.epoch,
+            ours.membership_sequence,
+            ours.checksum,
+        ),
+    };
+    tracing::error!(error = %err, "The stored ring history differs from this fold: a determinism bug. Stopping; see docs/reducer.md (divergence).");
+    Err(err)
+}
+
+/// Reads the stored rebalance events of catch-up in order (an ordered consumer).
+struct StoredReader {
+    messages: consumer::pull::Ordered,
+    peeked: Option<StoredRebalance>,
+    /// The head's epoch: the reader is needed until the ledger reaches it.
+    head_epoch: u64,
+}
+
+impl StoredReader {
+    async fn open(
+        stream: &stream::Stream,
+        subject: String,
+        from: u64,
+        head_epoch: u64,
+    ) -> Result<Self, ReducerError> {
+        let messages = stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                filter_subject: subject,
+                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: from.max(1),
+                },
+                ..Default::default()
+            })
+            .await
+            .map_err(ReducerError::Consumer)?
+            .messages()
+            .await
+            .map_err(|e| ReducerError::Messages(Box::new(e)))?;
+        Ok(Self {
+            messages,
+            peeked: None,
+            head_epoch,
+        })
+    }
+
+    /// The next stored event, without consuming it.
+    async fn peek(&mut self) -> Result<&StoredRebalance, ReducerError> {
+        if self.peeked.is_none() {
+            let stored = loop {
+                match self.messages.next().await {
+                    Some(Ok(m)) => {
+                        let sequence = m
+                            .info()
+                            .map_err(|e| ReducerError::Messages(e.to_string().into()))?
+                            .stream_sequence;
+                        break decode_rebalance(sequence, &m.payload)?;
+                    }
+                    Some(Err(e)) => {
+                        // The ordered consumer recreates itself; keep reading.
+                        tracing::warn!(error = %e, "Reading stored rebalance events: stream error; continuing.");
+                    }
+                    None => {
+                        return Err(ReducerError::Messages(
+                            "stored rebalance reader ended".into(),
+                        ));
+                    }
+                }
+            };
+            self.peeked = Some(stored);
+        }
+        // Just filled when empty.
+        self.peeked
+            .as_ref()
+            .ok_or_else(|| ReducerError::Messages("stored rebalance reader is empty".into()))
+    }
+
+    async fn next(&mut self) -> Result<StoredRebalance, ReducerError> {
+        self.peek().await?;
+        self.peeked
+            .take()
+            .ok_or_else(|| ReducerError::Messages("stored rebalance reader is empty".into()))
+    }
+}
+
+/// Why a membership event could not be handled; the consume loop stops on it.
+#[derive(Debug, thiserror::Error)]
+#[error("reducer stopped while handling a membership event")]
+struct HandlerStop(#[source] ReducerError);
+
+/// The fold loop's state.
+pub(crate) struct Engine {
+    config: Arc<ReducerConfig>,
+    ledger: RingLedger,
+    publisher: Publisher,
+    stream: stream::Stream,
+    rebalance_subject: String,
+    catch_up: Option<StoredReader>,
+    shared: Arc<Shared>,
+    health: tonic_health::server::HealthReporter,
+    snapshots: watch::Sender<Option<Arc<pb::RingSnapshot>>>,
+    /// Position (epoch, membership sequence) of the newest snapshot written or loaded.
+    snapshot_at: (u64, u64),
+    /// The consumer's pending count after the message being handled.
+    pending: Arc<AtomicU64>,
+    stop: watch::Receiver<bool>,
+    ready: bool,
+}
+
+impl Engine {
+    /// Loads the start state: snapshot, head, catch-up reader.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn start(
+        config: Arc<ReducerConfig>,
+        publisher: Publisher,
+        stream: stream::Stream,
+        loaded: Option<crate::snapshots::Loaded>,
+        shared: Arc<Shared>,
+        health: tonic_health::server::HealthReporter,
+        snapshots: watch::Sender<Option<Arc<pb::RingSnapshot>>>,
+        stop: watch::Receiver<bool>,
+    ) -> Result<Self, ReducerError> {
+        let m = &shared.metrics;
+        let (ledger, snapshot_at) = match loaded {
+            Some(loaded) => {
+                let s = &loaded.snapshot;
+                let ledger =
+                    RingLedger::from_snapshot(s).map_err(|source| ReducerError::BadSnapshot {
+                        key: loaded.key.clone(),
+                        source,
+                    })?;
+                if let Some(taken) = &s.taken_at {
+                    let ms = u64::try_from(taken.seconds).unwrap_or(0) * 1000
+                        + u64::try_from(taken.nanos).unwrap_or(0) / 1_000_000;
+                    metrics::set(&m.snapshot_taken_ms, ms);
+                }
+                tracing::info!(key = %loaded.key, epoch = s.epoch, membership_sequence = s.membership_sequence, rebalance_sequence = s.rebalance_sequence, "Loaded snapshot.");
+                (ledger, (s.epoch, s.membership_sequence))
+            }
+            None => {
+                tracing::info!(ring = %config.ring, "No snapshot; folding from the first membership event.");
+                (
+                    RingLedger::new(config.ring.clone(), config.ring_config),
+                    (0, 0),
+                )
+            }
+        };
+        let configured = pb::RingConfig::from(config.ring_config);
+        let have = pb::RingConfig::from(*ledger.ring().config());
+        if have != configured {
+            return Err(ReducerError::ConfigMismatch {
+                stored: format!("{have:?} (snapshot)"),
+                configured: format!("{configured:?}"),
+            });
+        }
+        let rebalance_subject = subject::rebalance(&config.ring);
+        let head = match stream
+            .get_last_raw_message_by_subject(&rebalance_subject)
+            .await
+        {
+            Ok(m) => Some(decode_rebalance(m.sequence, &m.payload)?),
+            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => None,
+            Err(e) => return Err(ReducerError::Head(e)),
+        };
+        let head_epoch = head.as_ref().map_or(0, |h| h.event.epoch);
+        if let Some(h) = &head
+            && h.event.config.as_ref() != Some(&configured)
+        {
+            return Err(ReducerError::ConfigMismatch {
+                stored: format!(
+                    "{:?} (rebalance event at sequence {})",
+                    h.event.config, h.sequence
+                ),
+                configured: format!("{configured:?}"),
+            });
+        }
+        if head_epoch < ledger.epoch() {
+            return Err(ReducerError::SnapshotAhead {
+                snapshot_epoch: ledger.epoch(),
+                stored_epoch: head_epoch,
+            });
+        }
+        if let Some(h) = head.as_ref().filter(|h| h.event.epoch == ledger.epoch())
+            && (h.event.checksum != ledger.checksum() || h.sequence != ledger.rebalance_sequence())
+        {
+            metrics::bump(&m.divergences);
+            return Err(ReducerError::Divergence {
+                epoch: h.event.epoch,
+                stored_sequence: h.sequence,
+                detail: format!(
+                    "the snapshot (checksum {:#018x}, rebalance sequence {}) does not match the stored event (checksum {:#018x})",
+                    ledger.checksum(),
+                    ledger.rebalance_sequence(),
+                    h.event.checksum
+                ),
+            });
+        }
+        let catch_up = if head_epoch > ledger.epoch() {
+            Some(
+                StoredReader::open(
+                    &stream,
+                    rebalance_subject.clone(),
+                    ledger.rebalance_sequence() + 1,
+                    head_epoch,
+                )
+                .await?,
+            )
+        } else {
+            None
+        };
+        metrics::set(&m.start_sequence, ledger.membership_sequence() + 1);
+        metrics::set(&m.start_epoch, ledger.epoch());
+        tracing::info!(
+            ring = %config.ring,
+            start_sequence = ledger.membership_sequence() + 1,
+            epoch = ledger.epoch(),
+            stored_epoch = head_epoch,
+            "Starting the fold."
+        );
+        let engine = Self {
+            config,
+            ledger,
+            publisher,
+            stream,
+            rebalance_subject,
+            catch_up,
+            shared,
+            health,
+            snapshots,
+            snapshot_at,
+            pending: Arc::new(AtomicU64::new(0)),
+            stop,
+            ready: false,
+        };
+        engine.record_position();
+        Ok(engine)
+    }
+
+    fn record_position(&self) {
+        let m = &self.shared.metrics;
+        metrics::set(&m.epoch, self.ledger.epoch());
+        metrics::set(&m.membership_sequence, self.ledger.membership_sequence());
+        metrics::set(&m.rebalance_sequence, self.ledger.rebalance_sequence());
+    }
+
+    /// Folds the membership subject until `stop` turns true; then writes the final
+    /// snapshot (if the ledger is clean).
+    pub(crate) async fn run(mut self, consumer: Consumer) -> Result<(), ReducerError> {
+        let result = self.consume(&consumer).await;
+        match result {
+            Ok(()) => {
+                self.final_snapshot();
+                Ok(())
+            }
+            Err(ReducerError::Interrupted) => {
+                // The event in hand was folded but its epoch not stored: the ledger is
+                // ahead of the stream, so it must not become a snapshot.
+                tracing::warn!(
+                    "Stopped while an epoch was being stored; it is folded again at the next start."
+                );
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn consume(&mut self, consumer: &Consumer) -> Result<(), ReducerError> {
+        let membership = subject::membership(&self.config.ring);
+        let durable = self.config.durable_name();
+        loop {
+            let start = self.ledger.membership_sequence() + 1;
+            match self.stream.delete_consumer(&durable).await {
+                Ok(_) => {}
+                Err(e)
+                    if matches!(e.kind(), stream::ConsumerErrorKind::JetStream(j)
+                    if j.error_code() == jetstream::ErrorCode::CONSUMER_NOT_FOUND) => {}
+                Err(e) => return Err(ReducerError::Consumer(e)),
+            }
+            let pull = self
+                .stream
+                .create_consumer(consumer::pull::Config {
+                    durable_name: Some(durable.clone()),
+                    description: Some(format!(
+                        "ringside reducer {} of ring {}",
+                        self.config.instance, self.config.ring
+                    )),
+                    filter_subject: membership.clone(),
+                    deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                        start_sequence: start,
+                    },
+                    ack_policy: consumer::AckPolicy::Explicit,
+                    ack_wait: ACK_WAIT,
+                    inactive_threshold: CONSUMER_INACTIVE,
+                    ..Default::default()
+                })
+                .await
+                .map_err(ReducerError::Consumer)?;
+            let pending_at_start = pull.cached_info().num_pending;
+            tracing::info!(consumer = %durable, start_sequence = start, pending = pending_at_start, "Consuming membership events.");
+            metrics::set(&self.shared.metrics.lag, pending_at_start);
+            self.pending.store(pending_at_start, Ordering::Relaxed);
+            if pending_at_start == 0 {
+                self.caught_up().await?;
+            }
+            let messages = pull
+                .stream()
+                .max_messages_per_batch(PULL_BATCH)
+                .messages()
+                .await
+                .map_err(|e| ReducerError::Messages(Box::new(e)))?;
+            let pending = Arc::clone(&self.pending);
+            let messages = messages
+                // A deleted consumer never comes back by itself: end the stream, and
+                // the loop recreates it at the ledger's position.
+                .take_while(|m| {
+                    futures::future::ready(!matches!(m, Err(e)
+                        if e.kind() == consumer::pull::MessagesErrorKind::ConsumerDeleted))
+                })
+                .inspect(move |m| {
+                    if let Ok(m) = m
+                        && let Ok(info) = m.info()
+                    {
+                        pending.store(info.pending, Ordering::Relaxed);
+                    }
+                });
+            let stop = wait_for(self.stop.clone());
+            match consumer.run(Box::pin(messages), &mut *self, stop).await {
+                Ok(Stopped::Shutdown) => return Ok(()),
+                Ok(Stopped::StreamEnded) => {
+                    tracing::warn!(consumer = %durable, "Membership stream ended; recreating the consumer.");
+                    tokio::select! {
+                        () = wait_for(self.stop.clone()) => return Ok(()),
+                        () = tokio::time::sleep(RECONSUME_PAUSE) => {}
+                    }
+                }
+                Err(ConsumeError::Handler { source, .. }) => {
+                    return Err(match source.downcast::<HandlerStop>() {
+                        Ok(stop) => stop.0,
+                        Err(other) => ReducerError::Messages(other),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Handles one membership event: fold, store or check the epoch, serve it.
+    async fn fold(&mut self, delivery: Delivery) -> Result<(), ReducerError> {
+        let started = Instant::now();
+        let sequence = delivery.stream_sequence.ok_or_else(|| {
+            ReducerError::Messages("membership message without a stream sequence".into())
+        })?;
+        let expected = self.ledger.rebalance_sequence();
+        let m = Arc::clone(&self.shared.metrics);
+        match self.ledger.apply(sequence, delivery.event.body()) {
+            Outcome::AlreadyFolded => m.folded(FoldOutcome::AlreadyFolded),
+            Outcome::Unchanged => {
+                m.folded(FoldOutcome::Unchanged);
+                self.check_no_stored_epoch(sequence).await?;
+            }
+            Outcome::Rejected(err) => {
+                m.folded(FoldOutcome::Rejected);
+                tracing::warn!(sequence, error = %error_chain(&err), summary = %delivery.event.summary(), "Membership event rejected by the fold; skipping it (every fold skips it alike).");
+                self.check_no_stored_epoch(sequence).await?;
+            }
+            Outcome::Rebalanced(event) => {
+                m.folded(FoldOutcome::Rebalanced);
+                let (stored_sequence, how) = self.store(&event, expected).await?;
+                m.stored(how);
+                self.ledger.record_rebalance_sequence(stored_sequence);
+                tracing::debug!(
+                    epoch = event.epoch,
+                    sequence = stored_sequence,
+                    ?how,
+                    "Epoch stored."
+                );
+                if self.ready {
+                    self.serve(Some(Update {
+                        event: *event,
+                        sequence: stored_sequence,
+                    }))?;
+                }
+                if self
+                    .ledger
+                    .epoch()
+                    .is_multiple_of(self.config.snapshot_every)
+                {
+                    self.snapshot()?;
+                }
+            }
+        }
+        self.record_position();
+        let pending = self.pending.load(Ordering::Relaxed);
+        metrics::set(&m.lag, pending);
+        if pending == 0 && !self.ready {
+            self.caught_up().await?;
+        }
+        m.observe_event(started.elapsed());
+        Ok(())
+    }
+
+    /// During catch-up, an event that made no epoch here must not have made one in the
+    /// stored history either.
+    async fn check_no_stored_epoch(&mut self, sequence: u64) -> Result<(), ReducerError> {
+        let Some(reader) = self.catch_up.as_mut() else {
+            return Ok(());
+        };
+        let next = reader.peek().await?;
+        if next.event.membership_sequence <= sequence {
+            metrics::bump(&self.shared.metrics.divergences);
+            let err = ReducerError::Divergence {
+                epoch: next.event.epoch,
+                stored_sequence: next.sequence,
+                detail: format!(
+                    "the stored history made epoch {} from membership sequence {}; this fold made no epoch from it",
+                    next.event.epoch, next.event.membership_sequence
+                ),
+            };
+            tracing::error!(error = %err, "The stored ring history differs from this fold: a determinism bug. Stopping; see docs/reducer.md (divergence).");
+            return Err(err);
+        }
+        Ok(())
+    }
+
+    /// Gets `event` stored: checked against the stored history during catch-up,
+    /// published past it, adopted when another reducer won.
+    async fn store(
+        &mut self,
+        event: &pb::RingRebalanced,
+        expected: u64,
+    ) -> Result<(u64, StoredHow), ReducerError> {
+        if let Some(reader) = self.catch_up.as_mut()
+            && event.epoch <= reader.head_epoch
+        {
+            let stored = reader.next().await?;
+            check_same(&self.shared.metrics, event, &stored)?;
+            if event.epoch == reader.head_epoch {
+                // Caught up with the stored history: from here on, epochs are published.
+                self.catch_up = None;
+            }
+            return Ok((stored.sequence, StoredHow::Verified));
+        }
+        self.catch_up = None;
+        let wire = Event::new(self.config.ring.clone(), event.clone())?
+            .with_producer(self.config.producer())
+            .with_occurred_at(SystemTime::now());
+        loop {
+            match self.publisher.publish_expecting(&wire, expected).await {
+                Ok(stored) if stored.duplicate => {
+                    return Ok((stored.sequence, StoredHow::Duplicate));
+                }
+                Ok(stored) => return Ok((stored.sequence, StoredHow::Published)),
+                Err(PublishError::Conflict { actual, .. }) => {
+                    metrics::bump(&self.shared.metrics.conflicts);
+                    tracing::info!(
+                        epoch = event.epoch,
+                        expected,
+                        ?actual,
+                        "Another reducer stored this epoch first; checking and adopting its event."
+                    );
+                    let stored = self.stored_after(expected).await?;
+                    check_same(&self.shared.metrics, event, &stored)?;
+                    return Ok((stored.sequence, StoredHow::Adopted));
+                }
+                Err(err @ PublishError::GaveUp { .. }) => {
+                    tracing::error!(epoch = event.epoch, error = %error_chain(&err), "Cannot store the epoch (NATS unreachable?); retrying. Later membership events wait.");
+                    tokio::select! {
+                        () = wait_for(self.stop.clone()) => return Err(ReducerError::Interrupted),
+                        () = tokio::time::sleep(REPUBLISH_PAUSE) => {}
+                    }
+                }
+                Err(err) => return Err(ReducerError::Publish(err)),
+            }
+        }
+    }
+
+    /// The first stored rebalance event after sequence `after` (read from the stream
+    /// leader, so never stale). `&mut self` because the engine is `Send` but not `Sync`
+    /// (the ordered consumer it holds is not), and the handler future must be `Send`.
+    async fn stored_after(&mut self, after: u64) -> Result<StoredRebalance, ReducerError> {
+        for attempt in 1..=CONFLICT_READS {
+            let result = self
+                .stream
+                .raw_message_builder()
+                .sequence(after + 1)
+                .next_by_subject(self.rebalance_subject.clone())
+                .send()
+                .await;
+            match result {
+                Ok(m) => return decode_rebalance(m.sequence, &m.payload),
+                Err(e) => {
+                    tracing::warn!(after, attempt, error = %e, "Reading the conflicting rebalance event failed; retrying.");
+                    tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
+                }
+            }
+        }
+        Err(ReducerError::StoredMissing { after })
+    }
+
+    /// The view of the current (stored) epoch.
+    fn view(&self) -> Result<View, ReducerError> {
+        Ok(View {
+            snapshot: Arc::new(self.ledger.snapshot().map_err(ReducerError::Fold)?),
+            ring: self.ledger.ring().clone(),
+        })
+    }
+
+    /// Replaces the served view (and announces the epoch).
+    fn serve(&self, update: Option<Update>) -> Result<(), ReducerError> {
+        self.shared.publish(self.view()?, update);
+        Ok(())
+    }
+
+    /// First time the reducer has folded everything in the stream: start serving.
+    async fn caught_up(&mut self) -> Result<(), ReducerError> {
+        if let Some(reader) = &self.catch_up {
+            // Everything is folded, yet stored epochs remain: they came from membership
+            // events this fold did not turn into epochs.
+            metrics::bump(&self.shared.metrics.divergences);
+            return Err(ReducerError::Divergence {
+                epoch: self.ledger.epoch() + 1,
+                stored_sequence: 0,
+                detail: format!(
+                    "the stored history goes to epoch {}, the fold of every membership event only to epoch {}",
+                    reader.head_epoch,
+                    self.ledger.epoch()
+                ),
+            });
+        }
+        self.ready = true;
+        self.serve(None)?;
+        crate::set_health(&self.health, tonic_health::ServingStatus::Serving).await;
+        tracing::info!(
+            epoch = self.ledger.epoch(),
+            membership_sequence = self.ledger.membership_sequence(),
+            "Caught up with the stream; serving."
+        );
+        Ok(())
+    }
+
+    /// Hands the current state to the snapshot writer.
+    fn snapshot(&mut self) -> Result<(), ReducerError> {
+        let snapshot = self.ledger.snapshot().map_err(ReducerError::Fold)?;
+        self.snapshot_at = (snapshot.epoch, snapshot.membership_sequence);
+        self.snapshots.send_replace(Some(Arc::new(snapshot)));
+        Ok(())
+    }
+
+    /// At a graceful stop: a snapshot of everything folded, if newer than the last one.
+    fn final_snapshot(&mut self) {
+        let at = (self.ledger.epoch(), self.ledger.membership_sequence());
+        if at <= self.snapshot_at {
+            return;
+        }
+        if let Err(e) = self.snapshot() {
+            tracing::error!(error = %error_chain(&e), "Could not build the final snapshot.");
+        }
+    }
+}
+
+impl Handler for &mut Engine {
+    async fn handle(&mut self, delivery: Delivery) -> Result<(), HandleError> {
+        self.fold(delivery)
+            .await
+            .map_err(|e| HandleError::Fatal(Box::new(HandlerStop(e))))
+    }
+}
+
+/// Completes when `stop` is (or turns) true, or its sender is gone.
+pub(crate) async fn wait_for(mut stop: watch::Receiver<bool>) {
+    // An error means the sender is gone: nobody can ask for a stop any more, which only
+    // happens when the reducer is being torn down.
+    let _ = stop.wait_for(|s| *s).await;
+}

@@ -1,0 +1,433 @@
+//! ringside-reducer: the one place where membership becomes a ring.
+//!
+//! The reducer folds the membership subject of one ring (`ringside.<ring>.membership`
+//! in stream `RINGSIDE`) with the shared fold ([`ringside_events::RingLedger`]),
+//! publishes one `RingRebalanced` per epoch with the single-writer publish (so two
+//! reducers may run for availability: exactly one event per epoch is stored, the loser
+//! checks and adopts it), writes snapshots to the KV bucket so a restart resumes near
+//! the end of the stream, and serves the ring over gRPC (`RingService`, plus the gRPC
+//! health protocol) and HTTP (`/metrics`, `/healthz`, `/readyz`). docs/reducer.md is
+//! the operator's guide.
+//!
+//! # Layout
+//! - [`config`]: [`ReducerConfig`] parsed from a map of strings.
+//! - `engine`: start position, catch-up against the stored history, publish and
+//!   conflicts, readiness, snapshot scheduling.
+//! - [`snapshots`]: [`SnapshotStore`], the KV side of snapshots.
+//! - [`state`]: the served [`View`] and the feed of epochs behind `WatchRing`.
+//! - [`grpc`]: [`RingApi`], the `RingService` implementation.
+//! - [`http`]: the metrics and probe routes.
+//! - [`metrics`]: metric names (defined once) and the text exposition.
+//!
+//! # How it fits
+//! Membership sources (the watchers) publish membership events; the reducer is their
+//! only reader that writes: rebalance events and snapshots. Nodes, the bridge and the
+//! tools read those, or ask the reducer over gRPC. [`run`] is the whole service; the
+//! binary (`ringside reducer`) turns signals into its shutdown future.
+
+pub mod config;
+mod engine;
+pub mod grpc;
+pub mod http;
+pub mod metrics;
+pub mod snapshots;
+pub mod state;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use async_nats::jetstream;
+use ringside_events::{Consumer, Publisher, ServiceUser, pb, subject};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use config::{ConfigError, ReducerConfig};
+pub use grpc::RingApi;
+pub use snapshots::{SnapshotError, SnapshotStore};
+pub use state::View;
+
+use crate::metrics::Metrics;
+use crate::state::Shared;
+
+/// Errors that stop the reducer. Transient NATS trouble after start is not among them:
+/// the reducer waits and retries, in order.
+#[derive(Debug, thiserror::Error)]
+pub enum ReducerError {
+    /// A listen address could not be bound.
+    #[error("binding the {what} address {addr}")]
+    Bind {
+        /// "gRPC" or "metrics".
+        what: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A server (gRPC or HTTP) failed while running.
+    #[error("the {what} server failed")]
+    Serve {
+        /// "gRPC" or "metrics".
+        what: &'static str,
+        /// The error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Connecting to NATS failed.
+    #[error("connecting to NATS at {url}")]
+    Nats {
+        /// The server URL.
+        url: String,
+        /// The connection error.
+        #[source]
+        source: async_nats::ConnectError,
+    },
+    /// The `RINGSIDE` stream could not be opened (not provisioned: run `ringside up` or
+    /// provision as in docs/nats.md).
+    #[error("opening stream {}", subject::STREAM_EVENTS)]
+    Stream(#[source] jetstream::context::GetStreamError),
+    /// Reading or opening snapshots failed.
+    #[error("snapshot store")]
+    Snapshots(#[from] SnapshotError),
+    /// A snapshot decoded but is not a valid ring (checksum, tokens).
+    #[error(
+        "snapshot {key} is not a valid ring; delete it (docs/reducer.md) to fold from an older one"
+    )]
+    BadSnapshot {
+        /// The KV key.
+        key: String,
+        /// Why.
+        #[source]
+        source: ringside_events::FoldError,
+    },
+    /// The configured ring configuration differs from the one the ring was built with.
+    #[error(
+        "the ring was built with {stored}, the configuration says {configured}: a ring's configuration cannot change (use a new ring name)"
+    )]
+    ConfigMismatch {
+        /// The stored configuration and where it was found.
+        stored: String,
+        /// The configured one.
+        configured: String,
+    },
+    /// The newest snapshot is further along than the stored rebalance events: the
+    /// stream lost events, or the snapshot belongs to another stream.
+    #[error(
+        "the snapshot is at epoch {snapshot_epoch} but the stream's last rebalance event is epoch {stored_epoch}"
+    )]
+    SnapshotAhead {
+        /// The snapshot's epoch.
+        snapshot_epoch: u64,
+        /// The last stored epoch.
+        stored_epoch: u64,
+    },
+    /// Reading the last stored rebalance event failed.
+    #[error("reading the last stored rebalance event")]
+    Head(#[source] jetstream::stream::LastRawMessageError),
+    /// Creating or deleting a consumer failed.
+    #[error("creating the membership consumer")]
+    Consumer(#[source] jetstream::stream::ConsumerError),
+    /// The message stream of a consumer failed.
+    #[error("consuming messages: {0}")]
+    Messages(Box<dyn std::error::Error + Send + Sync>),
+    /// A stored rebalance event does not decode.
+    #[error("the stored rebalance event at sequence {sequence} does not decode")]
+    StoredUnreadable {
+        /// Its stream sequence.
+        sequence: u64,
+        /// The codec's error.
+        #[source]
+        source: ringside_events::DecodeError,
+    },
+    /// A message on the rebalance subject is not a `RingRebalanced`.
+    #[error("the message at sequence {sequence} on the rebalance subject is a {kind:?}")]
+    StoredNotRebalance {
+        /// Its stream sequence.
+        sequence: u64,
+        /// What it is.
+        kind: ringside_events::EventKind,
+    },
+    /// A conflict said another reducer stored an epoch, but it could not be read.
+    #[error(
+        "no stored rebalance event after sequence {after}, though a conflict said there is one"
+    )]
+    StoredMissing {
+        /// The sequence we expected to be the last.
+        after: u64,
+    },
+    /// The stored history differs from this fold: a determinism bug. Nothing is
+    /// written; an operator must act (docs/reducer.md).
+    #[error("divergence at epoch {epoch} (stored sequence {stored_sequence}): {detail}")]
+    Divergence {
+        /// The epoch.
+        epoch: u64,
+        /// The stored event's sequence (0: none).
+        stored_sequence: u64,
+        /// What differs.
+        detail: String,
+    },
+    /// Publishing failed for a reason retrying cannot fix (refused, too large).
+    #[error("publishing a rebalance event")]
+    Publish(#[source] ringside_events::PublishError),
+    /// The fold produced an event that breaks the contract (a bug).
+    #[error("the fold produced an invalid event")]
+    InvalidEvent(#[from] ringside_events::InvalidEvent),
+    /// The ledger could not be turned into a snapshot (a bug).
+    #[error("building a snapshot")]
+    Fold(#[source] ringside_events::FoldError),
+    /// Stopped while an epoch was being stored (internal: not returned by [`run`]).
+    #[error("stopped while storing an epoch")]
+    Interrupted,
+}
+
+/// An error and its sources on one line.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
+}
+
+/// A reducer with its listeners bound, not yet running.
+#[derive(Debug)]
+pub struct Reducer {
+    config: Arc<ReducerConfig>,
+    grpc: TcpListener,
+    http: TcpListener,
+    grpc_addr: SocketAddr,
+    metrics_addr: SocketAddr,
+}
+
+async fn bind(
+    what: &'static str,
+    addr: SocketAddr,
+) -> Result<(TcpListener, SocketAddr), ReducerError> {
+    let err = |source| ReducerError::Bind { what, addr, source };
+    let listener = TcpListener::bind(addr).await.map_err(err)?;
+    let local = listener.local_addr().map_err(err)?;
+    Ok((listener, local))
+}
+
+impl Reducer {
+    /// Binds the gRPC and metrics addresses (port 0 picks a free one).
+    pub async fn bind(config: ReducerConfig) -> Result<Self, ReducerError> {
+        let (grpc, grpc_addr) = bind("gRPC", config.grpc_addr).await?;
+        let (http, metrics_addr) = bind("metrics", config.metrics_addr).await?;
+        Ok(Self {
+            config: Arc::new(config),
+            grpc,
+            http,
+            grpc_addr,
+            metrics_addr,
+        })
+    }
+
+    /// The bound gRPC address.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
+    /// The bound metrics address.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_addr
+    }
+
+    /// Runs until `shutdown` completes (then finishes the event in hand, writes a
+    /// snapshot and returns `Ok`) or a fatal error.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ReducerError> {
+        let shared = Arc::new(Shared::new(
+            self.config.watch_buffer,
+            Arc::new(Metrics::default()),
+        ));
+        let work = std::pin::pin!(self.serve(Arc::clone(&shared)));
+        let mut work = work;
+        let shutdown = std::pin::pin!(shutdown);
+        tokio::select! {
+            result = &mut work => return result,
+            () = shutdown => {
+                tracing::info!("Shutdown requested; finishing the event in hand.");
+                shared.stop();
+            }
+        }
+        work.await
+    }
+
+    async fn serve(self, shared: Arc<Shared>) -> Result<(), ReducerError> {
+        let (health, health_service) = tonic_health::server::health_reporter();
+        set_health(&health, tonic_health::ServingStatus::NotServing).await;
+        let api = RingApi::new(
+            Arc::clone(&shared),
+            self.config.ring.clone(),
+            self.config.max_key_bytes,
+        );
+        let grpc = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(health_service)
+                .add_service(pb::ring_service_server::RingServiceServer::new(api))
+                .serve_with_incoming_shutdown(
+                    tonic::transport::server::TcpIncoming::from(self.grpc),
+                    engine::wait_for(shared.stopping()),
+                ),
+        );
+        let http = tokio::spawn(
+            axum::serve(self.http, http::router(Arc::clone(&shared)))
+                .with_graceful_shutdown(engine::wait_for(shared.stopping()))
+                .into_future(),
+        );
+        tracing::info!(grpc = %self.grpc_addr, metrics = %self.metrics_addr, ring = %self.config.ring, instance = %self.config.instance, "Reducer listening.");
+
+        let folded = fold(
+            Arc::clone(&self.config),
+            Arc::clone(&shared),
+            health.clone(),
+        )
+        .await;
+        // Whatever ended the fold, stop serving: a reducer that no longer folds must not
+        // answer with a ring that silently stops moving.
+        set_health(&health, tonic_health::ServingStatus::NotServing).await;
+        shared.stop();
+        let grpc = grpc.await;
+        let http = http.await;
+        folded?;
+        match grpc {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                return Err(ReducerError::Serve {
+                    what: "gRPC",
+                    source: Box::new(e),
+                });
+            }
+            Err(e) => {
+                return Err(ReducerError::Serve {
+                    what: "gRPC",
+                    source: Box::new(e),
+                });
+            }
+        }
+        match http {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(ReducerError::Serve {
+                what: "metrics",
+                source: Box::new(e),
+            }),
+            Err(e) => Err(ReducerError::Serve {
+                what: "metrics",
+                source: Box::new(e),
+            }),
+        }
+    }
+}
+
+pub(crate) async fn set_health(
+    health: &tonic_health::server::HealthReporter,
+    status: tonic_health::ServingStatus,
+) {
+    health
+        .set_service_status(
+            <pb::ring_service_server::RingServiceServer<RingApi> as tonic::server::NamedService>::NAME,
+            status,
+        )
+        .await;
+    health.set_service_status("", status).await;
+}
+
+/// Connects, loads the start state and folds until stopped; the snapshot writer
+/// finishes before this returns.
+async fn fold(
+    config: Arc<ReducerConfig>,
+    shared: Arc<Shared>,
+    health: tonic_health::server::HealthReporter,
+) -> Result<(), ReducerError> {
+    let options = match &config.nats_password {
+        Some(password) => ServiceUser::Reducer.connect_options(password.clone()),
+        None => async_nats::ConnectOptions::new().name("ringside-reducer"),
+    };
+    let client = options
+        .connect(&config.nats_url)
+        .await
+        .map_err(|source| ReducerError::Nats {
+            url: config.nats_url.clone(),
+            source,
+        })?;
+    let publisher = Publisher::new(client);
+    let stream = publisher
+        .jetstream()
+        .get_stream(subject::STREAM_EVENTS)
+        .await
+        .map_err(ReducerError::Stream)?;
+    let mut store = SnapshotStore::open(
+        publisher.jetstream(),
+        config.ring.clone(),
+        config.snapshot_keep,
+    )
+    .await?;
+    let loaded = store.load_newest().await?;
+    let (snapshots, pending) = watch::channel(None);
+    let writer = tokio::spawn(write_snapshots(store, pending, Arc::clone(&shared.metrics)));
+    let consumer = Consumer::new("reducer", config.ring.clone(), publisher.clone());
+    shared.metrics.attach_consumer(consumer.stats());
+    let engine = engine::Engine::start(
+        config,
+        publisher,
+        stream,
+        loaded,
+        Arc::clone(&shared),
+        health,
+        snapshots,
+        shared.stopping(),
+    )
+    .await;
+    let result = match engine {
+        Ok(engine) => engine.run(consumer).await,
+        Err(e) => Err(e),
+    };
+    // The engine owned the sender: the writer stores what is pending, then ends.
+    if let Err(e) = writer.await {
+        tracing::error!(error = %e, "The snapshot writer failed.");
+    }
+    result
+}
+
+/// Writes the snapshots the engine hands over; only the newest pending one matters.
+async fn write_snapshots(
+    mut store: SnapshotStore,
+    mut pending: watch::Receiver<Option<Arc<pb::RingSnapshot>>>,
+    metrics: Arc<Metrics>,
+) {
+    while pending.changed().await.is_ok() {
+        let Some(snapshot) = pending.borrow_and_update().clone() else {
+            continue;
+        };
+        match store.write(&snapshot).await {
+            Ok(()) => {
+                metrics::bump(&metrics.snapshots_written);
+                metrics::set(
+                    &metrics.snapshot_taken_ms,
+                    metrics::unix_millis(std::time::SystemTime::now()),
+                );
+                tracing::info!(
+                    epoch = snapshot.epoch,
+                    membership_sequence = snapshot.membership_sequence,
+                    "Snapshot written."
+                );
+            }
+            Err(e) => {
+                metrics::bump(&metrics.snapshot_failures);
+                tracing::warn!(epoch = snapshot.epoch, error = %error_chain(&e), "Writing a snapshot failed; the next one will try again.");
+            }
+        }
+    }
+}
+
+/// Runs the reducer: binds its addresses, then [`Reducer::run`].
+pub async fn run(
+    config: ReducerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ReducerError> {
+    Reducer::bind(config).await?.run(shutdown).await
+}

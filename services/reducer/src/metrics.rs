@@ -1,0 +1,511 @@
+//! The reducer's metrics: every name defined once here, the live values as atomics,
+//! and the Prometheus text exposition of `/metrics` (format 0.0.4).
+//!
+//! The exposition is written by hand: a few counters, gauges and one histogram do not
+//! need a registry, and a hand-written page keeps the names, help texts and label
+//! values in one table that docs/reducer.md mirrors.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ringside_events::ConsumerStats;
+
+/// Membership events folded, by outcome (`rebalanced`, `unchanged`, `rejected`, `already_folded`).
+pub const MEMBERSHIP_EVENTS: &str = "ringside_reducer_membership_events_total";
+/// Membership messages that did not decode (counted and dead-lettered by the consumer).
+pub const MALFORMED: &str = "ringside_reducer_malformed_messages_total";
+/// Copies stored on the dead-letter subject.
+pub const DEAD_LETTERED: &str = "ringside_reducer_dead_lettered_total";
+/// Dead-letter copies that could not be stored.
+pub const DEAD_LETTER_FAILED: &str = "ringside_reducer_dead_letter_failures_total";
+/// Errors of the membership message stream (reconnects, missed heartbeats).
+pub const STREAM_ERRORS: &str = "ringside_reducer_stream_errors_total";
+/// Rebalance events, by how this reducer got them stored (`published`, `duplicate`,
+/// `adopted`, `verified`).
+pub const REBALANCES: &str = "ringside_reducer_rebalances_total";
+/// Single-writer conflicts: another reducer stored the epoch first.
+pub const CONFLICTS: &str = "ringside_reducer_conflicts_total";
+/// Stored rebalance events that disagree with this reducer's fold (a determinism bug).
+pub const DIVERGENCES: &str = "ringside_reducer_divergences_total";
+/// Snapshots written to the KV bucket.
+pub const SNAPSHOTS_WRITTEN: &str = "ringside_reducer_snapshots_written_total";
+/// Snapshot writes that failed (retried at the next snapshot).
+pub const SNAPSHOT_FAILURES: &str = "ringside_reducer_snapshot_failures_total";
+/// Epoch of the last stored rebalance event folded.
+pub const EPOCH: &str = "ringside_reducer_epoch";
+/// Stream sequence of the last membership event folded.
+pub const MEMBERSHIP_SEQUENCE: &str = "ringside_reducer_membership_sequence";
+/// Stream sequence of the last stored rebalance event.
+pub const REBALANCE_SEQUENCE: &str = "ringside_reducer_rebalance_sequence";
+/// Membership events in the stream not folded yet.
+pub const LAG: &str = "ringside_reducer_lag_events";
+/// First membership sequence folded by this process (snapshot's sequence + 1).
+pub const START_SEQUENCE: &str = "ringside_reducer_start_sequence";
+/// Epoch of the snapshot this process started from (0: none).
+pub const START_EPOCH: &str = "ringside_reducer_start_epoch";
+/// 1 once caught up with the stream (serving), else 0.
+pub const READY: &str = "ringside_reducer_ready";
+/// Seconds since the newest snapshot this process loaded or wrote was taken.
+pub const SNAPSHOT_AGE: &str = "ringside_reducer_snapshot_age_seconds";
+/// Open `WatchRing` streams.
+pub const WATCHERS: &str = "ringside_reducer_watchers";
+/// `WatchRing` streams closed because the client fell behind.
+pub const WATCHERS_LAGGED: &str = "ringside_reducer_watchers_lagged_total";
+/// Time to fold one membership event and store its rebalance event.
+pub const EVENT_SECONDS: &str = "ringside_reducer_event_seconds";
+
+/// Every metric name, in exposition order.
+pub const NAMES: [&str; 21] = [
+    MEMBERSHIP_EVENTS,
+    MALFORMED,
+    DEAD_LETTERED,
+    DEAD_LETTER_FAILED,
+    STREAM_ERRORS,
+    REBALANCES,
+    CONFLICTS,
+    DIVERGENCES,
+    SNAPSHOTS_WRITTEN,
+    SNAPSHOT_FAILURES,
+    EPOCH,
+    MEMBERSHIP_SEQUENCE,
+    REBALANCE_SEQUENCE,
+    LAG,
+    START_SEQUENCE,
+    START_EPOCH,
+    READY,
+    SNAPSHOT_AGE,
+    WATCHERS,
+    WATCHERS_LAGGED,
+    EVENT_SECONDS,
+];
+
+/// Outcome labels of [`MEMBERSHIP_EVENTS`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FoldOutcome {
+    /// A new epoch.
+    Rebalanced,
+    /// A fact that changed nothing.
+    Unchanged,
+    /// Refused by the fold (skipped by every fold alike).
+    Rejected,
+    /// A redelivery of an event folded before.
+    AlreadyFolded,
+}
+
+impl FoldOutcome {
+    const ALL: [FoldOutcome; 4] = [
+        Self::Rebalanced,
+        Self::Unchanged,
+        Self::Rejected,
+        Self::AlreadyFolded,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Rebalanced => "rebalanced",
+            Self::Unchanged => "unchanged",
+            Self::Rejected => "rejected",
+            Self::AlreadyFolded => "already_folded",
+        }
+    }
+}
+
+/// How a rebalance event came to be stored, labels of [`REBALANCES`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoredHow {
+    /// This reducer stored it.
+    Published,
+    /// The server already had this exact event (a retry, or a racing reducer's
+    /// identical copy).
+    Duplicate,
+    /// Another reducer stored it first; checked equal and adopted.
+    Adopted,
+    /// Stored before this process started; checked equal during catch-up.
+    Verified,
+}
+
+impl StoredHow {
+    const ALL: [StoredHow; 4] = [
+        Self::Published,
+        Self::Duplicate,
+        Self::Adopted,
+        Self::Verified,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Published => "published",
+            Self::Duplicate => "duplicate",
+            Self::Adopted => "adopted",
+            Self::Verified => "verified",
+        }
+    }
+}
+
+/// Upper bounds of the [`EVENT_SECONDS`] buckets, in microseconds.
+const BUCKETS_MICROS: [u64; 12] = [
+    250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000, 5_000_000,
+];
+
+/// The live values. Shared (`Arc`) by the fold loop, the gRPC service and `/metrics`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    membership: [AtomicU64; 4],
+    rebalances: [AtomicU64; 4],
+    /// See [`CONFLICTS`].
+    pub conflicts: AtomicU64,
+    /// See [`DIVERGENCES`].
+    pub divergences: AtomicU64,
+    /// See [`SNAPSHOTS_WRITTEN`].
+    pub snapshots_written: AtomicU64,
+    /// See [`SNAPSHOT_FAILURES`].
+    pub snapshot_failures: AtomicU64,
+    /// See [`EPOCH`].
+    pub epoch: AtomicU64,
+    /// See [`MEMBERSHIP_SEQUENCE`].
+    pub membership_sequence: AtomicU64,
+    /// See [`REBALANCE_SEQUENCE`].
+    pub rebalance_sequence: AtomicU64,
+    /// See [`LAG`].
+    pub lag: AtomicU64,
+    /// See [`START_SEQUENCE`].
+    pub start_sequence: AtomicU64,
+    /// See [`START_EPOCH`].
+    pub start_epoch: AtomicU64,
+    /// See [`READY`].
+    pub ready: AtomicU64,
+    /// Unix time in milliseconds of the newest snapshot loaded or written (0: none).
+    pub snapshot_taken_ms: AtomicU64,
+    /// See [`WATCHERS`].
+    pub watchers: AtomicU64,
+    /// See [`WATCHERS_LAGGED`].
+    pub watchers_lagged: AtomicU64,
+    event_buckets: [AtomicU64; BUCKETS_MICROS.len()],
+    event_count: AtomicU64,
+    event_sum_micros: AtomicU64,
+    consumer: OnceLock<Arc<ConsumerStats>>,
+}
+
+fn get(c: &AtomicU64) -> u64 {
+    c.load(Ordering::Relaxed)
+}
+
+/// Adds one to a counter.
+pub fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Sets a gauge.
+pub fn set(c: &AtomicU64, value: u64) {
+    c.store(value, Ordering::Relaxed);
+}
+
+/// Milliseconds since the Unix epoch (0 before 1970).
+pub fn unix_millis(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl Metrics {
+    /// Counts one folded membership event.
+    pub fn folded(&self, outcome: FoldOutcome) {
+        bump(&self.membership[outcome as usize]);
+    }
+
+    /// Folded membership events with this outcome.
+    pub fn folded_count(&self, outcome: FoldOutcome) -> u64 {
+        get(&self.membership[outcome as usize])
+    }
+
+    /// Counts one stored rebalance event.
+    pub fn stored(&self, how: StoredHow) {
+        bump(&self.rebalances[how as usize]);
+    }
+
+    /// Stored rebalance events counted with this label.
+    pub fn stored_count(&self, how: StoredHow) -> u64 {
+        get(&self.rebalances[how as usize])
+    }
+
+    /// Records the time one membership event took.
+    pub fn observe_event(&self, took: Duration) {
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        for (bucket, bound) in self.event_buckets.iter().zip(BUCKETS_MICROS) {
+            if micros <= bound {
+                bump(bucket);
+            }
+        }
+        bump(&self.event_count);
+        self.event_sum_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    /// Attaches the membership consumer's counters (malformed, dead-lettered, ...).
+    pub fn attach_consumer(&self, stats: Arc<ConsumerStats>) {
+        // Set once per process: the consumer (and its counters) outlives every restart
+        // of the consume loop.
+        let _ = self.consumer.set(stats);
+    }
+
+    /// The Prometheus text exposition of every metric, `now` giving the snapshot age.
+    pub fn render(&self, now: SystemTime) -> String {
+        let mut out = String::with_capacity(4096);
+        let mut family = |name: &str, kind: &str, help: &str, samples: &[(String, String)]| {
+            // Writing to a String cannot fail.
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            for (labels, value) in samples {
+                let _ = writeln!(out, "{name}{labels} {value}");
+            }
+        };
+        let plain = |v: u64| vec![(String::new(), v.to_string())];
+
+        family(
+            MEMBERSHIP_EVENTS,
+            "counter",
+            "Membership events folded, by outcome.",
+            &FoldOutcome::ALL.map(|o| {
+                (
+                    format!("{{outcome=\"{}\"}}", o.label()),
+                    self.folded_count(o).to_string(),
+                )
+            }),
+        );
+        let consumer = self
+            .consumer
+            .get()
+            .map(|s| s.snapshot())
+            .unwrap_or_default();
+        family(
+            MALFORMED,
+            "counter",
+            "Membership messages that did not decode (dead-lettered and skipped).",
+            &plain(consumer.decode_failed),
+        );
+        family(
+            DEAD_LETTERED,
+            "counter",
+            "Copies stored on the dead-letter subject.",
+            &plain(consumer.dead_lettered),
+        );
+        family(
+            DEAD_LETTER_FAILED,
+            "counter",
+            "Dead-letter copies that could not be stored.",
+            &plain(consumer.deadletter_failed),
+        );
+        family(
+            STREAM_ERRORS,
+            "counter",
+            "Errors of the membership message stream (reconnects, missed heartbeats).",
+            &plain(consumer.stream_errors),
+        );
+        family(
+            REBALANCES,
+            "counter",
+            "Rebalance events stored, by how.",
+            &StoredHow::ALL.map(|h| {
+                (
+                    format!("{{how=\"{}\"}}", h.label()),
+                    self.stored_count(h).to_string(),
+                )
+            }),
+        );
+        family(
+            CONFLICTS,
+            "counter",
+            "Single-writer conflicts: another reducer stored the epoch first.",
+            &plain(get(&self.conflicts)),
+        );
+        family(
+            DIVERGENCES,
+            "counter",
+            "Stored rebalance events that disagree with this fold (determinism bug).",
+            &plain(get(&self.divergences)),
+        );
+        family(
+            SNAPSHOTS_WRITTEN,
+            "counter",
+            "Snapshots written to the KV bucket.",
+            &plain(get(&self.snapshots_written)),
+        );
+        family(
+            SNAPSHOT_FAILURES,
+            "counter",
+            "Snapshot writes that failed.",
+            &plain(get(&self.snapshot_failures)),
+        );
+        family(
+            EPOCH,
+            "gauge",
+            "Epoch of the last stored rebalance event folded.",
+            &plain(get(&self.epoch)),
+        );
+        family(
+            MEMBERSHIP_SEQUENCE,
+            "gauge",
+            "Stream sequence of the last membership event folded.",
+            &plain(get(&self.membership_sequence)),
+        );
+        family(
+            REBALANCE_SEQUENCE,
+            "gauge",
+            "Stream sequence of the last stored rebalance event.",
+            &plain(get(&self.rebalance_sequence)),
+        );
+        family(
+            LAG,
+            "gauge",
+            "Membership events in the stream not folded yet.",
+            &plain(get(&self.lag)),
+        );
+        family(
+            START_SEQUENCE,
+            "gauge",
+            "First membership sequence folded by this process.",
+            &plain(get(&self.start_sequence)),
+        );
+        family(
+            START_EPOCH,
+            "gauge",
+            "Epoch of the snapshot this process started from (0: none).",
+            &plain(get(&self.start_epoch)),
+        );
+        family(
+            READY,
+            "gauge",
+            "1 once caught up with the stream and serving.",
+            &plain(get(&self.ready)),
+        );
+        let taken = get(&self.snapshot_taken_ms);
+        let age = if taken == 0 {
+            Vec::new()
+        } else {
+            let ms = unix_millis(now).saturating_sub(taken);
+            vec![(String::new(), format!("{:.3}", ms as f64 / 1000.0))]
+        };
+        family(
+            SNAPSHOT_AGE,
+            "gauge",
+            "Seconds since the newest snapshot loaded or written was taken (absent: none).",
+            &age,
+        );
+        family(
+            WATCHERS,
+            "gauge",
+            "Open WatchRing streams.",
+            &plain(get(&self.watchers)),
+        );
+        family(
+            WATCHERS_LAGGED,
+            "counter",
+            "WatchRing streams closed because the client fell behind.",
+            &plain(get(&self.watchers_lagged)),
+        );
+        let mut samples: Vec<(String, String)> = self
+            .event_buckets
+            .iter()
+            .zip(BUCKETS_MICROS)
+            .map(|(count, bound)| {
+                (
+                    format!("_bucket{{le=\"{}\"}}", bound as f64 / 1e6),
+                    get(count).to_string(),
+                )
+            })
+            .collect();
+        let count = get(&self.event_count);
+        samples.push(("_bucket{le=\"+Inf\"}".into(), count.to_string()));
+        samples.push((
+            "_sum".into(),
+            format!("{}", get(&self.event_sum_micros) as f64 / 1e6),
+        ));
+        samples.push(("_count".into(), count.to_string()));
+        family(
+            EVENT_SECONDS,
+            "histogram",
+            "Time to fold one membership event and store its rebalance event.",
+            &samples,
+        );
+        out
+    }
+}
+
+/// Reads one sample's value from an exposition (tests, benchmarks, `ringside up`):
+/// `name` with its label part, e.g. `ringside_reducer_rebalances_total{how="adopted"}`.
+pub fn sample(exposition: &str, name_and_labels: &str) -> Option<f64> {
+    exposition.lines().find_map(|line| {
+        let rest = line.strip_prefix(name_and_labels)?;
+        rest.strip_prefix(' ')?.trim().parse().ok()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_lists_every_family_once_with_values() {
+        let m = Metrics::default();
+        m.folded(FoldOutcome::Rebalanced);
+        m.folded(FoldOutcome::Rebalanced);
+        m.folded(FoldOutcome::Rejected);
+        m.stored(StoredHow::Adopted);
+        set(&m.epoch, 41);
+        m.observe_event(Duration::from_micros(700));
+        m.observe_event(Duration::from_millis(3));
+        let text = m.render(SystemTime::now());
+        let types: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .map(|l| l.split(' ').next().unwrap_or_default())
+            .collect();
+        assert_eq!(types, NAMES, "{text}");
+        assert_eq!(
+            sample(
+                &text,
+                &format!("{MEMBERSHIP_EVENTS}{{outcome=\"rebalanced\"}}")
+            ),
+            Some(2.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                &format!("{MEMBERSHIP_EVENTS}{{outcome=\"rejected\"}}")
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(&text, &format!("{REBALANCES}{{how=\"adopted\"}}")),
+            Some(1.0)
+        );
+        assert_eq!(sample(&text, EPOCH), Some(41.0));
+        assert_eq!(
+            sample(&text, &format!("{EVENT_SECONDS}_bucket{{le=\"0.0005\"}}")),
+            Some(0.0)
+        );
+        assert_eq!(
+            sample(&text, &format!("{EVENT_SECONDS}_bucket{{le=\"0.001\"}}")),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(&text, &format!("{EVENT_SECONDS}_bucket{{le=\"+Inf\"}}")),
+            Some(2.0)
+        );
+        assert_eq!(sample(&text, &format!("{EVENT_SECONDS}_count")), Some(2.0));
+        // No snapshot yet: the age has no sample rather than a made-up value.
+        assert_eq!(sample(&text, SNAPSHOT_AGE), None);
+    }
+
+    #[test]
+    fn snapshot_age_counts_from_taken_at() {
+        let m = Metrics::default();
+        let now = SystemTime::now();
+        set(
+            &m.snapshot_taken_ms,
+            unix_millis(now - Duration::from_secs(90)),
+        );
+        let age = sample(&m.render(now), SNAPSHOT_AGE).unwrap();
+        assert!((age - 90.0).abs() < 0.01, "{age}");
+    }
+}
