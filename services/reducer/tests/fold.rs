@@ -44,3 +44,157 @@ async fn folds_a_churn_and_stores_every_epoch_once() {
     );
     reducer.stop().await.unwrap();
 }
+
+/// A `HeartbeatSent` envelope: valid, but not a membership fact.
+fn heartbeat_bytes() -> &'static [u8] {
+    let event = ringside_events::Event::new(
+        common::ring(),
+        ringside_events::pb::HeartbeatSent {
+            member: Some(ringside_events::pb::Member {
+                id: "node-99".into(),
+                weight: 1,
+                ..Default::default()
+            }),
+            beat: 1,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    Box::leak(
+        ringside_events::codec::encode(&event)
+            .unwrap()
+            .to_vec()
+            .into_boxed_slice(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_messages_are_skipped_counted_and_do_not_stop_the_reducer() {
+    let bus = Bus::start().await;
+    let events = common::churn(11, 60, 8);
+    bus.publish(&events[..20]).await;
+    bus.publish_raw(b"\xff\xfe not protobuf").await;
+    bus.publish(&events[20..40]).await;
+    // Decodes, but the fold refuses it (not a membership fact).
+    bus.publish_raw(heartbeat_bytes()).await;
+    let reducer = Running::start(&bus.reducer_map("a")).await;
+    wait_ready(reducer.metrics, WITHIN).await;
+    // Truncated protobuf, while live.
+    bus.publish_raw(b"\x0a\x05ab").await;
+    bus.publish(&events[40..]).await;
+    let folded = bus.offline_fold().await;
+    wait_folded(reducer.metrics, folded.ledger.membership_sequence(), WITHIN).await;
+    assert_history(&bus.rebalances().await, &folded);
+    assert_eq!(metric(reducer.metrics, m::MALFORMED).await, 2.0);
+    assert_eq!(metric(reducer.metrics, m::DEAD_LETTERED).await, 2.0);
+    assert_eq!(
+        metric(
+            reducer.metrics,
+            &format!("{}{{outcome=\"rejected\"}}", m::MEMBERSHIP_EVENTS)
+        )
+        .await,
+        1.0
+    );
+    let dead = bus
+        .read_stream(
+            ringside_events::subject::STREAM_DEADLETTER,
+            ringside_events::subject::deadletter(&common::ring()),
+        )
+        .await;
+    assert_eq!(dead.len(), 2);
+    assert!(!reducer.is_finished());
+    reducer.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_snapshots_and_the_next_start_resumes_after_it() {
+    let bus = Bus::start().await;
+    let events = common::churn(3, 150, 10);
+    let mut map = bus.reducer_map("a");
+    map.insert("RINGSIDE_REDUCER_SNAPSHOT_EVERY".into(), "20".into());
+    map.insert("RINGSIDE_REDUCER_SNAPSHOT_KEEP".into(), "2".into());
+    let first = Running::start(&map).await;
+    wait_ready(first.metrics, WITHIN).await;
+    assert_eq!(metric(first.metrics, m::START_SEQUENCE).await, 1.0);
+    bus.publish(&events[..100]).await;
+    let folded = bus.offline_fold().await;
+    let at = folded.ledger.membership_sequence();
+    wait_folded(first.metrics, at, WITHIN).await;
+    assert!(metric(first.metrics, m::SNAPSHOTS_WRITTEN).await >= 1.0);
+    first.stop().await.unwrap();
+
+    // The stop wrote a snapshot of everything folded: the next start begins after it.
+    let second = Running::start(&map).await;
+    wait_ready(second.metrics, WITHIN).await;
+    assert_eq!(
+        metric(second.metrics, m::START_SEQUENCE).await,
+        (at + 1) as f64
+    );
+    assert_eq!(
+        metric(second.metrics, m::START_EPOCH).await,
+        folded.epochs.len() as f64
+    );
+    assert!(metric(second.metrics, m::SNAPSHOT_AGE).await < 60.0);
+    bus.publish(&events[100..]).await;
+    let folded = bus.offline_fold().await;
+    wait_folded(second.metrics, folded.ledger.membership_sequence(), WITHIN).await;
+    assert_history(&bus.rebalances().await, &folded);
+    second.stop().await.unwrap();
+
+    // Old per-epoch snapshots are pruned down to the configured two.
+    let kv = async_nats::jetstream::new(bus.admin.clone())
+        .get_key_value(ringside_events::subject::KV_SNAPSHOTS)
+        .await
+        .unwrap();
+    let keys: Vec<String> = futures::TryStreamExt::try_collect(kv.keys().await.unwrap())
+        .await
+        .unwrap();
+    let epoch_keys = keys.iter().filter(|k| k.starts_with("orders.e")).count();
+    assert_eq!(epoch_keys, 2, "{keys:?}");
+    assert!(keys.contains(&"orders.latest".to_string()), "{keys:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_ring_configuration_is_refused() {
+    let bus = Bus::start().await;
+    bus.publish(&common::churn(5, 10, 6)).await;
+    let map = bus.reducer_map("a");
+    let first = Running::start(&map).await;
+    wait_ready(first.metrics, WITHIN).await;
+    first.stop().await.unwrap();
+    let mut changed = map.clone();
+    changed.insert("RINGSIDE_REDUCER_VNODES".into(), "16".into());
+    let err = Running::start(&changed).await.ended().await.unwrap_err();
+    assert!(
+        matches!(err, ringside_reducer::ReducerError::ConfigMismatch { .. }),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_epoch_that_differs_from_the_fold_stops_the_reducer() {
+    let bus = Bus::start().await;
+    let events = common::churn(9, 30, 6);
+    bus.publish(&events).await;
+    // A forged epoch 1 (the true one with a flipped checksum): a reducer that catches
+    // up must refuse to build on it.
+    let folded = bus.offline_fold().await;
+    let mut forged = folded.epochs[0].clone();
+    forged.checksum ^= 1;
+    bus.publisher
+        .publish(&ringside_events::Event::new(common::ring(), forged).unwrap())
+        .await
+        .unwrap();
+    let err = Running::start(&bus.reducer_map("a"))
+        .await
+        .ended()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ringside_reducer::ReducerError::Divergence { epoch: 1, .. }
+        ),
+        "{err}"
+    );
+}

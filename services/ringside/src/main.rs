@@ -8,11 +8,13 @@
 //! - `ring_cmd`: `ringside ring lookup|plan`, what-if planning without any server.
 //! - `tail_cmd`: `ringside tail`, the ring's events live, decoded.
 //! - `replay`: `ringside replay ...`, post-mortems from the stream or an export.
+//! - `reducer_cmd`: `ringside reducer`, the ring reducer service.
 //! - `nats_args`: the NATS connection flags of `tail` and `replay`.
 //! - `output`: the `--output table|json` switch shared by the tools.
 
 mod nats_args;
 mod output;
+mod reducer_cmd;
 mod replay;
 mod ring_cmd;
 mod tail_cmd;
@@ -38,6 +40,8 @@ enum Command {
     Tail(tail_cmd::TailArgs),
     /// Post-mortems: the ring at any point, a key's owners, diffs, export, verify.
     Replay(replay::ReplayArgs),
+    /// The ring reducer service: folds membership into the ring, serves RingService.
+    Reducer(reducer_cmd::ReducerArgs),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +50,7 @@ fn main() -> ExitCode {
         Command::Ring(args) => ring_cmd::run(args, &mut std::io::stdout().lock()),
         Command::Tail(args) => tail_cmd::run(args, &mut std::io::stdout().lock()),
         Command::Replay(args) => replay::run(args, &mut std::io::stdout().lock()),
+        Command::Reducer(args) => reducer_cmd::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -102,9 +102,22 @@ impl Bus {
             .sequence
     }
 
-    /// Every message stored on `subject`, in order: (sequence, payload).
+    /// Every message stored on `subject` (of stream `RINGSIDE`), in order:
+    /// (sequence, payload).
     pub(crate) async fn read_subject(&self, subject: String) -> Vec<(u64, bytes::Bytes)> {
-        let stream = self.stream().await;
+        self.read_stream(subject::STREAM_EVENTS, subject).await
+    }
+
+    /// Every message stored on `subject` of `stream`, in order: (sequence, payload).
+    pub(crate) async fn read_stream(
+        &self,
+        stream: &str,
+        subject: String,
+    ) -> Vec<(u64, bytes::Bytes)> {
+        let stream = jetstream::new(self.admin.clone())
+            .get_stream(stream)
+            .await
+            .unwrap();
         let last = stream.get_info().await.unwrap().state.last_sequence;
         let mut out = Vec::new();
         if last == 0 {

@@ -1,0 +1,99 @@
+//! Two reducers racing over the same stream: exactly one event per epoch, each epoch
+//! stored by one of them and adopted by the other, both on the same ring.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Bus, Running, assert_history, metric, wait_folded, wait_ready};
+use ringside_events::pb;
+use ringside_reducer::metrics as m;
+
+const WITHIN: Duration = Duration::from_secs(120);
+
+async fn stored_by(addr: std::net::SocketAddr, how: &str) -> f64 {
+    metric(addr, &format!("{}{{how=\"{how}\"}}", m::REBALANCES)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_reducers_store_exactly_one_event_per_epoch() {
+    let bus = Bus::start().await;
+    let a = Running::start(&bus.reducer_map("a")).await;
+    let b = Running::start(&bus.reducer_map("b")).await;
+    wait_ready(a.metrics, WITHIN).await;
+    wait_ready(b.metrics, WITHIN).await;
+    // Bursts, so both have work in hand at the same time.
+    let events = common::churn(21, 300, 12);
+    for chunk in events.chunks(25) {
+        bus.publish(chunk).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let folded = bus.offline_fold().await;
+    let at = folded.ledger.membership_sequence();
+    wait_folded(a.metrics, at, WITHIN).await;
+    wait_folded(b.metrics, at, WITHIN).await;
+    assert_history(&bus.rebalances().await, &folded);
+
+    // Every epoch was stored by exactly one of them and found stored by the other.
+    let n = folded.epochs.len() as f64;
+    let published =
+        stored_by(a.metrics, "published").await + stored_by(b.metrics, "published").await;
+    let found = stored_by(a.metrics, "adopted").await
+        + stored_by(b.metrics, "adopted").await
+        + stored_by(a.metrics, "duplicate").await
+        + stored_by(b.metrics, "duplicate").await;
+    assert_eq!((published, found), (n, n));
+
+    // Both serve the same ring.
+    let mut rings = Vec::new();
+    for addr in [a.grpc, b.grpc] {
+        let snapshot = common::ring_client(addr)
+            .await
+            .get_ring(pb::GetRingRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .snapshot
+            .unwrap();
+        rings.push((
+            snapshot.epoch,
+            snapshot.checksum,
+            snapshot.rebalance_sequence,
+        ));
+    }
+    let last = bus.rebalances().await.pop().unwrap();
+    assert_eq!(rings[0], (last.1.epoch, folded.ledger.checksum(), last.0));
+    assert_eq!(rings[0], rings[1]);
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_reducer_checks_the_history_and_joins_the_race() {
+    let bus = Bus::start().await;
+    let events = common::churn(22, 200, 10);
+    let a = Running::start(&bus.reducer_map("a")).await;
+    wait_ready(a.metrics, WITHIN).await;
+    bus.publish(&events[..120]).await;
+    let folded = bus.offline_fold().await;
+    wait_folded(a.metrics, folded.ledger.membership_sequence(), WITHIN).await;
+
+    // The second one starts from nothing: it checks every stored epoch, then races.
+    let b = Running::start(&bus.reducer_map("b")).await;
+    wait_ready(b.metrics, WITHIN).await;
+    assert_eq!(
+        stored_by(b.metrics, "verified").await,
+        folded.epochs.len() as f64
+    );
+    bus.publish(&events[120..]).await;
+    let folded = bus.offline_fold().await;
+    let at = folded.ledger.membership_sequence();
+    wait_folded(a.metrics, at, WITHIN).await;
+    wait_folded(b.metrics, at, WITHIN).await;
+    assert_history(&bus.rebalances().await, &folded);
+    assert_eq!(metric(b.metrics, m::DIVERGENCES).await, 0.0);
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+}
