@@ -90,7 +90,7 @@ async fn answers_agree_with_the_ring_crate() {
         );
         // Members come with their details.
         for m in &successors.members {
-            assert_eq!(Some(&m), members.iter().find(|d| d.id == m.id).as_ref());
+            assert_eq!(Some(m), members.iter().find(|d| d.id == m.id).copied());
         }
     }
     reducer.stop().await.unwrap();
