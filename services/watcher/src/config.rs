@@ -1,13 +1,16 @@
-//! [`WatcherConfig`]: the watcher's settings, parsed from a map of strings.
+//! [`WatcherConfig`]: the Kubernetes watcher's settings, and [`NatsSettings`], what
+//! both membership sources need to reach NATS; parsed from a map of strings.
 //!
 //! The binary passes its environment as the map; tests pass a literal map (never
 //! `set_var`). Every key is listed in [`KEYS`] with its meaning and default, and a
 //! misspelled `RINGSIDE_WATCHER_*` key is an error rather than a silently ignored
-//! setting. Keys of other services in the same map are ignored.
+//! setting. Keys of other services in the same map are ignored. The heartbeat source's
+//! keys live in [`crate::heartbeat::config`] (prefix `RINGSIDE_HEARTBEAT_`).
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
-use ringside_events::{NameError, RingName};
+use ringside_events::{NameError, RingName, ServiceUser};
 
 use crate::member::{DEFAULT_PORT_NAME, DEFAULT_WEIGHT_ANNOTATION, MemberRule, PortSource};
 
@@ -39,13 +42,26 @@ pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
 /// Default label selector: the node Deployment's pods.
 pub const DEFAULT_SELECTOR: &str = "app.kubernetes.io/name=ringside-node";
 
-/// Every key the watcher reads: (key, meaning and default). The docs table is this list.
-pub const KEYS: &[(&str, &str)] = &[
+/// The keys of [`NatsSettings`]: (key, meaning and default).
+pub const NATS_KEYS: &[(&str, &str)] = &[
     (KEY_RING, "ring name (default `default`)"),
     (
         KEY_NATS_URL,
         "NATS server URL (default `nats://127.0.0.1:4222`)",
     ),
+    (
+        KEY_NATS_PASSWORD,
+        "password of the `watcher` NATS user (default: connect without credentials)",
+    ),
+    (
+        KEY_HOSTNAME,
+        "host name, recorded as the producer `watcher/<name>` (default `watcher`)",
+    ),
+];
+
+/// Every `RINGSIDE_WATCHER_*` key the Kubernetes watcher reads: (key, meaning and
+/// default). The docs table is this list plus [`NATS_KEYS`].
+pub const KEYS: &[(&str, &str)] = &[
     (
         KEY_NAMESPACE,
         "namespace to watch (default: the service account's, or the kubeconfig context's)",
@@ -101,17 +117,54 @@ pub enum ConfigError {
     Conflict(&'static str, &'static str),
 }
 
-/// The watcher's settings.
+/// Where the membership events go and who publishes them: the settings both
+/// sources share.
 #[derive(Clone, Debug)]
-pub struct WatcherConfig {
+pub struct NatsSettings {
     /// Ring name: part of subjects and message ids.
     pub ring: RingName,
     /// NATS server URL.
-    pub nats_url: String,
+    pub url: String,
     /// Password of the `watcher` NATS user; `None` connects without credentials.
-    pub nats_password: Option<String>,
+    pub password: Option<String>,
     /// Producer recorded in every event (`watcher/<host name>`).
     pub producer: String,
+}
+
+impl NatsSettings {
+    /// Parses [`NATS_KEYS`] from `map`.
+    pub fn from_map(map: &BTreeMap<String, String>) -> Result<NatsSettings, ConfigError> {
+        let ring =
+            RingName::new(get(map, KEY_RING).unwrap_or(DEFAULT_RING)).map_err(ConfigError::Ring)?;
+        Ok(NatsSettings {
+            ring,
+            url: get(map, KEY_NATS_URL)
+                .unwrap_or(DEFAULT_NATS_URL)
+                .to_owned(),
+            // Not trimmed or filtered like the others: a password is taken as given.
+            password: map.get(KEY_NATS_PASSWORD).cloned(),
+            producer: match get(map, KEY_HOSTNAME) {
+                Some(host) => format!("watcher/{host}"),
+                None => "watcher".to_owned(),
+            },
+        })
+    }
+
+    /// Connect options: the `watcher` user's credentials and inbox prefix when a
+    /// password is set.
+    pub fn connect_options(&self) -> async_nats::ConnectOptions {
+        match &self.password {
+            Some(password) => ServiceUser::Watcher.connect_options(password.clone()),
+            None => async_nats::ConnectOptions::new().name("ringside-watcher"),
+        }
+    }
+}
+
+/// The Kubernetes watcher's settings.
+#[derive(Clone, Debug)]
+pub struct WatcherConfig {
+    /// Ring, NATS server and credentials, producer name.
+    pub nats: NatsSettings,
     /// Namespace to watch; `None` means the client's default namespace.
     pub namespace: Option<String>,
     /// Label selector of the node pods.
@@ -125,20 +178,8 @@ pub struct WatcherConfig {
 impl WatcherConfig {
     /// Parses the settings from `map` (typically the process environment).
     pub fn from_map(map: &BTreeMap<String, String>) -> Result<WatcherConfig, ConfigError> {
-        const PREFIX: &str = "RINGSIDE_WATCHER_";
-        if let Some(key) = map
-            .keys()
-            .find(|k| k.starts_with(PREFIX) && !KEYS.iter().any(|(known, _)| known == k))
-        {
-            return Err(ConfigError::UnknownKey {
-                key: key.clone(),
-                known: KEYS.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(", "),
-            });
-        }
-        let get = |key: &str| map.get(key).map(|v| v.trim()).filter(|v| !v.is_empty());
-
-        let ring =
-            RingName::new(get(KEY_RING).unwrap_or(DEFAULT_RING)).map_err(ConfigError::Ring)?;
+        check_known(map, "RINGSIDE_WATCHER_", KEYS)?;
+        let get = |key: &str| get(map, key);
 
         let port = match (get(KEY_PORT), get(KEY_PORT_NAME)) {
             (Some(_), Some(_)) => return Err(ConfigError::Conflict(KEY_PORT, KEY_PORT_NAME)),
@@ -165,14 +206,7 @@ impl WatcherConfig {
         };
 
         Ok(WatcherConfig {
-            ring,
-            nats_url: get(KEY_NATS_URL).unwrap_or(DEFAULT_NATS_URL).to_owned(),
-            // Not trimmed or filtered like the others: a password is taken as given.
-            nats_password: map.get(KEY_NATS_PASSWORD).cloned(),
-            producer: match get(KEY_HOSTNAME) {
-                Some(host) => format!("watcher/{host}"),
-                None => "watcher".to_owned(),
-            },
+            nats: NatsSettings::from_map(map)?,
             namespace: get(KEY_NAMESPACE).map(str::to_owned),
             label_selector: get(KEY_SELECTOR).unwrap_or(DEFAULT_SELECTOR).to_owned(),
             rule: MemberRule {
@@ -186,7 +220,47 @@ impl WatcherConfig {
     }
 }
 
-fn invalid(key: &'static str, value: &str, reason: &str) -> ConfigError {
+/// A trimmed, non-empty value of `key`.
+pub(crate) fn get<'a>(map: &'a BTreeMap<String, String>, key: &str) -> Option<&'a str> {
+    map.get(key).map(|v| v.trim()).filter(|v| !v.is_empty())
+}
+
+/// Refuses keys with `prefix` that are not in `keys`: a typo must not silently fall
+/// back to a default.
+pub(crate) fn check_known(
+    map: &BTreeMap<String, String>,
+    prefix: &str,
+    keys: &[(&str, &str)],
+) -> Result<(), ConfigError> {
+    match map
+        .keys()
+        .find(|k| k.starts_with(prefix) && !keys.iter().any(|(known, _)| known == k))
+    {
+        Some(key) => Err(ConfigError::UnknownKey {
+            key: key.clone(),
+            known: keys.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(", "),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Parses a duration written as an integer with a unit: `250ms`, `1s`, `2m`.
+pub(crate) fn parse_duration(key: &'static str, raw: &str) -> Result<Duration, ConfigError> {
+    let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
+    let (number, unit) = raw.split_at(split);
+    let value: u64 = number
+        .parse()
+        .map_err(|_| invalid(key, raw, "expected an integer with a unit: 250ms, 1s, 2m"))?;
+    match unit.trim() {
+        "ms" => Ok(Duration::from_millis(value)),
+        "s" => Ok(Duration::from_secs(value)),
+        "m" => Ok(Duration::from_secs(value.saturating_mul(60))),
+        _ => Err(invalid(key, raw, "expected a unit: ms, s or m")),
+    }
+}
+
+/// A [`ConfigError::Invalid`].
+pub(crate) fn invalid(key: &'static str, value: &str, reason: &str) -> ConfigError {
     ConfigError::Invalid {
         key,
         value: value.to_owned(),
@@ -209,10 +283,10 @@ mod tests {
     #[test]
     fn defaults() {
         let c = parse(&[("PATH", "/usr/bin"), ("RINGSIDE_OTHER", "x")]).unwrap();
-        assert_eq!(c.ring.as_str(), "default");
-        assert_eq!(c.nats_password, None);
-        assert_eq!(c.producer, "watcher");
-        assert_eq!(c.nats_url, DEFAULT_NATS_URL);
+        assert_eq!(c.nats.ring.as_str(), "default");
+        assert_eq!(c.nats.password, None);
+        assert_eq!(c.nats.producer, "watcher");
+        assert_eq!(c.nats.url, DEFAULT_NATS_URL);
         assert_eq!(c.namespace, None);
         assert_eq!(c.label_selector, DEFAULT_SELECTOR);
         assert_eq!(c.rule, MemberRule::default());
@@ -233,10 +307,10 @@ mod tests {
             (KEY_KUBE_API_URL, "http://127.0.0.1:6443"),
         ])
         .unwrap();
-        assert_eq!(c.ring.as_str(), "blue");
-        assert_eq!(c.nats_password.as_deref(), Some(" secret "));
-        assert_eq!(c.producer, "watcher/pod-7");
-        assert_eq!(c.nats_url, "nats://10.0.0.1:4222");
+        assert_eq!(c.nats.ring.as_str(), "blue");
+        assert_eq!(c.nats.password.as_deref(), Some(" secret "));
+        assert_eq!(c.nats.producer, "watcher/pod-7");
+        assert_eq!(c.nats.url, "nats://10.0.0.1:4222");
         assert_eq!(c.namespace.as_deref(), Some("ring"));
         assert_eq!(c.label_selector, "app=x,tier in (a)");
         assert_eq!(c.rule.port, PortSource::Fixed(7000));
@@ -284,5 +358,24 @@ mod tests {
             err.to_string().contains("RINGSIDE_WATCHER_SELECTOR"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn durations_need_an_integer_and_a_unit() {
+        assert_eq!(
+            parse_duration("K", "250ms").unwrap(),
+            Duration::from_millis(250)
+        );
+        assert_eq!(parse_duration("K", "3s").unwrap(), Duration::from_secs(3));
+        assert_eq!(parse_duration("K", "2m").unwrap(), Duration::from_secs(120));
+        for bad in ["", "3", "s", "1.5s", "-1s", "3h", "1 sec"] {
+            assert!(
+                matches!(
+                    parse_duration("K", bad),
+                    Err(ConfigError::Invalid { key: "K", .. })
+                ),
+                "{bad:?}"
+            );
+        }
     }
 }

@@ -1,38 +1,47 @@
-//! ringside-watcher: the Kubernetes membership source.
+//! ringside-watcher: the membership sources, Kubernetes pods and node heartbeats.
 //!
-//! Watches the node pods of one namespace (label selector, kube-rs watcher) and
-//! publishes one ring's membership: a full sync after every list, joins and leaves in
-//! between, each stored once (deterministic message ids, JetStream deduplication), so
-//! retries and restarts never store a fact twice.
+//! The Kubernetes source watches the node pods of one namespace (label selector,
+//! kube-rs watcher) and publishes one ring's membership: a full sync after every
+//! list, joins and leaves in between. The heartbeat source ([`heartbeat`]) listens to
+//! the nodes' core-NATS heartbeats, holds a per-ring lease so that one instance
+//! speaks for a ring, and publishes joins, leaves (missed beats, goodbyes) and
+//! periodic syncs. Every fact is stored once (its content names it, JetStream drops
+//! duplicates), so retries and restarts never store a fact twice.
 //!
 //! # Layout
 //! - [`member`]: the membership rule (pod -> [`Member`] or why not). Pure.
 //! - [`tracker`]: [`PodTracker`], watcher events -> [`MembershipChange`]s with their
 //!   ids. Pure, synchronous, unit-tested without any server.
-//! - [`config`]: [`WatcherConfig`] parsed from a map of strings.
+//! - [`ids`]: sync fact ids, shared by both sources.
+//! - [`config`]: [`WatcherConfig`] and [`NatsSettings`], parsed from a map of strings.
 //! - [`source`]: the Kubernetes edge: client discovery and [`pod_events`].
 //! - [`publish`]: the NATS edge: [`MembershipPublisher`].
-//! - [`run`] / [`run_with_readiness`]: the loop joining them.
+//! - [`heartbeat`]: the heartbeat source (tracker, lease, run loop) and the
+//!   [`heartbeat::Beacon`] nodes beat with.
+//! - [`run`] / [`run_with_readiness`]: the Kubernetes loop joining them.
 //!
 //! # How it fits
-//! The watcher only produces membership events; the reducer folds them into the ring.
-//! Its whole view of Kubernetes is list + watch of pods, so it needs nothing but
-//! get/list/watch on pods in its namespace (see `docs/watcher.md`).
+//! The watchers only produce membership events; the reducer folds them into the ring.
+//! The Kubernetes watcher's whole view of Kubernetes is list + watch of pods, so it
+//! needs nothing but get/list/watch on pods in its namespace (see `docs/watcher.md`).
 
 pub mod config;
+pub mod heartbeat;
+pub mod ids;
 pub mod member;
 pub mod publish;
 pub mod source;
 pub mod tracker;
 
+use std::fmt::Display;
 use std::future::Future;
 use std::time::Duration;
 
 use futures::StreamExt;
-use ringside_events::{PublishError, Publisher, ServiceUser};
+use ringside_events::{Event, PublishError, Publisher, Stored};
 use tokio::sync::watch;
 
-pub use config::{ConfigError, WatcherConfig};
+pub use config::{ConfigError, NatsSettings, WatcherConfig};
 pub use member::{Member, MemberRule, NotMember, PodState, PortSource};
 pub use publish::MembershipPublisher;
 pub use source::{kube_client, pod_api, pod_events};
@@ -87,9 +96,27 @@ pub enum WatcherError {
     /// Publishing failed for a reason retrying cannot fix.
     #[error("publishing a membership event")]
     Publish(#[from] PublishError),
+    /// Subscribing to the heartbeat subject failed.
+    #[error("subscribing to heartbeats")]
+    Subscribe(#[source] async_nats::SubscribeError),
+    /// The heartbeat subscription ended (the client was closed).
+    #[error("the heartbeat subscription ended")]
+    SubscriptionEnded,
+    /// The lease bucket could not be opened (not provisioned, or no permission).
+    #[error(
+        "opening the lease bucket {bucket} (provision the streams and buckets first)",
+        bucket = ringside_events::subject::KV_LEASES
+    )]
+    LeaseBucket(#[source] async_nats::jetstream::context::KeyValueError),
+    /// The lease value could not be encoded (a bug).
+    #[error("encoding the lease value")]
+    LeaseValue(#[source] serde_json::Error),
+    /// The lease keeper task ended while the watcher ran (it panicked).
+    #[error("the lease keeper stopped")]
+    LeaseKeeperEnded,
 }
 
-/// Runs the watcher until `shutdown` completes.
+/// Runs the Kubernetes watcher until `shutdown` completes.
 pub async fn run(
     config: WatcherConfig,
     shutdown: impl Future<Output = ()>,
@@ -97,8 +124,8 @@ pub async fn run(
     run_with_readiness(config, watch::Sender::new(false), shutdown).await
 }
 
-/// Runs the watcher until `shutdown` completes; `ready` turns true once the first
-/// full sync is stored (the ring has seen the truth at least once) and stays true.
+/// Runs the Kubernetes watcher until `shutdown` completes; `ready` turns true once the
+/// first full sync is stored (the ring has seen the truth at least once) and stays true.
 pub async fn run_with_readiness(
     config: WatcherConfig,
     ready: watch::Sender<bool>,
@@ -107,15 +134,16 @@ pub async fn run_with_readiness(
     let mut shutdown = std::pin::pin!(shutdown);
     let publisher = tokio::select! {
         () = &mut shutdown => return Ok(()),
-        p = connect(&config) => p?,
+        p = connect(&config.nats) => p?,
     };
     // The head makes the first sync of a restart that sees nothing new a duplicate.
     let head = publisher.head().await?;
     let client = kube_client(&config).await?;
-    let mut tracker = PodTracker::new(config.ring.as_str(), config.rule.clone()).with_head(head);
+    let mut tracker =
+        PodTracker::new(config.nats.ring.as_str(), config.rule.clone()).with_head(head);
     let mut events = std::pin::pin!(pod_events(pod_api(client, &config), &config.label_selector));
     tracing::info!(
-        ring = %config.ring,
+        ring = %config.nats.ring,
         selector = %config.label_selector,
         namespace = config.namespace.as_deref().unwrap_or("(client default)"),
         "Watching pods."
@@ -132,22 +160,12 @@ pub async fn run_with_readiness(
         let Some(change) = tracker.apply(event) else {
             continue;
         };
-        let Some(stored) = publish(&publisher, &change, &mut shutdown).await? else {
+        let event = publisher.event(change.body())?;
+        if store(&publisher, &event, &change, shutdown.as_mut())
+            .await?
+            .is_err()
+        {
             return Ok(());
-        };
-        if stored.duplicate && !matches!(change.change, Change::Synced { .. }) {
-            // The events crate ids are content hashes: a join identical to an earlier
-            // one (same pod incarnation re-joining within the duplicate window) was
-            // dropped. Restating the set makes the fold see it. After a mere retry
-            // duplicate this is a harmless no-op sync.
-            let restated = tracker.restate();
-            tracing::info!(change = %change, "Join or leave already stored; restating the member set.");
-            if publish(&publisher, &restated, &mut shutdown)
-                .await?
-                .is_none()
-            {
-                return Ok(());
-            }
         }
         if matches!(change.change, Change::Synced { .. }) {
             ready.send_replace(true);
@@ -155,46 +173,53 @@ pub async fn run_with_readiness(
     }
 }
 
-async fn connect(config: &WatcherConfig) -> Result<MembershipPublisher, WatcherError> {
-    let options = match &config.nats_password {
-        Some(password) => ServiceUser::Watcher.connect_options(password.clone()),
-        None => async_nats::ConnectOptions::new().name("ringside-watcher"),
-    };
-    let client = options
-        .connect(&config.nats_url)
-        .await
-        .map_err(|source| WatcherError::Nats {
-            url: config.nats_url.clone(),
-            source,
-        })?;
+/// Connects as the `watcher` user and wraps the connection in a publisher for the ring.
+pub(crate) async fn connect(nats: &NatsSettings) -> Result<MembershipPublisher, WatcherError> {
+    let client = connect_client(nats).await?;
     Ok(MembershipPublisher::new(
         Publisher::new(client),
-        config.ring.clone(),
-        config.producer.clone(),
+        nats.ring.clone(),
+        nats.producer.clone(),
     ))
 }
 
-/// Stores `change`, trying again (forever, with a pause) while the server is
-/// unreachable: later changes must not overtake it. `None` if shut down meanwhile.
-async fn publish(
+/// Connects as the `watcher` user.
+pub(crate) async fn connect_client(
+    nats: &NatsSettings,
+) -> Result<async_nats::Client, WatcherError> {
+    nats.connect_options()
+        .connect(&nats.url)
+        .await
+        .map_err(|source| WatcherError::Nats {
+            url: nats.url.clone(),
+            source,
+        })
+}
+
+/// Stores `event`, trying again (forever, with a pause) while the server is
+/// unreachable: later facts must not overtake it. `Err(why)` (in `Ok`) if `stop`
+/// completed first with `why`.
+pub(crate) async fn store<T>(
     publisher: &MembershipPublisher,
-    change: &MembershipChange,
-    shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
-) -> Result<Option<ringside_events::Stored>, WatcherError> {
+    event: &Event,
+    what: &(dyn Display + Sync),
+    stop: impl Future<Output = T>,
+) -> Result<Result<Stored, T>, WatcherError> {
+    let mut stop = std::pin::pin!(stop);
     loop {
         let result = tokio::select! {
-            () = shutdown.as_mut() => return Ok(None),
-            r = publisher.publish(change) => r,
+            why = stop.as_mut() => return Ok(Err(why)),
+            r = publisher.publish(event) => r,
         };
         match result {
             Ok(stored) => {
-                tracing::info!(change = %change, msg_id = %change.msg_id, sequence = stored.sequence, duplicate = stored.duplicate, "Membership change stored.");
-                return Ok(Some(stored));
+                tracing::info!(change = %what, msg_id = %event.msg_id(), sequence = stored.sequence, duplicate = stored.duplicate, "Membership change stored.");
+                return Ok(Ok(stored));
             }
             Err(WatcherError::Publish(err @ PublishError::GaveUp { .. })) => {
-                tracing::error!(error = %err, change = %change, "NATS unreachable; the change waits, later ones queue behind it.");
+                tracing::error!(error = %err, change = %what, "NATS unreachable; the change waits, later ones queue behind it.");
                 tokio::select! {
-                    () = shutdown.as_mut() => return Ok(None),
+                    why = stop.as_mut() => return Ok(Err(why)),
                     () = tokio::time::sleep(REPUBLISH_PAUSE) => {}
                 }
             }

@@ -32,6 +32,19 @@ pub struct Member {
     pub uid: String,
 }
 
+impl Member {
+    /// The member as the event contract carries it.
+    pub fn to_pb(&self) -> ringside_events::pb::Member {
+        ringside_events::pb::Member {
+            id: self.id.clone(),
+            address: self.address.to_string(),
+            weight: self.weight,
+            uid: Some(self.uid.clone()),
+            ..ringside_events::pb::Member::default()
+        }
+    }
+}
+
 /// Where a member's port comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PortSource {

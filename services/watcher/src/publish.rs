@@ -1,22 +1,21 @@
-//! The NATS edge: membership changes become `ringside-events` events, stored through
+//! The NATS edge: membership bodies become `ringside-events` events, stored through
 //! its [`Publisher`] (acked, retried with the same message id).
 //!
-//! The events crate derives each `Nats-Msg-Id` from the event's content, so the
-//! watcher makes the content name the fact (see `docs/watcher.md`, "Message ids"):
-//! a sync carries the tracker's sync id in `resource_version`, a leave the tracker's
-//! leave id in `detail`. At start-up, [`MembershipPublisher::head`] reads the last
-//! stored membership event back, in the tracker's id space, so the first sync after a
-//! restart dedups against it.
+//! The events crate derives each `Nats-Msg-Id` from the event's content; the sources
+//! make the content name the fact through `source_version` (joins, leaves) and
+//! `resource_version` (syncs), see `docs/watcher.md`, "Message ids". At start-up (and,
+//! for the heartbeat source, before every sync), [`MembershipPublisher::head`] reads
+//! the last stored membership event back as a fact id, so that a sync of an unchanged
+//! set dedups against it.
 
 use async_nats::jetstream::stream::DirectGetErrorKind;
 use ringside_events::subject::{self, STREAM_EVENTS};
-use ringside_events::{Body, Event, Publisher, RingName, Stored, codec, headers, pb};
+use ringside_events::{Body, Event, Publisher, RingName, Stored, codec, headers};
 
 use crate::WatcherError;
-use crate::member::{Member, NotMember};
-use crate::tracker::{Change, MembershipChange};
+use crate::ids::SYNC_PREFIX;
 
-/// Publishes one ring's membership changes.
+/// Publishes one ring's membership facts.
 #[derive(Clone, Debug)]
 pub struct MembershipPublisher {
     publisher: Publisher,
@@ -34,8 +33,14 @@ impl MembershipPublisher {
         }
     }
 
-    /// The id of the last stored change on the ring's membership subject, in the
-    /// tracker's id space (`None` if the subject is empty).
+    /// The ring.
+    pub fn ring(&self) -> &RingName {
+        &self.ring
+    }
+
+    /// The fact id of the last stored event on the ring's membership subject (`None`
+    /// if the subject is empty): a sync's `resource_version` if it is one of ours,
+    /// else the event's message id.
     pub async fn head(&self) -> Result<Option<String>, WatcherError> {
         let stream = self
             .publisher
@@ -52,13 +57,10 @@ impl MembershipPublisher {
             Err(e) => return Err(WatcherError::HeadRead(e)),
         };
         // A sync of ours names itself in resource_version; anything else (a join, a
-        // leave, another producer's event, even an undecodable one) is just "the last
-        // fact", which its message id identifies.
-        if let Ok(event) = codec::decode(&last.payload)
-            && let Body::MembershipSynced(sync) = event.body()
-            && sync.resource_version.starts_with("sync:")
-        {
-            return Ok(Some(sync.resource_version.clone()));
+        // leave, another producer's event) is just "the last fact", which its message
+        // id identifies; an undecodable one by its stored id or sequence.
+        if let Ok(event) = codec::decode(&last.payload) {
+            return Ok(Some(fact_name(&event)));
         }
         Ok(last
             .headers
@@ -67,60 +69,27 @@ impl MembershipPublisher {
             .or_else(|| Some(format!("seq:{}", last.sequence))))
     }
 
-    /// The event a change is published as.
-    pub fn event(&self, change: &MembershipChange) -> Result<Event, WatcherError> {
-        let source = pb::MembershipSource::Kubernetes as i32;
-        let body = match &change.change {
-            Change::Joined(m) => Body::from(pb::MembersJoined {
-                members: vec![to_pb(m)],
-                source,
-            }),
-            Change::Left { member, reason } => Body::from(pb::MemberLeft {
-                member_id: member.id.clone(),
-                uid: Some(member.uid.clone()),
-                reason: leave_reason(*reason) as i32,
-                source,
-                // The leave id holds the pod resourceVersion of the transition: two
-                // leaves of the same pod are two facts, and must not share an id.
-                detail: format!("{reason} ({})", change.msg_id),
-            }),
-            Change::Synced { members, .. } => Body::from(pb::MembershipSynced {
-                members: members.iter().map(to_pb).collect(),
-                source,
-                resource_version: change.msg_id.clone(),
-            }),
-        };
+    /// The event a membership body is published as: checked, with our producer and
+    /// the time of observation.
+    pub fn event(&self, body: impl Into<Body>) -> Result<Event, WatcherError> {
         Ok(Event::new(self.ring.clone(), body)?
             .with_producer(self.producer.clone())
             .with_occurred_at(std::time::SystemTime::now()))
     }
 
-    /// Stores a change (the events publisher retries with the same message id).
-    pub async fn publish(&self, change: &MembershipChange) -> Result<Stored, WatcherError> {
-        let event = self.event(change)?;
-        Ok(self.publisher.publish(&event).await?)
+    /// Stores an event (the events publisher retries with the same message id).
+    pub async fn publish(&self, event: &Event) -> Result<Stored, WatcherError> {
+        Ok(self.publisher.publish(event).await?)
     }
 }
 
-fn to_pb(m: &Member) -> pb::Member {
-    pb::Member {
-        id: m.id.clone(),
-        address: m.address.to_string(),
-        weight: m.weight,
-        uid: Some(m.uid.clone()),
-        ..pb::Member::default()
-    }
-}
-
-fn leave_reason(reason: NotMember) -> pb::LeaveReason {
-    match reason {
-        NotMember::NotReady => pb::LeaveReason::NotReady,
-        NotMember::Terminating => pb::LeaveReason::Terminating,
-        NotMember::Deleted => pb::LeaveReason::Deleted,
-        // No contract value for these; the detail says which.
-        NotMember::NoAddress
-        | NotMember::NoPort
-        | NotMember::Malformed
-        | NotMember::UnusableName => pb::LeaveReason::Unspecified,
+/// How an event is named as the head of the membership subject: a sync of ours by its
+/// fact id (`resource_version`), anything else by its message id.
+pub fn fact_name(event: &Event) -> String {
+    match event.body() {
+        Body::MembershipSynced(sync) if sync.resource_version.starts_with(SYNC_PREFIX) => {
+            sync.resource_version.clone()
+        }
+        _ => event.msg_id().to_string(),
     }
 }

@@ -7,26 +7,30 @@
 //! [`Change::Synced`]; between lists, `Apply`/`Delete` events become joins and leaves,
 //! only when a pod's membership actually changes.
 //!
-//! # Message ids
+//! # Fact ids and source versions
 //!
 //! JetStream drops a message whose `Nats-Msg-Id` it has seen within its duplicate
-//! window, so an id must name exactly one fact:
-//! - `join:<ring>:<uid>:<resourceVersion>` and `leave:<ring>:<uid>:<resourceVersion>`:
-//!   the pod object version that caused the transition. A pod that flaps
-//!   Ready -> NotReady -> Ready makes three distinct facts.
-//! - `sync:<ring>:<set>:<basis>`: `<set>` hashes the sorted member set, `<basis>`
-//!   hashes the id of the previous change on the ring's subject (the head). If the head
-//!   already is a sync of the same set, the sync reuses the head's id: a restart or
-//!   re-list that sees nothing new stores nothing new. A content-only id would be
-//!   wrong: after `sync{a}`, `join b`, and `b` vanishing during a watch gap, the re-list's
-//!   `sync{a}` would be dropped as a duplicate of the first and `b` would stay forever.
+//! window, and the events crate derives that id from the event's content, so the
+//! content must name exactly one fact. Each change carries a `source_version` that the
+//! publisher puts into the event:
+//! - joins and leaves: the resourceVersion of the pod object that caused the
+//!   transition (`MembersJoined.source_version`, `MemberLeft.source_version`). A pod
+//!   that flaps Ready -> NotReady -> Ready makes three distinct facts.
+//! - syncs: the sync's fact id (`MembershipSynced.resource_version`), see
+//!   [`crate::ids`]: the member set and the fact before it, so a set that returns to
+//!   an earlier state is a new fact while a re-list that sees nothing new is not.
+//!
+//! Every change also has a *fact id* (`join:<ring>:<uid>:<resourceVersion>`,
+//! `leave:...`, `sync:...`) for logs and as the basis of the next sync id.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::watcher::Event;
+use ringside_events::{Body, pb};
 
+use crate::ids;
 use crate::member::{Member, MemberRule, NotMember, PodState};
 
 /// What changed in the ring's membership.
@@ -58,20 +62,47 @@ pub enum SyncCause {
     /// A member's address, weight or uid changed while it stayed a member; a sync
     /// states the new truth without an artificial leave + join.
     MemberChanged,
-    /// The publisher asked for it ([`PodTracker::restate`]).
-    Restated,
 }
 
-/// A change together with the message id it is published under.
+/// A change together with the ids that name it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MembershipChange {
-    /// Deterministic `Nats-Msg-Id` (see the module docs).
-    pub msg_id: String,
+    /// Deterministic name of the fact (see the module docs).
+    pub fact_id: String,
+    /// The source's position for the fact, published in the event (the pod
+    /// resourceVersion of a join or leave; the fact id of a sync).
+    pub source_version: String,
     /// The change itself.
     pub change: Change,
 }
 
 impl MembershipChange {
+    /// The event body this change is published as (source `KUBERNETES`), with its
+    /// source version in `source_version` (joins, leaves) or `resource_version` (syncs).
+    pub fn body(&self) -> Body {
+        let source = pb::MembershipSource::Kubernetes as i32;
+        match &self.change {
+            Change::Joined(m) => Body::from(pb::MembersJoined {
+                members: vec![m.to_pb()],
+                source,
+                source_version: self.source_version.clone(),
+            }),
+            Change::Left { member, reason } => Body::from(pb::MemberLeft {
+                member_id: member.id.clone(),
+                uid: Some(member.uid.clone()),
+                reason: leave_reason(*reason) as i32,
+                source,
+                detail: reason.to_string(),
+                source_version: self.source_version.clone(),
+            }),
+            Change::Synced { members, .. } => Body::from(pb::MembershipSynced {
+                members: members.iter().map(Member::to_pb).collect(),
+                source,
+                resource_version: self.source_version.clone(),
+            }),
+        }
+    }
+
     /// Applies this change to a member set keyed by member id: what a consumer's fold
     /// does with it (a sync replaces the whole set).
     pub fn apply_to(&self, set: &mut BTreeMap<String, Member>) {
@@ -100,11 +131,23 @@ impl fmt::Display for MembershipChange {
                 let why = match cause {
                     SyncCause::Listed => "listed",
                     SyncCause::MemberChanged => "member changed",
-                    SyncCause::Restated => "restated",
                 };
                 write!(f, "synced {} members ({why})", members.len())
             }
         }
+    }
+}
+
+fn leave_reason(reason: NotMember) -> pb::LeaveReason {
+    match reason {
+        NotMember::NotReady => pb::LeaveReason::NotReady,
+        NotMember::Terminating => pb::LeaveReason::Terminating,
+        NotMember::Deleted => pb::LeaveReason::Deleted,
+        // No contract value for these; the detail says which.
+        NotMember::NoAddress
+        | NotMember::NoPort
+        | NotMember::Malformed
+        | NotMember::UnusableName => pb::LeaveReason::Unspecified,
     }
 }
 
@@ -172,14 +215,6 @@ impl PodTracker {
         }
     }
 
-    /// States the current member set as a sync (with the usual sync id). The publisher
-    /// uses it when a join's event was already stored by an earlier identical fact:
-    /// the events crate derives message ids from content, so a pod that re-joins with
-    /// the same uid and address within the duplicate window would otherwise be dropped.
-    pub fn restate(&mut self) -> MembershipChange {
-        self.sync(SyncCause::Restated)
-    }
-
     /// The members the emitted changes imply, sorted by id.
     pub fn members(&self) -> impl Iterator<Item = &Member> {
         self.members.values()
@@ -206,14 +241,14 @@ impl PodTracker {
         match (self.members.get(name), state) {
             (None, PodState::NotMember(_)) => None,
             (None, PodState::Member(m)) => {
-                let msg_id = format!("join:{}:{}:{rv}", self.ring, m.uid);
+                let fact_id = format!("join:{}:{}:{rv}", self.ring, m.uid);
                 self.members.insert(name.clone(), m.clone());
-                Some(self.emit(msg_id, Change::Joined(m)))
+                Some(self.emit(fact_id, rv.to_owned(), Change::Joined(m)))
             }
             (Some(_), PodState::NotMember(reason)) => {
                 let member = self.members.remove(name)?;
-                let msg_id = format!("leave:{}:{}:{rv}", self.ring, member.uid);
-                Some(self.emit(msg_id, Change::Left { member, reason }))
+                let fact_id = format!("leave:{}:{}:{rv}", self.ring, member.uid);
+                Some(self.emit(fact_id, rv.to_owned(), Change::Left { member, reason }))
             }
             (Some(old), PodState::Member(m)) if *old == m => None,
             (Some(_), PodState::Member(m)) => {
@@ -231,9 +266,10 @@ impl PodTracker {
         }
         let member = self.members.remove(name)?;
         let rv = pod.metadata.resource_version.as_deref().unwrap_or_default();
-        let msg_id = format!("leave:{}:{}:{rv}", self.ring, member.uid);
+        let fact_id = format!("leave:{}:{}:{rv}", self.ring, member.uid);
         Some(self.emit(
-            msg_id,
+            fact_id,
+            rv.to_owned(),
             Change::Left {
                 member,
                 reason: NotMember::Deleted,
@@ -242,44 +278,32 @@ impl PodTracker {
     }
 
     fn sync(&mut self, cause: SyncCause) -> MembershipChange {
-        let prefix = format!("sync:{}:{:032x}:", self.ring, set_hash(&self.members));
-        let msg_id = match &self.head {
-            // Same set as the last stored change: the same fact, the same id.
-            Some(head) if head.starts_with(&prefix) => head.clone(),
-            head => {
-                let basis =
-                    xxhash_rust::xxh3::xxh3_64(head.as_deref().unwrap_or_default().as_bytes());
-                format!("{prefix}{basis:016x}")
-            }
-        };
+        let wire: Vec<_> = self.members.values().map(Member::to_pb).collect();
+        let fact_id = ids::sync_fact_id(&self.ring, &wire, self.head.as_deref());
         let members = self.members.values().cloned().collect();
-        self.emit(msg_id, Change::Synced { members, cause })
+        self.emit(fact_id.clone(), fact_id, Change::Synced { members, cause })
     }
 
-    fn emit(&mut self, msg_id: String, change: Change) -> MembershipChange {
-        self.head = Some(msg_id.clone());
-        MembershipChange { msg_id, change }
-    }
-}
-
-/// Hash of a member set, independent of anything but its content. Fields are
-/// length-prefixed so that no two different sets encode to the same bytes.
-fn set_hash(members: &BTreeMap<String, Member>) -> u128 {
-    let mut buf = Vec::new();
-    for m in members.values() {
-        for field in [m.id.as_str(), m.uid.as_str(), &m.address.to_string()] {
-            buf.extend_from_slice(&(field.len() as u64).to_le_bytes());
-            buf.extend_from_slice(field.as_bytes());
+    fn emit(
+        &mut self,
+        fact_id: String,
+        source_version: String,
+        change: Change,
+    ) -> MembershipChange {
+        self.head = Some(fact_id.clone());
+        MembershipChange {
+            fact_id,
+            source_version,
+            change,
         }
-        buf.extend_from_slice(&m.weight.to_le_bytes());
     }
-    xxhash_rust::xxh3::xxh3_128(&buf)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use ringside_testkit::kube_fake::PodBuilder;
+    use std::collections::BTreeSet;
 
     const RING: &str = "r";
 
@@ -340,7 +364,7 @@ mod tests {
             sync.change,
             synced(vec![member("a", "10.0.0.1"), member("c", "10.0.0.3")])
         );
-        assert!(sync.msg_id.starts_with("sync:r:"), "{}", sync.msg_id);
+        assert!(sync.fact_id.starts_with("sync:r:"), "{}", sync.fact_id);
         assert!(t.has_synced());
         assert_eq!(t.members().count(), 2);
     }
@@ -365,7 +389,7 @@ mod tests {
             .apply(Event::Apply(pod("b", 4, true, Some("10.0.0.2"))))
             .unwrap();
         assert_eq!(join.change, Change::Joined(member("b", "10.0.0.2")));
-        assert_eq!(join.msg_id, "join:r:uid-b:4");
+        assert_eq!(join.fact_id, "join:r:uid-b:4");
         // A status update that changes nothing about membership: nothing.
         assert_eq!(
             t.apply(Event::Apply(pod("b", 5, true, Some("10.0.0.2")))),
@@ -382,7 +406,7 @@ mod tests {
                 reason: NotMember::NotReady
             }
         );
-        assert_eq!(leave.msg_id, "leave:r:uid-b:6");
+        assert_eq!(leave.fact_id, "leave:r:uid-b:6");
 
         let terminating = {
             let mut p = pod("a", 7, true, Some("10.0.0.1"));
@@ -416,19 +440,28 @@ mod tests {
                 reason: NotMember::Deleted
             }
         );
-        assert_eq!(leave.msg_id, "leave:r:uid-a:9");
+        assert_eq!(leave.fact_id, "leave:r:uid-a:9");
         assert_eq!(t.apply(Event::Delete(pod("zz", 10, false, None))), None);
+    }
+
+    /// The message id a change is stored under (the events crate's content hash).
+    fn msg_id(c: &MembershipChange) -> String {
+        let ring = ringside_events::RingName::new(RING).unwrap();
+        ringside_events::Event::new(ring, c.body())
+            .unwrap()
+            .msg_id()
+            .to_string()
     }
 
     #[test]
     fn a_flapping_pod_makes_distinct_facts() {
         let mut t = tracker();
         list(&mut t, &[]);
-        let ids: Vec<String> = [(2, true), (3, false), (4, true), (5, false)]
+        let changes: Vec<MembershipChange> = [(2, true), (3, false), (4, true), (5, false)]
             .into_iter()
             .filter_map(|(rv, ready)| t.apply(Event::Apply(pod("a", rv, ready, Some("10.0.0.1")))))
-            .map(|c| c.msg_id)
             .collect();
+        let ids: Vec<&str> = changes.iter().map(|c| c.fact_id.as_str()).collect();
         assert_eq!(
             ids,
             [
@@ -438,6 +471,32 @@ mod tests {
                 "leave:r:uid-a:5"
             ]
         );
+        // The pod resourceVersion goes into the event, so the two joins (identical but
+        // for it) and the two leaves are stored under different message ids.
+        let versions: Vec<&str> = changes.iter().map(|c| c.source_version.as_str()).collect();
+        assert_eq!(versions, ["2", "3", "4", "5"]);
+        let msg_ids: BTreeSet<String> = changes.iter().map(msg_id).collect();
+        assert_eq!(msg_ids.len(), 4, "{msg_ids:?}");
+        let Body::MembersJoined(join) = changes[2].body() else {
+            panic!("expected a join");
+        };
+        assert_eq!(join.source_version, "4");
+        let Body::MemberLeft(leave) = changes[3].body() else {
+            panic!("expected a leave");
+        };
+        assert_eq!(leave.source_version, "5");
+        assert_eq!(leave.detail, "not ready");
+    }
+
+    #[test]
+    fn syncs_carry_their_fact_id() {
+        let mut t = tracker();
+        let sync = list(&mut t, &[pod("a", 1, true, Some("10.0.0.1"))]);
+        let Body::MembershipSynced(s) = sync.body() else {
+            panic!("expected a sync");
+        };
+        assert_eq!(s.resource_version, sync.fact_id);
+        assert_eq!(s.source, pb::MembershipSource::Kubernetes as i32);
     }
 
     #[test]
@@ -485,13 +544,13 @@ mod tests {
             .unwrap();
         let again = list(&mut t, std::slice::from_ref(&a));
         assert_eq!(again.change, first.change);
-        assert_ne!(again.msg_id, first.msg_id);
+        assert_ne!(again.fact_id, first.fact_id);
 
         // Set A, set B, set A again through lists only: three facts.
         let b = pod("b", 3, true, Some("10.0.0.2"));
         let to_b = list(&mut t, std::slice::from_ref(&b));
         let back = list(&mut t, std::slice::from_ref(&a));
-        let ids = [&again.msg_id, &to_b.msg_id, &back.msg_id];
+        let ids = [&again.fact_id, &to_b.fact_id, &back.fact_id];
         assert!(
             ids[0] != ids[1] && ids[1] != ids[2] && ids[0] != ids[2],
             "{ids:?}"
@@ -505,15 +564,15 @@ mod tests {
         let stored = list(&mut before, &pods);
 
         // Restart, the last stored change is that sync: the same fact, the same id.
-        let mut restarted = tracker().with_head(Some(stored.msg_id.clone()));
-        assert_eq!(list(&mut restarted, &pods).msg_id, stored.msg_id);
+        let mut restarted = tracker().with_head(Some(stored.fact_id.clone()));
+        assert_eq!(list(&mut restarted, &pods).fact_id, stored.fact_id);
 
         // Restart after a join was stored: the sync is a new fact.
         let join = before
             .apply(Event::Apply(pod("b", 2, true, Some("10.0.0.2"))))
             .unwrap();
-        let mut restarted = tracker().with_head(Some(join.msg_id));
-        assert_ne!(list(&mut restarted, &pods).msg_id, stored.msg_id);
+        let mut restarted = tracker().with_head(Some(join.fact_id));
+        assert_ne!(list(&mut restarted, &pods).fact_id, stored.fact_id);
     }
 
     #[test]
@@ -552,14 +611,16 @@ mod tests {
         let pods = [pod("a", 1, true, Some("10.0.0.1"))];
         let mut red = PodTracker::new("red", MemberRule::default());
         let mut blue = PodTracker::new("blue", MemberRule::default());
-        assert_ne!(list(&mut red, &pods).msg_id, list(&mut blue, &pods).msg_id);
-        assert_ne!(list(&mut red, &[]).msg_id, list(&mut blue, &[]).msg_id);
+        assert_ne!(
+            list(&mut red, &pods).fact_id,
+            list(&mut blue, &pods).fact_id
+        );
+        assert_ne!(list(&mut red, &[]).fact_id, list(&mut blue, &[]).fact_id);
     }
 
     mod property {
         use super::*;
         use proptest::prelude::*;
-        use std::collections::BTreeSet;
 
         /// A step of a cluster script: pods change (seen by the watch or not), or the
         /// watcher re-lists, or restarts.
@@ -591,9 +652,10 @@ mod tests {
         }
 
         proptest! {
-            /// Whatever happens, the changes that survive JetStream's dedup (an id is
-            /// stored once, forever) fold into the truth after every list, and into
-            /// the tracker's own view after every change.
+            /// Whatever happens, the changes that survive JetStream's dedup (a message
+            /// id, the events crate's hash of the event, is stored once, forever) fold
+            /// into the truth after every list, and into the tracker's own view after
+            /// every change.
             #[test]
             fn stored_changes_fold_into_the_truth(steps in prop::collection::vec(step(), 1..40)) {
                 let rule = MemberRule::default();
@@ -606,9 +668,15 @@ mod tests {
                 let mut t = PodTracker::new(RING, rule.clone());
 
                 let mut store = |c: MembershipChange, folded: &mut BTreeMap<String, Member>, head: &mut Option<String>| {
-                    if stored_ids.insert(c.msg_id.clone()) {
+                    let event = ringside_events::Event::new(
+                        ringside_events::RingName::new(RING).unwrap(),
+                        c.body(),
+                    )
+                    .unwrap();
+                    if stored_ids.insert(event.msg_id().to_string()) {
                         c.apply_to(folded);
-                        *head = Some(c.msg_id);
+                        // What a restarted watcher reads back as the head.
+                        *head = Some(crate::publish::fact_name(&event));
                     }
                 };
                 let relist = |t: &mut PodTracker, cluster: &BTreeMap<String, Pod>| {

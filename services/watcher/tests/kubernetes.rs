@@ -1,9 +1,10 @@
 //! The watcher end to end: kube's real client and watcher talk HTTP to
 //! `testkit::kube_fake` (which plays lists, watches, bookmarks, 410 Gone), and the
 //! watcher publishes to a real nats-server (`nats/local.conf`, the `watcher` user).
-//! After each step, the member set folded from the events stored in JetStream equals
-//! the truth computed here from the fake's pods (independently of the watcher's own
-//! membership rule), and no stored join or leave repeats a fact already in effect.
+//! After each step, the ring folded from the events stored in JetStream (with the
+//! reducer's own fold, `RingLedger`) has exactly the members the fake's pods imply
+//! (computed here independently of the watcher's membership rule), no stored join or
+//! leave repeats a fact already in effect, and no message id is stored twice.
 
 #![allow(
     clippy::expect_used,
@@ -11,19 +12,16 @@
     reason = "test harness: a failed setup step must fail the test loudly"
 )]
 
-use std::collections::{BTreeMap, BTreeSet};
+mod common;
+
+use std::collections::BTreeSet;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, stream::DirectGetErrorKind};
+use common::{Nats, Row, StoredFold};
 use k8s_openapi::api::core::v1::Pod;
-use ringside_events::subject::{self, STREAM_EVENTS};
-use ringside_events::{Body, Definitions, RingName, ServiceUser, codec, headers, provision};
-use ringside_testkit::NatsServer;
 use ringside_testkit::kube_fake::{KubeFake, PodBuilder};
 use ringside_watcher::WatcherConfig;
-use ringside_watcher::config::{
-    KEY_KUBE_API_URL, KEY_NAMESPACE, KEY_NATS_PASSWORD, KEY_NATS_URL, KEY_RING,
-};
+use ringside_watcher::config::{KEY_KUBE_API_URL, KEY_NAMESPACE};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -33,9 +31,6 @@ const SELECTOR: (&str, &str) = ("app.kubernetes.io/name", "ringside-node");
 const DEADLINE: Duration = Duration::from_secs(20);
 /// How long a step waits, after converging, for anything that would wrongly follow.
 const QUIET: Duration = Duration::from_millis(300);
-
-/// (id, address, weight, uid): what a member is, compared as plain values.
-type Row = (String, String, u32, String);
 
 /// A node pod as the Deployment makes it.
 fn node(name: &str) -> PodBuilder {
@@ -86,68 +81,34 @@ fn truth(pods: &[Pod]) -> BTreeSet<Row> {
 /// The spawned `run_with_readiness`.
 type WatcherTask = JoinHandle<Result<(), ringside_watcher::WatcherError>>;
 
-/// One stored membership event, as the fold saw it.
-#[derive(Clone, Debug)]
-struct StoredEvent {
-    kind: &'static str,
-    msg_id: String,
-}
-
 /// The API fake, a real NATS server, the watcher under test, and the fold of what
 /// JetStream stored.
 struct Harness {
     fake: KubeFake,
-    _nats: NatsServer,
+    _nats: Nats,
     config: WatcherConfig,
-    stream: jetstream::stream::Stream<()>,
     watcher: Option<(WatcherTask, oneshot::Sender<()>)>,
     ready: Option<watch::Receiver<bool>>,
-    /// Stream sequence of the last membership event read.
-    cursor: u64,
-    stored: Vec<StoredEvent>,
-    folded: BTreeMap<String, Row>,
+    fold: StoredFold,
 }
 
 impl Harness {
     async fn new() -> Harness {
         let fake = KubeFake::start(NS).await.expect("start the API fake");
-        let nats = NatsServer::start_local_conf()
-            .await
-            .expect("start nats-server");
-        let admin_password = nats.password(ServiceUser::Admin.name()).unwrap().to_owned();
-        let admin = nats
-            .connect_with(ServiceUser::Admin.connect_options(admin_password))
-            .await
-            .unwrap();
-        let js = jetstream::new(admin);
-        provision(&js, &Definitions::builtin().unwrap())
-            .await
-            .expect("provision the streams");
-        let stream = js.get_stream_no_info(STREAM_EVENTS).await.unwrap();
-        let map = [
-            (KEY_RING, RING),
-            (KEY_NAMESPACE, NS),
-            (KEY_KUBE_API_URL, fake.url().as_str()),
-            (KEY_NATS_URL, nats.url().as_str()),
-            (
-                KEY_NATS_PASSWORD,
-                nats.password(ServiceUser::Watcher.name()).unwrap(),
-            ),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
+        let nats = Nats::start().await;
+        let map = nats.watcher_map(
+            RING,
+            &[(KEY_NAMESPACE, NS), (KEY_KUBE_API_URL, fake.url().as_str())],
+        );
         let config = WatcherConfig::from_map(&map).expect("valid config");
+        let fold = nats.fold(RING).await;
         Harness {
             fake,
             _nats: nats,
             config,
-            stream,
             watcher: None,
             ready: None,
-            cursor: 0,
-            stored: Vec::new(),
-            folded: BTreeMap::new(),
+            fold,
         }
     }
 
@@ -189,100 +150,29 @@ impl Harness {
         self.ready.as_ref().is_some_and(|r| *r.borrow())
     }
 
-    /// Reads every membership event stored since the last call and folds it.
-    async fn read_new(&mut self) {
-        let subject = subject::membership(&RingName::new(RING).unwrap());
-        loop {
-            let msg = match self
-                .stream
-                .direct_get_next_for_subject(subject.as_str(), Some(self.cursor + 1))
-                .await
-            {
-                Ok(msg) => msg,
-                Err(e) if e.kind() == DirectGetErrorKind::NotFound => return,
-                Err(e) => panic!("reading the stream: {e}"),
-            };
-            self.cursor = msg.sequence;
-            let msg_id = msg
-                .headers
-                .get(headers::MSG_ID)
-                .map(|v| v.as_str().to_owned())
-                .expect("every event has a Nats-Msg-Id");
-            let event = codec::decode(&msg.payload).expect("the watcher publishes valid events");
-            let kind = match event.body() {
-                Body::MembersJoined(j) => {
-                    for m in &j.members {
-                        let row = (
-                            m.id.clone(),
-                            m.address.clone(),
-                            m.weight,
-                            m.uid.clone().unwrap_or_default(),
-                        );
-                        let previous = self.folded.insert(m.id.clone(), row);
-                        assert!(previous.is_none(), "join of a member already in: {m:?}");
-                    }
-                    "join"
-                }
-                Body::MemberLeft(l) => {
-                    assert!(
-                        self.folded.remove(&l.member_id).is_some(),
-                        "leave of a member not in: {l:?}"
-                    );
-                    "leave"
-                }
-                Body::MembershipSynced(s) => {
-                    self.folded = s
-                        .members
-                        .iter()
-                        .map(|m| {
-                            let row = (
-                                m.id.clone(),
-                                m.address.clone(),
-                                m.weight,
-                                m.uid.clone().unwrap_or_default(),
-                            );
-                            (m.id.clone(), row)
-                        })
-                        .collect();
-                    "sync"
-                }
-                other => panic!("unexpected event on the membership subject: {other:?}"),
-            };
-            assert!(
-                self.stored.iter().all(|s| s.msg_id != msg_id),
-                "message id stored twice: {msg_id}"
-            );
-            self.stored.push(StoredEvent { kind, msg_id });
-        }
-    }
-
-    fn folded_rows(&self) -> BTreeSet<Row> {
-        self.folded.values().cloned().collect()
-    }
-
     /// Waits until the stored events fold into the fake's truth, then a little longer
     /// for anything that would wrongly follow; returns the kinds stored in this step.
     async fn settle(&mut self) -> Vec<&'static str> {
-        let start = self.stored.len();
+        let start = self.fold.stored.len();
         let deadline = tokio::time::Instant::now() + DEADLINE;
         let want = truth(&self.fake.pods());
         loop {
-            self.read_new().await;
-            if self.folded_rows() == want {
+            self.fold.read_new().await;
+            if self.fold.rows() == want {
                 break;
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "no convergence: folded {:?}, truth {want:?}, stored {:?}",
-                self.folded_rows(),
-                &self.stored[start..]
+                self.fold.rows(),
+                &self.fold.stored[start..]
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         tokio::time::sleep(QUIET).await;
-        self.read_new().await;
-        assert_eq!(self.folded_rows(), want, "a late event broke the fold");
-        self.stored[start..].iter().map(|s| s.kind).collect()
+        self.fold.read_new().await;
+        assert_eq!(self.fold.rows(), want, "a late event broke the fold");
+        self.fold.stored[start..].iter().map(|s| s.kind).collect()
     }
 
     /// Adds Ready node pods with these names and IPs.
@@ -333,8 +223,8 @@ async fn initial_list_is_one_sync_of_the_ready_addressed_selected_pods() {
     assert!(!h.is_ready());
     h.start_watcher();
     assert_eq!(h.settle().await, ["sync"]);
-    assert_eq!(h.folded.keys().collect::<Vec<_>>(), ["a", "d"]);
-    assert_eq!(h.folded["d"].2, 3);
+    assert_eq!(h.fold.ids(), ["a", "d"]);
+    assert!(h.fold.rows().iter().any(|r| r.0 == "d" && r.2 == 3));
     assert_eq!(h.fake.list_calls(), 1);
     assert!(h.is_ready(), "ready once the first sync is stored");
     h.stop_watcher().await;
@@ -358,14 +248,16 @@ async fn readiness_and_ip_assignment_are_joins_and_leaves() {
     h.fake.set_pod_ip("b", Some("10.0.0.2"));
     assert_eq!(h.settle().await, ["join"]);
 
-    // A flap: NotReady, then Ready again, same pod, same IP.
+    // A flap: NotReady, then Ready again, same pod, same IP. The second join differs
+    // from the first only in its source_version (the pod's resourceVersion), which
+    // keeps it from being dropped as a duplicate of the first. (Without it the fold
+    // would miss a, and settle() would time out.)
     h.fake.set_ready("a", false);
     assert_eq!(h.settle().await, ["leave"]);
     h.fake.set_ready("a", true);
-    let rejoin = h.settle().await;
-    // The events crate derives ids from content, so the second, identical join is
-    // dropped as a duplicate; the watcher then restates the set as a sync.
-    assert_eq!(rejoin, ["sync"], "{:?}", h.stored);
+    assert_eq!(h.settle().await, ["join"], "{:?}", h.fold.stored);
+    h.fake.set_ready("a", false);
+    assert_eq!(h.settle().await, ["leave"], "{:?}", h.fold.stored);
     assert_eq!(h.fake.list_calls(), 1, "no re-list was needed");
     h.stop_watcher().await;
 }

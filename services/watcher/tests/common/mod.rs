@@ -1,0 +1,199 @@
+//! Shared by the watcher's end-to-end tests: a real nats-server with the project's
+//! `nats/local.conf` (service users and permissions) and provisioned streams, and the
+//! fold of what JetStream stored, with the very [`RingLedger`] the reducer uses.
+
+#![allow(
+    dead_code,
+    unreachable_pub,
+    reason = "each test binary uses a different part of this module"
+)]
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use async_nats::jetstream::{self, stream::DirectGetErrorKind};
+use ringside_events::subject::{self, STREAM_EVENTS};
+use ringside_events::{
+    Body, Definitions, Outcome, RingLedger, RingName, ServiceUser, codec, headers, provision,
+};
+use ringside_ring::{RingConfig, Strategy};
+use ringside_testkit::NatsServer;
+use ringside_watcher::config::{KEY_NATS_PASSWORD, KEY_NATS_URL, KEY_RING};
+
+/// (id, address, weight, uid): what a member is, compared as plain values.
+pub type Row = (String, String, u32, String);
+
+/// A real nats-server (`nats/local.conf`) with the streams and buckets provisioned,
+/// and an admin connection.
+pub struct Nats {
+    pub server: NatsServer,
+    pub admin: async_nats::Client,
+    pub js: jetstream::Context,
+}
+
+impl Nats {
+    pub async fn start() -> Nats {
+        let server = NatsServer::start_local_conf()
+            .await
+            .expect("start nats-server");
+        let admin = server
+            .connect_with(
+                ServiceUser::Admin
+                    .connect_options(server.password(ServiceUser::Admin.name()).unwrap()),
+            )
+            .await
+            .unwrap();
+        let js = jetstream::new(admin.clone());
+        provision(&js, &Definitions::builtin().unwrap())
+            .await
+            .expect("provision the streams");
+        Nats { server, admin, js }
+    }
+
+    /// A connection as `user`.
+    pub async fn connect(&self, user: ServiceUser) -> async_nats::Client {
+        self.server
+            .connect_with(user.connect_options(self.server.password(user.name()).unwrap()))
+            .await
+            .unwrap()
+    }
+
+    /// The configuration map of a watcher of `ring` on this server (as the `watcher`
+    /// user), plus `extra` keys.
+    pub fn watcher_map(&self, ring: &str, extra: &[(&str, &str)]) -> BTreeMap<String, String> {
+        let mut map: BTreeMap<String, String> = [
+            (KEY_RING, ring),
+            (KEY_NATS_URL, self.server.url().as_str()),
+            (
+                KEY_NATS_PASSWORD,
+                self.server.password(ServiceUser::Watcher.name()).unwrap(),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        map.extend(
+            extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
+        map
+    }
+
+    /// The fold of `ring`'s stored membership events.
+    pub async fn fold(&self, ring: &str) -> StoredFold {
+        StoredFold {
+            stream: self.js.get_stream_no_info(STREAM_EVENTS).await.unwrap(),
+            ring: RingName::new(ring).unwrap(),
+            cursor: 0,
+            stored: Vec::new(),
+            ledger: RingLedger::new(
+                RingName::new(ring).unwrap(),
+                RingConfig::new(Strategy::Random, 16).unwrap(),
+            ),
+        }
+    }
+}
+
+/// One stored membership event, as the fold saw it.
+#[derive(Clone, Debug)]
+pub struct StoredEvent {
+    pub kind: &'static str,
+    pub msg_id: String,
+    pub producer: String,
+    pub summary: String,
+}
+
+/// Reads a ring's membership events from the stream, in order, and folds them with
+/// [`RingLedger`]; checks that no message id is stored twice, that every join adds a
+/// member not in the ring and every leave removes one that is.
+pub struct StoredFold {
+    stream: jetstream::stream::Stream<()>,
+    ring: RingName,
+    /// Stream sequence of the last membership event read.
+    cursor: u64,
+    pub stored: Vec<StoredEvent>,
+    pub ledger: RingLedger,
+}
+
+impl StoredFold {
+    /// Reads and folds every membership event stored since the last call; returns the
+    /// kinds read.
+    pub async fn read_new(&mut self) -> Vec<&'static str> {
+        let start = self.stored.len();
+        let subject = subject::membership(&self.ring);
+        loop {
+            let msg = match self
+                .stream
+                .direct_get_next_for_subject(subject.as_str(), Some(self.cursor + 1))
+                .await
+            {
+                Ok(msg) => msg,
+                Err(e) if e.kind() == DirectGetErrorKind::NotFound => break,
+                Err(e) => panic!("reading the stream: {e}"),
+            };
+            self.cursor = msg.sequence;
+            let msg_id = msg
+                .headers
+                .get(headers::MSG_ID)
+                .map(|v| v.as_str().to_owned())
+                .expect("every event has a Nats-Msg-Id");
+            let event = codec::decode(&msg.payload).expect("the watcher publishes valid events");
+            let present: BTreeSet<String> = self.ledger.members().map(|m| m.id.clone()).collect();
+            let kind = match event.body() {
+                Body::MembersJoined(j) => {
+                    for m in &j.members {
+                        assert!(
+                            !present.contains(&m.id),
+                            "join of a member already in: {m:?}"
+                        );
+                    }
+                    "join"
+                }
+                Body::MemberLeft(l) => {
+                    assert!(
+                        present.contains(&l.member_id),
+                        "leave of a member not in: {l:?}"
+                    );
+                    "leave"
+                }
+                Body::MembershipSynced(_) => "sync",
+                other => panic!("unexpected event on the membership subject: {other:?}"),
+            };
+            match self.ledger.apply(msg.sequence, event.body()) {
+                Outcome::Rebalanced(_) | Outcome::Unchanged => {}
+                other => panic!("the fold did not take {event:?}: {other:?}"),
+            }
+            assert!(
+                self.stored.iter().all(|s| s.msg_id != msg_id),
+                "message id stored twice: {msg_id}"
+            );
+            self.stored.push(StoredEvent {
+                kind,
+                msg_id,
+                producer: event.producer().to_owned(),
+                summary: event.summary(),
+            });
+        }
+        self.stored[start..].iter().map(|s| s.kind).collect()
+    }
+
+    /// The folded members.
+    pub fn rows(&self) -> BTreeSet<Row> {
+        self.ledger
+            .members()
+            .map(|m| {
+                (
+                    m.id.clone(),
+                    m.address.clone(),
+                    m.weight,
+                    m.uid.clone().unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+
+    /// The folded member ids.
+    pub fn ids(&self) -> Vec<String> {
+        self.ledger.members().map(|m| m.id.clone()).collect()
+    }
+}
