@@ -14,7 +14,7 @@ cd "$ROOT"
 OUT="${CARGO_TARGET_DIR:-$ROOT/target}/bench"
 
 # Every benchmark this script knows, in the order `all` runs them.
-BENCHES="ring events"
+BENCHES="ring events replay reducer"
 
 run_ring() {
     cargo bench --locked -p ringside-ring --bench ring -- --json "$OUT/ring.json" "$@"
@@ -24,12 +24,25 @@ run_events() {
     cargo bench --locked -p ringside-events --bench events -- --json "$OUT/events.json" "$@"
 }
 
+run_replay() {
+    cargo bench --locked -p ringside --bench replay -- --json "$OUT/replay.json" "$@"
+}
+
+run_reducer() {
+    # It runs the release binary as a child process, so build that first.
+    cargo build --release --locked -p ringside
+    cargo bench --locked -p ringside-reducer --bench reducer -- \
+        --ringside "${CARGO_TARGET_DIR:-$ROOT/target}/release/ringside" --json "$OUT/reducer.json" "$@"
+}
+
 run() {
     name=$1
     shift
     case "$name" in
         ring) run_ring "$@" ;;
         events) run_events "$@" ;;
+        replay) run_replay "$@" ;;
+        reducer) run_reducer "$@" ;;
         *)
             echo "bench: unknown benchmark '$name' (known: $BENCHES; or all)" >&2
             exit 2

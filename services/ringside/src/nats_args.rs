@@ -14,16 +14,17 @@ pub(crate) struct NatsArgs {
     /// NATS server URL.
     #[arg(
         long,
+        global = true,
         default_value = "nats://127.0.0.1:4222",
         env = "RINGSIDE_NATS_URL"
     )]
     pub(crate) nats_url: String,
     /// NATS user (admin, or bridge for read-only access).
-    #[arg(long, default_value = "admin", value_parser = parse_user)]
+    #[arg(long, global = true, default_value = "admin", value_parser = parse_user)]
     pub(crate) user: ServiceUser,
     /// Password of the user [default: $RINGSIDE_NATS_PASSWORD_<USER>; none: connect
     /// without credentials].
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub(crate) password: Option<String>,
 }
 

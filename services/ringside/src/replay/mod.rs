@@ -217,7 +217,11 @@ async fn start(source: &Source, fits: impl Fn(&pb::RingSnapshot) -> bool) -> any
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
             match source.snapshot(&refs[mid]).await {
-                Ok(s) => {
+                Ok(None) => {
+                    refs.remove(mid);
+                    continue 'search;
+                }
+                Ok(Some(s)) => {
                     if fits(&s) {
                         lo = mid + 1;
                     } else {
@@ -237,25 +241,33 @@ async fn start(source: &Source, fits: impl Fn(&pb::RingSnapshot) -> bool) -> any
         };
         let snapshot = match fetched.remove(&best) {
             Some(s) => s,
-            None => source.snapshot(&refs[best]).await?,
+            None => match source.snapshot(&refs[best]).await? {
+                Some(s) => s,
+                None => {
+                    refs.remove(best);
+                    continue;
+                }
+            },
         };
-        match RingLedger::from_snapshot(&snapshot) {
-            Ok(ledger) if ledger.ring_name() == source.ring() => {
+        let loaded = match RingLedger::from_snapshot(&snapshot) {
+            Ok(ledger) if ledger.ring_name() != source.ring() => {
+                Err(format!("it is of ring '{}'", snapshot.ring))
+            }
+            Ok(ledger) => match matches_its_event(source, &snapshot).await? {
+                Ok(()) => Ok(ledger),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(record::error_chain(&e)),
+        };
+        match loaded {
+            Ok(ledger) => {
                 return Ok(Start {
                     from_seq: ledger.membership_sequence() + 1,
                     fold: Fold::new(ledger),
                     snapshot: Some(refs[best].key.clone()),
                 });
             }
-            Ok(_) => eprintln!(
-                "warning: skipping snapshot {}: it is of ring '{}'",
-                refs[best].key, snapshot.ring
-            ),
-            Err(e) => eprintln!(
-                "warning: skipping snapshot {}: {}",
-                refs[best].key,
-                record::error_chain(&e)
-            ),
+            Err(why) => eprintln!("warning: skipping snapshot {}: {why}", refs[best].key),
         }
         refs.remove(best);
     }
@@ -271,6 +283,39 @@ async fn start(source: &Source, fits: impl Fn(&pb::RingSnapshot) -> bool) -> any
         fold: Fold::new(RingLedger::new(source.ring().clone(), config)),
         from_seq: 1,
         snapshot: None,
+    })
+}
+
+/// Whether a snapshot agrees with the stored rebalance event of its epoch (when it
+/// names one): one read that catches a snapshot written for another epoch. `verify`
+/// checks snapshots in full.
+async fn matches_its_event(
+    source: &Source,
+    snapshot: &pb::RingSnapshot,
+) -> anyhow::Result<Result<(), String>> {
+    if snapshot.rebalance_sequence == 0 {
+        return Ok(Ok(()));
+    }
+    let seq = snapshot.rebalance_sequence;
+    let Some(record) = source.message(seq).await? else {
+        return Ok(Err(format!(
+            "its rebalance sequence {seq} is not an event of the ring"
+        )));
+    };
+    Ok(match record.event.as_ref().map(|e| e.body()) {
+        Ok(ringside_events::Body::RingRebalanced(r))
+            if (r.epoch, r.checksum) == (snapshot.epoch, snapshot.checksum) =>
+        {
+            Ok(())
+        }
+        Ok(ringside_events::Body::RingRebalanced(r)) => Err(format!(
+            "it says epoch {} checksum {}, its rebalance event at sequence {seq} says epoch {} checksum {}",
+            snapshot.epoch,
+            record::checksum_hex(snapshot.checksum),
+            r.epoch,
+            record::checksum_hex(r.checksum)
+        )),
+        _ => Err(format!("sequence {seq} is not a rebalance event")),
     })
 }
 
@@ -681,7 +726,7 @@ async fn export(
     // start from any of them.
     for r in source.snapshots().await? {
         match source.snapshot(&r).await {
-            Ok(s) if s.membership_sequence + 1 >= from && s.membership_sequence <= to => {
+            Ok(Some(s)) if s.membership_sequence + 1 >= from && s.membership_sequence <= to => {
                 writer.snapshot(&r.key, &s)?;
             }
             Ok(_) => {}
@@ -711,7 +756,8 @@ async fn verify(source: &Source, output: Output, out: &mut dyn Write) -> anyhow:
     let mut unreadable = Vec::new();
     for r in source.snapshots().await? {
         match source.snapshot(&r).await {
-            Ok(s) => checks.push(SnapshotCheck::of(&r.key, &s)),
+            Ok(Some(s)) => checks.push(SnapshotCheck::of(&r.key, &s)),
+            Ok(None) => {}
             Err(e) => unreadable.push(Problem {
                 epoch: Some(r.epoch),
                 sequence: None,

@@ -62,6 +62,7 @@ pub(crate) enum Source {
 pub(crate) struct NatsSource {
     ring: RingName,
     url: String,
+    js: jetstream::Context,
     stream: stream::Stream,
     snapshots: Option<stream::Stream>,
 }
@@ -121,6 +122,7 @@ impl Source {
         Ok(Self::Nats(Box::new(NatsSource {
             ring,
             url: url.to_string(),
+            js,
             stream,
             snapshots,
         })))
@@ -259,11 +261,46 @@ impl Source {
         }
     }
 
-    /// Reads and checks one snapshot.
-    pub(crate) async fn snapshot(&self, r: &SnapshotRef) -> anyhow::Result<pb::RingSnapshot> {
+    /// Reads and checks one snapshot; `None` if its key was deleted (the reducer
+    /// prunes old per-epoch snapshots).
+    pub(crate) async fn snapshot(
+        &self,
+        r: &SnapshotRef,
+    ) -> anyhow::Result<Option<pb::RingSnapshot>> {
         match self {
             Self::Nats(s) => s.snapshot(&r.key).await,
-            Self::File(s) => s.snapshot(r),
+            Self::File(s) => s.snapshot(r).map(Some),
+        }
+    }
+
+    /// The stored message at `seq`, if it is one of the ring's.
+    pub(crate) async fn message(&self, seq: u64) -> anyhow::Result<Option<Record>> {
+        let ours = subjects(self.ring(), &STORED_KINDS);
+        match self {
+            Self::Nats(s) => {
+                match s.stream.direct_get(seq).await {
+                    Ok(m) if ours.iter().any(|o| *o == m.subject.as_str()) => Ok(Some(
+                        Record::decode(m.sequence, m.time, m.subject.to_string(), m.payload),
+                    )),
+                    Ok(_) => Ok(None),
+                    Err(e) if is_not_found(&e) => Ok(None),
+                    Err(e) => Err(anyhow!(e).context(format!("cannot read sequence {seq}"))),
+                }
+            }
+            Self::File(s) => {
+                let mut found = None;
+                s.scan(
+                    seq,
+                    Some(seq),
+                    &STORED_KINDS,
+                    &mut Progress::hidden(),
+                    &mut |r| {
+                        found = Some(r);
+                        Ok(ControlFlow::Break(()))
+                    },
+                )?;
+                Ok(found)
+            }
         }
     }
 
@@ -364,29 +401,55 @@ impl NatsSource {
         Ok(rings)
     }
 
-    async fn snapshot_refs(&self) -> anyhow::Result<Vec<SnapshotRef>> {
+    /// The snapshot keys of the ring: the live keys of the bucket (deleted ones left
+    /// out), or, for a user that may not create consumers on the bucket (`bridge`),
+    /// every key the bucket's stream has seen.
+    async fn snapshot_keys(&self) -> anyhow::Result<Vec<String>> {
+        let prefix = format!("{}.", self.ring);
+        if let Ok(kv) = self.js.get_key_value(subject::KV_SNAPSHOTS).await
+            && let Ok(mut keys) = kv.keys().await
+        {
+            let mut out = Vec::new();
+            while let Some(key) = keys.next().await {
+                let key = key.context("cannot list the snapshot keys")?;
+                if key.starts_with(&prefix) {
+                    out.push(key);
+                }
+            }
+            return Ok(out);
+        }
         let Some(kv) = &self.snapshots else {
             return Ok(Vec::new());
         };
-        let prefix = kv_subject("");
-        let kv = kv.clone();
+        let bucket_prefix = kv_subject("");
         let mut subjects = kv
+            .clone()
             .info_with_subjects(kv_subject(&subject::snapshot_keys_of(&self.ring)))
             .await
             .context("cannot list the snapshot keys")?;
+        let mut out = Vec::new();
+        while let Some(entry) = subjects.next().await {
+            let (subject, _) = entry.context("cannot list the snapshot keys")?;
+            if let Some(key) = subject.strip_prefix(&bucket_prefix) {
+                out.push(key.to_string());
+            }
+        }
+        Ok(out)
+    }
+
+    async fn snapshot_refs(&self) -> anyhow::Result<Vec<SnapshotRef>> {
+        if self.snapshots.is_none() {
+            return Ok(Vec::new());
+        }
         let latest = subject::latest_snapshot_key(&self.ring);
         let mut refs = Vec::new();
         let mut has_latest = false;
-        while let Some(entry) = subjects.next().await {
-            let (subject, _) = entry.context("cannot list the snapshot keys")?;
-            let Some(key) = subject.strip_prefix(&prefix) else {
-                continue;
-            };
+        for key in self.snapshot_keys().await? {
             if key == latest {
                 has_latest = true;
-            } else if let Some(epoch) = epoch_of_key(&self.ring, key) {
+            } else if let Some(epoch) = epoch_of_key(&self.ring, &key) {
                 refs.push(SnapshotRef {
-                    key: key.to_string(),
+                    key,
                     epoch,
                     offset: None,
                 });
@@ -394,7 +457,7 @@ impl NatsSource {
         }
         // `latest` may be newer than every per-epoch key; it is used only then.
         if has_latest
-            && let Ok(s) = self.snapshot(&latest).await
+            && let Ok(Some(s)) = self.snapshot(&latest).await
             && !refs.iter().any(|r| r.epoch == s.epoch)
         {
             refs.push(SnapshotRef {
@@ -407,19 +470,21 @@ impl NatsSource {
         Ok(refs)
     }
 
-    async fn snapshot(&self, key: &str) -> anyhow::Result<pb::RingSnapshot> {
+    async fn snapshot(&self, key: &str) -> anyhow::Result<Option<pb::RingSnapshot>> {
         let kv = self
             .snapshots
             .as_ref()
             .ok_or_else(|| anyhow!("there is no snapshot bucket {}", subject::KV_SNAPSHOTS))?;
-        let m = kv
-            .direct_get_last_for_subject(kv_subject(key))
-            .await
-            .with_context(|| format!("cannot read snapshot {key}"))?;
+        let m = match kv.direct_get_last_for_subject(kv_subject(key)).await {
+            Ok(m) => m,
+            Err(e) if is_not_found(&e) => return Ok(None),
+            Err(e) => return Err(anyhow!(e).context(format!("cannot read snapshot {key}"))),
+        };
+        // A deleted or purged key leaves a marker without payload.
         if m.payload.is_empty() {
-            bail!("snapshot {key} was deleted");
+            return Ok(None);
         }
-        codec::decode_snapshot(&m.payload).map_err(|e| {
+        codec::decode_snapshot(&m.payload).map(Some).map_err(|e| {
             anyhow!(
                 "snapshot {key} does not decode: {}",
                 record::error_chain(&e)
@@ -438,28 +503,27 @@ impl NatsSource {
             })
             .await
             .context("cannot create a consumer to find the time")?;
-        if consumer.cached_info().num_pending == 0 {
+        let name = consumer.cached_info().name.clone();
+        let result = if consumer.cached_info().num_pending == 0 {
             let mut stream = self.stream.clone();
-            return Ok(stream
+            stream
                 .info()
                 .await
-                .context("cannot read the stream's state")?
-                .state
-                .last_sequence);
-        }
-        let mut messages = consumer
-            .messages()
-            .await
-            .context("cannot read the stream")?;
-        let next = tokio::time::timeout(Duration::from_secs(10), messages.next())
-            .await
-            .context("no answer from the server in 10 s")?
-            .ok_or_else(|| anyhow!("the stream ended"))?
-            .map_err(|e| anyhow!(e).context("cannot read the stream"))?;
-        let info = next
-            .info()
-            .map_err(|e| anyhow!("bad message metadata: {e}"))?;
-        Ok(info.stream_sequence.saturating_sub(1))
+                .context("cannot read the stream's state")
+                .map(|i| i.state.last_sequence)
+        } else {
+            first_sequence(consumer).await.map(|s| s.saturating_sub(1))
+        };
+        self.forget(&name).await;
+        result
+    }
+
+    /// Deletes a finished consumer now rather than when it goes idle (30 s): many
+    /// short replays in a row would otherwise pile up consumers on the server.
+    async fn forget(&self, consumer: &str) {
+        // Best effort: an ordered consumer that recreated itself has another name, and
+        // the server removes it when it goes idle anyway.
+        let _ = self.stream.delete_consumer(consumer).await;
     }
 
     async fn scan(
@@ -484,40 +548,74 @@ impl NatsSource {
             })
             .await
             .context("cannot create an ordered consumer on the stream")?;
-        if consumer.cached_info().num_pending == 0 {
+        let name = consumer.cached_info().name.clone();
+        let result = if consumer.cached_info().num_pending == 0 {
+            Ok(())
+        } else {
+            read_until(consumer, to, progress, visit).await
+        };
+        self.forget(&name).await;
+        result
+    }
+}
+
+type Ordered = consumer::Consumer<consumer::pull::OrderedConfig>;
+
+/// The stream sequence of a consumer's first message.
+async fn first_sequence(consumer: Ordered) -> anyhow::Result<u64> {
+    let mut messages = consumer
+        .messages()
+        .await
+        .context("cannot read the stream")?;
+    let next = tokio::time::timeout(Duration::from_secs(10), messages.next())
+        .await
+        .context("no answer from the server in 10 s")?
+        .ok_or_else(|| anyhow!("the stream ended"))?
+        .map_err(|e| anyhow!(e).context("cannot read the stream"))?;
+    let info = next
+        .info()
+        .map_err(|e| anyhow!("bad message metadata: {e}"))?;
+    Ok(info.stream_sequence)
+}
+
+/// Hands a consumer's messages to `visit` up to sequence `to` or the end of the
+/// stream as it was when the consumer was created.
+async fn read_until(
+    consumer: Ordered,
+    to: Option<u64>,
+    progress: &mut Progress,
+    visit: &mut dyn FnMut(Record) -> anyhow::Result<Flow>,
+) -> anyhow::Result<()> {
+    let mut messages = consumer
+        .messages()
+        .await
+        .context("cannot read the stream")?;
+    loop {
+        // An ordered consumer recreates itself after a hiccup; a long silence with
+        // messages still pending means the server is gone.
+        let next = tokio::time::timeout(Duration::from_secs(30), messages.next())
+            .await
+            .context("no message from the server in 30 s")?;
+        let Some(next) = next else {
+            bail!("the stream ended while reading it");
+        };
+        let message = next.map_err(|e| anyhow!(e).context("cannot read the stream"))?;
+        let info = message
+            .info()
+            .map_err(|e| anyhow!("bad message metadata: {e}"))?;
+        let (seq, pending, time) = (info.stream_sequence, info.pending, info.published);
+        if to.is_some_and(|to| seq > to) {
             return Ok(());
         }
-        let mut messages = consumer
-            .messages()
-            .await
-            .context("cannot read the stream")?;
-        loop {
-            // An ordered consumer recreates itself after a hiccup; a long silence with
-            // messages still pending means the server is gone.
-            let next = tokio::time::timeout(Duration::from_secs(30), messages.next())
-                .await
-                .context("no message from the server in 30 s")?;
-            let Some(next) = next else {
-                bail!("the stream ended while reading it");
-            };
-            let message = next.map_err(|e| anyhow!(e).context("cannot read the stream"))?;
-            let info = message
-                .info()
-                .map_err(|e| anyhow!("bad message metadata: {e}"))?;
-            let (seq, pending, time) = (info.stream_sequence, info.pending, info.published);
-            if to.is_some_and(|to| seq > to) {
-                return Ok(());
-            }
-            progress.at(seq);
-            let record = Record::decode(
-                seq,
-                time,
-                message.subject.to_string(),
-                message.payload.clone(),
-            );
-            if visit(record)?.is_break() || pending == 0 || to == Some(seq) {
-                return Ok(());
-            }
+        progress.at(seq);
+        let record = Record::decode(
+            seq,
+            time,
+            message.subject.to_string(),
+            message.payload.clone(),
+        );
+        if visit(record)?.is_break() || pending == 0 || to == Some(seq) {
+            return Ok(());
         }
     }
 }
