@@ -101,10 +101,12 @@ pub async fn run_with_status(
         .map_err(WatcherError::Subscribe)?;
     let (lease_tx, lease_rx) = watch::channel(LeaseState::Standby);
     let (release, released) = oneshot::channel::<()>();
-    let keeper = tokio::spawn(keeper.run(lease_tx, async move {
-        // A dropped sender (the loop gone) also means release.
+    // Aborted if this future is dropped (cancelled): a keeper left running would renew
+    // a lease nobody uses, and no standby could ever take over.
+    let mut keeper = KeeperTask(Some(tokio::spawn(keeper.run(lease_tx, async move {
+        // A dropped sender also means release.
         let _ = released.await;
-    }));
+    }))));
     tracing::info!(%ring, subject = %subject::heartbeat_any(&ring), missed_beats = config.missed_beats, interval = ?config.interval, "Listening to heartbeats.");
     let mut session = Session {
         tracker: HeartbeatTracker::new(
@@ -124,11 +126,24 @@ pub async fn run_with_status(
     session.status.send_replace(Status::Standby);
     let result = session.run(beats, shutdown.as_mut()).await;
     let _ = release.send(());
-    if let Err(e) = keeper.await {
+    if let Some(task) = keeper.0.take()
+        && let Err(e) = task.await
+    {
         tracing::error!(error = %e, "The lease keeper failed.");
     }
     session.status.send_replace(Status::Starting);
     result
+}
+
+/// The lease keeper's task, aborted on drop unless taken out to be awaited.
+struct KeeperTask(Option<tokio::task::JoinHandle<()>>);
+
+impl Drop for KeeperTask {
+    fn drop(&mut self) {
+        if let Some(task) = &self.0 {
+            task.abort();
+        }
+    }
 }
 
 /// The leader's bookkeeping.
