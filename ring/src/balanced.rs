@@ -25,6 +25,9 @@ use crate::ring::{ArcSpan, RING, Ring, check_token_limit};
 /// Neighbours absorb a leaver's arcs up to `(SLACK + 1) / SLACK` of their target share.
 const SLACK: u128 = 128;
 
+/// How many of the lowest members a leave's water-filling orders before ordering all.
+const FILL_FEW: usize = 32;
+
 /// Pieces of a join of weight `weight` (the ring's own members are `Who::Member`).
 pub(crate) fn plan_join(ring: &Ring, weight: u32) -> Result<Vec<Piece>, RingError> {
     let n = ring.members.len();
@@ -37,7 +40,7 @@ pub(crate) fn plan_join(ring: &Ring, weight: u32) -> Result<Vec<Piece>, RingErro
         }]);
     }
     let w = |i: u32| u128::from(ring.members[i as usize].weight);
-    let own = |i: u32| ring.own[i as usize];
+    let own = |i: u32| ring.tables.own[i as usize];
     let total = ring.total_weight() + u128::from(weight);
     let take = (RING * u128::from(weight) / total).max(1);
     let budget = usize::try_from(u64::from(ring.config.vnodes) * u64::from(weight))
@@ -111,19 +114,8 @@ fn give(ring: &Ring, d: u32, amount: u128, pieces: &mut Vec<Piece>) {
         to: Who::Joiner,
     };
     let mut left = amount;
-    // The cached largest arcs settle almost every donor; scan the ring only when an
-    // amount needs more arcs than the cache holds.
-    let cached = ring.largest[d as usize];
-    let cached = cached.iter().take_while(|a| a.len > 0);
-    let needs_scan = amount >= cached.clone().map(|a| a.len).sum::<u128>();
-    let arcs = if needs_scan {
-        let mut arcs = arcs_of(ring, d);
-        arcs.sort_unstable_by(|a, b| b.len.cmp(&a.len).then(a.end.cmp(&b.end)));
-        arcs
-    } else {
-        cached.copied().collect()
-    };
-    for arc in arcs {
+    // The ring keeps every member's arcs largest first; usually the first is enough.
+    for arc in ring.tables.arcs[d as usize].largest_first() {
         if left == 0 {
             break;
         }
@@ -135,14 +127,6 @@ fn give(ring: &Ring, d: u32, amount: u128, pieces: &mut Vec<Piece>) {
             left = 0;
         }
     }
-}
-
-/// The arcs of member `m`, in position order.
-fn arcs_of(ring: &Ring, m: u32) -> Vec<ArcSpan> {
-    (0..ring.slots.len())
-        .filter(|&i| ring.slots[i].owner == m)
-        .map(|i| ring.arc(i))
-        .collect()
 }
 
 /// One arc of the leaver and the members on either side of it.
@@ -161,17 +145,20 @@ pub(crate) fn plan_leave(ring: &Ring, leaver: usize) -> Vec<Piece> {
     let survivors_weight = ring.total_weight() - w(leaver);
     let cap = |i: u32| w(i) * RING * (SLACK + 1) / (SLACK * survivors_weight);
 
-    let mut arcs: Vec<LeaverArc> = (0..t)
-        .filter(|&i| slots[i].owner == leaver)
-        .map(|i| LeaverArc {
-            arc: ring.arc(i),
-            left: slots[(i + t - 1) % t].owner,
-            right: slots[(i + 1) % t].owner,
+    // The leaver's arcs, largest first (ties: the smaller end), with their neighbours.
+    let arcs: Vec<LeaverArc> = ring.tables.arcs[leaver as usize]
+        .largest_first()
+        .map(|arc| {
+            let i = ring.slot_at(arc.end);
+            LeaverArc {
+                arc,
+                left: slots[(i + t - 1) % t].owner,
+                right: slots[(i + 1) % t].owner,
+            }
         })
         .collect();
-    arcs.sort_unstable_by(|a, b| b.arc.len.cmp(&a.arc.len).then(a.arc.end.cmp(&b.arc.end)));
 
-    let mut own = ring.own.clone();
+    let mut own = ring.tables.own.clone();
     let mut pieces = Vec::with_capacity(arcs.len() * 2);
     let mut rest: Vec<ArcSpan> = Vec::new();
     let piece = |start: u64, end: u64, to: u32| Piece {
@@ -261,25 +248,49 @@ fn split_two(len: u128, x: (u128, u128), y: (u128, u128)) -> (u128, u128) {
 /// per weight: `(member, amount)` in ascending ratio order (ties by id), summing to
 /// `amount`.
 fn fill_lowest(ring: &Ring, own: &[u128], leaver: u32, amount: u128) -> Vec<(u32, u128)> {
+    if amount == 0 {
+        return Vec::new();
+    }
     let w = |i: u32| u128::from(ring.members[i as usize].weight);
+    let by_ratio = |a: &u32, b: &u32| {
+        (own[*a as usize] * w(*b))
+            .cmp(&(own[*b as usize] * w(*a)))
+            .then(a.cmp(b))
+    };
     let mut order: Vec<u32> = (0..ring.members.len() as u32)
         .filter(|&i| i != leaver)
         .collect();
-    order.sort_unstable_by(|&a, &b| {
-        (own[a as usize] * w(b))
-            .cmp(&(own[b as usize] * w(a)))
-            .then(a.cmp(&b))
-    });
-    let (mut sum_own, mut sum_w, mut k) = (0u128, 0u128, 0usize);
-    for (pos, &m) in order.iter().enumerate() {
-        sum_own += own[m as usize];
-        sum_w += w(m);
-        k = pos + 1;
-        match order.get(pos + 1) {
-            Some(&next) if (sum_own + amount) * w(next) > own[next as usize] * sum_w => {}
-            _ => break,
+    // The level: the first k members (by ratio) whose filling reaches the next one's
+    // ratio. Usually a handful: order the lowest few (and the one after them) first,
+    // and everyone only if the level rises past them.
+    let level_at = |order: &[u32], complete: bool| {
+        let (mut sum_own, mut sum_w) = (0u128, 0u128);
+        for (pos, &m) in order.iter().enumerate() {
+            sum_own += own[m as usize];
+            sum_w += w(m);
+            match order.get(pos + 1) {
+                Some(&next) if (sum_own + amount) * w(next) > own[next as usize] * sum_w => {}
+                None if !complete => return None,
+                _ => return Some((pos + 1, sum_own, sum_w)),
+            }
         }
-    }
+        None
+    };
+    let few = FILL_FEW.min(order.len() - 1);
+    order.select_nth_unstable_by(few, by_ratio);
+    order[..few].sort_unstable_by(by_ratio);
+    let found = level_at(&order[..=few], few + 1 == order.len());
+    let (k, sum_own, sum_w) = match found {
+        Some(found) => found,
+        None => {
+            order.sort_unstable_by(by_ratio);
+            // Survivors are never none: a leave from one member empties the ring.
+            let Some(found) = level_at(&order, true) else {
+                return Vec::new();
+            };
+            found
+        }
+    };
     let level = sum_own + amount;
     let mut gifts: Vec<(u32, u128)> = order[..k]
         .iter()
@@ -296,4 +307,66 @@ fn fill_lowest(ring: &Ring, own: &[u128], leaver: u32, amount: u128) -> Vec<(u32
     }
     gifts.retain(|g| g.1 > 0);
     gifts
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::{Member, RingConfig, Strategy};
+
+    /// Section 6.4 step 3 as written: all survivors sorted by ratio, then the prefix.
+    fn reference(ring: &Ring, own: &[u128], leaver: u32, amount: u128) -> Vec<(u32, u128)> {
+        let w = |i: u32| u128::from(ring.members[i as usize].weight);
+        let mut order: Vec<u32> = (0..ring.members.len() as u32)
+            .filter(|&i| i != leaver)
+            .collect();
+        order.sort_by(|&a, &b| (own[a as usize] * w(b)).cmp(&(own[b as usize] * w(a))));
+        let (mut sum_own, mut sum_w, mut k) = (0, 0, 0);
+        while k < order.len() {
+            sum_own += own[order[k] as usize];
+            sum_w += w(order[k]);
+            k += 1;
+            let Some(&next) = order.get(k) else { break };
+            if (sum_own + amount) * w(next) <= own[next as usize] * sum_w {
+                break;
+            }
+        }
+        let mut gifts: Vec<(u32, u128)> = order[..k]
+            .iter()
+            .map(|&m| {
+                (
+                    m,
+                    (w(m) * (sum_own + amount) / sum_w).saturating_sub(own[m as usize]),
+                )
+            })
+            .collect();
+        let short = amount - gifts.iter().map(|g| g.1).sum::<u128>();
+        for g in gifts.iter_mut().take(short as usize) {
+            g.1 += 1;
+        }
+        gifts.retain(|g| g.1 > 0);
+        gifts
+    }
+
+    proptest! {
+        #[test]
+        fn water_filling_orders_only_what_it_needs(
+            owns in prop::collection::vec(1u64..1 << 20, 2..90),
+            leaver in any::<prop::sample::Index>(),
+            amount in 0u128..1 << 26,
+        ) {
+            let mut ring = Ring::new(RingConfig::new(Strategy::Balanced, 1).unwrap());
+            for i in 0..owns.len() {
+                ring.add(Member::new(format!("m{i:02}"), 1 + (i % 3) as u32)).unwrap();
+            }
+            let own: Vec<u128> = owns.iter().map(|&o| u128::from(o)).collect();
+            let leaver = leaver.index(owns.len()) as u32;
+            prop_assert_eq!(
+                fill_lowest(&ring, &own, leaver, amount),
+                reference(&ring, &own, leaver, amount)
+            );
+        }
+    }
 }

@@ -9,8 +9,10 @@
 //! owner of a position is the lane at "number of lanes with a smaller key". A key equal
 //! to the position's key leaves the lower bits undecided; such lookups, buckets with
 //! more than 15 tokens, and rings with 65535 or more members binary-search the sorted
-//! tokens instead. Rebuilt after every membership change, linear in tokens plus
-//! buckets; plans and diffs never need it.
+//! tokens instead. Built on the first lookup after a membership change (linear in
+//! tokens plus buckets) and shared by clones; plans and diffs never need it.
+
+use std::sync::Arc;
 
 use crate::ring::Slot;
 
@@ -30,15 +32,14 @@ const NO_OWNER: u32 = 0xffff;
 #[repr(align(64))]
 struct Block([u32; LANES]);
 
-/// Bucket table over the sorted slots of a ring.
+/// Bucket table over the sorted slots of a ring. Cloning shares the blocks.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct LookupIndex {
     /// `64 - k`: a position's bucket is `position >> shift`.
     shift: u32,
-    /// One block per bucket; empty for an empty ring or a wide one.
-    blocks: Vec<Block>,
-    /// Member indices do not fit the lanes: every lookup binary-searches.
-    wide: bool,
+    /// One block per bucket; empty for an empty ring or a wide one (every lookup then
+    /// searches the sorted slots).
+    blocks: Arc<[Block]>,
 }
 
 impl LookupIndex {
@@ -55,8 +56,7 @@ impl LookupIndex {
         if slots.iter().any(|s| s.owner >= NO_OWNER) {
             return LookupIndex {
                 shift,
-                blocks: Vec::new(),
-                wide: true,
+                blocks: Arc::default(),
             };
         }
         let pad = |owner: u32| Block([(PAD_KEY << KEY_BITS) | owner; LANES]);
@@ -83,40 +83,38 @@ impl LookupIndex {
             }
             blocks.push(block);
         }
+        // Buckets after the last token wrap to the first token's owner.
         blocks.resize(1 << bits, pad(first.owner));
-        LookupIndex {
-            shift,
-            blocks,
-            wide: false,
-        }
+        let blocks = Arc::from(blocks);
+        LookupIndex { shift, blocks }
     }
 
-    /// The owner (member index) of `hash`, or `None` for an empty ring.
+    /// The owner (member index) of `hash`, or `None` when the index cannot tell (an
+    /// empty or wide ring, a crowded bucket, a key tie): the caller then searches the
+    /// sorted slots.
     #[inline]
-    pub(crate) fn owner(&self, slots: &[Slot], hash: u64) -> Option<u32> {
-        match self.blocks.get((hash >> self.shift) as usize) {
-            Some(block) => {
-                let want = key(hash, self.shift);
-                // A plain count over all lanes (no early exit) compiles to vector
-                // compares; the lanes are sorted, so the count is the answer's lane.
-                let mut before = 0usize;
-                let mut tie = false;
-                for &lane in &block.0 {
-                    let k = lane >> KEY_BITS;
-                    before += usize::from(k < want);
-                    tie |= k == want;
-                }
-                let owner = block.0[before % LANES] & 0xffff;
-                if !tie && owner != NO_OWNER {
-                    return Some(owner);
-                }
-            }
-            None if !self.wide => return None,
-            None => {}
+    pub(crate) fn owner(&self, hash: u64) -> Option<u32> {
+        let block = self.blocks.get((hash >> self.shift) as usize)?;
+        let want = key(hash, self.shift);
+        // A plain count over all lanes (no early exit) compiles to vector compares; the
+        // lanes are sorted, so the count is the answer's lane.
+        let mut before = 0usize;
+        let mut tie = false;
+        for &lane in &block.0 {
+            let k = lane >> KEY_BITS;
+            before += usize::from(k < want);
+            tie |= k == want;
         }
-        let at = slots.partition_point(|s| s.token < hash);
-        slots.get(at).or(slots.first()).map(|s| s.owner)
+        let owner = block.0[before % LANES] & 0xffff;
+        (!tie && owner != NO_OWNER).then_some(owner)
     }
+}
+
+/// The owner (member index) of `hash` by binary search of the sorted slots: the first
+/// slot at or after `hash`, wrapping; `None` for an empty ring.
+pub(crate) fn search(slots: &[Slot], hash: u64) -> Option<u32> {
+    let at = slots.partition_point(|s| s.token < hash);
+    slots.get(at).or(slots.first()).map(|s| s.owner)
 }
 
 /// The [`KEY_BITS`] position bits right after the bucket bits.
@@ -129,10 +127,15 @@ fn key(position: u64, shift: u32) -> u32 {
 mod tests {
     use super::*;
 
-    /// The definition: the first slot at or after `hash`, wrapping.
+    /// What the ring answers: the index, else the search.
+    fn lookup(index: &LookupIndex, slots: &[Slot], hash: u64) -> Option<u32> {
+        index.owner(hash).or_else(|| search(slots, hash))
+    }
+
+    /// The definition, by linear scan: the first slot at or after `hash`, wrapping.
     fn reference(slots: &[Slot], hash: u64) -> Option<u32> {
-        let at = slots.partition_point(|s| s.token < hash);
-        slots.get(at).or(slots.first()).map(|s| s.owner)
+        let at = slots.iter().find(|s| s.token >= hash);
+        at.or(slots.first()).map(|s| s.owner)
     }
 
     fn check(slots: &[Slot]) {
@@ -152,7 +155,7 @@ mod tests {
         }
         for h in probes {
             assert_eq!(
-                index.owner(slots, h),
+                lookup(&index, slots, h),
                 reference(slots, h),
                 "position {h:#x}"
             );
@@ -170,7 +173,7 @@ mod tests {
 
     #[test]
     fn empty_ring_has_no_owner() {
-        assert_eq!(LookupIndex::build(&[]).owner(&[], 42), None);
+        assert_eq!(lookup(&LookupIndex::build(&[]), &[], 42), None);
     }
 
     #[test]

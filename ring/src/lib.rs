@@ -20,12 +20,14 @@
 //! - [`ring`](Ring): the ring itself (members, tokens, lookups, snapshots, checksum).
 //! - `random`: token derivation for [`Strategy::Random`].
 //! - `balanced`: the load-aware join and leave of [`Strategy::Balanced`].
+//! - `derived`: ownership and largest arcs per member, updated from what a change touched.
 //! - `index`: the bucket table that turns a lookup into (mostly) one table read.
 //! - [`diff`]: moved ranges between two rings, and the plans of one add or remove.
 //! - [`BoundedLoads`]: consistent hashing with bounded loads (Mirrokni et al.).
 
 mod balanced;
 mod bounded;
+mod derived;
 mod diff;
 mod error;
 mod index;

@@ -86,16 +86,26 @@ pub(crate) fn merge_joiner(slots: &[Slot], tokens: &[Token], pos: u32) -> Vec<Sl
     out
 }
 
-/// The slots after `leaver` (an index) leaves, owners renumbered by `shift`.
-pub(crate) fn drop_member(slots: &[Slot], leaver: u32, shift: impl Fn(u32) -> u32) -> Vec<Slot> {
-    slots
-        .iter()
-        .filter(|s| s.owner != leaver)
-        .map(|s| Slot {
-            token: s.token,
-            owner: shift(s.owner),
-        })
-        .collect()
+/// The slots after `leaver` (an index) leaves, owners renumbered by `shift`, and the
+/// positions of the leaver's tokens (sorted).
+pub(crate) fn drop_member(
+    slots: &[Slot],
+    leaver: u32,
+    shift: impl Fn(u32) -> u32,
+) -> (Vec<Slot>, Vec<Token>) {
+    let mut kept = Vec::with_capacity(slots.len());
+    let mut dropped = Vec::new();
+    for s in slots {
+        if s.owner == leaver {
+            dropped.push(s.token);
+        } else {
+            kept.push(Slot {
+                token: s.token,
+                owner: shift(s.owner),
+            });
+        }
+    }
+    (kept, dropped)
 }
 
 /// Pieces a joiner with id `joiner` and sorted distinct `tokens` takes: for each token

@@ -1,6 +1,8 @@
-//! The ring: members sorted by id, slots (token, owner) sorted by position, and caches
-//! derived from them after every change (ownership per member, each member's largest
-//! arc, the lookup index).
+//! The ring: members sorted by id, slots (token, owner) sorted by position, and what is
+//! derived from them: ownership per member and each member's arcs, largest first
+//! (updated from the slots a change touched, see `derived`), the lookup index and the
+//! checksum (computed on first use after a change). Clones share the slots and the
+//! index; a change builds new slots and leaves the clone's alone.
 //!
 //! Every change has a plan: the strategy modules compute the moved pieces of an add or
 //! remove without touching the ring ([`Ring::plan_add`], [`Ring::plan_remove`]). Balanced
@@ -8,15 +10,14 @@
 //! which moves the same ranges. The property tests check plan == diff for both.
 
 use std::fmt;
+use std::sync::{Arc, OnceLock};
 
+use crate::derived::{Derived, Renumber, Touched};
 use crate::diff::{self, Piece, RingDiff, Who};
-use crate::index::LookupIndex;
+use crate::index::{self, LookupIndex};
 use crate::{
     MAX_TOKENS, Member, RingConfig, RingError, Strategy, Token, balanced, hash_key, random,
 };
-
-/// How many of each member's largest arcs the ring keeps at hand for balanced joins.
-pub(crate) const TOP_ARCS: usize = 4;
 
 /// The whole ring, `2^64` positions, as an arc length.
 pub(crate) const RING: u128 = 1 << 64;
@@ -59,13 +60,14 @@ pub struct Ring {
     /// Sorted by id; slot owners index into it.
     pub(crate) members: Vec<Member>,
     /// Sorted by (position, owner); equal positions only occur in random rings.
-    pub(crate) slots: Vec<Slot>,
-    /// Owned arc length per member.
-    pub(crate) own: Vec<u128>,
-    /// Largest arcs per member, largest first (ties: the first in position order),
-    /// padded with empty arcs.
-    pub(crate) largest: Vec<[ArcSpan; TOP_ARCS]>,
-    index: LookupIndex,
+    /// Shared with clones: a change installs new slots.
+    pub(crate) slots: Arc<Vec<Slot>>,
+    /// Ownership and arcs per member.
+    pub(crate) tables: Derived,
+    /// The lookup index, built by the first lookup after a change.
+    index: OnceLock<LookupIndex>,
+    /// The checksum, computed by the first call after a change.
+    checksum: OnceLock<u64>,
 }
 
 impl Ring {
@@ -74,10 +76,10 @@ impl Ring {
         Ring {
             config,
             members: Vec::new(),
-            slots: Vec::new(),
-            own: Vec::new(),
-            largest: Vec::new(),
-            index: LookupIndex::default(),
+            slots: Arc::default(),
+            tables: Derived::compute(&[], 0, tracks_arcs(config)),
+            index: OnceLock::new(),
+            checksum: OnceLock::new(),
         }
     }
 
@@ -132,10 +134,11 @@ impl Ring {
     /// The owner of a ring position.
     #[inline]
     pub fn owner_of_hash(&self, hash: u64) -> Result<&str, RingError> {
-        let owner = self
-            .index
-            .owner(&self.slots, hash)
-            .ok_or(RingError::Empty)?;
+        let index = self.index.get_or_init(|| LookupIndex::build(&self.slots));
+        let owner = match index.owner(hash) {
+            Some(owner) => owner,
+            None => index::search(&self.slots, hash).ok_or(RingError::Empty)?,
+        };
         Ok(self.members[owner as usize].id.as_str())
     }
 
@@ -178,7 +181,7 @@ impl Ring {
     pub fn ownership(&self) -> Vec<Share> {
         self.members
             .iter()
-            .zip(&self.own)
+            .zip(&self.tables.own)
             .map(|(m, &arc)| Share {
                 id: m.id.clone(),
                 arc,
@@ -192,21 +195,24 @@ impl Ring {
     /// Only ranges that move to the new member change owner.
     pub fn add(&mut self, member: Member) -> Result<(), RingError> {
         let pos = self.check_join(&member)?;
-        let slots = match self.config.strategy {
+        let (slots, touched) = match self.config.strategy {
             Strategy::Random => {
                 let tokens = self.random_join_tokens(&member)?;
-                random::merge_joiner(&self.slots, &tokens, pos as u32)
+                let slots = random::merge_joiner(&self.slots, &tokens, pos as u32);
+                let touched = Touched::at(&self.slots, &slots, &tokens);
+                (slots, touched)
             }
             Strategy::Balanced => {
                 let pieces = balanced::plan_join(self, member.weight)?;
-                self.apply_pieces(&pieces, |who| match who {
+                let renumber = |who| match who {
                     Who::Member(o) => o + u32::from(o >= pos as u32),
                     Who::Joiner | Who::Nobody => pos as u32,
-                })
+                };
+                self.apply_pieces(&pieces, renumber, self.members.len() + 1)
             }
         };
         self.members.insert(pos, member);
-        self.install(slots);
+        self.install(slots, &touched, Renumber::Joined(pos));
         Ok(())
     }
 
@@ -218,20 +224,26 @@ impl Ring {
             .member_index(id)
             .ok_or_else(|| RingError::UnknownMember(id.to_owned()))?;
         let shift = |o: u32| o - u32::from(o > leaver as u32);
-        let slots = match self.config.strategy {
-            _ if self.members.len() == 1 => Vec::new(),
-            Strategy::Random => random::drop_member(&self.slots, leaver as u32, shift),
+        let (slots, touched) = match self.config.strategy {
+            // The last member leaves: nothing is left to update.
+            _ if self.members.len() == 1 => (Vec::new(), Touched::default()),
+            Strategy::Random => {
+                let (slots, dropped) = random::drop_member(&self.slots, leaver as u32, shift);
+                let touched = Touched::at(&self.slots, &slots, &dropped);
+                (slots, touched)
+            }
             Strategy::Balanced => {
                 let pieces = balanced::plan_leave(self, leaver);
-                self.apply_pieces(&pieces, |who| match who {
+                let renumber = |who| match who {
                     Who::Member(o) => shift(o),
                     // A leave's pieces all go to surviving members.
                     Who::Joiner | Who::Nobody => 0,
-                })
+                };
+                self.apply_pieces(&pieces, renumber, self.members.len() - 1)
             }
         };
         let member = self.members.remove(leaver);
-        self.install(slots);
+        self.install(slots, &touched, Renumber::Left(leaver));
         Ok(member)
     }
 
@@ -273,7 +285,13 @@ impl Ring {
 
     /// Checksum of the ring: xxh3-64 (seed [`crate::HASH_SEED`]) over the canonical
     /// encoding of configuration, members and tokens described in `docs/ring-spec.md`.
+    /// Computed by the first call after a change and kept until the next one.
     pub fn checksum(&self) -> u64 {
+        *self.checksum.get_or_init(|| self.compute_checksum())
+    }
+
+    /// The checksum's hash, over the byte string of the spec (section 9).
+    fn compute_checksum(&self) -> u64 {
         let mut h = xxhash_rust::xxh3::Xxh3::with_seed(crate::HASH_SEED);
         h.update(b"ringside-ring-v1");
         h.update(&[match self.config.strategy {
@@ -288,11 +306,15 @@ impl Ring {
             h.update(&m.weight.to_le_bytes());
         }
         h.update(&(self.slots.len() as u32).to_le_bytes());
-        let mut buf = [0u8; 12];
-        for s in &self.slots {
-            buf[..8].copy_from_slice(&s.token.to_le_bytes());
-            buf[8..].copy_from_slice(&s.owner.to_le_bytes());
-            h.update(&buf);
+        // The hasher pays per call, so tokens go in a few kilobytes at a time.
+        const PER_CHUNK: usize = 256;
+        let mut buf = [0u8; 12 * PER_CHUNK];
+        for chunk in self.slots.chunks(PER_CHUNK) {
+            for (out, s) in buf.chunks_exact_mut(12).zip(chunk) {
+                out[..8].copy_from_slice(&s.token.to_le_bytes());
+                out[8..].copy_from_slice(&s.owner.to_le_bytes());
+            }
+            h.update(&buf[..12 * chunk.len()]);
         }
         h.digest()
     }
@@ -376,7 +398,8 @@ impl Ring {
                 }
             }
         }
-        ring.install(slots);
+        ring.tables = Derived::compute(&slots, ring.members.len(), tracks_arcs(config));
+        ring.slots = Arc::new(slots);
         Ok(ring)
     }
 
@@ -397,13 +420,7 @@ impl Ring {
     /// A token sharing the position of its predecessor owns nothing, except slot 0,
     /// which then owns the whole ring (every token sits at one position).
     pub(crate) fn arc(&self, i: usize) -> ArcSpan {
-        let end = self.slots[i].token;
-        let start = self.slots[(i + self.slots.len() - 1) % self.slots.len()].token;
-        ArcSpan {
-            start,
-            end,
-            len: arc_len(i, start, end),
-        }
+        arc_at(&self.slots, i)
     }
 
     /// Sum of member weights.
@@ -455,10 +472,17 @@ impl Ring {
         Ok(random::member_tokens(&member.id, count as usize))
     }
 
-    /// The slots after giving every piece's range to its new owner: each piece's end
-    /// becomes a token of that owner (replacing a token at that position), owners are
-    /// renumbered by `renumber`, and redundant tokens are dropped.
-    fn apply_pieces(&self, pieces: &[Piece], renumber: impl Fn(Who) -> u32) -> Vec<Slot> {
+    /// The slots after giving every piece's range to its new owner, and the slots the
+    /// change touched: each piece's end becomes a token of that owner (replacing a
+    /// token at that position), owners are renumbered by `renumber`, and redundant
+    /// tokens are dropped (canonical form, for a ring of `members_after` members).
+    /// Balanced rings only: positions are distinct and the ring is canonical before.
+    fn apply_pieces(
+        &self,
+        pieces: &[Piece],
+        renumber: impl Fn(Who) -> u32,
+        members_after: usize,
+    ) -> (Vec<Slot>, Touched) {
         let mut edits: Vec<Slot> = pieces
             .iter()
             .map(|p| Slot {
@@ -467,48 +491,144 @@ impl Ring {
             })
             .collect();
         edits.sort_unstable_by_key(|s| s.token);
-        let mut out = Vec::with_capacity(self.slots.len() + edits.len());
-        let mut edits = edits.into_iter().peekable();
-        for slot in &self.slots {
-            while let Some(e) = edits.next_if(|e| e.token < slot.token) {
-                out.push(e);
+        let old = &self.slots[..];
+        let keep = |s: &Slot| Slot {
+            token: s.token,
+            owner: renumber(Who::Member(s.owner)),
+        };
+        // Before dropping redundant tokens, the new ring is: the old slots before the
+        // first edit, the edit (replacing an old slot at its position), the old slots
+        // up to the next edit, and so on. Edit k lands before old index `at[k]`, the
+        // old slots after it start at `next[k]`, and its index in the new ring is
+        // `landed[k]`; `replaced[k]` counts the old slots replaced by edits before k.
+        let mut at = Vec::with_capacity(edits.len());
+        let mut next = Vec::with_capacity(edits.len());
+        let mut landed = Vec::with_capacity(edits.len());
+        let mut replaced = Vec::with_capacity(edits.len() + 1);
+        replaced.push(0);
+        let mut from = 0;
+        for (k, e) in edits.iter().enumerate() {
+            let i = seek(old, from, e.token);
+            from = i + usize::from(old.get(i).is_some_and(|s| s.token == e.token));
+            landed.push(i - replaced[k] + k);
+            replaced.push(replaced[k] + (from - i));
+            at.push(i);
+            next.push(from);
+        }
+        let n = old.len() + edits.len() - replaced[edits.len()];
+        // Where slot `i` of the new ring (before dropping) comes from.
+        let source = |i: usize| {
+            let k = landed.partition_point(|&l| l < i);
+            if landed.get(k) == Some(&i) {
+                Err(k)
+            } else {
+                // `i - k` old slots come before it, plus the replaced ones.
+                Ok(i - k + replaced[k])
             }
-            match edits.next_if(|e| e.token == slot.token) {
-                Some(e) => out.push(e),
-                None => out.push(Slot {
-                    token: slot.token,
-                    owner: renumber(Who::Member(slot.owner)),
-                }),
+        };
+        let slot = |i: usize| source(i).map_or_else(|k| edits[k], |j| keep(&old[j]));
+        if members_after <= 1 {
+            // One owner left: only its last token stays (spec 6.1). The ring now has a
+            // single token, so its tables are computed afresh: nothing is touched.
+            let last = (n > 0).then(|| slot(n - 1));
+            return (last.into_iter().collect(), Touched::default());
+        }
+        // The ring was canonical, so only an edit or the slot before one can now be
+        // followed by a slot of its own owner.
+        let mut drops: Vec<usize> = landed
+            .iter()
+            .flat_map(|&i| [(i + n - 1) % n, i])
+            .filter(|&i| slot(i).owner == slot((i + 1) % n).owner)
+            .collect();
+        drops.sort_unstable();
+        drops.dedup();
+        // Touched old slots (see `derived`): those at the edits' and the dropped slots'
+        // positions, and the first after each.
+        let mut touched = Touched::default();
+        let wrap = |j: usize| if j == old.len() { 0 } else { j };
+        for k in 0..edits.len() {
+            touched.old.extend((next[k] > at[k]).then_some(at[k]));
+            touched.old.extend((!old.is_empty()).then(|| wrap(next[k])));
+        }
+        for j in drops.iter().filter_map(|&i| source(i).ok()) {
+            touched.old.extend([j, wrap(j + 1)]);
+        }
+        // A dropped slot is an edit or the last old slot of a run before one (or of the
+        // last run, wrapping): copy the runs, leaving those out. Touched new slots: the
+        // kept edits and the first slot after each edit or dropped slot.
+        let dropped = |i: usize| drops.binary_search(&i).is_ok();
+        let mut out = Vec::with_capacity(n - drops.len());
+        let mut after_change = false;
+        let mut run_start = 0;
+        let ends = landed.iter().map(|&l| l.wrapping_sub(1)).chain([n - 1]);
+        let runs = at.iter().copied().chain([old.len()]).zip(ends);
+        for (k, (run_end, last)) in runs.enumerate() {
+            let run = &old[run_start..run_end];
+            let cut = usize::from(!run.is_empty() && dropped(last));
+            let run = &run[..run.len() - cut];
+            if after_change && !run.is_empty() {
+                touched.new.push(out.len());
+                after_change = false;
+            }
+            out.extend(run.iter().map(keep));
+            after_change |= cut == 1;
+            if let Some(&e) = edits.get(k) {
+                if !dropped(landed[k]) {
+                    touched.new.push(out.len());
+                    out.push(e);
+                }
+                after_change = true;
+                run_start = next[k];
             }
         }
-        out.extend(edits);
-        canonicalise(&mut out);
-        out
+        touched.new.extend(after_change.then_some(0));
+        debug_assert_eq!(out.len(), n - drops.len());
+        touched.old.sort_unstable();
+        touched.old.dedup();
+        touched.new.sort_unstable();
+        touched.new.dedup();
+        (out, touched)
     }
 
-    /// Installs new slots and recomputes the caches (ownership, largest arcs, index).
-    fn install(&mut self, slots: Vec<Slot>) {
-        self.slots = slots;
-        self.own = vec![0; self.members.len()];
-        self.largest = vec![[ArcSpan::default(); TOP_ARCS]; self.members.len()];
-        let mut start = self.slots.last().map_or(0, |s| s.token);
-        for (i, slot) in self.slots.iter().enumerate() {
-            let arc = ArcSpan {
-                start,
-                end: slot.token,
-                len: arc_len(i, start, slot.token),
-            };
-            start = slot.token;
-            let owner = slot.owner as usize;
-            self.own[owner] += arc.len;
-            // Arcs arrive in position order, so an equal length never displaces.
-            let top = &mut self.largest[owner];
-            if let Some(p) = top.iter().position(|a| arc.len > a.len) {
-                top.copy_within(p..TOP_ARCS - 1, p + 1);
-                top[p] = arc;
-            }
-        }
-        self.index = LookupIndex::build(&self.slots);
+    /// Installs new slots after a change that touched `touched` and renumbered the
+    /// members as `renumber` says (the member list is already the new one): updates
+    /// ownership and arcs, and forgets the index and the checksum of the old slots.
+    fn install(&mut self, slots: Vec<Slot>, touched: &Touched, renumber: Renumber) {
+        let old = std::mem::replace(&mut self.slots, Arc::new(slots));
+        self.tables.update(&old, &self.slots, touched, renumber);
+        self.index = OnceLock::new();
+        self.checksum = OnceLock::new();
+    }
+}
+
+/// Whether rings of this configuration keep each member's arcs (only balanced joins
+/// and leaves use them).
+fn tracks_arcs(config: RingConfig) -> bool {
+    config.strategy == Strategy::Balanced
+}
+
+/// Index of the first slot from `from` on whose position is at least `position`
+/// (`slots.len()` if none): a galloping search, cheap when the answer is near `from`.
+pub(crate) fn seek(slots: &[Slot], from: usize, position: Token) -> usize {
+    let rest = &slots[from..];
+    let mut bound = 1;
+    while bound < rest.len() && rest[bound - 1].token < position {
+        bound *= 2;
+    }
+    // rest[bound / 2 - 1] (if any) is below `position`, rest[bound - 1] (if any) is not.
+    let low = bound / 2;
+    let high = bound.min(rest.len());
+    from + low + rest[low..high].partition_point(|s| s.token < position)
+}
+
+/// The arc owned by slot `i` of `slots` (see [`Ring::arc`]).
+pub(crate) fn arc_at(slots: &[Slot], i: usize) -> ArcSpan {
+    let end = slots[i].token;
+    let start = slots[(i + slots.len() - 1) % slots.len()].token;
+    ArcSpan {
+        start,
+        end,
+        len: arc_len(i, start, end),
     }
 }
 
@@ -536,23 +656,6 @@ pub(crate) fn check_token_limit(tokens: u64) -> Result<(), RingError> {
 fn redundant_token(slots: &[Slot]) -> Option<usize> {
     (0..slots.len())
         .find(|&i| slots.len() > 1 && slots[i].owner == slots[(i + 1) % slots.len()].owner)
-}
-
-/// Drops redundant tokens (a token followed by one of the same owner), keeping the
-/// last token of every run; a ring of one owner keeps only its last token.
-fn canonicalise(slots: &mut Vec<Slot>) {
-    let Some(last) = slots.last().copied() else {
-        return;
-    };
-    if slots.iter().all(|s| s.owner == last.owner) {
-        *slots = vec![last];
-        return;
-    }
-    let n = slots.len();
-    *slots = (0..n)
-        .filter(|&i| slots[i].owner != slots[(i + 1) % n].owner)
-        .map(|i| slots[i])
-        .collect();
 }
 
 impl PartialEq for Ring {
@@ -587,7 +690,9 @@ mod tests {
         let plan = ring.join_diff(&member, random::join_pieces(ring, tokens, &member.id));
         let mut after = ring.clone();
         after.members.insert(pos, member);
-        after.install(random::merge_joiner(&ring.slots, tokens, pos as u32));
+        let slots = random::merge_joiner(&ring.slots, tokens, pos as u32);
+        let touched = Touched::at(&ring.slots, &slots, tokens);
+        after.install(slots, &touched, Renumber::Joined(pos));
         (after, plan)
     }
 
@@ -645,14 +750,43 @@ mod tests {
     }
 
     #[test]
-    fn canonicalise_keeps_the_last_token_of_each_run() {
+    fn applied_pieces_keep_the_last_token_of_each_run() {
         let slot = |token, owner| Slot { token, owner };
-        let mut slots = vec![slot(1, 0), slot(2, 0), slot(3, 1), slot(4, 0)];
-        canonicalise(&mut slots);
-        // Token 4 (owner 0) is followed, wrapping, by token 1 of owner 0: 4 goes too.
-        assert_eq!(slots, vec![slot(2, 0), slot(3, 1)]);
-        let mut one = vec![slot(5, 2), slot(9, 2)];
-        canonicalise(&mut one);
-        assert_eq!(one, vec![slot(9, 2)]);
+        let piece = |start, end, to| Piece {
+            start,
+            end,
+            from: Who::Nobody,
+            to: Who::Member(to),
+        };
+        let ring = |tokens: &[(Token, &str)]| {
+            let members = ["a", "b", "c"].map(|id| Member::new(id, 1)).to_vec();
+            let tokens = tokens.iter().map(|&(t, id)| (t, id.to_owned())).collect();
+            Ring::from_parts(RingConfig::default(), members, tokens).unwrap()
+        };
+        let same = |who| match who {
+            Who::Member(o) => o,
+            Who::Joiner | Who::Nobody => u32::MAX,
+        };
+        // The touched slots are those the search from the changed positions finds.
+        let check = |r: &Ring, pieces: &[Piece], members: usize, changed: &[Token]| {
+            let (slots, touched) = r.apply_pieces(pieces, same, members);
+            if members > 1 {
+                assert_eq!(touched, Touched::at(&r.slots, &slots, changed));
+            }
+            slots
+        };
+        // (1, 3] goes to a: a's tokens at 1 and 3 are followed by a's at 5.
+        let r = ring(&[(1, "a"), (3, "b"), (5, "a"), (7, "c")]);
+        let slots = check(&r, &[piece(1, 3, 0)], 3, &[1, 3]);
+        assert_eq!(slots, vec![slot(5, 0), slot(7, 2)]);
+        // (3, 7] goes to a: the last token is followed, wrapping, by a's first.
+        let r = ring(&[(1, "a"), (3, "b"), (7, "c")]);
+        let slots = check(&r, &[piece(3, 7, 0)], 3, &[7]);
+        assert_eq!(slots, vec![slot(1, 0), slot(3, 1)]);
+        // A piece inside an arc adds a token; one owner left keeps only its last token.
+        let slots = check(&r, &[piece(3, 5, 0)], 3, &[5]);
+        assert_eq!(slots, vec![slot(1, 0), slot(3, 1), slot(5, 0), slot(7, 2)]);
+        let slots = check(&r, &[piece(1, 3, 2), piece(7, 1, 2)], 1, &[]);
+        assert_eq!(slots, vec![slot(7, 2)]);
     }
 }

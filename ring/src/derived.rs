@@ -1,0 +1,329 @@
+//! Tables derived from a ring's slots: what each member owns and, for balanced rings,
+//! every member's arcs ordered largest first (what balanced joins take from and leaves
+//! hand out). They are functions of the slots; computing them is a pass over every
+//! token (and a sort), so a change updates them instead, from the few slots it touched.
+//!
+//! A change at a position can only alter the arcs of the tokens at that position and of
+//! the first token after it (its arc starts there). So the update takes away the old
+//! arcs of those tokens (in the old ring), renumbers the member tables, and adds their
+//! new arcs (in the new ring); every other token keeps its position, its owner and its
+//! predecessor's position, hence its arc. Each member's arc list is shared between
+//! clones and copied only when a change touches that member.
+
+use std::sync::Arc;
+
+use crate::Token;
+use crate::ring::{ArcSpan, Slot, arc_at, seek};
+
+/// One arc of a balanced ring, ordered largest first, then by the smaller end.
+/// Balanced tokens sit at distinct positions, so an arc holds at least one position
+/// (the one token of a one-token ring holds all `2^64`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct ArcEntry {
+    /// `!(len - 1)`: ascending order is descending length (field order makes the
+    /// derived `Ord` length-first).
+    rank: u64,
+    /// The arc's end position (its token).
+    end: Token,
+}
+
+impl ArcEntry {
+    fn of(arc: &ArcSpan) -> ArcEntry {
+        debug_assert!(arc.len > 0, "balanced arcs are never empty");
+        ArcEntry {
+            rank: !((arc.len - 1) as u64),
+            end: arc.end,
+        }
+    }
+
+    fn span(self) -> ArcSpan {
+        let len = u128::from(!self.rank) + 1;
+        ArcSpan {
+            // A length of 2^64 wraps to the end itself: the whole ring.
+            start: self.end.wrapping_sub(len as u64),
+            end: self.end,
+            len,
+        }
+    }
+}
+
+/// All arcs of one member, largest first (ties: the smaller end first).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct MemberArcs(Arc<Vec<ArcEntry>>);
+
+impl MemberArcs {
+    /// The arcs, largest first.
+    pub(crate) fn largest_first(&self) -> impl Iterator<Item = ArcSpan> + '_ {
+        self.0.iter().map(|e| e.span())
+    }
+
+    fn remove(&mut self, arc: &ArcSpan) {
+        let entry = ArcEntry::of(arc);
+        if let Ok(i) = self.0.binary_search(&entry) {
+            Arc::make_mut(&mut self.0).remove(i);
+        }
+    }
+
+    fn insert(&mut self, arc: &ArcSpan) {
+        let entry = ArcEntry::of(arc);
+        if let Err(i) = self.0.binary_search(&entry) {
+            Arc::make_mut(&mut self.0).insert(i, entry);
+        }
+    }
+}
+
+/// How the member list changed along with the slots.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Renumber {
+    /// A member was inserted at this index.
+    Joined(usize),
+    /// The member at this index was removed.
+    Left(usize),
+}
+
+/// The derived tables of a ring.
+#[derive(Clone, Debug)]
+pub(crate) struct Derived {
+    /// Owned arc length per member index.
+    pub(crate) own: Vec<u128>,
+    /// Arcs per member index; kept for balanced rings only (empty otherwise).
+    pub(crate) arcs: Vec<MemberArcs>,
+    /// Whether `arcs` is kept.
+    track_arcs: bool,
+}
+
+impl Derived {
+    /// The tables of `slots` with `members` members, from scratch.
+    pub(crate) fn compute(slots: &[Slot], members: usize, track_arcs: bool) -> Derived {
+        let mut own = vec![0; members];
+        let mut arcs: Vec<Vec<ArcEntry>> = vec![Vec::new(); if track_arcs { members } else { 0 }];
+        for i in 0..slots.len() {
+            let arc = arc_at(slots, i);
+            let owner = slots[i].owner as usize;
+            own[owner] += arc.len;
+            if let Some(list) = arcs.get_mut(owner) {
+                list.push(ArcEntry::of(&arc));
+            }
+        }
+        let arcs = arcs
+            .into_iter()
+            .map(|mut list| {
+                list.sort_unstable();
+                MemberArcs(Arc::new(list))
+            })
+            .collect();
+        Derived {
+            own,
+            arcs,
+            track_arcs,
+        }
+    }
+
+    /// Brings the tables from `old` to `new`, given the slots the change `touched`
+    /// and how it renumbered the members.
+    pub(crate) fn update(
+        &mut self,
+        old: &[Slot],
+        new: &[Slot],
+        touched: &Touched,
+        renumber: Renumber,
+    ) {
+        let members = match renumber {
+            Renumber::Joined(_) => self.own.len() + 1,
+            Renumber::Left(_) => self.own.len() - 1,
+        };
+        // With every token at one position (or none), slot 0's arc is the whole ring
+        // and depends on all the others: such rings are tiny, so start over.
+        if single_position(old) || single_position(new) {
+            *self = Derived::compute(new, members, self.track_arcs);
+            return;
+        }
+        let leaver = match renumber {
+            Renumber::Left(at) => Some(at),
+            Renumber::Joined(_) => None,
+        };
+        for &i in &touched.old {
+            let owner = old[i].owner as usize;
+            if Some(owner) == leaver {
+                continue; // Its entries go as a whole below.
+            }
+            let arc = arc_at(old, i);
+            self.own[owner] -= arc.len;
+            if let Some(list) = self.arcs.get_mut(owner) {
+                list.remove(&arc);
+            }
+        }
+        match renumber {
+            Renumber::Joined(at) => {
+                self.own.insert(at, 0);
+                if self.track_arcs {
+                    self.arcs.insert(at, MemberArcs::default());
+                }
+            }
+            Renumber::Left(at) => {
+                // The leaver's entries, left alone above, go as a whole.
+                self.own.remove(at);
+                if self.track_arcs {
+                    self.arcs.remove(at);
+                }
+            }
+        }
+        for &i in &touched.new {
+            let arc = arc_at(new, i);
+            let owner = new[i].owner as usize;
+            self.own[owner] += arc.len;
+            if let Some(list) = self.arcs.get_mut(owner) {
+                list.insert(&arc);
+            }
+        }
+    }
+}
+
+/// Whether every token sits at one position (or there is none).
+fn single_position(slots: &[Slot]) -> bool {
+    slots.first().map(|s| s.token) == slots.last().map(|s| s.token)
+}
+
+/// The slots of the old and the new ring whose arcs or owners a change may have
+/// altered: every slot at a changed position and the first slot after each (wrapping
+/// to slot 0). Indices, sorted and distinct.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Touched {
+    /// In the old ring.
+    pub(crate) old: Vec<usize>,
+    /// In the new ring.
+    pub(crate) new: Vec<usize>,
+}
+
+impl Touched {
+    /// From the positions that changed (sorted, distinct), by searching both rings.
+    pub(crate) fn at(old: &[Slot], new: &[Slot], changed: &[Token]) -> Touched {
+        Touched {
+            old: touched(old, changed),
+            new: touched(new, changed),
+        }
+    }
+}
+
+/// Indices of the slots a change at `changed` (sorted, distinct positions) may have
+/// touched in `slots` (see [`Touched`]).
+fn touched(slots: &[Slot], changed: &[Token]) -> Vec<usize> {
+    let mut out = Vec::with_capacity(changed.len() * 2);
+    let mut from = 0;
+    for &position in changed {
+        let mut i = seek(slots, from, position);
+        from = i;
+        while slots.get(i).is_some_and(|s| s.token == position) {
+            out.push(i);
+            i += 1;
+        }
+        out.push(if i == slots.len() { 0 } else { i });
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::Strategy as Placement;
+    use crate::{Member, Ring, RingConfig};
+
+    /// The tables of `ring` equal their definition: ownership is the sum of each
+    /// member's arcs, and each arc list holds all its arcs sorted largest first.
+    fn check(ring: &Ring) {
+        let n = ring.members.len();
+        let mut arcs: Vec<Vec<ArcSpan>> = vec![Vec::new(); n];
+        for i in 0..ring.slots.len() {
+            arcs[ring.slots[i].owner as usize].push(arc_at(&ring.slots, i));
+        }
+        let own: Vec<u128> = arcs.iter().map(|a| a.iter().map(|a| a.len).sum()).collect();
+        assert_eq!(ring.tables.own, own, "ownership");
+        if ring.config.strategy == Placement::Random {
+            assert!(ring.tables.arcs.is_empty());
+            return;
+        }
+        assert_eq!(ring.tables.arcs.len(), n);
+        for (m, (list, mut all)) in ring.tables.arcs.iter().zip(arcs).enumerate() {
+            all.sort_unstable_by(|a, b| b.len.cmp(&a.len).then(a.end.cmp(&b.end)));
+            let listed: Vec<ArcSpan> = list.largest_first().collect();
+            assert_eq!(listed, all, "member {m}");
+        }
+    }
+
+    /// Joins (ids `0..40`, weights 1 to 3) and leaves (by position in the member list).
+    fn ops() -> impl Strategy<Value = Vec<(bool, u8, u32)>> {
+        prop::collection::vec((any::<bool>(), 0u8..40, 1u32..4), 1..80)
+    }
+
+    proptest! {
+        #[test]
+        fn tables_follow_every_change(
+            balanced in any::<bool>(),
+            vnodes in 1u32..24,
+            ops in ops(),
+        ) {
+            let strategy = if balanced { Placement::Balanced } else { Placement::Random };
+            let mut ring = Ring::new(RingConfig::new(strategy, vnodes).unwrap());
+            for (join, pick, weight) in ops {
+                if join || ring.is_empty() {
+                    let _ = ring.add(Member::new(format!("m{pick}"), weight));
+                } else {
+                    let id = ring.members[usize::from(pick) % ring.len()].id.clone();
+                    ring.remove(&id).unwrap();
+                }
+                check(&ring);
+            }
+        }
+    }
+
+    #[test]
+    fn tables_follow_a_long_balanced_churn() {
+        let mut ring = Ring::new(RingConfig::new(Placement::Balanced, 16).unwrap());
+        for i in 0..150 {
+            ring.add(Member::new(format!("m{i}"), 1 + i % 3)).unwrap();
+        }
+        check(&ring);
+        for step in 0..300usize {
+            let id = ring.members[(step * 7919) % ring.len()].id.clone();
+            ring.remove(&id).unwrap();
+            check(&ring);
+            ring.add(Member::new(format!("j{step}"), 1)).unwrap();
+            check(&ring);
+        }
+    }
+
+    #[test]
+    fn arc_entries_order_largest_first_and_round_trip() {
+        let span = |start: Token, end: Token, len: u128| ArcSpan { start, end, len };
+        let arcs = [
+            span(5, 5, 1 << 64),
+            span(u64::MAX - 9, 10, 20),
+            span(0, 30, 30),
+            span(40, 50, 10),
+            span(70, 90, 20),
+            span(99, 100, 1),
+        ];
+        let mut entries: Vec<ArcEntry> = arcs.iter().map(ArcEntry::of).collect();
+        entries.sort_unstable();
+        let ends: Vec<Token> = entries.iter().map(|e| e.end).collect();
+        assert_eq!(ends, vec![5, 30, 10, 90, 50, 100]);
+        for arc in arcs {
+            assert_eq!(ArcEntry::of(&arc).span(), arc);
+        }
+    }
+
+    #[test]
+    fn touched_slots_wrap_to_the_first() {
+        let slots: Vec<Slot> = [(10, 0), (20, 1), (20, 2), (30, 0)]
+            .into_iter()
+            .map(|(token, owner)| Slot { token, owner })
+            .collect();
+        assert_eq!(touched(&slots, &[20]), vec![1, 2, 3]);
+        assert_eq!(touched(&slots, &[5, 30]), vec![0, 3]);
+        assert_eq!(touched(&slots, &[25, 40]), vec![0, 3]);
+    }
+}
