@@ -8,6 +8,7 @@
 //! keys live in [`crate::heartbeat::config`] (prefix `RINGSIDE_HEARTBEAT_`).
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use ringside_events::{NameError, RingName, ServiceUser};
@@ -34,6 +35,8 @@ pub const KEY_PORT_NAME: &str = "RINGSIDE_WATCHER_PORT_NAME";
 pub const KEY_WEIGHT_ANNOTATION: &str = "RINGSIDE_WATCHER_WEIGHT_ANNOTATION";
 /// Explicit Kubernetes API URL (skips in-cluster and kubeconfig discovery).
 pub const KEY_KUBE_API_URL: &str = "RINGSIDE_WATCHER_KUBE_API_URL";
+/// Address of the binary's health endpoint (`/readyz`, `/livez`), for both sources.
+pub const KEY_HEALTH_ADDR: &str = "RINGSIDE_WATCHER_HEALTH_ADDR";
 
 /// Default ring name.
 pub const DEFAULT_RING: &str = "default";
@@ -85,6 +88,10 @@ pub const KEYS: &[(&str, &str)] = &[
     (
         KEY_KUBE_API_URL,
         "Kubernetes API URL, e.g. a test fake (default: in-cluster, then kubeconfig)",
+    ),
+    (
+        KEY_HEALTH_ADDR,
+        "address of `ringside watcher`'s `/readyz` and `/livez`, both sources (default: none)",
     ),
 ];
 
@@ -218,6 +225,21 @@ impl WatcherConfig {
             kube_api_url,
         })
     }
+}
+
+/// The health endpoint address of `ringside watcher` ([`KEY_HEALTH_ADDR`]), if set.
+pub fn health_addr(map: &BTreeMap<String, String>) -> Result<Option<SocketAddr>, ConfigError> {
+    get(map, KEY_HEALTH_ADDR)
+        .map(|raw| {
+            raw.parse().map_err(|_| {
+                invalid(
+                    KEY_HEALTH_ADDR,
+                    raw,
+                    "expected ip:port, e.g. 127.0.0.1:9430",
+                )
+            })
+        })
+        .transpose()
 }
 
 /// A trimmed, non-empty value of `key`.
@@ -358,6 +380,19 @@ mod tests {
             err.to_string().contains("RINGSIDE_WATCHER_SELECTOR"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_health_address_is_optional_and_checked() {
+        let map = |v: &str| BTreeMap::from([(KEY_HEALTH_ADDR.to_owned(), v.to_owned())]);
+        assert_eq!(health_addr(&BTreeMap::new()).unwrap(), None);
+        assert_eq!(
+            health_addr(&map("127.0.0.1:9430")).unwrap(),
+            Some("127.0.0.1:9430".parse().unwrap())
+        );
+        assert!(health_addr(&map("localhost")).is_err());
+        // Known to the Kubernetes watcher's key check.
+        assert!(WatcherConfig::from_map(&map("127.0.0.1:0")).is_ok());
     }
 
     #[test]
