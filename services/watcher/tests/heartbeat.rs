@@ -187,26 +187,8 @@ impl Harness {
     /// Waits until the stored events fold into the live set, then a little longer for
     /// anything that would wrongly follow; returns the kinds stored in this step.
     async fn settle(&mut self) -> Vec<&'static str> {
-        let start = self.fold.stored.len();
         let want = self.live();
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        loop {
-            self.fold.read_new().await;
-            if self.fold.rows() == want {
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no convergence: folded {:?}, live {want:?}, stored {:?}",
-                self.fold.rows(),
-                &self.fold.stored[start..]
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        tokio::time::sleep(QUIET).await;
-        self.fold.read_new().await;
-        assert_eq!(self.fold.rows(), want, "a late event broke the fold");
-        self.fold.stored[start..].iter().map(|s| s.kind).collect()
+        self.fold.settle(&want, DEADLINE, QUIET).await
     }
 
     /// Reads what was stored while nothing should have been; returns the kinds.

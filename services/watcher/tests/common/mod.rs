@@ -9,6 +9,7 @@
 )]
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use async_nats::jetstream::{self, stream::DirectGetErrorKind};
 use ringside_events::subject::{self, STREAM_EVENTS};
@@ -174,6 +175,35 @@ impl StoredFold {
                 summary: event.summary(),
             });
         }
+        self.stored[start..].iter().map(|s| s.kind).collect()
+    }
+
+    /// Waits (up to `deadline`) until the stored events fold into `want`, then `quiet`
+    /// longer for anything that would wrongly follow; returns the kinds stored meanwhile.
+    pub async fn settle(
+        &mut self,
+        want: &BTreeSet<Row>,
+        deadline: Duration,
+        quiet: Duration,
+    ) -> Vec<&'static str> {
+        let start = self.stored.len();
+        let until = tokio::time::Instant::now() + deadline;
+        loop {
+            self.read_new().await;
+            if self.rows() == *want {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < until,
+                "no convergence: folded {:?}, want {want:?}, stored {:?}",
+                self.rows(),
+                &self.stored[start..]
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(quiet).await;
+        self.read_new().await;
+        assert_eq!(self.rows(), *want, "a late event broke the fold");
         self.stored[start..].iter().map(|s| s.kind).collect()
     }
 
