@@ -4,7 +4,8 @@
 //! For each strategy and member count (default 10, 100 and 1000, 160 vnodes, unit
 //! weights) it builds a ring by joins and times, on copies of it: `clone`, `add` of one
 //! member, `remove` of one member, `diff(before, after)`, `checksum` (the first call on
-//! a changed ring, and again), `from_parts` of the ring's own parts, the first lookup
+//! a changed ring, and again), `from_parts` and `from_indexed_parts` of the ring's own
+//! parts, the first lookup
 //! after a change, and a lookup (hash included) in steady state: min and median over
 //! the repetitions, in microseconds (lookups in nanoseconds). Then a churn of leave +
 //! join pairs, each operation timed on the ring the previous one left (the fold's
@@ -137,6 +138,22 @@ fn measure(strategy: Strategy, n: usize) -> Result<(), RingError> {
         "from_parts",
         "us",
         &time(|_| parts.clone(), |(c, m, t)| Ring::from_parts(c, m, t)),
+        us,
+    );
+    let (members, indexed): (Vec<Member>, Vec<(u64, u32)>) = (
+        base.members().cloned().collect(),
+        base.indexed_tokens().collect(),
+    );
+    row(
+        "from_indexed_parts",
+        "us",
+        &time(
+            |_| {
+                let (tokens, owners) = indexed.iter().copied().unzip();
+                (members.clone(), tokens, owners)
+            },
+            |(m, t, o)| Ring::from_indexed_parts(config, m, t, o),
+        ),
         us,
     );
     row(

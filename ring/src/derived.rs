@@ -96,14 +96,23 @@ impl Derived {
     /// The tables of `slots` with `members` members, from scratch.
     pub(crate) fn compute(slots: &[Slot], members: usize, track_arcs: bool) -> Derived {
         let mut own = vec![0; members];
-        let mut arcs: Vec<Vec<ArcEntry>> = vec![Vec::new(); if track_arcs { members } else { 0 }];
         for i in 0..slots.len() {
-            let arc = arc_at(slots, i);
-            let owner = slots[i].owner as usize;
-            own[owner] += arc.len;
-            if let Some(list) = arcs.get_mut(owner) {
-                list.push(ArcEntry::of(&arc));
-            }
+            own[slots[i].owner as usize] += arc_at(slots, i).len;
+        }
+        if !track_arcs {
+            return Derived {
+                own,
+                arcs: Vec::new(),
+                track_arcs,
+            };
+        }
+        let mut held = vec![0usize; members];
+        for s in slots {
+            held[s.owner as usize] += 1;
+        }
+        let mut arcs: Vec<Vec<ArcEntry>> = held.into_iter().map(Vec::with_capacity).collect();
+        for i in 0..slots.len() {
+            arcs[slots[i].owner as usize].push(ArcEntry::of(&arc_at(slots, i)));
         }
         let arcs = arcs
             .into_iter()

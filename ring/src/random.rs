@@ -41,27 +41,47 @@ pub(crate) fn first_distinct(count: usize, mut candidates: impl Iterator<Item = 
     out
 }
 
-/// All slots of a random ring with these members (sorted by id).
-pub(crate) fn slots_of(members: &[Member], vnodes: u32) -> Result<Vec<Slot>, RingError> {
-    let total: u64 = members
+/// Whether `slots` (sorted by position, owners indexing `members`) are exactly the
+/// random derivation of `members` with `vnodes`: every member holds its first
+/// `vnodes * weight` distinct candidates and nothing else. An error if the derivation
+/// would hold more than [`crate::MAX_TOKENS`] tokens.
+pub(crate) fn is_derivation(
+    members: &[Member],
+    vnodes: u32,
+    slots: &[Slot],
+) -> Result<bool, RingError> {
+    let counts: Vec<usize> = members
         .iter()
-        .map(|m| u64::from(vnodes) * u64::from(m.weight))
-        .sum();
-    check_token_limit(total)?;
-    let mut slots = Vec::with_capacity(total as usize);
-    for (owner, m) in members.iter().enumerate() {
-        let count = u64::from(vnodes) * u64::from(m.weight);
-        slots.extend(
-            member_tokens(&m.id, count as usize)
-                .into_iter()
-                .map(|token| Slot {
-                    token,
-                    owner: owner as u32,
-                }),
-        );
+        .map(|m| (u64::from(vnodes) * u64::from(m.weight)) as usize)
+        .collect();
+    check_token_limit(counts.iter().map(|&c| c as u64).sum())?;
+    if counts.iter().sum::<usize>() != slots.len() {
+        return Ok(false);
     }
-    slots.sort_unstable();
-    Ok(slots)
+    // Each member's positions, in ring order (so ascending), side by side.
+    let mut next: Vec<usize> = counts
+        .iter()
+        .scan(0, |start, &c| {
+            let at = *start;
+            *start += c;
+            Some(at)
+        })
+        .collect();
+    let ends: Vec<usize> = next.iter().zip(&counts).map(|(s, c)| s + c).collect();
+    let mut positions = vec![0; slots.len()];
+    for s in slots {
+        let o = s.owner as usize;
+        if next[o] == ends[o] {
+            return Ok(false); // More tokens than the member derives.
+        }
+        positions[next[o]] = s.token;
+        next[o] += 1;
+    }
+    // With the total equal and no member holding more, none holds fewer.
+    Ok(members
+        .iter()
+        .zip(ends.iter().zip(&counts))
+        .all(|(m, (&end, &count))| member_tokens(&m.id, count) == positions[end - count..end]))
 }
 
 /// The slots after a joiner with `tokens` (sorted) takes member index `pos`: existing

@@ -262,6 +262,43 @@ fn snapshots_with_bad_tokens() {
 }
 
 #[test]
+fn indexed_snapshots_with_bad_owners() {
+    let snapshot_error = |r: Result<Ring, RingError>| match r {
+        Err(RingError::InvalidSnapshot(m)) => m,
+        other => panic!("expected InvalidSnapshot, got {other:?}"),
+    };
+    for s in STRATEGIES {
+        let r = ring(s, &["a", "b", "c"]);
+        let members: Vec<Member> = r.members().cloned().collect();
+        let (tokens, owners): (Vec<Token>, Vec<u32>) = r.indexed_tokens().unzip();
+        let build = |tokens: Vec<Token>, owners: Vec<u32>| {
+            Ring::from_indexed_parts(*r.config(), members.clone(), tokens, owners)
+        };
+        assert_eq!(build(tokens.clone(), owners.clone()).as_ref(), Ok(&r));
+
+        let m = snapshot_error(build(tokens[1..].to_vec(), owners.clone()));
+        assert!(m.contains("tokens but"), "{m}");
+        let mut stranger = owners.clone();
+        stranger[2] = 3;
+        let m = snapshot_error(build(tokens.clone(), stranger));
+        assert!(m.contains("member index 3 of 3"), "{m}");
+        let mut unsorted = tokens.clone();
+        unsorted.swap(0, 1);
+        let m = snapshot_error(build(unsorted, owners.clone()));
+        assert!(m.contains("not sorted"), "{m}");
+        let without_c: (Vec<Token>, Vec<u32>) = r.indexed_tokens().filter(|t| t.1 != 2).unzip();
+        let m = snapshot_error(build(without_c.0, without_c.1));
+        assert!(m.contains("'c' holds no token"), "{m}");
+        // Checked like any snapshot: members, then tokens.
+        let twice = [members.clone(), vec![Member::new("b", 1)]].concat();
+        assert_eq!(
+            Ring::from_indexed_parts(*r.config(), twice, tokens.clone(), owners.clone()),
+            Err(RingError::DuplicateMember("b".into()))
+        );
+    }
+}
+
+#[test]
 fn keys_of_any_length() {
     let long = vec![0xa5u8; 1 << 20];
     for s in STRATEGIES {

@@ -127,7 +127,19 @@ fn check_ring(r: &Ring) -> Result<(), TestCaseError> {
         prop_assert_eq!(r.owner_of_hash(h).ok(), expected, "at {:#x}", h);
     }
     let (config, members, parts) = r.to_parts();
-    prop_assert_eq!(&Ring::from_parts(config, members, parts).unwrap(), r);
+    let rebuilt = Ring::from_parts(config, members, parts).unwrap();
+    prop_assert_eq!(&rebuilt, r);
+    prop_assert_eq!(rebuilt.checksum(), r.checksum());
+    // By owner index, members in reverse order.
+    let mut members: Vec<Member> = r.members().cloned().collect();
+    members.reverse();
+    let n = members.len() as u32;
+    let (tokens, owners): (Vec<Token>, Vec<u32>) =
+        r.indexed_tokens().map(|(t, o)| (t, n - 1 - o)).unzip();
+    prop_assert_eq!(
+        &Ring::from_indexed_parts(config, members, tokens, owners).unwrap(),
+        r
+    );
     Ok(())
 }
 

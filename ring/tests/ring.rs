@@ -268,3 +268,36 @@ fn checksums_identify_the_ring() {
     let debug = format!("{r:?}");
     assert!(debug.contains("checksum") && debug.contains("\"b\"") && debug.len() < 400);
 }
+
+#[test]
+fn clones_are_independent_and_derived_values_follow_changes() {
+    for strategy in [Strategy::Random, Strategy::Balanced] {
+        let a = ring(strategy, 16, &[("a", 1), ("b", 2), ("c", 1)]);
+        // Lookups, ownership and the checksum of `a` are in use before the copy changes.
+        let (sum, shares) = (a.checksum(), a.ownership());
+        let owners: Vec<String> = (0..64u64)
+            .map(|i| a.owner_of_hash(i << 58).unwrap().to_owned())
+            .collect();
+        let tokens: Vec<(Token, String)> = a.to_parts().2;
+        let mut b = a.clone();
+        b.add(Member::new("d", 1)).unwrap();
+        assert_eq!(
+            (a.checksum(), a.ownership(), a.to_parts().2),
+            (sum, shares, tokens)
+        );
+        for (i, owner) in owners.iter().enumerate() {
+            assert_eq!(a.owner_of_hash((i as u64) << 58), Ok(owner.as_str()));
+        }
+        // The changed copy answers for its own tokens, as a ring built from them does.
+        let (config, members, tokens) = b.to_parts();
+        let fresh = Ring::from_parts(config, members, tokens).unwrap();
+        assert_ne!(b.checksum(), sum);
+        assert_eq!(
+            (b.checksum(), b.ownership()),
+            (fresh.checksum(), fresh.ownership())
+        );
+        for i in 0..64u64 {
+            assert_eq!(b.owner_of_hash(i << 58), fresh.owner_of_hash(i << 58));
+        }
+    }
+}
