@@ -180,24 +180,22 @@ pub fn snapshot_to_ring(snapshot: &pb::RingSnapshot) -> Result<Ring, ConvertErro
             .as_ref()
             .ok_or(ConvertError::MissingConfig("snapshot"))?,
     )?;
-    let members: Vec<ringside_ring::Member> = snapshot.members.iter().map(Into::into).collect();
-    let tokens = snapshot
-        .tokens
+    if let Some(&o) = snapshot
+        .owners
         .iter()
-        .zip(&snapshot.owners)
-        .map(|(t, o)| {
-            let owner = snapshot
-                .members
-                .get(*o as usize)
-                .ok_or(ConvertError::BadIndex(*o))?;
-            Ok((*t, owner.id.clone()))
-        })
-        .collect::<Result<Vec<_>, ConvertError>>()?;
-    checked(
-        Ring::from_parts(config, members, tokens)?,
-        snapshot.checksum,
-        snapshot.epoch,
-    )
+        .find(|&&o| o as usize >= snapshot.members.len())
+    {
+        return Err(ConvertError::BadIndex(o));
+    }
+    let members = snapshot.members.iter().map(Into::into).collect();
+    // Tokens and owners go to the ring as they are stored: no string per token.
+    let ring = Ring::from_indexed_parts(
+        config,
+        members,
+        snapshot.tokens.clone(),
+        snapshot.owners.clone(),
+    )?;
+    checked(ring, snapshot.checksum, snapshot.epoch)
 }
 
 /// The token changes from `before` to `after`, grouped by position: at a position
@@ -324,6 +322,10 @@ pub fn rebalanced(
 
 /// Rebuilds the ring after a rebalance from the ring before it and the event alone,
 /// and checks it against the event's checksum (what `replay verify` needs).
+///
+/// One merge walk over the ring's tokens by member index (linear, no string per
+/// token): the tokens the event removes or reassigns are left out, and those it adds
+/// or reassigns are merged in, in (position, member id) order.
 pub fn apply_rebalanced(before: &Ring, event: &pb::RingRebalanced) -> Result<Ring, ConvertError> {
     let config = RingConfig::try_from(
         event
@@ -332,45 +334,98 @@ pub fn apply_rebalanced(before: &Ring, event: &pb::RingRebalanced) -> Result<Rin
             .ok_or(ConvertError::MissingConfig("RingRebalanced"))?,
     )?;
     // Member index: members first, then departed (see TokenChanges in the proto).
-    let name = |i: u32| -> Result<String, ConvertError> {
+    let listed = event.members.len() + event.departed.len();
+    let name = |i: u32| -> &str {
         let at = i as usize;
-        let id = match at.checked_sub(event.members.len()) {
-            None => event.members.get(at).map(|m| m.id.clone()),
-            Some(j) => event.departed.get(j).cloned(),
-        };
-        id.ok_or(ConvertError::BadIndex(i))
+        match at.checked_sub(event.members.len()) {
+            None => &event.members[at].id,
+            Some(j) => &event.departed[j],
+        }
     };
-    // The changes are few (about vnodes per member that moves); the ring's tokens are
-    // many. So: look the changes up by (token, owner) while copying the ring's tokens.
-    let changes = event.token_changes.clone().unwrap_or_default();
-    let mut dropped: BTreeMap<Token, Vec<String>> = BTreeMap::new();
-    for (t, o) in changes.removed.iter().zip(&changes.removed_owners) {
-        dropped.entry(*t).or_default().push(name(*o)?);
+    let checked_index = |i: u32| {
+        if (i as usize) < listed {
+            Ok(i)
+        } else {
+            Err(ConvertError::BadIndex(i))
+        }
+    };
+    // Members sort by id (which the event's order should already be): rank them so
+    // that tokens sort by (position, member id) whatever the order. Departed members
+    // rank last: a token of theirs may not stay.
+    let mut by_id: Vec<u32> = (0..event.members.len() as u32).collect();
+    by_id.sort_by(|&a, &b| name(a).cmp(name(b)));
+    let mut rank = vec![u32::MAX; listed];
+    for (r, &i) in (0u32..).zip(&by_id) {
+        rank[i as usize] = r;
     }
-    let mut tokens: Vec<(Token, String)> = Vec::with_capacity(before.token_count());
+    let key = |t: Token, i: u32| (t, rank[i as usize]);
+
+    let changes = event.token_changes.clone().unwrap_or_default();
+    let mut dropped: Vec<(Token, u32)> = Vec::new();
+    let mut added: Vec<(Token, u32)> = Vec::new();
+    for (t, o) in changes.removed.iter().zip(&changes.removed_owners) {
+        dropped.push((*t, checked_index(*o)?));
+    }
     for ((t, from), to) in changes
         .reassigned
         .iter()
         .zip(&changes.reassigned_from)
         .zip(&changes.reassigned_to)
     {
-        dropped.entry(*t).or_default().push(name(*from)?);
-        tokens.push((*t, name(*to)?));
+        dropped.push((*t, checked_index(*from)?));
+        added.push((*t, checked_index(*to)?));
     }
     for (t, o) in changes.added.iter().zip(&changes.added_owners) {
-        tokens.push((*t, name(*o)?));
+        added.push((*t, checked_index(*o)?));
     }
-    for (t, id) in before.tokens() {
-        let is_dropped = dropped
-            .get(&t)
-            .is_some_and(|ids| ids.iter().any(|d| d == id));
-        if !is_dropped {
-            tokens.push((t, id.to_string()));
+    dropped.sort_unstable();
+    added.sort_unstable_by_key(|&(t, o)| key(t, o));
+
+    // The event's index of each member of `before` (None: the event does not know it,
+    // so none of its tokens may stay).
+    let index = MemberIndex::new(&event.members, &event.departed);
+    let before_ids: Vec<&str> = before.members().map(|m| m.id.as_str()).collect();
+    let in_event: Vec<Option<u32>> = before_ids.iter().map(|id| index.of(id).ok()).collect();
+
+    let unknown = |id: &str| ConvertError::Ring(RingError::UnknownMember(id.to_string()));
+    let mut tokens: Vec<Token> = Vec::with_capacity(before.token_count() + added.len());
+    let mut owners: Vec<u32> = Vec::with_capacity(tokens.capacity());
+    let mut push = |t: Token, o: u32| -> Result<(), ConvertError> {
+        if rank[o as usize] == u32::MAX {
+            return Err(unknown(name(o)));
         }
+        // The same token on both sides (an addition of a token still there) once.
+        if tokens.last() != Some(&t) || owners.last() != Some(&o) {
+            tokens.push(t);
+            owners.push(o);
+        }
+        Ok(())
+    };
+    let mut gone = 0;
+    let mut new = added.iter().peekable();
+    for (t, b) in before.indexed_tokens() {
+        let Some(o) = in_event[b as usize] else {
+            return Err(unknown(before_ids[b as usize]));
+        };
+        while dropped.get(gone).is_some_and(|d| d.0 < t) {
+            gone += 1;
+        }
+        if dropped[gone..]
+            .iter()
+            .take_while(|d| d.0 == t)
+            .any(|d| d.1 == o)
+        {
+            continue;
+        }
+        while let Some(&(at, by)) = new.next_if(|&&(at, by)| key(at, by) <= key(t, o)) {
+            push(at, by)?;
+        }
+        push(t, o)?;
     }
-    tokens.sort_unstable();
-    tokens.dedup();
+    for &(t, o) in new {
+        push(t, o)?;
+    }
     let members = event.members.iter().map(Into::into).collect();
-    let ring = Ring::from_parts(config, members, tokens)?;
+    let ring = Ring::from_indexed_parts(config, members, tokens, owners)?;
     checked(ring, event.checksum, event.epoch)
 }
