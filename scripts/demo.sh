@@ -1,43 +1,73 @@
 #!/bin/sh
-# The local demo, as far as the system exists today: the ring core on the command line.
-# A scripted scale-up from 3 to 5 members and back down to 2, printing what each step
-# would move. The live system (`ringside up` with NATS, reducer and watcher) replaces
-# this script when it lands; see README "What exists today".
+# The local demo (`./dev demo`): `ringside up` with 3 stand-in members, the decoded
+# events tailed to this terminal, a scripted scale to 5 and back to 2, then the
+# commands to try next. The system keeps running until Ctrl-C when this is a terminal;
+# otherwise (or with RINGSIDE_DEMO_HOLD=0) it stops after the script.
 set -eu
 cd "$(dirname "$0")/.."
 BIN=${RINGSIDE_BIN:-target/release/ringside}
+STATE=${RINGSIDE_STATE_DIR:-.ringside}
+export RINGSIDE_STATE_DIR="$STATE"
 [ -x "$BIN" ] || { echo "demo: $BIN not built; run ./dev demo" >&2; exit 1; }
 
-step() { printf '\n=== %s\n$ ringside %s\n' "$1" "$(echo "$2" | tr -s ' ')"; }
+say() { printf '\n\033[1m=== %s\033[0m\n' "$*"; }
 
-members="node-1,node-2,node-3"
-keys="user:42 cart:7 session:abc order:2026-11-26"
+mkdir -p "$STATE"
+say "ringside up --members 3   (nats-server, reducer, heartbeat watcher, 3 stand-in members)"
+"$BIN" up --members 3 2>"$STATE/up.log" &
+UP=$!
+TAIL=""
+stop() {
+    trap - EXIT INT TERM
+    [ -n "$TAIL" ] && kill "$TAIL" 2>/dev/null || true
+    if kill -0 "$UP" 2>/dev/null; then
+        kill -INT "$UP" 2>/dev/null || true
+        wait "$UP" 2>/dev/null || true
+    fi
+}
+trap stop EXIT INT TERM
 
-step "who owns these keys on 3 members?" "ring lookup --members $members $keys"
-# shellcheck disable=SC2086
-"$BIN" ring lookup --members "$members" $keys
-
-for next in node-4 node-5; do
-    step "scale up: add $next" "ring plan --members $members --add $next --max-ranges 5"
-    "$BIN" ring plan --members "$members" --add "$next" --max-ranges 5
-    members="$members,$next"
+# Wait (at most 60 s) for `up` to record itself; fail with its log if it exits.
+i=0
+until [ -f "$STATE/up.json" ]; do
+    if ! kill -0 "$UP" 2>/dev/null; then
+        echo "demo: ringside up failed; its log ($STATE/up.log) ends with:" >&2
+        tail -n 20 "$STATE/up.log" >&2
+        exit 1
+    fi
+    i=$((i + 1))
+    [ "$i" -le 600 ] || { echo "demo: ringside up did not come up within 60 s" >&2; exit 1; }
+    sleep 0.1
 done
 
-step "the same keys on 5 members (only keys now owned by node-4/node-5 moved)" \
-    "ring lookup --members $members $keys"
-# shellcheck disable=SC2086
-"$BIN" ring lookup --members "$members" $keys
+say "ringside tail   (every stored event of this ring, decoded, as it happens)"
+"$BIN" tail --from-seq 1 &
+TAIL=$!
+sleep 3
 
-step "scale down to 2: remove node-1, node-4, node-5" \
-    "ring plan --members $members --remove node-1,node-4,node-5 --max-ranges 5"
-"$BIN" ring plan --members "$members" --remove node-1,node-4,node-5 --max-ranges 5
+say "ringside scale 5   (two more stand-ins start beating: joins, rebalances)"
+"$BIN" scale 5 --wait 30
+sleep 2
+
+say "ringside scale 2   (three stand-ins say goodbye: leaves, rebalances)"
+"$BIN" scale 2 --wait 30
+sleep 2
+
+say "ringside replay verify   (rebuild the whole history, compare every checksum)"
+"$BIN" replay verify
 
 cat <<'TXT'
 
-That was the ring core alone (no server). Try next:
-  ./dev just ringside ring plan --members a,b,c --add d --output json
-  ./dev just ringside ring lookup --members a,b:2,c --strategy random KEY...
-  ./dev just bench ring        # lookup speed, balance and movement vs other rings
-Coming next (open issues): the NATS event backbone, the reducer with its gRPC
-RingService, the pod/heartbeat watchers, tail/replay, and `ringside up`.
+Try next, in another terminal (the tools find the running system in .ringside/):
+  target/release/ringside scale 4 --wait 30
+  target/release/ringside replay state
+  target/release/ringside replay diff --from 1 --to 3
+  target/release/ringside replay key-history user:42
+  target/release/ringside ring plan --members a,b,c --add d     # what-if, no server
+  nats sub 'ringside.>' ...   (optional nats CLI; see README)
 TXT
+
+if [ "${RINGSIDE_DEMO_HOLD:-1}" != 0 ] && [ -t 0 ]; then
+    say "running; Ctrl-C stops everything"
+    wait "$UP" || true
+fi

@@ -25,9 +25,15 @@ pub fn find_binary(roots: &[&Path]) -> Result<PathBuf, NatsdError> {
         .iter()
         .map(|r| r.join(".venv/bin/nats-server"))
         .collect();
-    let candidate = std::env::var_os(NATS_SERVER_ENV)
+    let explicit = std::env::var_os(NATS_SERVER_ENV)
         .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
+        .map(PathBuf::from);
+    if let Some(path) = explicit.as_ref().filter(|p| !p.is_file()) {
+        return Err(NatsdError::BinaryMissing {
+            venv: format!("{} (from ${NATS_SERVER_ENV})", path.display()),
+        });
+    }
+    let candidate = explicit
         .or_else(|| venvs.iter().find(|p| p.is_file()).cloned())
         .or_else(|| find_in_path("nats-server"))
         .ok_or_else(|| NatsdError::BinaryMissing {

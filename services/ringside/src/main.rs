@@ -9,15 +9,23 @@
 //! - `tail_cmd`: `ringside tail`, the ring's events live, decoded.
 //! - `replay`: `ringside replay ...`, post-mortems from the stream or an export.
 //! - `reducer_cmd`: `ringside reducer`, the ring reducer service.
+//! - `up`: `ringside up` (the whole system locally) and `ringside scale`.
+//! - `local`: the state directory `ringside up` keeps and the other commands read.
+//! - `service`: logs, runtime and stop signal of the long-running commands.
+//! - `watcher_cmd`: `ringside watcher kubernetes|heartbeat`, the membership sources.
 //! - `nats_args`: the NATS connection flags of `tail` and `replay`.
 //! - `output`: the `--output table|json` switch shared by the tools.
 
+mod local;
 mod nats_args;
 mod output;
 mod reducer_cmd;
 mod replay;
 mod ring_cmd;
+mod service;
 mod tail_cmd;
+mod up;
+mod watcher_cmd;
 
 use std::process::ExitCode;
 
@@ -42,6 +50,12 @@ enum Command {
     Replay(replay::ReplayArgs),
     /// The ring reducer service: folds membership into the ring, serves RingService.
     Reducer(reducer_cmd::ReducerArgs),
+    /// Run the whole system locally: nats-server, reducer, heartbeat watcher, members.
+    Up(up::UpArgs),
+    /// Change the number of stand-in members of the running `ringside up`.
+    Scale(up::ScaleArgs),
+    /// A membership source: `kubernetes` (pods) or `heartbeat` (node heartbeats).
+    Watcher(watcher_cmd::WatcherArgs),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +65,12 @@ fn main() -> ExitCode {
         Command::Tail(args) => tail_cmd::run(args, &mut std::io::stdout().lock()),
         Command::Replay(args) => replay::run(args, &mut std::io::stdout().lock()),
         Command::Reducer(args) => reducer_cmd::run(args),
+        Command::Up(args) => {
+            service::init_logs();
+            service::block_on(up::up(args))
+        }
+        Command::Scale(args) => service::block_on(up::scale(args)),
+        Command::Watcher(args) => watcher_cmd::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,6 +1,10 @@
 //! How the tools connect to NATS: the server URL and a service user of
 //! `nats/permissions.conf` (`admin` by default; `bridge` is enough for the read-only
 //! tools), with the password from a flag or the user's `RINGSIDE_NATS_PASSWORD_<USER>`.
+//!
+//! Next to a running `ringside up` nothing needs to be given: without `--nats-url` the
+//! URL comes from its state directory (`--state-dir`, default `.ringside`), and without
+//! a password from the flag or the environment, from its `credentials.env`.
 
 use std::time::Duration;
 
@@ -8,17 +12,15 @@ use anyhow::Context as _;
 use clap::Args;
 use ringside_events::ServiceUser;
 
+use crate::local::StateDir;
+
 /// Connection flags shared by `tail` and `replay`.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct NatsArgs {
-    /// NATS server URL.
-    #[arg(
-        long,
-        global = true,
-        default_value = "nats://127.0.0.1:4222",
-        env = "RINGSIDE_NATS_URL"
-    )]
-    pub(crate) nats_url: String,
+    /// NATS server URL [default: the running `ringside up`'s, else
+    /// nats://127.0.0.1:4222].
+    #[arg(long, global = true, env = "RINGSIDE_NATS_URL")]
+    pub(crate) nats_url: Option<String>,
     /// NATS user (admin, or bridge for read-only access).
     #[arg(long, global = true, default_value = "admin", value_parser = parse_user)]
     pub(crate) user: ServiceUser,
@@ -26,7 +28,18 @@ pub(crate) struct NatsArgs {
     /// without credentials].
     #[arg(long, global = true)]
     pub(crate) password: Option<String>,
+    /// State directory of a local `ringside up` (URL and passwords).
+    #[arg(
+        long,
+        global = true,
+        default_value = ".ringside",
+        env = "RINGSIDE_STATE_DIR"
+    )]
+    pub(crate) state_dir: std::path::PathBuf,
 }
+
+/// Where the tools connect when nothing says otherwise.
+const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
 
 fn parse_user(name: &str) -> Result<ServiceUser, String> {
     ServiceUser::ALL
@@ -39,26 +52,52 @@ fn parse_user(name: &str) -> Result<ServiceUser, String> {
 }
 
 impl NatsArgs {
-    /// Connects, failing after a few seconds if the server does not answer.
-    pub(crate) async fn connect(&self) -> anyhow::Result<async_nats::Client> {
-        let password = self
+    /// The server URL: the flag, else the running `ringside up`'s, else the default.
+    pub(crate) fn url(&self) -> anyhow::Result<String> {
+        if let Some(url) = &self.nats_url {
+            return Ok(url.clone());
+        }
+        let state = StateDir::new(&self.state_dir);
+        Ok(state
+            .running()?
+            .map_or_else(|| DEFAULT_NATS_URL.to_string(), |running| running.nats_url))
+    }
+
+    /// The password: the flag, the user's variable, else the local `credentials.env`.
+    fn password(&self) -> anyhow::Result<Option<String>> {
+        if let Some(password) = self
             .password
             .clone()
-            .or_else(|| std::env::var(self.user.password_env()).ok());
+            .or_else(|| std::env::var(self.user.password_env()).ok())
+        {
+            return Ok(Some(password));
+        }
+        let file = StateDir::new(&self.state_dir).credentials();
+        if !file.is_file() {
+            return Ok(None);
+        }
+        let passwords = ringside_natsd::Passwords::load(&file)?;
+        Ok(passwords.password(self.user.name()).map(str::to_owned))
+    }
+
+    /// Connects, failing after a few seconds if the server does not answer.
+    pub(crate) async fn connect(&self) -> anyhow::Result<async_nats::Client> {
+        let url = self.url()?;
+        let password = self.password()?;
         let options = match password {
             Some(password) => self.user.connect_options(password),
             None => async_nats::ConnectOptions::new(),
         };
         options
             .connection_timeout(Duration::from_secs(5))
-            .connect(&self.nats_url)
+            .connect(&url)
             .await
             .with_context(|| {
                 format!(
-                    "cannot connect to {} as '{}' (password from --password or ${})",
-                    self.nats_url,
+                    "cannot connect to {url} as '{}' (password from --password, ${}, or {})",
                     self.user,
-                    self.user.password_env()
+                    self.user.password_env(),
+                    StateDir::new(&self.state_dir).credentials().display()
                 )
             })
     }

@@ -1,0 +1,255 @@
+//! `ringside up` end to end: the real binary starts nats-server, the reducer, the
+//! heartbeat watcher and stand-in members on ephemeral loopback ports; `ringside
+//! scale` changes the members through the heartbeat path; SIGINT stops everything;
+//! a second `up` resumes the history; `replay verify` accepts the stream.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use ringside_events::pb;
+
+const BIN: &str = env!("CARGO_BIN_EXE_ringside");
+
+/// A running `ringside up` with its state directory; SIGKILLed if the test fails.
+struct Up {
+    child: Option<Child>,
+    state: PathBuf,
+}
+
+impl Up {
+    fn start(state: &Path, members: u32) -> Self {
+        let child = Command::new(BIN)
+            .args(["up", "--members", &members.to_string(), "--state-dir"])
+            .arg(state)
+            .args([
+                "--nats-port",
+                "0",
+                "--grpc",
+                "127.0.0.1:0",
+                "--metrics",
+                "127.0.0.1:0",
+            ])
+            .args(["--heartbeat-ms", "200"])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let up = Up {
+            child: Some(child),
+            state: state.to_path_buf(),
+        };
+        wait_for(Duration::from_secs(60), "up.json", || {
+            state.join("up.json").is_file()
+        });
+        up
+    }
+
+    fn record(&self) -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(self.state.join("up.json")).unwrap()).unwrap()
+    }
+
+    fn ringside(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .arg("--state-dir")
+            .arg(&self.state)
+            .output()
+            .unwrap()
+    }
+
+    /// SIGINT, then the exit status and the output.
+    fn interrupt(mut self) -> Output {
+        let child = self.child.take().unwrap();
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut child = child;
+        while child.try_wait().unwrap().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "ringside up did not stop after SIGINT"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child.wait_with_output().unwrap()
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn wait_for(timeout: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn get_ring(grpc: &str) -> pb::RingSnapshot {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut client =
+            pb::ring_service_client::RingServiceClient::connect(format!("http://{grpc}"))
+                .await
+                .unwrap();
+        client
+            .get_ring(pb::GetRingRequest {
+                ring: "default".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .snapshot
+            .unwrap()
+    })
+}
+
+fn member_ids(snapshot: &pb::RingSnapshot) -> Vec<String> {
+    snapshot.members.iter().map(|m| m.id.clone()).collect()
+}
+
+fn ok(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "failed: {}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Processes whose command line mentions `needle` (our state dir), other than us.
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains(needle) && !cmdline.contains("cargo") {
+            found.push(cmdline);
+        }
+    }
+    found
+}
+
+#[test]
+fn up_scales_stops_cleanly_and_resumes_its_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+
+    let up = Up::start(&state, 3);
+    let grpc = up.record()["grpc"].as_str().unwrap().to_string();
+    wait_for(Duration::from_secs(30), "3 members", || {
+        get_ring(&grpc).members.len() == 3
+    });
+    let first = get_ring(&grpc);
+    assert_eq!(
+        member_ids(&first),
+        ["stand-in-1", "stand-in-2", "stand-in-3"]
+    );
+
+    ok(&up.ringside(&["scale", "5", "--wait", "30"]));
+    let five = get_ring(&grpc);
+    assert_eq!(member_ids(&five).len(), 5);
+    assert!(five.epoch > first.epoch);
+    ok(&up.ringside(&["scale", "2", "--wait", "30"]));
+    let two = get_ring(&grpc);
+    assert_eq!(member_ids(&two), ["stand-in-1", "stand-in-2"]);
+    assert!(two.epoch > five.epoch);
+
+    let nats_url = up.record()["nats_url"].as_str().unwrap().to_string();
+    let output = up.interrupt();
+    let stdout = ok(&output);
+    assert!(stdout.contains("Stopped."), "{stdout}");
+    assert!(!state.join("up.json").exists(), "the record is removed");
+    let leftovers = processes_mentioning(&state.display().to_string());
+    assert!(leftovers.is_empty(), "processes left behind: {leftovers:?}");
+    let port: u16 = nats_url.rsplit(':').next().unwrap().parse().unwrap();
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+
+    // The stand-ins said goodbye on the way out: the history has those leaves, and a
+    // second `up` continues the epochs where the first stopped.
+    let up = Up::start(&state, 3);
+    let grpc = up.record()["grpc"].as_str().unwrap().to_string();
+    wait_for(Duration::from_secs(30), "3 members again", || {
+        get_ring(&grpc).members.len() == 3
+    });
+    let resumed = get_ring(&grpc);
+    assert!(
+        resumed.epoch > two.epoch + 1,
+        "epochs continue: {} after {}",
+        resumed.epoch,
+        two.epoch
+    );
+
+    let verify = up.ringside(&["replay", "verify"]);
+    let text = ok(&verify);
+    assert!(
+        text.contains("ok") || text.contains("OK") || text.contains("verified"),
+        "{text}"
+    );
+    ok(&up.interrupt());
+}
+
+#[test]
+fn a_second_up_on_the_same_state_is_refused_and_scale_needs_a_running_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let scale = Command::new(BIN)
+        .args(["scale", "2", "--state-dir"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(!scale.status.success());
+    assert!(String::from_utf8_lossy(&scale.stderr).contains("no ringside up is running"));
+
+    // Clear errors for a taken port and a missing nats-server, before anything runs.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let busy = Command::new(BIN)
+        .args(["up", "--nats-port", &port, "--state-dir"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(!busy.status.success());
+    let stderr = String::from_utf8_lossy(&busy.stderr);
+    assert!(
+        stderr.contains(&format!("port {port} is already in use")),
+        "{stderr}"
+    );
+    let missing = Command::new(BIN)
+        .args(["up", "--nats-port", "0", "--state-dir"])
+        .arg(&state)
+        .env(
+            "RINGSIDE_NATS_SERVER",
+            dir.path().join("no-such-nats-server"),
+        )
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        stderr.contains("nats-server not found") && stderr.contains("./dev setup"),
+        "{stderr}"
+    );
+
+    let up = Up::start(&state, 1);
+    let again = up.ringside(&["up", "--nats-port", "0", "--grpc", "127.0.0.1:0"]);
+    assert!(!again.status.success());
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(stderr.contains("already running"), "{stderr}");
+    ok(&up.interrupt());
+}
