@@ -9,8 +9,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::Token;
 use crate::ring::{RING, Ring, Share};
+use crate::{Strategy, Token};
 
 /// A range of positions `(start, end]` (clockwise, wrapping) that changed owner.
 /// `start == end` is the whole ring. An empty id stands for "no owner" (an empty ring).
@@ -127,8 +127,8 @@ pub(crate) struct Piece {
 
 /// The ranges that differ between two rings, compared position by position.
 pub fn diff(old: &Ring, new: &Ring) -> RingDiff {
-    let (a, b) = (&old.slots, &new.slots);
-    let ideal = ideal_between(old, new);
+    let (a, b) = (&old.slots[..], &new.slots[..]);
+    let (same, ideal) = match_members(old, new);
     // Every token of either ring is a boundary; between consecutive boundaries both
     // owners are constant, and equal to the owners of the first token at or after the
     // upper boundary.
@@ -144,9 +144,33 @@ pub fn diff(old: &Ring, new: &Ring) -> RingDiff {
         Some(s) => Who::Member(s.owner),
         None => Who::Nobody,
     };
+    // Owners compare by id: an old member index maps to its new index, if any.
+    let differ = |from: Who, to: Who| match (from, to) {
+        (Who::Member(x), Who::Member(y)) => same[x as usize] != Some(y),
+        (Who::Nobody, Who::Nobody) => false,
+        _ => true,
+    };
+    // Only random rings can hold two tokens at one position.
+    let may_share = [old, new]
+        .iter()
+        .any(|r| r.config.strategy == Strategy::Random);
     let mut pieces = Vec::new();
     let (mut i, mut j, mut start) = (0, 0, last);
     loop {
+        // Most tokens are in both rings with the same owner, each ending an unchanged
+        // interval: skip them pairwise. A position shared with the next token takes the
+        // general step below.
+        while let (Some(x), Some(y)) = (a.get(i), b.get(j)) {
+            let shared = may_share
+                && (a.get(i + 1).is_some_and(|n| n.token == x.token)
+                    || b.get(j + 1).is_some_and(|n| n.token == y.token));
+            if x.token != y.token || same[x.owner as usize] != Some(y.owner) || shared {
+                break;
+            }
+            start = x.token;
+            i += 1;
+            j += 1;
+        }
         let next = match (a.get(i), b.get(j)) {
             (Some(x), Some(y)) => x.token.min(y.token),
             (Some(x), None) => x.token,
@@ -154,7 +178,7 @@ pub fn diff(old: &Ring, new: &Ring) -> RingDiff {
             (None, None) => break,
         };
         let (from, to) = (owner(a, i), owner(b, j));
-        if diff_owner(old, from, new, to) {
+        if differ(from, to) {
             pieces.push(Piece {
                 start,
                 end: next,
@@ -173,15 +197,45 @@ pub fn diff(old: &Ring, new: &Ring) -> RingDiff {
     into_diff(pieces, |w| name(old, w), |w| name(new, w), ideal)
 }
 
-/// Whether two owner references (of two different rings) name different members.
-fn diff_owner(old: &Ring, from: Who, new: &Ring, to: Who) -> bool {
-    match (from, to) {
-        (Who::Member(x), Who::Member(y)) => {
-            old.members[x as usize].id != new.members[y as usize].id
-        }
-        (Who::Nobody, Who::Nobody) => false,
-        _ => true,
+/// The members of `old` matched to those of `new` by id (each old index to its new
+/// index, if the member is still there), and `ideal_fraction` between the two rings
+/// from their members' weights, exactly: with totals `W` (old) and `V` (new),
+/// `sum max(0, v_i * W - w_i * V) / (W * V)`. One walk over both sorted member lists.
+fn match_members(old: &Ring, new: &Ring) -> (Vec<Option<u32>>, f64) {
+    let (w_old, w_new) = (old.total_weight(), new.total_weight());
+    let mut same = vec![None; old.members.len()];
+    let mut num = 0u128;
+    let (mut i, mut j) = (0, 0);
+    loop {
+        let (w, v) = match (old.members.get(i), new.members.get(j)) {
+            (None, None) => break,
+            (Some(x), Some(y)) if x.id == y.id => {
+                same[i] = Some(j as u32);
+                i += 1;
+                j += 1;
+                (x.weight, y.weight)
+            }
+            (Some(x), Some(y)) if x.id < y.id => {
+                i += 1;
+                (x.weight, 0)
+            }
+            (Some(x), None) => {
+                i += 1;
+                (x.weight, 0)
+            }
+            (_, Some(y)) => {
+                j += 1;
+                (0, y.weight)
+            }
+        };
+        num += (u128::from(v) * w_old).saturating_sub(u128::from(w) * w_new);
     }
+    let ideal = if w_old == 0 && w_new == 0 {
+        0.0
+    } else {
+        ideal_fraction(num, w_old * w_new)
+    };
+    (same, ideal)
 }
 
 /// The member id behind an owner reference of `ring` ("" for nobody).
@@ -190,27 +244,6 @@ fn name(ring: &Ring, who: Who) -> String {
         Who::Member(i) => ring.members[i as usize].id.clone(),
         Who::Joiner | Who::Nobody => String::new(),
     }
-}
-
-/// `ideal_fraction` between two rings from their members' weights, exactly: with
-/// totals `W` (old) and `V` (new), `sum max(0, v_i * W - w_i * V) / (W * V)`.
-fn ideal_between(old: &Ring, new: &Ring) -> f64 {
-    let (w_old, w_new) = (old.total_weight(), new.total_weight());
-    if w_old == 0 && w_new == 0 {
-        return 0.0;
-    }
-    let mut weights: BTreeMap<&str, (u128, u128)> = BTreeMap::new();
-    for m in old.members() {
-        weights.entry(&m.id).or_default().0 = u128::from(m.weight);
-    }
-    for m in new.members() {
-        weights.entry(&m.id).or_default().1 = u128::from(m.weight);
-    }
-    let num = weights
-        .values()
-        .map(|&(w, v)| (v * w_old).saturating_sub(w * w_new))
-        .sum();
-    ideal_fraction(num, w_old * w_new)
 }
 
 /// `num / den` as a fraction; `den == 0` means one ring is empty and the other not, so
