@@ -20,13 +20,14 @@
 //! stored), and never negatively: a nak would let later messages overtake it, so
 //! transient failures are retried in place, in order.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use async_nats::jetstream::{self, consumer, stream};
 use futures::StreamExt;
-use ringside_events::consume::{ConsumeError, Stopped};
+use ringside_events::consume::{ConsumeError, Inbound, Settle, Stopped};
 use ringside_events::publish::PublishError;
 use ringside_events::{
     Body, Consumer, Delivery, Event, HandleError, Handler, Outcome, Publisher, RingLedger, codec,
@@ -47,12 +48,50 @@ const CONSUMER_INACTIVE: Duration = Duration::from_secs(60 * 60);
 const ACK_WAIT: Duration = Duration::from_secs(60);
 /// Messages per pull request.
 const PULL_BATCH: usize = 1000;
+/// During catch-up, acknowledge every this many membership messages (acks are
+/// cumulative, `AckPolicy::All`); live, each message is acknowledged when done.
+const ACK_EVERY: u64 = 256;
+/// Delivered but unacknowledged messages the server allows: room for a pull batch and
+/// the messages an ack covers.
+const MAX_ACK_PENDING: i64 = 10_000;
 /// Pause before trying again a publish the publisher gave up on.
 const REPUBLISH_PAUSE: Duration = Duration::from_secs(2);
 /// Pause before recreating a consumer whose message stream ended.
 const RECONSUME_PAUSE: Duration = Duration::from_secs(1);
 /// Attempts to read the stored event that won a conflict.
 const CONFLICT_READS: u32 = 20;
+
+/// A membership message whose acknowledgement may be left to a later one.
+///
+/// Acks are cumulative (`AckPolicy::All`): acknowledging a message acknowledges every
+/// earlier one, which the reducer has handled too (it handles them in order). Each
+/// ack is still sent only after the message's epoch is stored.
+struct Membership {
+    message: jetstream::Message,
+    /// Acknowledge this one when done (the last of a catch-up stretch, or live).
+    ack: bool,
+}
+
+impl Inbound for Membership {
+    fn message(&self) -> &async_nats::Message {
+        Inbound::message(&self.message)
+    }
+
+    fn position(&self) -> Option<(String, u64, u64)> {
+        self.message.position()
+    }
+
+    fn settle(&self, how: Settle) -> impl Future<Output = Result<(), async_nats::Error>> + Send {
+        let skip = how == Settle::Ack && !self.ack;
+        async move {
+            if skip {
+                Ok(())
+            } else {
+                self.message.settle(how).await
+            }
+        }
+    }
+}
 
 /// The stored rebalance event of one epoch.
 #[derive(Debug)]
@@ -190,7 +229,7 @@ pub(crate) struct Engine {
     catch_up: Option<StoredReader>,
     shared: Arc<Shared>,
     health: tonic_health::server::HealthReporter,
-    snapshots: watch::Sender<Option<Arc<pb::RingSnapshot>>>,
+    snapshots: watch::Sender<Option<Arc<View>>>,
     /// Position (epoch, membership sequence) of the newest snapshot written or loaded.
     snapshot_at: (u64, u64),
     /// The consumer's pending count after the message being handled.
@@ -209,7 +248,7 @@ impl Engine {
         loaded: Option<crate::snapshots::Loaded>,
         shared: Arc<Shared>,
         health: tonic_health::server::HealthReporter,
-        snapshots: watch::Sender<Option<Arc<pb::RingSnapshot>>>,
+        snapshots: watch::Sender<Option<Arc<View>>>,
         stop: watch::Receiver<bool>,
     ) -> Result<Self, ReducerError> {
         let m = &shared.metrics;
@@ -380,8 +419,9 @@ impl Engine {
                     deliver_policy: consumer::DeliverPolicy::ByStartSequence {
                         start_sequence: start,
                     },
-                    ack_policy: consumer::AckPolicy::Explicit,
+                    ack_policy: consumer::AckPolicy::All,
                     ack_wait: ACK_WAIT,
+                    max_ack_pending: MAX_ACK_PENDING,
                     inactive_threshold: CONSUMER_INACTIVE,
                     ..Default::default()
                 })
@@ -408,12 +448,17 @@ impl Engine {
                     futures::future::ready(!matches!(m, Err(e)
                         if e.kind() == consumer::pull::MessagesErrorKind::ConsumerDeleted))
                 })
-                .inspect(move |m| {
-                    if let Ok(m) = m
-                        && let Ok(info) = m.info()
-                    {
-                        pending.store(info.pending, Ordering::Relaxed);
-                    }
+                .map(move |m| {
+                    m.map(|message| {
+                        let ack = match message.info() {
+                            Ok(info) => {
+                                pending.store(info.pending, Ordering::Relaxed);
+                                info.pending == 0 || info.consumer_sequence % ACK_EVERY == 0
+                            }
+                            Err(_) => true,
+                        };
+                        Membership { message, ack }
+                    })
                 });
             let stop = wait_for(self.stop.clone());
             match consumer.run(Box::pin(messages), &mut *self, stop).await {
@@ -456,7 +501,7 @@ impl Engine {
             }
             Outcome::Rebalanced(event) => {
                 m.folded(FoldOutcome::Rebalanced);
-                let (stored_sequence, how) = self.store(&event, expected).await?;
+                let (event, stored_sequence, how) = self.store(*event, expected).await?;
                 m.stored(how);
                 self.ledger.record_rebalance_sequence(stored_sequence);
                 tracing::debug!(
@@ -465,18 +510,22 @@ impl Engine {
                     ?how,
                     "Epoch stored."
                 );
-                if self.ready {
-                    self.serve(Some(Update {
-                        event: *event,
-                        sequence: stored_sequence,
-                    }))?;
-                }
-                if self
+                let due = self
                     .ledger
                     .epoch()
-                    .is_multiple_of(self.config.snapshot_every)
-                {
-                    self.snapshot()?;
+                    .is_multiple_of(self.config.snapshot_every);
+                if self.ready || due {
+                    let view = Arc::new(View::of(&self.ledger));
+                    if self.ready {
+                        let update = Update {
+                            event,
+                            sequence: stored_sequence,
+                        };
+                        self.shared.publish(Arc::clone(&view), Some(update));
+                    }
+                    if due {
+                        self.snapshot(view);
+                    }
                 }
             }
         }
@@ -514,47 +563,49 @@ impl Engine {
     }
 
     /// Gets `event` stored: checked against the stored history during catch-up,
-    /// published past it, adopted when another reducer won.
+    /// published past it, adopted when another reducer won. Gives the event back with
+    /// its stream sequence.
     async fn store(
         &mut self,
-        event: &pb::RingRebalanced,
+        event: pb::RingRebalanced,
         expected: u64,
-    ) -> Result<(u64, StoredHow), ReducerError> {
+    ) -> Result<(pb::RingRebalanced, u64, StoredHow), ReducerError> {
         if let Some(reader) = self.catch_up.as_mut()
             && event.epoch <= reader.head_epoch
         {
             let stored = reader.next().await?;
-            check_same(&self.shared.metrics, event, &stored)?;
+            check_same(&self.shared.metrics, &event, &stored)?;
             if event.epoch == reader.head_epoch {
                 // Caught up with the stored history: from here on, epochs are published.
                 self.catch_up = None;
             }
-            return Ok((stored.sequence, StoredHow::Verified));
+            return Ok((event, stored.sequence, StoredHow::Verified));
         }
         self.catch_up = None;
-        let wire = Event::new(self.config.ring.clone(), event.clone())?
+        let epoch = event.epoch;
+        let wire = Event::new(self.config.ring.clone(), event)?
             .with_producer(self.config.producer())
             .with_occurred_at(SystemTime::now());
-        loop {
+        let (sequence, how) = loop {
             match self.publisher.publish_expecting(&wire, expected).await {
-                Ok(stored) if stored.duplicate => {
-                    return Ok((stored.sequence, StoredHow::Duplicate));
-                }
-                Ok(stored) => return Ok((stored.sequence, StoredHow::Published)),
+                Ok(stored) if stored.duplicate => break (stored.sequence, StoredHow::Duplicate),
+                Ok(stored) => break (stored.sequence, StoredHow::Published),
                 Err(PublishError::Conflict { actual, .. }) => {
                     metrics::bump(&self.shared.metrics.conflicts);
                     tracing::info!(
-                        epoch = event.epoch,
+                        epoch,
                         expected,
                         ?actual,
                         "Another reducer stored this epoch first; checking and adopting its event."
                     );
                     let stored = self.stored_after(expected).await?;
-                    check_same(&self.shared.metrics, event, &stored)?;
-                    return Ok((stored.sequence, StoredHow::Adopted));
+                    if let Body::RingRebalanced(ours) = wire.body() {
+                        check_same(&self.shared.metrics, ours, &stored)?;
+                    }
+                    break (stored.sequence, StoredHow::Adopted);
                 }
                 Err(err @ PublishError::GaveUp { .. }) => {
-                    tracing::error!(epoch = event.epoch, error = %error_chain(&err), "Cannot store the epoch (NATS unreachable?); retrying. Later membership events wait.");
+                    tracing::error!(epoch, error = %error_chain(&err), "Cannot store the epoch (NATS unreachable?); retrying. Later membership events wait.");
                     tokio::select! {
                         () = wait_for(self.stop.clone()) => return Err(ReducerError::Interrupted),
                         () = tokio::time::sleep(REPUBLISH_PAUSE) => {}
@@ -562,6 +613,14 @@ impl Engine {
                 }
                 Err(err) => return Err(ReducerError::Publish(err)),
             }
+        };
+        match wire.into_body() {
+            Body::RingRebalanced(event) => Ok((event, sequence, how)),
+            // `wire` was built from a RingRebalanced just above.
+            other => Err(ReducerError::StoredNotRebalance {
+                sequence,
+                kind: ringside_events::EventKind::of(&other),
+            }),
         }
     }
 
@@ -588,20 +647,6 @@ impl Engine {
         Err(ReducerError::StoredMissing { after })
     }
 
-    /// The view of the current (stored) epoch.
-    fn view(&self) -> Result<View, ReducerError> {
-        Ok(View {
-            snapshot: Arc::new(self.ledger.snapshot().map_err(ReducerError::Fold)?),
-            ring: self.ledger.ring().clone(),
-        })
-    }
-
-    /// Replaces the served view (and announces the epoch).
-    fn serve(&self, update: Option<Update>) -> Result<(), ReducerError> {
-        self.shared.publish(self.view()?, update);
-        Ok(())
-    }
-
     /// First time the reducer has folded everything in the stream: start serving.
     async fn caught_up(&mut self) -> Result<(), ReducerError> {
         if let Some(reader) = &self.catch_up {
@@ -619,7 +664,7 @@ impl Engine {
             });
         }
         self.ready = true;
-        self.serve(None)?;
+        self.shared.publish(Arc::new(View::of(&self.ledger)), None);
         crate::set_health(&self.health, tonic_health::ServingStatus::Serving).await;
         tracing::info!(
             epoch = self.ledger.epoch(),
@@ -629,22 +674,18 @@ impl Engine {
         Ok(())
     }
 
-    /// Hands the current state to the snapshot writer.
-    fn snapshot(&mut self) -> Result<(), ReducerError> {
-        let snapshot = self.ledger.snapshot().map_err(ReducerError::Fold)?;
-        self.snapshot_at = (snapshot.epoch, snapshot.membership_sequence);
-        self.snapshots.send_replace(Some(Arc::new(snapshot)));
-        Ok(())
+    /// Hands the view of the current state to the snapshot writer (which builds the
+    /// snapshot itself, off the fold loop).
+    fn snapshot(&mut self, view: Arc<View>) {
+        self.snapshot_at = (view.epoch, view.membership_sequence);
+        self.snapshots.send_replace(Some(view));
     }
 
     /// At a graceful stop: a snapshot of everything folded, if newer than the last one.
     fn final_snapshot(&mut self) {
         let at = (self.ledger.epoch(), self.ledger.membership_sequence());
-        if at <= self.snapshot_at {
-            return;
-        }
-        if let Err(e) = self.snapshot() {
-            tracing::error!(error = %error_chain(&e), "Could not build the final snapshot.");
+        if at > self.snapshot_at {
+            self.snapshot(Arc::new(View::of(&self.ledger)));
         }
     }
 }

@@ -85,6 +85,13 @@ impl RingApi {
     }
 }
 
+/// The view's snapshot, or `INTERNAL` if the ring cannot be described (a bug).
+async fn snapshot_of(view: &Arc<View>) -> Result<Arc<pb::RingSnapshot>, Status> {
+    view.snapshot_blocking()
+        .await
+        .map_err(|e| Status::internal(format!("cannot describe the ring: {e}")))
+}
+
 fn empty_ring() -> Status {
     Status::failed_precondition("the ring has no members")
 }
@@ -96,9 +103,9 @@ impl pb::ring_service_server::RingService for RingApi {
         request: Request<pb::GetRingRequest>,
     ) -> Result<Response<pb::GetRingResponse>, Status> {
         self.check_ring(&request.get_ref().ring)?;
-        let view = self.view()?;
+        let snapshot = snapshot_of(&self.view()?).await?;
         Ok(Response::new(pb::GetRingResponse {
-            snapshot: Some((*view.snapshot).clone()),
+            snapshot: Some((*snapshot).clone()),
         }))
     }
 
@@ -111,19 +118,21 @@ impl pb::ring_service_server::RingService for RingApi {
         self.check_key(&request.key)?;
         let view = self.view()?;
         let position = ringside_ring::hash_key(&request.key);
-        let s = &view.snapshot;
-        let index = view.token_index(position).ok_or_else(empty_ring)?;
-        let owner = s
-            .owners
-            .get(index)
-            .and_then(|o| s.members.get(*o as usize))
-            .ok_or_else(|| Status::internal("the served snapshot is inconsistent"))?;
+        let (Ok(owner), Some(token)) = (
+            view.ring.owner_of_hash(position),
+            view.token_owning(position),
+        ) else {
+            return Err(empty_ring());
+        };
+        let owner = view
+            .member(owner)
+            .ok_or_else(|| Status::internal("the served ring is inconsistent"))?;
         Ok(Response::new(pb::LookupResponse {
             owner: Some(owner.clone()),
             position,
-            token: s.tokens[index],
-            epoch: s.epoch,
-            rebalance_sequence: s.rebalance_sequence,
+            token,
+            epoch: view.epoch,
+            rebalance_sequence: view.rebalance_sequence,
         }))
     }
 
@@ -157,12 +166,12 @@ impl pb::ring_service_server::RingService for RingApi {
             .into_iter()
             .map(|id| view.member(id).cloned())
             .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| Status::internal("the served snapshot is inconsistent"))?;
+            .ok_or_else(|| Status::internal("the served ring is inconsistent"))?;
         Ok(Response::new(pb::SuccessorsResponse {
             members,
             position,
-            epoch: view.epoch(),
-            rebalance_sequence: view.snapshot.rebalance_sequence,
+            epoch: view.epoch,
+            rebalance_sequence: view.rebalance_sequence,
         }))
     }
 
@@ -175,16 +184,19 @@ impl pb::ring_service_server::RingService for RingApi {
     ) -> Result<Response<Self::WatchRingStream>, Status> {
         self.check_ring(&request.get_ref().ring)?;
         let (view, updates) = self.shared.subscribe().ok_or_else(|| self.not_ready())?;
+        // The view is immutable: its snapshot can be built after the lock is released;
+        // updates after it queue in the subscription meanwhile.
+        let snapshot = snapshot_of(&view).await?;
         let first = pb::WatchRingResponse {
-            sequence: view.snapshot.rebalance_sequence,
+            sequence: view.rebalance_sequence,
             update: Some(pb::watch_ring_response::Update::Snapshot(
-                (*view.snapshot).clone(),
+                (*snapshot).clone(),
             )),
         };
         let state = Watching {
             first: Some(first),
             updates,
-            epoch: view.epoch(),
+            epoch: view.epoch,
             stop: self.shared.stopping(),
             done: false,
             open: OpenWatcher::new(Arc::clone(&self.shared.metrics)),

@@ -173,9 +173,6 @@ pub enum ReducerError {
     /// The fold produced an event that breaks the contract (a bug).
     #[error("the fold produced an invalid event")]
     InvalidEvent(#[from] ringside_events::InvalidEvent),
-    /// The ledger could not be turned into a snapshot (a bug).
-    #[error("building a snapshot")]
-    Fold(#[source] ringside_events::FoldError),
     /// Stopped while an epoch was being stored (internal: not returned by [`run`]).
     #[error("stopped while storing an epoch")]
     Interrupted,
@@ -396,14 +393,18 @@ async fn fold(
 /// Writes the snapshots the engine hands over; only the newest pending one matters.
 async fn write_snapshots(
     mut store: SnapshotStore,
-    mut pending: watch::Receiver<Option<Arc<pb::RingSnapshot>>>,
+    mut pending: watch::Receiver<Option<Arc<View>>>,
     metrics: Arc<Metrics>,
 ) {
     while pending.changed().await.is_ok() {
-        let Some(snapshot) = pending.borrow_and_update().clone() else {
+        let Some(view) = pending.borrow_and_update().clone() else {
             continue;
         };
-        match store.write(&snapshot).await {
+        let written = match view.snapshot_blocking().await {
+            Ok(snapshot) => store.write(&snapshot).await,
+            Err(e) => Err(SnapshotError::Describe(e)),
+        };
+        match written {
             Ok(()) => {
                 metrics::bump(&metrics.snapshots_written);
                 metrics::set(
@@ -411,14 +412,14 @@ async fn write_snapshots(
                     metrics::unix_millis(std::time::SystemTime::now()),
                 );
                 tracing::info!(
-                    epoch = snapshot.epoch,
-                    membership_sequence = snapshot.membership_sequence,
+                    epoch = view.epoch,
+                    membership_sequence = view.membership_sequence,
                     "Snapshot written."
                 );
             }
             Err(e) => {
                 metrics::bump(&metrics.snapshot_failures);
-                tracing::warn!(epoch = snapshot.epoch, error = %error_chain(&e), "Writing a snapshot failed; the next one will try again.");
+                tracing::warn!(epoch = view.epoch, error = %error_chain(&e), "Writing a snapshot failed; the next one will try again.");
             }
         }
     }

@@ -53,6 +53,9 @@ pub enum SnapshotError {
         #[source]
         source: ringside_events::EncodeError,
     },
+    /// The ring could not be described as a snapshot (a bug).
+    #[error("describing the ring as a snapshot")]
+    Describe(#[source] ringside_events::convert::ConvertError),
     /// Writing a key failed.
     #[error("writing snapshot key {key}")]
     Write {

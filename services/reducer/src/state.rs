@@ -12,48 +12,102 @@
 
 use std::sync::{Arc, PoisonError, RwLock};
 
-use ringside_events::pb;
-use ringside_ring::Ring;
+use std::sync::OnceLock;
+
+use ringside_events::convert::{self, ConvertError};
+use ringside_events::{RingLedger, RingName, pb};
+use ringside_ring::{Ring, Token};
 use tokio::sync::{broadcast, watch};
 
 use crate::metrics::{self, Metrics};
 
 /// The ring at one stored epoch, ready for lookups. Immutable; replaced whole.
+///
+/// Making one costs a ring clone and the member details (O(members)); what costs
+/// O(tokens), the sorted token list and the full snapshot, is built on first use
+/// (a `Lookup`, a `GetRing`, a `WatchRing`, the snapshot writer) and kept, so a burst of
+/// epochs nobody looks at costs little.
 #[derive(Debug)]
 pub struct View {
-    /// The snapshot (members with addresses, tokens sorted by (token, owner)), stamped
-    /// with the membership and rebalance sequences it includes. Shared with the
-    /// snapshot writer.
-    pub snapshot: Arc<pb::RingSnapshot>,
-    /// The same ring, for owner and successor lookups through the ring's index.
+    name: RingName,
+    /// The ring, for owner and successor lookups through the ring's index.
     pub ring: Ring,
+    /// Members with their details (address, uid), sorted by id.
+    pub members: Vec<pb::Member>,
+    /// The epoch.
+    pub epoch: u64,
+    /// Stream sequence of the last membership event folded into this ring.
+    pub membership_sequence: u64,
+    /// Stream sequence of this epoch's `RingRebalanced` (0: epoch 0).
+    pub rebalance_sequence: u64,
+    tokens: OnceLock<Vec<Token>>,
+    snapshot: OnceLock<Arc<pb::RingSnapshot>>,
 }
 
 impl View {
-    /// The epoch.
-    pub fn epoch(&self) -> u64 {
-        self.snapshot.epoch
+    /// The view of the ledger's current (stored) epoch.
+    pub fn of(ledger: &RingLedger) -> View {
+        View {
+            name: ledger.ring_name().clone(),
+            ring: ledger.ring().clone(),
+            members: ledger.members().cloned().collect(),
+            epoch: ledger.epoch(),
+            membership_sequence: ledger.membership_sequence(),
+            rebalance_sequence: ledger.rebalance_sequence(),
+            tokens: OnceLock::new(),
+            snapshot: OnceLock::new(),
+        }
     }
 
-    /// Index in `snapshot.tokens` of the token owning `position`: the first token at or
-    /// after it, wrapping to the first (docs/ring-spec.md, section 3). `None` when the
-    /// ring is empty.
-    pub fn token_index(&self, position: u64) -> Option<usize> {
-        let tokens = &self.snapshot.tokens;
-        if tokens.is_empty() {
-            return None;
-        }
+    /// The token owning `position`: the first token at or after it, wrapping to the
+    /// first (docs/ring-spec.md, section 3). `None` when the ring is empty.
+    pub fn token_owning(&self, position: u64) -> Option<Token> {
+        let tokens = self
+            .tokens
+            .get_or_init(|| self.ring.tokens().map(|(t, _)| t).collect());
         let i = tokens.partition_point(|t| *t < position);
-        Some(if i == tokens.len() { 0 } else { i })
+        tokens.get(i).or_else(|| tokens.first()).copied()
     }
 
     /// The member with this id (with address and uid).
     pub fn member(&self, id: &str) -> Option<&pb::Member> {
-        let members = &self.snapshot.members;
-        members
+        self.members
             .binary_search_by(|m| m.id.as_str().cmp(id))
             .ok()
-            .map(|i| &members[i])
+            .map(|i| &self.members[i])
+    }
+
+    /// The snapshot of this epoch (members, tokens sorted by (token, owner)), stamped
+    /// with the sequences it includes. Built on first use: O(tokens).
+    pub fn snapshot(&self) -> Result<Arc<pb::RingSnapshot>, ConvertError> {
+        if let Some(s) = self.snapshot.get() {
+            return Ok(Arc::clone(s));
+        }
+        let built = Arc::new(convert::ring_to_snapshot(
+            &self.name,
+            &self.ring,
+            &self.members,
+            self.epoch,
+            self.membership_sequence,
+            self.rebalance_sequence,
+        )?);
+        // Two callers may build it at once; both results are equal, one is kept.
+        Ok(Arc::clone(self.snapshot.get_or_init(|| built)))
+    }
+
+    /// [`View::snapshot`] off the async workers (it can take milliseconds).
+    pub async fn snapshot_blocking(
+        self: &Arc<Self>,
+    ) -> Result<Arc<pb::RingSnapshot>, ConvertError> {
+        if let Some(s) = self.snapshot.get() {
+            return Ok(Arc::clone(s));
+        }
+        let view = Arc::clone(self);
+        match tokio::task::spawn_blocking(move || view.snapshot()).await {
+            Ok(result) => result,
+            // The closure does not panic; if the task was cancelled, build it here.
+            Err(_) => self.snapshot(),
+        }
     }
 }
 
@@ -112,9 +166,9 @@ impl Shared {
 
     /// Installs a new view and announces `update` (the epoch that led to it, if any),
     /// atomically for subscribers.
-    pub fn publish(&self, view: View, update: Option<Update>) {
+    pub fn publish(&self, view: Arc<View>, update: Option<Update>) {
         let mut guard = self.view.write().unwrap_or_else(PoisonError::into_inner);
-        *guard = Some(Arc::new(view));
+        *guard = Some(view);
         if let Some(update) = update {
             // No receiver is not an error: nobody is watching.
             let _ = self.updates.send(Arc::new(update));
@@ -138,54 +192,79 @@ mod tests {
     use super::*;
     use ringside_ring::{RingConfig, Strategy};
 
-    fn view(tokens: Vec<u64>) -> View {
-        let owners = vec![0; tokens.len()];
-        View {
-            snapshot: Arc::new(pb::RingSnapshot {
-                epoch: 1,
-                members: vec![pb::Member {
-                    id: "a".into(),
+    fn ledger(members: usize) -> RingLedger {
+        let mut ledger = RingLedger::new(
+            RingName::new("t").unwrap(),
+            RingConfig::new(Strategy::Random, 4).unwrap(),
+        );
+        let joined = pb::MembersJoined {
+            members: (0..members)
+                .map(|i| pb::Member {
+                    id: format!("m{i}"),
+                    address: format!("10.0.0.{i}:1"),
                     weight: 1,
                     ..Default::default()
-                }],
-                tokens,
-                owners,
-                ..Default::default()
-            }),
-            ring: Ring::new(RingConfig::new(Strategy::Random, 1).unwrap()),
-        }
+                })
+                .collect(),
+            ..Default::default()
+        };
+        ledger.apply(1, &joined.into());
+        ledger
     }
 
     #[test]
-    fn token_index_wraps() {
-        let v = view(vec![10, 20, 30]);
-        assert_eq!(v.token_index(0), Some(0));
-        assert_eq!(v.token_index(10), Some(0));
-        assert_eq!(v.token_index(11), Some(1));
-        assert_eq!(v.token_index(30), Some(2));
-        assert_eq!(v.token_index(31), Some(0));
-        assert_eq!(v.token_index(u64::MAX), Some(0));
-        assert_eq!(view(vec![]).token_index(5), None);
-        assert_eq!(v.member("a").map(|m| m.weight), Some(1));
-        assert!(v.member("b").is_none());
+    fn token_owning_wraps_and_agrees_with_the_ring() {
+        let view = View::of(&ledger(3));
+        let tokens: Vec<Token> = view.ring.tokens().map(|(t, _)| t).collect();
+        assert_eq!(view.token_owning(0), Some(tokens[0]));
+        assert_eq!(view.token_owning(tokens[1]), Some(tokens[1]));
+        assert_eq!(view.token_owning(tokens[1] + 1), Some(tokens[2]));
+        assert_eq!(view.token_owning(u64::MAX), Some(tokens[0]));
+        for position in [0, tokens[0], tokens[3] + 1, u64::MAX / 3] {
+            let token = view.token_owning(position).unwrap();
+            assert_eq!(
+                view.ring.owner_of_hash(position).unwrap(),
+                view.ring.owner_of_hash(token).unwrap()
+            );
+        }
+        assert_eq!(View::of(&ledger(0)).token_owning(5), None);
+        assert_eq!(
+            view.member("m1").map(|m| m.address.as_str()),
+            Some("10.0.0.1:1")
+        );
+        assert!(view.member("m9").is_none());
+    }
+
+    #[test]
+    fn the_lazy_snapshot_is_the_ledgers() {
+        let ledger = ledger(3);
+        let view = View::of(&ledger);
+        assert_eq!(*view.snapshot().unwrap(), ledger.snapshot().unwrap());
+        assert!(Arc::ptr_eq(
+            &view.snapshot().unwrap(),
+            &view.snapshot().unwrap()
+        ));
     }
 
     #[test]
     fn subscribers_see_updates_after_their_view_only() {
         let shared = Shared::new(4, Arc::default());
         assert!(shared.subscribe().is_none());
-        shared.publish(view(vec![1]), None);
+        let mut ledger = ledger(2);
+        shared.publish(Arc::new(View::of(&ledger)), None);
         let (first, mut rx) = shared.subscribe().unwrap();
-        assert_eq!(first.epoch(), 1);
-        let mut next = view(vec![1]);
-        Arc::make_mut(&mut next.snapshot).epoch = 2;
+        assert_eq!(first.epoch, 1);
+        let left = pb::MemberLeft {
+            member_id: "m0".into(),
+            ..Default::default()
+        };
+        let ringside_events::Outcome::Rebalanced(event) = ledger.apply(2, &left.into()) else {
+            panic!("no epoch");
+        };
         shared.publish(
-            next,
+            Arc::new(View::of(&ledger)),
             Some(Update {
-                event: pb::RingRebalanced {
-                    epoch: 2,
-                    ..Default::default()
-                },
+                event: *event,
                 sequence: 9,
             }),
         );

@@ -1,0 +1,576 @@
+//! `just bench reducer`: the ring reducer as a process (`ringside reducer`, release
+//! build) against the real nats-server with `nats/local.conf` (fsync before every ack).
+//!
+//! Figures:
+//! - `cold_replay`: membership events per second of a reducer that starts with no
+//!   snapshot on a stream of `--events` membership events (100,000 by default) whose
+//!   epochs are stored (the situation after a lost snapshot bucket, or a new replica):
+//!   from process start to `/readyz` saying it is caught up, every epoch checked
+//!   against the stored one, a snapshot every 100 epochs on the way. As a ratio of
+//!   `raw_ordered_consumer`, reading the same membership messages with an ordered
+//!   consumer and nothing else, in the same run. Target: >= 0.5. Also as a ratio of
+//!   `fold`, the fold alone over the same events in memory, which says how much the
+//!   reducer adds to the fold.
+//! - `latency`: time from a membership publish to its rebalance event stored (seen by
+//!   an ordered consumer of the rebalance subject), p50 and p99, on a ring of
+//!   `--latency-members` members (1000 by default, 160 vnodes, balanced), one leave
+//!   or re-join at a time, 10 ms apart. Target: p99 <= 5 ms.
+//! - `rss`: the reducer's resident memory with that ring (`VmRSS` after the latency
+//!   run, and the peak `VmHWM`). Target: <= 50 MB.
+//!
+//! The replay workload is a churn over 48 member ids (a ring of about 24 members, 160
+//! vnodes): joins in a fresh incarnation, leaves, and a full sync every 100 events,
+//! stored in atomic batches of 1000 followed by their epochs (a reducer one batch
+//! behind). Usage: `reducer [--ringside PATH] [--events N] [--rounds N]
+//! [--latency-members N] [--latency-samples N] [--json PATH] [--quick]`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer};
+use futures::StreamExt;
+use ringside_events::{
+    Body, Definitions, Event, Outcome, Publisher, RingLedger, RingName, ServiceUser, codec, pb,
+    provision, subject,
+};
+use ringside_ring::{RingConfig, Strategy};
+use ringside_testkit::NatsServer;
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+
+struct Args {
+    ringside: PathBuf,
+    events: usize,
+    rounds: usize,
+    latency_members: usize,
+    latency_samples: usize,
+    json: Option<String>,
+    quick: bool,
+}
+
+fn parse_args() -> Args {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    let mut args = Args {
+        ringside: target.join("release/ringside"),
+        events: 100_000,
+        rounds: 3,
+        latency_members: 1000,
+        latency_samples: 400,
+        json: None,
+        quick: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| it.next().unwrap_or_else(|| panic!("{name} needs a value"));
+        match arg.as_str() {
+            "--ringside" => args.ringside = PathBuf::from(value("--ringside")),
+            "--events" => args.events = value("--events").parse().expect("--events N"),
+            "--rounds" => args.rounds = value("--rounds").parse().expect("--rounds N"),
+            "--latency-members" => {
+                args.latency_members = value("--latency-members")
+                    .parse()
+                    .expect("--latency-members N")
+            }
+            "--latency-samples" => {
+                args.latency_samples = value("--latency-samples")
+                    .parse()
+                    .expect("--latency-samples N")
+            }
+            "--json" => args.json = Some(value("--json")),
+            "--quick" => {
+                args.quick = true;
+                args.events = 10_000;
+                args.rounds = 1;
+                args.latency_samples = 100;
+            }
+            "--bench" => {}
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    assert!(
+        args.ringside.is_file(),
+        "{} not found: build it first (cargo build --release -p ringside) or pass --ringside",
+        args.ringside.display()
+    );
+    args
+}
+
+fn member(id: u64, incarnation: usize) -> pb::Member {
+    pb::Member {
+        id: format!("node-{id:04}"),
+        address: format!("10.1.{}.{}:7000", id / 250, id % 250 + 1),
+        weight: 1,
+        uid: Some(format!("uid-{id}-{incarnation}")),
+        ..Default::default()
+    }
+}
+
+/// The replay workload (see the module docs); every event is a distinct fact.
+fn churn(ring: &RingName, n: usize) -> Vec<Event> {
+    let mut x: u64 = 0x5eed_4ed0;
+    (0..n)
+        .map(|i| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let id = (x >> 33) % 48;
+            let body: Body = match i % 100 {
+                99 => pb::MembershipSynced {
+                    members: (0..48)
+                        .filter(|j| (x >> (j % 32)) & 1 == 1)
+                        .map(|j| member(j, i))
+                        .collect(),
+                    resource_version: i.to_string(),
+                    ..Default::default()
+                }
+                .into(),
+                r if r % 2 == 0 => pb::MembersJoined {
+                    members: vec![member(id, i)],
+                    ..Default::default()
+                }
+                .into(),
+                _ => pb::MemberLeft {
+                    member_id: member(id, 0).id,
+                    detail: format!("step {i}"),
+                    ..Default::default()
+                }
+                .into(),
+            };
+            Event::new(ring.clone(), body).unwrap()
+        })
+        .collect()
+}
+
+fn config() -> RingConfig {
+    RingConfig::new(Strategy::Balanced, RingConfig::DEFAULT_VNODES).unwrap()
+}
+
+struct Bus {
+    server: NatsServer,
+    admin: async_nats::Client,
+    publisher: Publisher,
+}
+
+impl Bus {
+    async fn start() -> Bus {
+        let server = NatsServer::start_local_conf().await.unwrap();
+        let admin = server
+            .connect_with(ServiceUser::Admin.connect_options(server.password("admin").unwrap()))
+            .await
+            .unwrap();
+        provision(
+            &jetstream::new(admin.clone()),
+            &Definitions::builtin().unwrap(),
+        )
+        .await
+        .unwrap();
+        let publisher = Publisher::new(admin.clone()).with_window(1000);
+        Bus {
+            server,
+            admin,
+            publisher,
+        }
+    }
+
+    /// Stores `events` and, after each batch, its epochs (folded here). Returns the
+    /// stored membership sequences.
+    async fn store_history(&self, ring: &RingName, events: &[Event]) -> Vec<u64> {
+        let mut ledger = RingLedger::new(ring.clone(), config());
+        let mut sequences = Vec::with_capacity(events.len());
+        for chunk in events.chunks(1000) {
+            let stored = self.publisher.publish_batch(chunk).await.unwrap();
+            let first = stored.last_sequence + 1 - chunk.len() as u64;
+            let mut made = Vec::new();
+            for (seq, event) in (first..).zip(chunk) {
+                sequences.push(seq);
+                if let Outcome::Rebalanced(r) = ledger.apply(seq, event.body()) {
+                    made.push(Event::new(ring.clone(), *r).unwrap());
+                }
+            }
+            if !made.is_empty() {
+                self.publisher.publish_batch(&made).await.unwrap();
+            }
+        }
+        sequences
+    }
+
+    /// Empties the snapshot bucket (each cold replay starts without a snapshot).
+    async fn drop_snapshots(&self) {
+        jetstream::new(self.admin.clone())
+            .get_stream(format!("KV_{}", subject::KV_SNAPSHOTS))
+            .await
+            .unwrap()
+            .purge()
+            .await
+            .unwrap();
+    }
+}
+
+/// The fold alone over `events` at `sequences`, in memory: events per second.
+fn fold_rate(ring: &RingName, events: &[Event], sequences: &[u64]) -> f64 {
+    let mut ledger = RingLedger::new(ring.clone(), config());
+    let start = Instant::now();
+    for (seq, event) in sequences.iter().zip(events) {
+        std::hint::black_box(ledger.apply(*seq, event.body()));
+    }
+    events.len() as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Reads the membership subject from the start with an ordered consumer: messages per
+/// second.
+async fn ordered_consumer_rate(bus: &Bus, ring: &RingName, count: usize) -> f64 {
+    let stream = jetstream::new(bus.admin.clone())
+        .get_stream(subject::STREAM_EVENTS)
+        .await
+        .unwrap();
+    let consumer = stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            filter_subject: subject::membership(ring),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let mut messages = consumer.messages().await.unwrap().take(count);
+    let mut read = 0;
+    while let Some(message) = messages.next().await {
+        std::hint::black_box(message.unwrap().payload.len());
+        read += 1;
+    }
+    assert_eq!(read, count);
+    count as f64 / start.elapsed().as_secs_f64()
+}
+
+/// A `ringside reducer` child process.
+struct Reducer {
+    child: Child,
+    metrics: SocketAddr,
+}
+
+impl Reducer {
+    async fn spawn(args: &Args, bus: &Bus, ring: &RingName, instance: &str) -> Reducer {
+        let mut child = Command::new(&args.ringside)
+            .arg("reducer")
+            .args(["--nats-url", &bus.server.url(), "--ring", ring.as_str()])
+            .args(["--instance", instance])
+            .args([
+                "--grpc-addr",
+                "127.0.0.1:0",
+                "--metrics-addr",
+                "127.0.0.1:0",
+            ])
+            .env(
+                "RINGSIDE_NATS_PASSWORD_REDUCER",
+                bus.server.password("reducer").unwrap(),
+            )
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let line = lines
+            .next_line()
+            .await
+            .unwrap()
+            .expect("the reducer exited");
+        let metrics = line
+            .split(' ')
+            .find_map(|w| w.strip_prefix("metrics="))
+            .expect("no metrics address")
+            .parse()
+            .unwrap();
+        Reducer { child, metrics }
+    }
+
+    async fn get(&self, path: &str) -> (u16, String) {
+        let mut conn = tokio::net::TcpStream::connect(self.metrics).await.unwrap();
+        conn.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut response = String::new();
+        conn.read_to_string(&mut response).await.unwrap();
+        let status = response
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        (status, body)
+    }
+
+    async fn wait_ready(&self) {
+        while self.get("/readyz").await.0 != 200 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    async fn metric(&self, name: &str) -> f64 {
+        ringside_reducer::metrics::sample(&self.get("/metrics").await.1, name).unwrap_or(0.0)
+    }
+
+    /// (VmRSS, VmHWM) in bytes.
+    fn memory(&self) -> (u64, u64) {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.child.id().unwrap())).unwrap();
+        let field = |name: &str| -> u64 {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .unwrap()
+                * 1024
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
+    async fn stop(mut self) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id().unwrap() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let status = self.child.wait().await.unwrap();
+        assert!(status.success(), "the reducer exited with {status}");
+    }
+}
+
+/// Minimum and median.
+fn stats(mut xs: Vec<f64>) -> (f64, f64) {
+    xs.sort_by(f64::total_cmp);
+    (xs[0], xs[xs.len() / 2])
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+struct Replay {
+    epochs: u64,
+    fold: (f64, f64),
+    ordered: (f64, f64),
+    reducer: (f64, f64),
+}
+
+async fn cold_replay(args: &Args) -> Replay {
+    let bus = Bus::start().await;
+    let ring = RingName::new("replay").unwrap();
+    let events = churn(&ring, args.events);
+    eprintln!(
+        "storing {} membership events and their epochs...",
+        events.len()
+    );
+    let sequences = bus.store_history(&ring, &events).await;
+    let (mut fold, mut ordered, mut reducer) = (vec![], vec![], vec![]);
+    let mut epochs = 0;
+    for round in 0..args.rounds {
+        fold.push(fold_rate(&ring, &events, &sequences));
+        ordered.push(ordered_consumer_rate(&bus, &ring, events.len()).await);
+        bus.drop_snapshots().await;
+        let start = Instant::now();
+        let r = Reducer::spawn(args, &bus, &ring, &format!("replay-{round}")).await;
+        r.wait_ready().await;
+        let took = start.elapsed();
+        epochs = r.metric(ringside_reducer::metrics::EPOCH).await as u64;
+        let folded = r
+            .metric(ringside_reducer::metrics::MEMBERSHIP_SEQUENCE)
+            .await as u64;
+        assert_eq!(folded, *sequences.last().unwrap(), "not caught up");
+        reducer.push(events.len() as f64 / took.as_secs_f64());
+        r.stop().await;
+        eprintln!(
+            "round {}: fold {:.0}/s, ordered consumer {:.0}/s, reducer cold replay {:.0}/s ({epochs} epochs)",
+            round + 1,
+            fold[round],
+            ordered[round],
+            reducer[round]
+        );
+    }
+    Replay {
+        epochs,
+        fold: stats(fold),
+        ordered: stats(ordered),
+        reducer: stats(reducer),
+    }
+}
+
+struct Latency {
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    rss: u64,
+    hwm: u64,
+}
+
+async fn latency(args: &Args) -> Latency {
+    let bus = Bus::start().await;
+    let ring = RingName::new("latency").unwrap();
+    let n = args.latency_members as u64;
+    // The whole ring at once: one sync of every member, one epoch.
+    let sync = Event::new(
+        ring.clone(),
+        pb::MembershipSynced {
+            members: (0..n).map(|i| member(i, 0)).collect(),
+            resource_version: "0".into(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    bus.publisher.publish(&sync).await.unwrap();
+    let reducer = Reducer::spawn(args, &bus, &ring, "latency").await;
+    reducer.wait_ready().await;
+    let stream = jetstream::new(bus.admin.clone())
+        .get_stream(subject::STREAM_EVENTS)
+        .await
+        .unwrap();
+    let mut rebalances = stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            filter_subject: subject::rebalance(&ring),
+            deliver_policy: consumer::DeliverPolicy::New,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .messages()
+        .await
+        .unwrap();
+    let mut samples = Vec::with_capacity(args.latency_samples);
+    for k in 0..args.latency_samples {
+        let id = (k as u64 / 2 * 7919) % n;
+        let body: Body = if k % 2 == 0 {
+            pb::MemberLeft {
+                member_id: member(id, 0).id,
+                detail: format!("sample {k}"),
+                ..Default::default()
+            }
+            .into()
+        } else {
+            pb::MembersJoined {
+                members: vec![member(id, k)],
+                ..Default::default()
+            }
+            .into()
+        };
+        let event = Event::new(ring.clone(), body).unwrap();
+        let start = Instant::now();
+        let stored = bus.publisher.publish(&event).await.unwrap();
+        loop {
+            let m = rebalances.next().await.unwrap().unwrap();
+            let Body::RingRebalanced(r) = codec::decode(&m.payload).unwrap().into_body() else {
+                panic!("not a rebalance event");
+            };
+            if r.membership_sequence == stored.sequence {
+                break;
+            }
+        }
+        samples.push(start.elapsed().as_secs_f64() * 1000.0);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (rss, hwm) = reducer.memory();
+    reducer.stop().await;
+    samples.sort_by(f64::total_cmp);
+    Latency {
+        p50_ms: percentile(&samples, 50.0),
+        p99_ms: percentile(&samples, 99.0),
+        max_ms: *samples.last().unwrap(),
+        rss,
+        hwm,
+    }
+}
+
+fn pass(ok: bool) -> &'static str {
+    if ok { "PASS" } else { "MISS" }
+}
+
+#[tokio::main]
+async fn main() {
+    let args = parse_args();
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let replay = cold_replay(&args).await;
+    let latency = latency(&args).await;
+
+    let ratio = replay.reducer.1 / replay.ordered.1;
+    let over_fold = replay.reducer.1 / replay.fold.1;
+    let mb = |b: u64| b as f64 / (1024.0 * 1024.0);
+    println!(
+        "reducer benchmark{}: cold replay of {} membership events ({} epochs, ring of ~24 members, 160 vnodes), {} rounds; latency on a {}-member ring, {} samples; load at start {}",
+        if args.quick {
+            " (--quick: figures not comparable)"
+        } else {
+            ""
+        },
+        args.events,
+        replay.epochs,
+        args.rounds,
+        args.latency_members,
+        args.latency_samples,
+        load.split(' ').take(3).collect::<Vec<_>>().join(" ")
+    );
+    println!("{:<28} {:>14} {:>14}", "FIGURE", "MIN", "MEDIAN");
+    for (name, (min, median)) in [
+        ("fold (in memory) /s", replay.fold),
+        ("raw_ordered_consumer /s", replay.ordered),
+        ("reducer cold_replay /s", replay.reducer),
+    ] {
+        println!("{name:<28} {min:>14.0} {median:>14.0}");
+    }
+    println!(
+        "cold_replay / raw_ordered_consumer = {ratio:.3} (target >= 0.5: {}); cold_replay / fold = {over_fold:.3}",
+        pass(ratio >= 0.5)
+    );
+    println!(
+        "latency membership publish -> rebalance stored: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms (target p99 <= 5 ms: {})",
+        latency.p50_ms,
+        latency.p99_ms,
+        latency.max_ms,
+        pass(latency.p99_ms <= 5.0)
+    );
+    println!(
+        "reducer memory with a {}-member ring: RSS {:.1} MB, peak {:.1} MB (target RSS <= 50 MB: {})",
+        args.latency_members,
+        mb(latency.rss),
+        mb(latency.hwm),
+        pass(mb(latency.rss) <= 50.0)
+    );
+    let report = json!({
+        "quick": args.quick,
+        "load_at_start": load.trim(),
+        "events": args.events,
+        "epochs": replay.epochs,
+        "rounds": args.rounds,
+        "fold_per_s": {"min": replay.fold.0, "median": replay.fold.1},
+        "raw_ordered_consumer_per_s": {"min": replay.ordered.0, "median": replay.ordered.1},
+        "cold_replay_per_s": {"min": replay.reducer.0, "median": replay.reducer.1},
+        "cold_replay_over_ordered_consumer": ratio,
+        "cold_replay_over_fold": over_fold,
+        "latency_members": args.latency_members,
+        "latency_samples": args.latency_samples,
+        "latency_ms": {"p50": latency.p50_ms, "p99": latency.p99_ms, "max": latency.max_ms},
+        "rss_bytes": latency.rss,
+        "peak_rss_bytes": latency.hwm,
+        "targets": {
+            "cold_replay_over_ordered_consumer": {"min": 0.5, "pass": ratio >= 0.5},
+            "latency_p99_ms": {"max": 5.0, "pass": latency.p99_ms <= 5.0},
+            "rss_mb": {"max": 50.0, "pass": mb(latency.rss) <= 50.0},
+        },
+    });
+    if let Some(path) = args.json {
+        if let Some(dir) = std::path::Path::new(&path).parent() {
+            std::fs::create_dir_all(dir).unwrap();
+        }
+        std::fs::write(&path, serde_json::to_string_pretty(&report).unwrap()).unwrap();
+        println!("wrote {path}");
+    }
+}
