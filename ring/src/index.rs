@@ -43,8 +43,9 @@ pub(crate) struct LookupIndex {
 }
 
 impl LookupIndex {
-    /// Builds the index for `slots` (sorted by position; empty gives an empty index).
-    pub(crate) fn build(slots: &[Slot]) -> Self {
+    /// Builds the index for `slots` (sorted by position; empty gives an empty index)
+    /// of a ring with `members` members.
+    pub(crate) fn build(slots: &[Slot], members: usize) -> Self {
         let Some(first) = slots.first() else {
             return LookupIndex::default();
         };
@@ -53,40 +54,43 @@ impl LookupIndex {
             .trailing_zeros()
             .max(1);
         let shift = 64 - bits;
-        if slots.iter().any(|s| s.owner >= NO_OWNER) {
+        if members >= NO_OWNER as usize {
             return LookupIndex {
                 shift,
                 blocks: Arc::default(),
             };
         }
         let pad = |owner: u32| Block([(PAD_KEY << KEY_BITS) | owner; LANES]);
-        let mut blocks = Vec::with_capacity(1 << bits);
-        let mut k = 0;
-        while let Some(head) = slots.get(k) {
-            let bucket = (head.token >> shift) as usize;
-            // Buckets without tokens: everything goes to this token's owner.
-            blocks.resize(bucket, pad(head.owner));
-            let start = k;
-            while slots
-                .get(k)
-                .is_some_and(|s| (s.token >> shift) as usize == bucket)
-            {
-                k += 1;
-            }
-            let mut block = pad(slots.get(k).unwrap_or(first).owner);
-            if k - start < LANES {
-                for (lane, s) in block.0.iter_mut().zip(&slots[start..k]) {
-                    *lane = (key(s.token, shift) << KEY_BITS) | s.owner;
+        // Each block is written once, in order and in place: a bucket is padded when the
+        // token after it (whose owner pads it) comes, then the empty buckets before that
+        // token are pushed, then its own bucket.
+        let mut blocks: Vec<Block> = Vec::with_capacity(1 << bits);
+        let mut lanes = 0;
+        for s in slots {
+            let bucket = (s.token >> shift) as usize;
+            if bucket + 1 != blocks.len() {
+                if let Some(last) = blocks.last_mut() {
+                    close(last, lanes, s.owner);
                 }
-            } else {
-                block = Block([u32::MAX; LANES]);
+                // Buckets without tokens: everything goes to this token's owner.
+                blocks.resize(bucket, pad(s.owner));
+                blocks.push(Block([0; LANES]));
+                lanes = 0;
             }
-            blocks.push(block);
+            if let Some(lane) = blocks[bucket].0.get_mut(lanes) {
+                *lane = (key(s.token, shift) << KEY_BITS) | s.owner;
+            }
+            lanes += 1;
         }
-        // Buckets after the last token wrap to the first token's owner.
+        // The last bucket, and those after it, wrap to the first token's owner.
+        if let Some(last) = blocks.last_mut() {
+            close(last, lanes, first.owner);
+        }
         blocks.resize(1 << bits, pad(first.owner));
-        let blocks = Arc::from(blocks);
-        LookupIndex { shift, blocks }
+        LookupIndex {
+            shift,
+            blocks: Arc::from(blocks),
+        }
     }
 
     /// The owner (member index) of `hash`, or `None` when the index cannot tell (an
@@ -107,6 +111,15 @@ impl LookupIndex {
         }
         let owner = block.0[before % LANES] & 0xffff;
         (!tie && owner != NO_OWNER).then_some(owner)
+    }
+}
+
+/// Pads a bucket after its `lanes` tokens with the owner of the token after it, or
+/// marks it for the slow path if no lane is left for padding.
+fn close(block: &mut Block, lanes: usize, next_owner: u32) {
+    match block.0.get_mut(lanes..) {
+        Some(pad) if !pad.is_empty() => pad.fill((PAD_KEY << KEY_BITS) | next_owner),
+        _ => *block = Block([u32::MAX; LANES]),
     }
 }
 
@@ -139,7 +152,12 @@ mod tests {
     }
 
     fn check(slots: &[Slot]) {
-        let index = LookupIndex::build(slots);
+        let members = slots
+            .iter()
+            .map(|s| s.owner as usize + 1)
+            .max()
+            .unwrap_or(0);
+        let index = LookupIndex::build(slots, members);
         let mut probes = vec![0, 1, u64::MAX, u64::MAX - 1, 1 << 63];
         for s in slots {
             for d in [0u64, 1, 2, 1 << 20, 1 << 40] {
@@ -173,7 +191,7 @@ mod tests {
 
     #[test]
     fn empty_ring_has_no_owner() {
-        assert_eq!(lookup(&LookupIndex::build(&[]), &[], 42), None);
+        assert_eq!(lookup(&LookupIndex::build(&[], 0), &[], 42), None);
     }
 
     #[test]

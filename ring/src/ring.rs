@@ -136,7 +136,9 @@ impl Ring {
     /// The owner of a ring position.
     #[inline]
     pub fn owner_of_hash(&self, hash: u64) -> Result<&str, RingError> {
-        let index = self.index.get_or_init(|| LookupIndex::build(&self.slots));
+        let index = self
+            .index
+            .get_or_init(|| LookupIndex::build(&self.slots, self.members.len()));
         let owner = match index.owner(hash) {
             Some(owner) => owner,
             None => index::search(&self.slots, hash).ok_or(RingError::Empty)?,
