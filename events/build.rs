@@ -5,7 +5,11 @@ use std::path::PathBuf;
 
 use prost::Message;
 
-const PROTOS: [&str; 2] = ["ringside/v1/events.proto", "ringside/v1/ring_service.proto"];
+const PROTOS: [&str; 3] = [
+    "ringside/v1/events.proto",
+    "ringside/v1/export.proto",
+    "ringside/v1/ring_service.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?)

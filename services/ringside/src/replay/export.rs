@@ -8,8 +8,9 @@
 //!   `payload_hex`); a snapshot line has `snapshot_key` and `snapshot` (proto3 JSON of a
 //!   `RingSnapshot`); the last line is `{"end":{"messages":N,"snapshots":M}}`.
 //! - `pb`: the 8 bytes `RSEXPORT`, then frames, each a varint length and one protobuf
-//!   [`PbItem`] (header, message with the payload bytes exactly as stored, snapshot,
-//!   end).
+//!   [`pb::ExportItem`] (header, message with the payload bytes exactly as stored,
+//!   snapshot, end). The frame messages are defined in `proto/ringside/v1/export.proto`
+//!   and generated in `ringside-events` like every other schema.
 //!
 //! The end record carries the counts, so a truncated file is an error, not a shorter
 //! history; a reader refuses anything after it. Reading never panics: a bad line or
@@ -19,6 +20,7 @@ use std::io::{self, BufRead, Write};
 
 use bytes::Bytes;
 use prost::Message as _;
+use ringside_events::pb::export_item::Kind;
 use ringside_events::{codec, pb};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -130,7 +132,7 @@ impl<W: Write> Writer<W> {
                 out.write_all(PB_MAGIC)?;
                 write_frame(
                     &mut out,
-                    pb_item::Kind::Header(PbHeader {
+                    Kind::Header(pb::ExportHeader {
                         version: VERSION,
                         ring: header.ring.clone(),
                         stream: header.stream.clone(),
@@ -166,9 +168,9 @@ impl<W: Write> Writer<W> {
             }
             Format::Pb => write_frame(
                 &mut self.out,
-                pb_item::Kind::Snapshot(PbSnapshot {
+                Kind::Snapshot(pb::ExportSnapshot {
                     key: key.to_string(),
-                    snapshot: snapshot.encode_to_vec().into(),
+                    snapshot: snapshot.encode_to_vec(),
                 }),
             )?,
         }
@@ -182,11 +184,11 @@ impl<W: Write> Writer<W> {
             Format::Ndjson => writeln!(self.out, "{}", r.to_json_line()?)?,
             Format::Pb => write_frame(
                 &mut self.out,
-                pb_item::Kind::Message(PbMessage {
+                Kind::Message(pb::ExportMessage {
                     seq: r.seq,
                     time_unix_nanos: record::unix_nanos(r.time),
                     subject: r.subject.clone(),
-                    payload: r.raw.clone(),
+                    payload: r.raw.to_vec(),
                 }),
             )?,
         }
@@ -204,7 +206,7 @@ impl<W: Write> Writer<W> {
             )?,
             Format::Pb => write_frame(
                 &mut self.out,
-                pb_item::Kind::End(PbEnd {
+                Kind::End(pb::ExportEnd {
                     messages: self.messages,
                     snapshots: self.snapshots,
                 }),
@@ -215,8 +217,8 @@ impl<W: Write> Writer<W> {
     }
 }
 
-fn write_frame(out: &mut impl Write, kind: pb_item::Kind) -> io::Result<()> {
-    out.write_all(&PbItem { kind: Some(kind) }.encode_length_delimited_to_vec())
+fn write_frame(out: &mut impl Write, kind: Kind) -> io::Result<()> {
+    out.write_all(&pb::ExportItem { kind: Some(kind) }.encode_length_delimited_to_vec())
 }
 
 /// Reads an export item by item, checking the framing, the end record and its counts.
@@ -335,7 +337,7 @@ impl<R: BufRead> Reader<R> {
                 })
             }
             Format::Pb => match self.next_frame()? {
-                Some(pb_item::Kind::Header(h)) => {
+                Some(Kind::Header(h)) => {
                     if h.version != VERSION {
                         return Err(ExportError::Version(h.version));
                     }
@@ -488,9 +490,9 @@ impl<R: BufRead> Reader<R> {
             None => Err(ExportError::Truncated {
                 items: self.items(),
             }),
-            Some(pb_item::Kind::Header(_)) => Err(self.corrupt_at(at, "a second header")),
-            Some(pb_item::Kind::End(end)) => self.end(end.messages, end.snapshots),
-            Some(pb_item::Kind::Snapshot(s)) => {
+            Some(Kind::Header(_)) => Err(self.corrupt_at(at, "a second header")),
+            Some(Kind::End(end)) => self.end(end.messages, end.snapshots),
+            Some(Kind::Snapshot(s)) => {
                 let snapshot = codec::decode_snapshot(&s.snapshot).map_err(|e| {
                     self.corrupt_at(
                         at,
@@ -502,11 +504,14 @@ impl<R: BufRead> Reader<R> {
                     snapshot: Box::new(snapshot),
                 }))
             }
-            Some(pb_item::Kind::Message(m)) => {
+            Some(Kind::Message(m)) => {
                 let time = record::from_unix_nanos(m.time_unix_nanos)
                     .map_err(|e| self.corrupt_at(at, e.to_string()))?;
                 Ok(Some(Item::Message(Box::new(Record::decode(
-                    m.seq, time, m.subject, m.payload,
+                    m.seq,
+                    time,
+                    m.subject,
+                    Bytes::from(m.payload),
                 )))))
             }
         }
@@ -520,7 +525,7 @@ impl<R: BufRead> Reader<R> {
     }
 
     /// The next frame's item; `None` at a clean end of file (between frames).
-    fn next_frame(&mut self) -> Result<Option<pb_item::Kind>, ExportError> {
+    fn next_frame(&mut self) -> Result<Option<Kind>, ExportError> {
         let at = self.offset;
         let Some(len) = self.read_varint()? else {
             return Ok(None);
@@ -540,7 +545,7 @@ impl<R: BufRead> Reader<R> {
             }
         })?;
         self.offset += len as u64;
-        let item = PbItem::decode(buf.as_slice())
+        let item = pb::ExportItem::decode(buf.as_slice())
             .map_err(|e| self.corrupt_at(at, format!("bad frame: {e}")))?;
         item.kind
             .map(Some)
@@ -606,96 +611,6 @@ struct JsonUndecodable {
 struct JsonEnd {
     messages: u64,
     snapshots: u64,
-}
-
-/// One frame of a `pb` export.
-#[derive(Clone, PartialEq, prost::Message)]
-pub(crate) struct PbItem {
-    /// What the frame holds.
-    #[prost(oneof = "pb_item::Kind", tags = "1, 2, 3, 4")]
-    pub(crate) kind: Option<pb_item::Kind>,
-}
-
-/// The variants of [`PbItem`].
-pub(crate) mod pb_item {
-    /// What a frame holds.
-    #[derive(Clone, PartialEq, prost::Oneof)]
-    pub(crate) enum Kind {
-        /// The first frame.
-        #[prost(message, tag = "1")]
-        Header(super::PbHeader),
-        /// A stored message.
-        #[prost(message, tag = "2")]
-        Message(super::PbMessage),
-        /// A snapshot.
-        #[prost(message, tag = "3")]
-        Snapshot(super::PbSnapshot),
-        /// The last frame.
-        #[prost(message, tag = "4")]
-        End(super::PbEnd),
-    }
-}
-
-/// The header frame.
-#[derive(Clone, PartialEq, prost::Message)]
-pub(crate) struct PbHeader {
-    /// Container version ([`VERSION`]).
-    #[prost(uint32, tag = "1")]
-    pub(crate) version: u32,
-    /// The ring.
-    #[prost(string, tag = "2")]
-    pub(crate) ring: String,
-    /// The stream.
-    #[prost(string, tag = "3")]
-    pub(crate) stream: String,
-    /// First stream sequence covered.
-    #[prost(uint64, tag = "4")]
-    pub(crate) from_seq: u64,
-    /// Last stream sequence covered.
-    #[prost(uint64, tag = "5")]
-    pub(crate) to_seq: u64,
-    /// When the export was written, in nanoseconds since 1970 (UTC).
-    #[prost(int64, tag = "6")]
-    pub(crate) exported_at_unix_nanos: i64,
-}
-
-/// A stored message frame.
-#[derive(Clone, PartialEq, prost::Message)]
-pub(crate) struct PbMessage {
-    /// Stream sequence.
-    #[prost(uint64, tag = "1")]
-    pub(crate) seq: u64,
-    /// When the server stored it, in nanoseconds since 1970 (UTC).
-    #[prost(int64, tag = "2")]
-    pub(crate) time_unix_nanos: i64,
-    /// Subject.
-    #[prost(string, tag = "3")]
-    pub(crate) subject: String,
-    /// The payload exactly as stored (normally a binary `ringside.v1.Envelope`).
-    #[prost(bytes = "bytes", tag = "4")]
-    pub(crate) payload: Bytes,
-}
-
-/// A snapshot frame.
-#[derive(Clone, PartialEq, prost::Message)]
-pub(crate) struct PbSnapshot {
-    /// The KV key.
-    #[prost(string, tag = "1")]
-    pub(crate) key: String,
-    /// A binary `ringside.v1.RingSnapshot`.
-    #[prost(bytes = "bytes", tag = "2")]
-    pub(crate) snapshot: Bytes,
-}
-
-/// The end frame.
-#[derive(Clone, PartialEq, prost::Message)]
-pub(crate) struct PbEnd {
-    /// Message frames in the file.
-    #[prost(uint64, tag = "1")]
-    pub(crate) messages: u64,
-    /// Snapshot frames in the file.
-    #[prost(uint64, tag = "2")]
-    pub(crate) snapshots: u64,
 }
 
 #[cfg(test)]
@@ -788,6 +703,85 @@ mod tests {
             items.push(item);
         }
         Ok((header, items))
+    }
+
+    /// One frame of each kind: a header, a snapshot, an undecodable message, the end.
+    fn small_pb_export() -> Vec<u8> {
+        let header = Header {
+            ring: "r".into(),
+            stream: "RINGSIDE".into(),
+            from_seq: 1,
+            to_seq: 2,
+            exported_at: t(100),
+        };
+        let snapshot = pb::RingSnapshot {
+            schema_version: 1,
+            ring: "r".into(),
+            epoch: 1,
+            membership_sequence: 1,
+            rebalance_sequence: 2,
+            members: vec![pb::Member {
+                id: "a".into(),
+                address: "127.0.0.1:1".into(),
+                weight: 1,
+                ..Default::default()
+            }],
+            tokens: vec![42],
+            owners: vec![0],
+            checksum: 7,
+            ..Default::default()
+        };
+        let mut buf = Vec::new();
+        let mut w = Writer::new(&mut buf, Format::Pb, &header).unwrap();
+        w.snapshot("r.e00000000000000000001", &snapshot).unwrap();
+        w.message(&Record::decode(
+            2,
+            t(1),
+            "ringside.r.scale".into(),
+            Bytes::from_static(b"\x08\x96\x01garbage"),
+        ))
+        .unwrap();
+        w.finish().unwrap();
+        buf
+    }
+
+    /// [`small_pb_export`] as version 1 writes it. These bytes were written by the first
+    /// build, whose frame messages were hand-written prost structs; the generated
+    /// `export.proto` types must keep them byte for byte, so that files exported
+    /// before the move still read (and a change of a field number or type fails here).
+    const GOLDEN_PB_V1: &str = concat!(
+        // "RSEXPORT"
+        "52534558504f5254",
+        // ExportItem.header (1): version 1, ring, stream, from_seq, to_seq, exported_at.
+        "1f0a1d08011201721a0852494e4753494445200128023080d0a7e3b6f3d6eb18",
+        // ExportItem.snapshot (3): key, then the binary RingSnapshot.
+        "521a500a17722e653030303030303030303030303030303030303031",
+        "123508011201721801200128023a120a0161120b3132372e302e302e313a3118014208",
+        "2a000000000000004a0100510700000000000000",
+        // ExportItem.message (2): seq, time_unix_nanos, subject, payload.
+        "2c122a0802108094b7fcc5f0d6eb181a1072696e67736964652e722e7363616c65",
+        "220a08960167617262616765",
+        // ExportItem.end (4): 1 message, 1 snapshot.
+        "06220408011001",
+    );
+
+    #[test]
+    fn pb_bytes_stay_those_of_version_1() {
+        let golden = record::unhex(GOLDEN_PB_V1).unwrap();
+        assert_eq!(small_pb_export(), golden);
+        let (header, items) = read_all(&golden).unwrap();
+        assert_eq!((header.ring.as_str(), header.to_seq), ("r", 2));
+        let [Item::Snapshot { key, snapshot }, Item::Message(m)] = items.as_slice() else {
+            panic!("a snapshot then a message: {items:?}");
+        };
+        assert_eq!(
+            (key.as_str(), snapshot.tokens.as_slice()),
+            ("r.e00000000000000000001", &[42][..])
+        );
+        assert_eq!(
+            (m.seq, m.time, &m.raw[..]),
+            (2, t(1), &b"\x08\x96\x01garbage"[..])
+        );
     }
 
     #[test]
