@@ -16,10 +16,11 @@
 use std::collections::BTreeMap;
 use std::io::Write as _;
 
-use anyhow::Context as _;
 use clap::Args;
 use ringside_reducer::config as keys;
 use ringside_reducer::{Reducer, ReducerConfig};
+
+use crate::service::{block_on, init_logs, signalled};
 
 /// Flags of `ringside reducer`; each overrides its environment variable.
 #[derive(Debug, Clone, Args)]
@@ -102,8 +103,7 @@ fn config_map(args: &ReducerArgs) -> BTreeMap<String, String> {
 pub(crate) fn run(args: ReducerArgs) -> anyhow::Result<()> {
     let config = ReducerConfig::from_map(&config_map(&args))?;
     init_logs();
-    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    runtime.block_on(async {
+    block_on(async {
         let reducer = Reducer::bind(config).await?;
         let mut stdout = std::io::stdout().lock();
         writeln!(
@@ -117,34 +117,6 @@ pub(crate) fn run(args: ReducerArgs) -> anyhow::Result<()> {
         reducer.run(signalled()).await?;
         Ok(())
     })
-}
-
-/// Completes at the first SIGTERM or SIGINT.
-async fn signalled() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => tracing::info!("SIGTERM received."),
-                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received."),
-            }
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "Cannot listen for SIGTERM; only SIGINT stops the reducer.");
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-}
-
-/// Structured logs on stderr; `RUST_LOG` filters (default `info`).
-fn init_logs() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Fails only if a subscriber is already installed, which is fine.
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(filter)
-        .try_init();
 }
 
 #[cfg(test)]
