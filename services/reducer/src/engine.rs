@@ -261,8 +261,10 @@ impl Engine {
                         source,
                     })?;
                 if let Some(taken) = &s.taken_at {
-                    let ms = u64::try_from(taken.seconds).unwrap_or(0) * 1000
-                        + u64::try_from(taken.nanos).unwrap_or(0) / 1_000_000;
+                    let ms = u64::try_from(taken.seconds)
+                        .unwrap_or(0)
+                        .saturating_mul(1000)
+                        .saturating_add(u64::try_from(taken.nanos).unwrap_or(0) / 1_000_000);
                     metrics::set(&m.snapshot_taken_ms, ms);
                 }
                 tracing::info!(key = %loaded.key, epoch = s.epoch, membership_sequence = s.membership_sequence, rebalance_sequence = s.rebalance_sequence, "Loaded snapshot.");
@@ -431,7 +433,7 @@ impl Engine {
             tracing::info!(consumer = %durable, start_sequence = start, pending = pending_at_start, "Consuming membership events.");
             metrics::set(&self.shared.metrics.lag, pending_at_start);
             self.pending.store(pending_at_start, Ordering::Relaxed);
-            if pending_at_start == 0 {
+            if pending_at_start == 0 && !self.ready {
                 self.caught_up().await?;
             }
             let messages = pull

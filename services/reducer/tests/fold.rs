@@ -198,3 +198,26 @@ async fn a_stored_epoch_that_differs_from_the_fold_stops_the_reducer() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_restart_is_ridden_out_in_order() {
+    let mut bus = Bus::start().await;
+    let events = common::churn(13, 120, 10);
+    let reducer = Running::start(&bus.reducer_map("a")).await;
+    wait_ready(reducer.metrics, WITHIN).await;
+    bus.publish(&events[..60]).await;
+    let folded = bus.offline_fold().await;
+    wait_folded(reducer.metrics, folded.ledger.membership_sequence(), WITHIN).await;
+
+    // SIGKILL the server, bring it back on the same store and port: the reducer's
+    // connection, consumer and publisher recover by themselves.
+    bus.server.kill().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    bus.server.restart().await.unwrap();
+    bus.publish(&events[60..]).await;
+    let folded = bus.offline_fold().await;
+    wait_folded(reducer.metrics, folded.ledger.membership_sequence(), WITHIN).await;
+    assert_history(&bus.rebalances().await, &folded);
+    assert!(!reducer.is_finished());
+    reducer.stop().await.unwrap();
+}
