@@ -12,8 +12,9 @@
 //! The event fold (`ringside-events`) applies membership events to a [`Ring`] with
 //! [`Ring::add`] and [`Ring::remove`] and publishes [`diff`]s as rebalance events; the
 //! nodes and the CLI answer [`Ring::owner`] and [`Ring::successors`]; snapshots store
-//! [`Ring::to_parts`] and come back through [`Ring::from_parts`], checked by
-//! [`Ring::checksum`].
+//! tokens with owner indices ([`Ring::indexed_tokens`]) and come back through
+//! [`Ring::from_indexed_parts`] (or by id: [`Ring::to_parts`], [`Ring::from_parts`]),
+//! checked by [`Ring::checksum`].
 //!
 //! # Layout
 //!
