@@ -18,30 +18,32 @@
 //! - `rss`: the reducer's resident memory with that ring (`VmRSS` after the latency
 //!   run, and the peak `VmHWM`). Target: <= 50 MB.
 //!
-//! The replay workload is a churn over 48 member ids (a ring of about 24 members, 160
-//! vnodes): joins in a fresh incarnation, leaves, and a full sync every 100 events,
-//! stored in atomic batches of 1000 followed by their epochs (a reducer one batch
-//! behind). Usage: `reducer [--ringside PATH] [--events N] [--rounds N]
+//! The replay workload is the tests' scripted churn (`tests/common`, fixed seed) over
+//! 48 member ids, a ring of about 24 to 32 members with 160 vnodes each: joins of one
+//! to three members (some re-weights and restarts), leaves, and full syncs, stored in
+//! atomic batches of 1000 followed by their epochs (a reducer one batch behind). Usage: `reducer [--ringside PATH] [--events N] [--rounds N]
 //! [--latency-members N] [--latency-samples N] [--json PATH] [--quick]`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::SocketAddr;
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer};
+use common::Bus;
+use common::process::ReducerProcess;
 use futures::StreamExt;
-use ringside_events::{
-    Body, Definitions, Event, Outcome, Publisher, RingLedger, RingName, ServiceUser, codec, pb,
-    provision, subject,
-};
+use ringside_events::{Body, Event, Outcome, Publisher, RingLedger, RingName, codec, pb, subject};
+use ringside_reducer::metrics as m;
 use ringside_ring::{RingConfig, Strategy};
-use ringside_testkit::NatsServer;
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, Command};
+
+/// Seed and member pool of the replay workload (the tests' churn).
+const REPLAY_SEED: u64 = 0x5eed;
+const REPLAY_POOL: usize = 48;
 
 struct Args {
     ringside: PathBuf,
@@ -112,105 +114,42 @@ fn member(id: u64, incarnation: usize) -> pb::Member {
     }
 }
 
-/// The replay workload (see the module docs); every event is a distinct fact.
-fn churn(ring: &RingName, n: usize) -> Vec<Event> {
-    let mut x: u64 = 0x5eed_4ed0;
-    (0..n)
-        .map(|i| {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            let id = (x >> 33) % 48;
-            let body: Body = match i % 100 {
-                99 => pb::MembershipSynced {
-                    members: (0..48)
-                        .filter(|j| (x >> (j % 32)) & 1 == 1)
-                        .map(|j| member(j, i))
-                        .collect(),
-                    resource_version: i.to_string(),
-                    ..Default::default()
-                }
-                .into(),
-                r if r % 2 == 0 => pb::MembersJoined {
-                    members: vec![member(id, i)],
-                    ..Default::default()
-                }
-                .into(),
-                _ => pb::MemberLeft {
-                    member_id: member(id, 0).id,
-                    detail: format!("step {i}"),
-                    ..Default::default()
-                }
-                .into(),
-            };
-            Event::new(ring.clone(), body).unwrap()
-        })
-        .collect()
-}
-
 fn config() -> RingConfig {
     RingConfig::new(Strategy::Balanced, RingConfig::DEFAULT_VNODES).unwrap()
 }
 
-struct Bus {
-    server: NatsServer,
-    admin: async_nats::Client,
-    publisher: Publisher,
+/// Stores `events` and, after each batch, its epochs (folded here, atomic batches of
+/// 1000). Returns the stored membership sequences.
+async fn store_history(bus: &Bus, ring: &RingName, events: &[Event]) -> Vec<u64> {
+    let publisher = Publisher::new(bus.admin.clone()).with_window(1000);
+    let mut ledger = RingLedger::new(ring.clone(), config());
+    let mut sequences = Vec::with_capacity(events.len());
+    for chunk in events.chunks(1000) {
+        let stored = publisher.publish_batch(chunk).await.unwrap();
+        let first = stored.last_sequence + 1 - chunk.len() as u64;
+        let mut made = Vec::new();
+        for (seq, event) in (first..).zip(chunk) {
+            sequences.push(seq);
+            if let Outcome::Rebalanced(r) = ledger.apply(seq, event.body()) {
+                made.push(Event::new(ring.clone(), *r).unwrap());
+            }
+        }
+        if !made.is_empty() {
+            publisher.publish_batch(&made).await.unwrap();
+        }
+    }
+    sequences
 }
 
-impl Bus {
-    async fn start() -> Bus {
-        let server = NatsServer::start_local_conf().await.unwrap();
-        let admin = server
-            .connect_with(ServiceUser::Admin.connect_options(server.password("admin").unwrap()))
-            .await
-            .unwrap();
-        provision(
-            &jetstream::new(admin.clone()),
-            &Definitions::builtin().unwrap(),
-        )
+/// Empties the snapshot bucket (each cold replay starts without a snapshot).
+async fn drop_snapshots(bus: &Bus) {
+    jetstream::new(bus.admin.clone())
+        .get_stream(format!("KV_{}", subject::KV_SNAPSHOTS))
+        .await
+        .unwrap()
+        .purge()
         .await
         .unwrap();
-        let publisher = Publisher::new(admin.clone()).with_window(1000);
-        Bus {
-            server,
-            admin,
-            publisher,
-        }
-    }
-
-    /// Stores `events` and, after each batch, its epochs (folded here). Returns the
-    /// stored membership sequences.
-    async fn store_history(&self, ring: &RingName, events: &[Event]) -> Vec<u64> {
-        let mut ledger = RingLedger::new(ring.clone(), config());
-        let mut sequences = Vec::with_capacity(events.len());
-        for chunk in events.chunks(1000) {
-            let stored = self.publisher.publish_batch(chunk).await.unwrap();
-            let first = stored.last_sequence + 1 - chunk.len() as u64;
-            let mut made = Vec::new();
-            for (seq, event) in (first..).zip(chunk) {
-                sequences.push(seq);
-                if let Outcome::Rebalanced(r) = ledger.apply(seq, event.body()) {
-                    made.push(Event::new(ring.clone(), *r).unwrap());
-                }
-            }
-            if !made.is_empty() {
-                self.publisher.publish_batch(&made).await.unwrap();
-            }
-        }
-        sequences
-    }
-
-    /// Empties the snapshot bucket (each cold replay starts without a snapshot).
-    async fn drop_snapshots(&self) {
-        jetstream::new(self.admin.clone())
-            .get_stream(format!("KV_{}", subject::KV_SNAPSHOTS))
-            .await
-            .unwrap()
-            .purge()
-            .await
-            .unwrap();
-    }
 }
 
 /// The fold alone over `events` at `sequences`, in memory: events per second.
@@ -248,111 +187,31 @@ async fn ordered_consumer_rate(bus: &Bus, ring: &RingName, count: usize) -> f64 
     count as f64 / start.elapsed().as_secs_f64()
 }
 
-/// A `ringside reducer` child process.
-struct Reducer {
-    child: Child,
-    metrics: SocketAddr,
+/// Starts the reducer binary for `ring` with the benchmark's ring configuration.
+async fn spawn(args: &Args, bus: &Bus, ring: &RingName, instance: &str) -> ReducerProcess {
+    let vnodes = RingConfig::DEFAULT_VNODES.to_string();
+    ReducerProcess::spawn(
+        &args.ringside,
+        bus,
+        ring.as_str(),
+        instance,
+        &["--vnodes", &vnodes],
+    )
+    .await
 }
 
-impl Reducer {
-    async fn spawn(args: &Args, bus: &Bus, ring: &RingName, instance: &str) -> Reducer {
-        let mut child = Command::new(&args.ringside)
-            .arg("reducer")
-            .args(["--nats-url", &bus.server.url(), "--ring", ring.as_str()])
-            .args(["--instance", instance])
-            .args([
-                "--grpc-addr",
-                "127.0.0.1:0",
-                "--metrics-addr",
-                "127.0.0.1:0",
-            ])
-            .env(
-                "RINGSIDE_NATS_PASSWORD_REDUCER",
-                bus.server.password("reducer").unwrap(),
-            )
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let line = lines
-            .next_line()
-            .await
-            .unwrap()
-            .expect("the reducer exited");
-        let metrics = line
-            .split(' ')
-            .find_map(|w| w.strip_prefix("metrics="))
-            .expect("no metrics address")
-            .parse()
-            .unwrap();
-        Reducer { child, metrics }
-    }
+/// One sample of the reducer's `/metrics`.
+async fn metric(reducer: &ReducerProcess, name: &str) -> f64 {
+    common::metric(reducer.metrics, name).await
+}
 
-    async fn get(&self, path: &str) -> (u16, String) {
-        let mut conn = tokio::net::TcpStream::connect(self.metrics).await.unwrap();
-        conn.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
-            .await
-            .unwrap();
-        let mut response = String::new();
-        conn.read_to_string(&mut response).await.unwrap();
-        let status = response
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        (status, body)
-    }
-
-    async fn wait_ready(&self) {
-        while self.get("/readyz").await.0 != 200 {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-    }
-
-    async fn metric(&self, name: &str) -> f64 {
-        ringside_reducer::metrics::sample(&self.get("/metrics").await.1, name).unwrap_or(0.0)
-    }
-
-    /// The reducer's event-time histogram: (sum in seconds, count).
-    async fn handling(&self) -> (f64, f64) {
-        let name = ringside_reducer::metrics::EVENT_SECONDS;
-        (
-            self.metric(&format!("{name}_sum")).await,
-            self.metric(&format!("{name}_count")).await,
-        )
-    }
-
-    /// (VmRSS, VmHWM) in bytes.
-    fn memory(&self) -> (u64, u64) {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.child.id().unwrap())).unwrap();
-        let field = |name: &str| -> u64 {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-                .unwrap()
-                * 1024
-        };
-        (field("VmRSS:"), field("VmHWM:"))
-    }
-
-    async fn stop(mut self) {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id().unwrap() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .unwrap();
-        let status = self.child.wait().await.unwrap();
-        assert!(status.success(), "the reducer exited with {status}");
-    }
+/// The reducer's event-time histogram: (sum in seconds, count).
+async fn handling(reducer: &ReducerProcess) -> (f64, f64) {
+    let name = m::EVENT_SECONDS;
+    (
+        metric(reducer, &format!("{name}_sum")).await,
+        metric(reducer, &format!("{name}_count")).await,
+    )
 }
 
 /// Minimum and median.
@@ -375,27 +234,25 @@ struct Replay {
 
 async fn cold_replay(args: &Args) -> Replay {
     let bus = Bus::start().await;
-    let ring = RingName::new("replay").unwrap();
-    let events = churn(&ring, args.events);
+    let ring = common::ring();
+    let events = common::churn(REPLAY_SEED, args.events, REPLAY_POOL);
     eprintln!(
         "storing {} membership events and their epochs...",
         events.len()
     );
-    let sequences = bus.store_history(&ring, &events).await;
+    let sequences = store_history(&bus, &ring, &events).await;
     let (mut fold, mut ordered, mut reducer) = (vec![], vec![], vec![]);
     let mut epochs = 0;
     for round in 0..args.rounds {
         fold.push(fold_rate(&ring, &events, &sequences));
         ordered.push(ordered_consumer_rate(&bus, &ring, events.len()).await);
-        bus.drop_snapshots().await;
+        drop_snapshots(&bus).await;
         let start = Instant::now();
-        let r = Reducer::spawn(args, &bus, &ring, &format!("replay-{round}")).await;
-        r.wait_ready().await;
+        let r = spawn(args, &bus, &ring, &format!("replay-{round}")).await;
+        common::wait_ready(r.metrics, Duration::from_secs(600)).await;
         let took = start.elapsed();
-        epochs = r.metric(ringside_reducer::metrics::EPOCH).await as u64;
-        let folded = r
-            .metric(ringside_reducer::metrics::MEMBERSHIP_SEQUENCE)
-            .await as u64;
+        epochs = metric(&r, m::EPOCH).await as u64;
+        let folded = metric(&r, m::MEMBERSHIP_SEQUENCE).await as u64;
         assert_eq!(folded, *sequences.last().unwrap(), "not caught up");
         reducer.push(events.len() as f64 / took.as_secs_f64());
         r.stop().await;
@@ -429,7 +286,7 @@ struct Latency {
 
 async fn latency(args: &Args) -> Latency {
     let bus = Bus::start().await;
-    let ring = RingName::new("latency").unwrap();
+    let ring = common::ring();
     let n = args.latency_members as u64;
     // The whole ring at once: one sync of every member, one epoch.
     let sync = Event::new(
@@ -442,8 +299,8 @@ async fn latency(args: &Args) -> Latency {
     )
     .unwrap();
     bus.publisher.publish(&sync).await.unwrap();
-    let reducer = Reducer::spawn(args, &bus, &ring, "latency").await;
-    reducer.wait_ready().await;
+    let reducer = spawn(args, &bus, &ring, "latency").await;
+    common::wait_ready(reducer.metrics, Duration::from_secs(600)).await;
     let stream = jetstream::new(bus.admin.clone())
         .get_stream(subject::STREAM_EVENTS)
         .await
@@ -461,7 +318,7 @@ async fn latency(args: &Args) -> Latency {
         .unwrap();
     let mut samples = Vec::with_capacity(args.latency_samples);
     let mut publishes = Vec::with_capacity(args.latency_samples);
-    let before = reducer.handling().await;
+    let before = handling(&reducer).await;
     for k in 0..args.latency_samples {
         let id = (k as u64 / 2 * 7919) % n;
         let body: Body = if k % 2 == 0 {
@@ -494,7 +351,7 @@ async fn latency(args: &Args) -> Latency {
         samples.push(start.elapsed().as_secs_f64() * 1000.0);
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let after = reducer.handling().await;
+    let after = handling(&reducer).await;
     let (rss, hwm) = reducer.memory();
     reducer.stop().await;
     samples.sort_by(f64::total_cmp);
@@ -525,7 +382,7 @@ async fn main() {
     let over_fold = replay.reducer.1 / replay.fold.1;
     let mb = |b: u64| b as f64 / (1024.0 * 1024.0);
     println!(
-        "reducer benchmark{}: cold replay of {} membership events ({} epochs, ring of ~24 members, 160 vnodes), {} rounds; latency on a {}-member ring, {} samples; load at start {}",
+        "reducer benchmark{}: cold replay of {} membership events ({} epochs, ring of 24-32 members, 160 vnodes), {} rounds; latency on a {}-member ring, {} samples; load at start {}",
         if args.quick {
             " (--quick: figures not comparable)"
         } else {

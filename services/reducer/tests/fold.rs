@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Bus, Running, assert_history, metric, wait_folded, wait_ready};
+use common::{Bus, Running, assert_history, metric, wait_folded};
 use ringside_reducer::metrics as m;
 
 const WITHIN: Duration = Duration::from_secs(60);
@@ -17,8 +17,7 @@ async fn folds_a_churn_and_stores_every_epoch_once() {
     let bus = Bus::start().await;
     let events = common::churn(7, 200, 12);
     bus.publish(&events[..100]).await;
-    let reducer = Running::start(&bus.reducer_map("a")).await;
-    wait_ready(reducer.metrics, WITHIN).await;
+    let reducer = Running::ready(&bus.reducer_map("a")).await;
     bus.publish(&events[100..]).await;
     let last = bus
         .stream()
@@ -77,8 +76,7 @@ async fn malformed_messages_are_skipped_counted_and_do_not_stop_the_reducer() {
     bus.publish(&events[20..40]).await;
     // Decodes, but the fold refuses it (not a membership fact).
     bus.publish_raw(heartbeat_bytes()).await;
-    let reducer = Running::start(&bus.reducer_map("a")).await;
-    wait_ready(reducer.metrics, WITHIN).await;
+    let reducer = Running::ready(&bus.reducer_map("a")).await;
     // Truncated protobuf, while live.
     bus.publish_raw(b"\x0a\x05ab").await;
     bus.publish(&events[40..]).await;
@@ -113,8 +111,7 @@ async fn a_graceful_stop_snapshots_and_the_next_start_resumes_after_it() {
     let mut map = bus.reducer_map("a");
     map.insert("RINGSIDE_REDUCER_SNAPSHOT_EVERY".into(), "20".into());
     map.insert("RINGSIDE_REDUCER_SNAPSHOT_KEEP".into(), "2".into());
-    let first = Running::start(&map).await;
-    wait_ready(first.metrics, WITHIN).await;
+    let first = Running::ready(&map).await;
     assert_eq!(metric(first.metrics, m::START_SEQUENCE).await, 1.0);
     bus.publish(&events[..100]).await;
     let folded = bus.offline_fold().await;
@@ -124,8 +121,7 @@ async fn a_graceful_stop_snapshots_and_the_next_start_resumes_after_it() {
     first.stop().await.unwrap();
 
     // The stop wrote a snapshot of everything folded: the next start begins after it.
-    let second = Running::start(&map).await;
-    wait_ready(second.metrics, WITHIN).await;
+    let second = Running::ready(&map).await;
     assert_eq!(
         metric(second.metrics, m::START_SEQUENCE).await,
         (at + 1) as f64
@@ -159,8 +155,7 @@ async fn a_changed_ring_configuration_is_refused() {
     let bus = Bus::start().await;
     bus.publish(&common::churn(5, 10, 6)).await;
     let map = bus.reducer_map("a");
-    let first = Running::start(&map).await;
-    wait_ready(first.metrics, WITHIN).await;
+    let first = Running::ready(&map).await;
     first.stop().await.unwrap();
     let mut changed = map.clone();
     changed.insert("RINGSIDE_REDUCER_VNODES".into(), "16".into());
@@ -203,8 +198,7 @@ async fn a_stored_epoch_that_differs_from_the_fold_stops_the_reducer() {
 async fn a_nats_restart_is_ridden_out_in_order() {
     let mut bus = Bus::start().await;
     let events = common::churn(13, 120, 10);
-    let reducer = Running::start(&bus.reducer_map("a")).await;
-    wait_ready(reducer.metrics, WITHIN).await;
+    let reducer = Running::ready(&bus.reducer_map("a")).await;
     bus.publish(&events[..60]).await;
     let folded = bus.offline_fold().await;
     wait_folded(reducer.metrics, folded.ledger.membership_sequence(), WITHIN).await;

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Bus, Running, wait_folded, wait_ready};
+use common::{Bus, Running, wait_folded};
 use futures::StreamExt;
 use ringside_events::{convert, pb};
 use tonic::Code;
@@ -16,8 +16,7 @@ const WITHIN: Duration = Duration::from_secs(120);
 
 async fn started(bus: &Bus, events: &[ringside_events::Event]) -> Running {
     bus.publish(events).await;
-    let reducer = Running::start(&bus.reducer_map("a")).await;
-    wait_ready(reducer.metrics, WITHIN).await;
+    let reducer = Running::ready(&bus.reducer_map("a")).await;
     let folded = bus.offline_fold().await;
     wait_folded(reducer.metrics, folded.ledger.membership_sequence(), WITHIN).await;
     reducer
@@ -102,8 +101,7 @@ async fn bad_inputs_get_the_right_status_codes() {
     let mut map = bus.reducer_map("a");
     map.insert("RINGSIDE_REDUCER_MAX_KEY_BYTES".into(), "64".into());
     // An empty ring first: lookups have no owner.
-    let reducer = Running::start(&map).await;
-    wait_ready(reducer.metrics, WITHIN).await;
+    let reducer = Running::ready(&map).await;
     let mut client = common::ring_client(reducer.grpc).await;
     let lookup = |ring: &str, key: &[u8]| pb::LookupRequest {
         ring: ring.into(),
@@ -118,18 +116,9 @@ async fn bad_inputs_get_the_right_status_codes() {
     reducer.stop().await.unwrap();
 
     bus.publish(&common::churn(32, 20, 6)).await;
-    let reducer = Running::start(&map).await;
-    wait_ready(reducer.metrics, WITHIN).await;
+    let reducer = Running::ready(&map).await;
     let mut client = common::ring_client(reducer.grpc).await;
-    let members = client
-        .get_ring(pb::GetRingRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .snapshot
-        .unwrap()
-        .members
-        .len() as u32;
+    let members = common::get_ring(reducer.grpc).await.members.len() as u32;
     assert!(members > 0);
     client.lookup(lookup("", b"k")).await.unwrap();
     client.lookup(lookup("orders", &[7; 64])).await.unwrap();
@@ -266,8 +255,7 @@ async fn a_watcher_that_falls_behind_is_told_to_reconnect() {
     let bus = Bus::start().await;
     let mut map = bus.reducer_map("a");
     map.insert("RINGSIDE_REDUCER_WATCH_BUFFER".into(), "2".into());
-    let reducer = Running::start(&map).await;
-    wait_ready(reducer.metrics, WITHIN).await;
+    let reducer = Running::ready(&map).await;
     let mut stream = common::ring_client(reducer.grpc)
         .await
         .watch_ring(pb::WatchRingRequest::default())

@@ -7,8 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Bus, Running, assert_history, metric, wait_folded, wait_ready};
-use ringside_events::pb;
+use common::{Bus, Running, assert_history, metric, wait_folded};
 use ringside_reducer::metrics as m;
 
 const WITHIN: Duration = Duration::from_secs(120);
@@ -20,10 +19,8 @@ async fn stored_by(addr: std::net::SocketAddr, how: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_reducers_store_exactly_one_event_per_epoch() {
     let bus = Bus::start().await;
-    let a = Running::start(&bus.reducer_map("a")).await;
-    let b = Running::start(&bus.reducer_map("b")).await;
-    wait_ready(a.metrics, WITHIN).await;
-    wait_ready(b.metrics, WITHIN).await;
+    let a = Running::ready(&bus.reducer_map("a")).await;
+    let b = Running::ready(&bus.reducer_map("b")).await;
     // Bursts, so both have work in hand at the same time.
     let events = common::churn(21, 300, 12);
     for chunk in events.chunks(25) {
@@ -49,14 +46,7 @@ async fn two_reducers_store_exactly_one_event_per_epoch() {
     // Both serve the same ring.
     let mut rings = Vec::new();
     for addr in [a.grpc, b.grpc] {
-        let snapshot = common::ring_client(addr)
-            .await
-            .get_ring(pb::GetRingRequest::default())
-            .await
-            .unwrap()
-            .into_inner()
-            .snapshot
-            .unwrap();
+        let snapshot = common::get_ring(addr).await;
         rings.push((
             snapshot.epoch,
             snapshot.checksum,
@@ -74,15 +64,13 @@ async fn two_reducers_store_exactly_one_event_per_epoch() {
 async fn a_late_reducer_checks_the_history_and_joins_the_race() {
     let bus = Bus::start().await;
     let events = common::churn(22, 200, 10);
-    let a = Running::start(&bus.reducer_map("a")).await;
-    wait_ready(a.metrics, WITHIN).await;
+    let a = Running::ready(&bus.reducer_map("a")).await;
     bus.publish(&events[..120]).await;
     let folded = bus.offline_fold().await;
     wait_folded(a.metrics, folded.ledger.membership_sequence(), WITHIN).await;
 
     // The second one starts from nothing: it checks every stored epoch, then races.
-    let b = Running::start(&bus.reducer_map("b")).await;
-    wait_ready(b.metrics, WITHIN).await;
+    let b = Running::ready(&bus.reducer_map("b")).await;
     assert_eq!(
         stored_by(b.metrics, "verified").await,
         folded.epochs.len() as f64

@@ -8,7 +8,6 @@ mod reducer_support;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use reducer_support::Reducer;
 use reducer_support::common::{self, Bus, assert_history, metric, wait_folded, wait_ready};
 use ringside_reducer::metrics as m;
 
@@ -20,7 +19,7 @@ async fn sigterm_snapshots_exits_zero_and_the_next_start_resumes_after_the_snaps
     let events = common::churn(51, 300, 12);
     bus.publish(&events[..200]).await;
     // No periodic snapshot: the one the next start loads is the one SIGTERM wrote.
-    let mut first = Reducer::spawn(&bus, "a", &["--snapshot-every", "100000"]).await;
+    let mut first = reducer_support::spawn(&bus, "a", &["--snapshot-every", "100000"]).await;
     wait_ready(first.metrics, WITHIN).await;
     let folded = bus.offline_fold().await;
     let at = folded.ledger.membership_sequence();
@@ -32,7 +31,7 @@ async fn sigterm_snapshots_exits_zero_and_the_next_start_resumes_after_the_snaps
     assert!(status.success(), "{status}\n{}", first.log());
     assert!(first.log().contains("Snapshot written."), "{}", first.log());
 
-    let mut second = Reducer::spawn(&bus, "a", &[]).await;
+    let mut second = reducer_support::spawn(&bus, "a", &[]).await;
     wait_ready(second.metrics, WITHIN).await;
     // It started after the snapshot, not from sequence 1.
     assert_eq!(
@@ -68,7 +67,7 @@ async fn a_divergence_exits_non_zero_and_says_so() {
         .publish(&ringside_events::Event::new(common::ring(), forged).unwrap())
         .await
         .unwrap();
-    let mut reducer = Reducer::spawn(&bus, "a", &[]).await;
+    let mut reducer = reducer_support::spawn(&bus, "a", &[]).await;
     let status = reducer.exited(WITHIN).await;
     assert!(!status.success(), "{status}");
     let log = reducer.log();

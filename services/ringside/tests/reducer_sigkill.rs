@@ -12,7 +12,6 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use reducer_support::Reducer;
 use reducer_support::common::{self, Bus, assert_history, metric, wait_folded, wait_ready};
-use ringside_events::pb;
 use ringside_reducer::metrics as m;
 
 const EVENTS: usize = 1000;
@@ -45,7 +44,7 @@ async fn sigkilled_reducers_end_on_the_offline_fold() {
 
     let mut resumed_from_snapshot = 0;
     for round in 0..KILLS {
-        let reducer = Reducer::spawn(&bus, "a", &["--snapshot-every", "10"]).await;
+        let reducer = reducer_support::spawn(&bus, "a", &["--snapshot-every", "10"]).await;
         if round > 0 && metric_when_up(&reducer).await > 1.0 {
             resumed_from_snapshot += 1;
         }
@@ -56,7 +55,7 @@ async fn sigkilled_reducers_end_on_the_offline_fold() {
     }
     publishing.await.unwrap();
 
-    let reducer = Reducer::spawn(&bus, "a", &["--snapshot-every", "10"]).await;
+    let reducer = reducer_support::spawn(&bus, "a", &["--snapshot-every", "10"]).await;
     wait_ready(reducer.metrics, WITHIN).await;
     let folded = bus.offline_fold().await;
     wait_folded(reducer.metrics, folded.ledger.membership_sequence(), WITHIN).await;
@@ -68,14 +67,7 @@ async fn sigkilled_reducers_end_on_the_offline_fold() {
         folded.epochs.len()
     );
 
-    let snapshot = common::ring_client(reducer.grpc)
-        .await
-        .get_ring(pb::GetRingRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .snapshot
-        .unwrap();
+    let snapshot = common::get_ring(reducer.grpc).await;
     assert_eq!(snapshot.checksum, folded.ledger.checksum());
     assert_eq!(snapshot.epoch, folded.ledger.epoch());
     assert_eq!(metric(reducer.metrics, m::DIVERGENCES).await, 0.0);

@@ -6,6 +6,8 @@
 // Helpers of tests: a failed unwrap is a failed test, which is what we want here.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub(crate) mod process;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -360,7 +362,7 @@ pub(crate) async fn wait_ready(addr: SocketAddr, within: Duration) {
             Instant::now() < deadline,
             "reducer at {addr} not ready within {within:?}"
         );
-        tokio::time::sleep(Duration::from_millis(25)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
@@ -378,6 +380,18 @@ pub(crate) async fn wait_folded(metrics_addr: SocketAddr, seq: u64, within: Dura
         );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+}
+
+/// The ring the reducer at `addr` serves (`GetRing`).
+pub(crate) async fn get_ring(addr: SocketAddr) -> pb::RingSnapshot {
+    ring_client(addr)
+        .await
+        .get_ring(pb::GetRingRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .snapshot
+        .unwrap()
 }
 
 /// A gRPC client of the reducer at `addr`.
@@ -416,6 +430,13 @@ impl Running {
             stop: Some(stop),
             task,
         }
+    }
+
+    /// Starts a reducer and waits until it serves.
+    pub(crate) async fn ready(map: &BTreeMap<String, String>) -> Running {
+        let running = Running::start(map).await;
+        wait_ready(running.metrics, Duration::from_secs(120)).await;
+        running
     }
 
     /// Asks it to stop and waits for its result.
