@@ -2,14 +2,14 @@
 //! `cargo run --release -p ringside-ring --example mutation_timing [-- N...]`.
 //!
 //! For each strategy and member count (default 10, 100 and 1000, 160 vnodes, unit
-//! weights) it builds a ring by joins and times, on copies of it: `clone`, `add` of one
-//! member, `remove` of one member, `diff(before, after)`, `checksum` (the first call on
-//! a changed ring, and again), `from_parts` and `from_indexed_parts` of the ring's own
-//! parts, the first lookup
-//! after a change, and a lookup (hash included) in steady state: min and median over
-//! the repetitions, in microseconds (lookups in nanoseconds). Then a churn of leave +
-//! join pairs, each operation timed on the ring the previous one left (the fold's
-//! pattern): median, 99th percentile and maximum.
+//! weights) it builds a ring by joins (their mean time is the first figure) and times,
+//! on copies of it: `clone`, `add` of one member, `remove` of one member,
+//! `diff(before, after)`, `checksum` (the first call on a changed ring, and again),
+//! `from_parts` and `from_indexed_parts` of the ring's own parts, the first lookup after
+//! a change, and a lookup (hash included) in steady state: min and median over the
+//! repetitions, in microseconds (lookups in nanoseconds). Then a churn of leave +
+//! join pairs in the fold's pattern (clone, change the copy, replace the ring), each
+//! operation and each whole step timed: median, 99th percentile and maximum.
 //!
 //! A measurement to compare before and after a change on the same machine, not a
 //! benchmark with targets: that is `just bench ring`.
@@ -79,7 +79,9 @@ fn row(op: &str, unit: &str, f: &Figure, scale: f64) {
 
 fn measure(strategy: Strategy, n: usize) -> Result<(), RingError> {
     let config = RingConfig::new(strategy, RingConfig::DEFAULT_VNODES)?;
+    let started = Instant::now();
     let base = build(config, n)?;
+    let joins = started.elapsed() / n as u32;
     // The base ring answers a lookup once, so every copy starts from a ring in use.
     base.owner(b"warm")?;
     println!(
@@ -89,6 +91,11 @@ fn measure(strategy: Strategy, n: usize) -> Result<(), RingError> {
         "median"
     );
     let us = 1e6;
+    println!(
+        "  {:<22} {:>12.2} (mean of the joins that built the ring) us",
+        "join while growing",
+        joins.as_secs_f64() * us
+    );
     let joiner = |rep: usize| Member::new(format!("joiner-{rep:03}"), 1);
     let leaver = |rep: usize| format!("node-{:05}", (rep * 37) % n);
 
@@ -175,25 +182,35 @@ fn measure(strategy: Strategy, n: usize) -> Result<(), RingError> {
     churn(&base, n)
 }
 
-/// A stream of leave + join pairs, as the fold sees it: every operation timed on the
-/// ring the previous one left, reported as median, 99th percentile and maximum.
+/// A stream of leave + join pairs in the fold's pattern: clone the ring, remove a
+/// member from the copy, add one, replace the ring with the copy. Each operation is
+/// timed, and the whole step (clone, both changes, dropping the replaced ring).
 fn churn(base: &Ring, n: usize) -> Result<(), RingError> {
     let mut ring = base.clone();
-    let (mut adds, mut removes) = (Vec::new(), Vec::new());
+    let (mut adds, mut removes, mut steps) = (Vec::new(), Vec::new(), Vec::new());
     for step in 0..CHURN {
         let id = ring
             .members()
             .nth((step * 7919) % n)
             .map(|m| m.id.clone())
             .ok_or(RingError::Empty)?;
+        let started = Instant::now();
+        let mut next = ring.clone();
         let start = Instant::now();
-        ring.remove(&id)?;
+        next.remove(&id)?;
         removes.push(start.elapsed());
         let start = Instant::now();
-        ring.add(Member::new(format!("churn-{step:05}"), 1))?;
+        next.add(Member::new(format!("churn-{step:05}"), 1))?;
         adds.push(start.elapsed());
+        ring = next;
+        steps.push(started.elapsed());
     }
-    for (op, mut samples) in [("churn remove", removes), ("churn add", adds)] {
+    let figures = [
+        ("churn remove", removes),
+        ("churn add", adds),
+        ("churn step", steps),
+    ];
+    for (op, mut samples) in figures {
         samples.sort_unstable();
         let at = |q: usize| samples[(samples.len() - 1) * q / 100].as_secs_f64() * 1e6;
         println!(

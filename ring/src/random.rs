@@ -7,21 +7,35 @@
 //! keeps the ring a function of the member set and keeps movement minimal even then.
 
 use crate::diff::{Piece, Who, whole_ring};
-use crate::ring::{Ring, Slot, check_token_limit};
+use crate::ring::{Ring, Slot, check_token_limit, seek, slot_list};
 use crate::{HASH_SEED, Member, RingError, Token};
-
-/// The `i`-th token candidate of member `id`.
-pub(crate) fn candidate(id: &str, i: u32) -> Token {
-    let mut buf = Vec::with_capacity(id.len() + 5);
-    buf.extend_from_slice(id.as_bytes());
-    buf.push(0);
-    buf.extend_from_slice(&i.to_le_bytes());
-    xxhash_rust::xxh3::xxh3_64_with_seed(&buf, HASH_SEED)
-}
 
 /// The member's tokens: its first `count` distinct candidates, sorted.
 pub(crate) fn member_tokens(id: &str, count: usize) -> Vec<Token> {
-    first_distinct(count, (0..=u32::MAX).map(|i| candidate(id, i)))
+    let mut candidates = Candidates::new(id);
+    first_distinct(count, (0..=u32::MAX).map(move |i| candidates.get(i)))
+}
+
+/// The hash input of a member's candidates, `id ++ 0x00 ++ le32(i)`, written once and
+/// given each index in turn.
+struct Candidates {
+    input: Vec<u8>,
+}
+
+impl Candidates {
+    fn new(id: &str) -> Candidates {
+        let mut input = Vec::with_capacity(id.len() + 5);
+        input.extend_from_slice(id.as_bytes());
+        input.extend_from_slice(&[0; 5]);
+        Candidates { input }
+    }
+
+    /// The member's `i`-th candidate.
+    fn get(&mut self, i: u32) -> Token {
+        let at = self.input.len() - 4;
+        self.input[at..].copy_from_slice(&i.to_le_bytes());
+        xxhash_rust::xxh3::xxh3_64_with_seed(&self.input, HASH_SEED)
+    }
 }
 
 /// The first `count` distinct values of `candidates` (fewer if it runs out), sorted.
@@ -87,22 +101,27 @@ pub(crate) fn is_derivation(
 /// The slots after a joiner with `tokens` (sorted) takes member index `pos`: existing
 /// owners at or above `pos` shift up by one, and equal positions stay ordered by id.
 pub(crate) fn merge_joiner(slots: &[Slot], tokens: &[Token], pos: u32) -> Vec<Slot> {
-    let mut out = Vec::with_capacity(slots.len() + tokens.len());
-    let mut new = tokens
-        .iter()
-        .map(|&token| Slot { token, owner: pos })
-        .peekable();
-    for s in slots {
-        let s = Slot {
-            token: s.token,
-            owner: s.owner + u32::from(s.owner >= pos),
-        };
-        while let Some(n) = new.next_if(|n| *n < s) {
-            out.push(n);
+    let mut out = slot_list(slots.len() + tokens.len());
+    let shifted = |s: &Slot| Slot {
+        token: s.token,
+        owner: s.owner + u32::from(s.owner >= pos),
+    };
+    let mut from = 0;
+    for &token in tokens {
+        // Before the joiner's token: smaller positions, and at its position the members
+        // with smaller ids (indices below `pos`).
+        let mut at = seek(slots, from, token);
+        while slots
+            .get(at)
+            .is_some_and(|s| s.token == token && s.owner < pos)
+        {
+            at += 1;
         }
-        out.push(s);
+        out.extend(slots[from..at].iter().map(shifted));
+        out.push(Slot { token, owner: pos });
+        from = at;
     }
-    out.extend(new);
+    out.extend(slots[from..].iter().map(shifted));
     out
 }
 
@@ -113,7 +132,7 @@ pub(crate) fn drop_member(
     leaver: u32,
     shift: impl Fn(u32) -> u32,
 ) -> (Vec<Slot>, Vec<Token>) {
-    let mut kept = Vec::with_capacity(slots.len());
+    let mut kept = slot_list(slots.len());
     let mut dropped = Vec::new();
     for s in slots {
         if s.owner == leaver {
@@ -224,7 +243,7 @@ mod tests {
         input.push(0);
         input.extend_from_slice(&7u32.to_le_bytes());
         assert_eq!(
-            candidate("node-1", 7),
+            Candidates::new("node-1").get(7),
             xxhash_rust::xxh3::xxh3_64_with_seed(&input, HASH_SEED)
         );
         assert_eq!(member_tokens("node-1", 5).len(), 5);
