@@ -136,14 +136,10 @@ pub fn ring_to_snapshot(
     membership_sequence: u64,
     rebalance_sequence: u64,
 ) -> Result<pb::RingSnapshot, ConvertError> {
+    // `members` follows the ring's member order (by id), so the ring's owner indices
+    // are the snapshot's: no lookup per token.
     let members = member_details(ring, details)?;
-    let index = MemberIndex::new(&members, &[]);
-    let mut tokens = Vec::with_capacity(ring.token_count());
-    let mut owners = Vec::with_capacity(ring.token_count());
-    for (token, id) in ring.tokens() {
-        tokens.push(token);
-        owners.push(index.of(id)?);
-    }
+    let (tokens, owners) = ring.indexed_tokens().unzip();
     Ok(pb::RingSnapshot {
         schema_version: SCHEMA_VERSION,
         ring: ring_name.to_string(),
@@ -202,17 +198,22 @@ pub fn snapshot_to_ring(snapshot: &pb::RingSnapshot) -> Result<Ring, ConvertErro
 /// with one owner on each side that differ, a reassignment; otherwise the owners that
 /// appear are added and those that vanish are removed.
 ///
-/// One merge walk over both token lists (each sorted by token, then owner id): linear
-/// in the token count and without allocation per token, because the reducer runs this
-/// for every epoch of a ring that may hold hundreds of thousands of tokens.
+/// One merge walk over both rings' indexed tokens, comparing integers: linear in the
+/// token count, without a string or an allocation per token, because the reducer runs
+/// this for every epoch of a ring that may hold hundreds of thousands of tokens.
 fn token_changes(
     before: &Ring,
     after: &Ring,
     index: &MemberIndex<'_>,
 ) -> Result<pb::TokenChanges, ConvertError> {
-    let mut old_tokens = before.tokens().peekable();
-    let mut new_tokens = after.tokens().peekable();
-    let (mut old, mut new): (Vec<&str>, Vec<&str>) = (Vec::new(), Vec::new());
+    // Each ring's member index -> the event's member index.
+    let to_event = |ring: &Ring| -> Result<Vec<u32>, ConvertError> {
+        ring.members().map(|m| index.of(&m.id)).collect()
+    };
+    let (old_map, new_map) = (to_event(before)?, to_event(after)?);
+    let mut old_tokens = before.indexed_tokens().peekable();
+    let mut new_tokens = after.indexed_tokens().peekable();
+    let (mut old, mut new): (Vec<u32>, Vec<u32>) = (Vec::new(), Vec::new());
     let mut out = pb::TokenChanges::default();
     loop {
         let token = match (old_tokens.peek(), new_tokens.peek()) {
@@ -223,39 +224,31 @@ fn token_changes(
         };
         old.clear();
         new.clear();
-        while let Some((_, id)) = old_tokens.next_if(|(t, _)| *t == token) {
-            old.push(id);
+        while let Some((_, owner)) = old_tokens.next_if(|(t, _)| *t == token) {
+            old.push(old_map[owner as usize]);
         }
-        while let Some((_, id)) = new_tokens.next_if(|(t, _)| *t == token) {
-            new.push(id);
-        }
-        if old == new {
-            continue;
+        while let Some((_, owner)) = new_tokens.next_if(|(t, _)| *t == token) {
+            new.push(new_map[owner as usize]);
         }
         if let ([from], [to]) = (old.as_slice(), new.as_slice()) {
-            out.reassigned.push(token);
-            out.reassigned_from.push(index.of(from)?);
-            out.reassigned_to.push(index.of(to)?);
+            if from != to {
+                out.reassigned.push(token);
+                out.reassigned_from.push(*from);
+                out.reassigned_to.push(*to);
+            }
             continue;
         }
-        // Owner lists are sorted by id, so indices come out in (token, owner) order.
-        let mut added: Vec<u32> = Vec::new();
-        for id in new.iter().filter(|id| !old.contains(id)) {
-            added.push(index.of(id)?);
-        }
-        let mut removed: Vec<u32> = Vec::new();
-        for id in old.iter().filter(|id| !new.contains(id)) {
-            removed.push(index.of(id)?);
-        }
-        added.sort_unstable();
-        removed.sort_unstable();
-        for owner in added {
+        // Several owners at one position (random collisions): compare as sets, emit
+        // in (token, owner) order.
+        old.sort_unstable();
+        new.sort_unstable();
+        for owner in new.iter().filter(|o| !old.contains(o)) {
             out.added.push(token);
-            out.added_owners.push(owner);
+            out.added_owners.push(*owner);
         }
-        for owner in removed {
+        for owner in old.iter().filter(|o| !new.contains(o)) {
             out.removed.push(token);
-            out.removed_owners.push(owner);
+            out.removed_owners.push(*owner);
         }
     }
     Ok(out)
