@@ -446,8 +446,9 @@ impl Consumer {
     }
 }
 
-/// An error and its sources on one line.
-fn error_chain(e: &dyn std::error::Error) -> String {
+/// An error and its sources on one line (`cannot store: connection closed: ...`), for
+/// logs and dead-letter reasons.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut source = e.source();
     while let Some(inner) = source {

@@ -39,7 +39,7 @@ pub mod subject;
 pub mod users;
 
 pub use codec::{DecodeError, EncodeError};
-pub use consume::{Consumer, ConsumerStats, Delivery, HandleError, Handler};
+pub use consume::{Consumer, ConsumerStats, Delivery, HandleError, Handler, error_chain};
 pub use event::{Body, Event, EventKind, InvalidEvent, MsgId, SCHEMA_VERSION};
 pub use fold::{FoldError, Outcome, RingLedger};
 pub use names::{NameError, NodeName, RingName};

@@ -178,17 +178,7 @@ pub enum ReducerError {
     Interrupted,
 }
 
-/// An error and its sources on one line.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    s
-}
+pub(crate) use ringside_events::error_chain;
 
 /// A reducer with its listeners bound, not yet running.
 #[derive(Debug)]

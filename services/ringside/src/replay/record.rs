@@ -68,17 +68,7 @@ impl Record {
     }
 }
 
-/// An error and its sources on one line (`invalid event: members: ...`).
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    s
-}
+pub(crate) use ringside_events::error_chain;
 
 /// RFC 3339 in UTC (`2026-11-26T03:14:00.5Z`).
 pub(crate) fn rfc3339(t: OffsetDateTime) -> String {
