@@ -48,3 +48,71 @@ pub(crate) fn write_table(
     }
     Ok(())
 }
+
+/// A moved key range as the tools print it (`ring plan`, `replay diff`).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub(crate) struct MovedRangeRow {
+    /// Exclusive start, hex.
+    pub(crate) start: String,
+    /// Inclusive end, hex.
+    pub(crate) end: String,
+    /// Owner before ("" for none).
+    pub(crate) from: String,
+    /// Owner after ("" for none).
+    pub(crate) to: String,
+    /// Fraction of the key space.
+    pub(crate) fraction: f64,
+}
+
+impl From<&ringside_ring::MovedRange> for MovedRangeRow {
+    fn from(r: &ringside_ring::MovedRange) -> Self {
+        Self {
+            start: format!("{:#018x}", r.start),
+            end: format!("{:#018x}", r.end),
+            from: r.from.clone(),
+            to: r.to.clone(),
+            // Width over 2^64; the whole ring (start == end) is 1.
+            fraction: r.width() as f64 / 2f64.powi(64),
+        }
+    }
+}
+
+/// The first `max` moved ranges as a table, and how many more there are.
+pub(crate) fn write_moved_ranges(
+    out: &mut dyn Write,
+    ranges: &[MovedRangeRow],
+    max: usize,
+) -> anyhow::Result<()> {
+    let shown = ranges.len().min(max);
+    let rows: Vec<Vec<String>> = ranges[..shown]
+        .iter()
+        .map(|r| {
+            vec![
+                r.start.clone(),
+                r.end.clone(),
+                r.from.clone(),
+                r.to.clone(),
+                format!("{:.6}", r.fraction),
+            ]
+        })
+        .collect();
+    write_table(
+        out,
+        &[
+            "START (EXCLUSIVE)",
+            "END (INCLUSIVE)",
+            "FROM",
+            "TO",
+            "FRACTION",
+        ],
+        &rows,
+    )?;
+    if shown < ranges.len() {
+        writeln!(
+            out,
+            "... and {} more ranges (--max-ranges N, or --output json for all)",
+            ranges.len() - shown
+        )?;
+    }
+    Ok(())
+}

@@ -12,7 +12,7 @@ use clap::{Args, Subcommand};
 use ringside_ring::{Member, Ring, RingConfig, RingDiff, Strategy};
 use serde::Serialize;
 
-use crate::output::{Output, write_json, write_table};
+use crate::output::{MovedRangeRow, Output, write_json, write_moved_ranges, write_table};
 
 /// `ringside ring ...`
 #[derive(Debug, Args)]
@@ -148,15 +148,6 @@ struct ShareChange {
 }
 
 #[derive(Debug, Serialize)]
-struct RangeRow {
-    start: String,
-    end: String,
-    from: String,
-    to: String,
-    fraction: f64,
-}
-
-#[derive(Debug, Serialize)]
 struct Plan {
     strategy: String,
     vnodes: u32,
@@ -170,7 +161,7 @@ struct Plan {
     checksum_before: String,
     checksum_after: String,
     shares: Vec<ShareChange>,
-    ranges: Vec<RangeRow>,
+    ranges: Vec<MovedRangeRow>,
 }
 
 fn plan(args: PlanArgs, out: &mut dyn Write) -> anyhow::Result<()> {
@@ -218,17 +209,7 @@ fn describe_plan(args: &PlanArgs, before: &Ring, after: &Ring, diff: &RingDiff) 
         }
     }
     shares.sort_by(|a, b| a.id.cmp(&b.id));
-    let ranges = diff
-        .ranges
-        .iter()
-        .map(|r| RangeRow {
-            start: format!("{:#018x}", r.start),
-            end: format!("{:#018x}", r.end),
-            from: r.from.clone(),
-            to: r.to.clone(),
-            fraction: arc_fraction(r.start, r.end),
-        })
-        .collect();
+    let ranges = diff.ranges.iter().map(MovedRangeRow::from).collect();
     Plan {
         strategy: args.ring.strategy.to_string(),
         vnodes: args.ring.vnodes,
@@ -245,13 +226,6 @@ fn describe_plan(args: &PlanArgs, before: &Ring, after: &Ring, diff: &RingDiff) 
         shares,
         ranges,
     }
-}
-
-/// Fraction of the ring in the arc `(start, end]`, wrapping.
-fn arc_fraction(start: u64, end: u64) -> f64 {
-    let len = end.wrapping_sub(start);
-    // start == end would be the whole ring, which a single moved range never is.
-    len as f64 / 2f64.powi(64)
 }
 
 fn write_plan_table(out: &mut dyn Write, plan: &Plan, max_ranges: usize) -> anyhow::Result<()> {
@@ -300,37 +274,7 @@ fn write_plan_table(out: &mut dyn Write, plan: &Plan, max_ranges: usize) -> anyh
         .collect();
     write_table(out, &["MEMBER", "BEFORE", "AFTER", "CHANGE"], &share_rows)?;
     writeln!(out)?;
-    let shown = plan.ranges.len().min(max_ranges);
-    let range_rows: Vec<Vec<String>> = plan.ranges[..shown]
-        .iter()
-        .map(|r| {
-            vec![
-                r.start.clone(),
-                r.end.clone(),
-                r.from.clone(),
-                r.to.clone(),
-                format!("{:.6}", r.fraction),
-            ]
-        })
-        .collect();
-    write_table(
-        out,
-        &[
-            "START (EXCLUSIVE)",
-            "END (INCLUSIVE)",
-            "FROM",
-            "TO",
-            "FRACTION",
-        ],
-        &range_rows,
-    )?;
-    if shown < plan.ranges.len() {
-        writeln!(
-            out,
-            "... and {} more ranges (--max-ranges N, or --output json for all)",
-            plan.ranges.len() - shown
-        )?;
-    }
+    write_moved_ranges(out, &plan.ranges, max_ranges)?;
     Ok(())
 }
 
@@ -357,11 +301,5 @@ mod tests {
         assert!(parse_member(":3").is_err());
         assert!(parse_member("a:x").is_err());
         assert!(parse_member("a:-1").is_err());
-    }
-
-    #[test]
-    fn arc_fraction_wraps() {
-        assert_eq!(arc_fraction(0, 1 << 63), 0.5);
-        assert_eq!(arc_fraction(u64::MAX - (1 << 62) + 1, 0), 0.25);
     }
 }

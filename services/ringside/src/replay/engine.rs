@@ -8,7 +8,9 @@ use std::collections::{BTreeMap, VecDeque};
 use ringside_events::convert::apply_rebalanced;
 use ringside_events::subject::{self, SubjectKind};
 use ringside_events::{Body, Outcome, RingLedger, pb};
-use ringside_ring::{MovedRange, Ring, RingConfig};
+use ringside_ring::{Ring, RingConfig};
+
+use crate::output::MovedRangeRow;
 use serde::Serialize;
 use time::OffsetDateTime;
 
@@ -277,21 +279,6 @@ impl EpochRing {
     }
 }
 
-/// A moved range in a diff report.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub(crate) struct RangeMove {
-    /// Exclusive start, hex.
-    pub(crate) start: String,
-    /// Inclusive end, hex.
-    pub(crate) end: String,
-    /// Owner before ("" for none).
-    pub(crate) from: String,
-    /// Owner after ("" for none).
-    pub(crate) to: String,
-    /// Fraction of the key space.
-    pub(crate) fraction: f64,
-}
-
 /// What changed between two epochs.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub(crate) struct DiffReport {
@@ -322,18 +309,7 @@ pub(crate) struct DiffReport {
     /// `moved / ideal` (`None`: nothing had to move).
     pub(crate) moved_over_ideal: Option<f64>,
     /// The moved ranges, sorted by end.
-    pub(crate) ranges: Vec<RangeMove>,
-}
-
-fn range_move(r: &MovedRange) -> RangeMove {
-    RangeMove {
-        start: checksum_hex(r.start),
-        end: checksum_hex(r.end),
-        from: r.from.clone(),
-        to: r.to.clone(),
-        // Width over 2^64; the whole ring (start == end) is 1.
-        fraction: r.width() as f64 / 2f64.powi(64),
-    }
+    pub(crate) ranges: Vec<MovedRangeRow>,
 }
 
 /// The diff from one epoch's ring to another's ([`ringside_ring::diff`]).
@@ -369,7 +345,7 @@ pub(crate) fn diff_report(ring: &str, from: &EpochRing, to: &EpochRing) -> DiffR
         moved_fraction: diff.moved_fraction,
         ideal_fraction: diff.ideal_fraction,
         moved_over_ideal: diff.moved_over_ideal(),
-        ranges: diff.ranges.iter().map(range_move).collect(),
+        ranges: diff.ranges.iter().map(MovedRangeRow::from).collect(),
     }
 }
 

@@ -34,7 +34,7 @@ use ringside_ring::RingConfig;
 use time::OffsetDateTime;
 
 use crate::nats_args::NatsArgs;
-use crate::output::{Output, write_json, write_table};
+use crate::output::{Output, write_json, write_moved_ranges, write_table};
 use engine::{EpochRing, Fold, KeyHistory, Problem, SnapshotCheck, TypeFilter, Verifier};
 use progress::Progress;
 use record::{Record, rfc3339};
@@ -606,37 +606,7 @@ async fn diff(
                 "checksum {} -> {}\n",
                 report.from_checksum, report.to_checksum
             )?;
-            let shown = report.ranges.len().min(max_ranges);
-            let rows: Vec<Vec<String>> = report.ranges[..shown]
-                .iter()
-                .map(|r| {
-                    vec![
-                        r.start.clone(),
-                        r.end.clone(),
-                        r.from.clone(),
-                        r.to.clone(),
-                        format!("{:.6}", r.fraction),
-                    ]
-                })
-                .collect();
-            write_table(
-                out,
-                &[
-                    "START (EXCLUSIVE)",
-                    "END (INCLUSIVE)",
-                    "FROM",
-                    "TO",
-                    "FRACTION",
-                ],
-                &rows,
-            )?;
-            if shown < report.ranges.len() {
-                writeln!(
-                    out,
-                    "... and {} more ranges (--max-ranges N, or --output json for all)",
-                    report.ranges.len() - shown
-                )?;
-            }
+            write_moved_ranges(out, &report.ranges, max_ranges)?;
             Ok(())
         }
     }
