@@ -126,6 +126,11 @@ async fn store_history(bus: &Bus, ring: &RingName, events: &[Event]) -> Vec<u64>
     let mut sequences = Vec::with_capacity(events.len());
     for chunk in events.chunks(1000) {
         let stored = publisher.publish_batch(chunk).await.unwrap();
+        assert_eq!(
+            stored.stored as usize,
+            chunk.len(),
+            "every event is a new fact"
+        );
         let first = stored.last_sequence + 1 - chunk.len() as u64;
         let mut made = Vec::new();
         for (seq, event) in (first..).zip(chunk) {

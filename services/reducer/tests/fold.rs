@@ -31,6 +31,9 @@ async fn folds_a_churn_and_stores_every_epoch_once() {
     wait_folded(reducer.metrics, folded.ledger.membership_sequence(), WITHIN).await;
     let stored = bus.rebalances().await;
     assert_history(&stored, &folded);
+    // Every scripted event is a distinct fact: none was dropped as a duplicate.
+    let membership = bus.read_subject(ringside_events::subject::membership(&common::ring()));
+    assert_eq!(membership.await.len(), events.len());
     assert!(
         folded.epochs.len() > 100,
         "the churn made only {} epochs",

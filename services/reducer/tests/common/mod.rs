@@ -276,7 +276,8 @@ pub(crate) fn churn(seed: u64, n: usize, pool: usize) -> Vec<Event> {
             Body::MembersJoined(pb::MembersJoined {
                 members,
                 source: pb::MembershipSource::Manual as i32,
-                ..Default::default()
+                // The same join can repeat word for word; its step keeps it a new fact.
+                source_version: step.to_string(),
             })
         } else if roll < 85 {
             let i = rng.random_range(0..pool);
