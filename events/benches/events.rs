@@ -14,7 +14,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use async_nats::jetstream::{self, consumer};
 use futures::{StreamExt, TryStreamExt};
@@ -24,6 +24,9 @@ use ringside_events::{
 };
 use ringside_ring::{RingConfig, Strategy};
 use ringside_testkit::NatsServer;
+use ringside_testkit::bench::{
+    FlagError, Flags, Summary, ordered_read_rate, per_second, write_json,
+};
 use serde_json::json;
 
 /// Acks in flight for the raw publisher and events per atomic batch.
@@ -37,35 +40,20 @@ struct Args {
     json: Option<String>,
 }
 
-fn parse_args() -> Args {
-    let mut args = Args {
-        rounds: 3,
-        messages: 20_000,
-        members: 1000,
-        fold_events: 400,
-        json: None,
+/// `[--rounds N] [--messages N] [--members N] [--fold-events N] [--json PATH] [--quick]`;
+/// `--quick` lowers the defaults (1 round, 2,000 messages, 50 fold events).
+fn parse_args() -> Result<Args, FlagError> {
+    let mut flags = Flags::from_args()?;
+    let quick = flags.flag("--quick")?;
+    let args = Args {
+        rounds: flags.value("--rounds", if quick { 1 } else { 3 })?,
+        messages: flags.value("--messages", if quick { 2_000 } else { 20_000 })?,
+        members: flags.value("--members", 1000)?,
+        fold_events: flags.value("--fold-events", if quick { 50 } else { 400 })?,
+        json: flags.json_path()?,
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let mut value = |name: &str| it.next().unwrap_or_else(|| panic!("{name} needs a value"));
-        match arg.as_str() {
-            "--rounds" => args.rounds = value("--rounds").parse().expect("--rounds N"),
-            "--messages" => args.messages = value("--messages").parse().expect("--messages N"),
-            "--members" => args.members = value("--members").parse().expect("--members N"),
-            "--fold-events" => {
-                args.fold_events = value("--fold-events").parse().expect("--fold-events N")
-            }
-            "--json" => args.json = Some(value("--json")),
-            "--quick" => {
-                args.rounds = 1;
-                args.messages = 2_000;
-                args.fold_events = 50;
-            }
-            "--bench" => {}
-            other => panic!("unknown argument {other}"),
-        }
-    }
-    args
+    flags.finish()?;
+    Ok(args)
 }
 
 fn ring() -> RingName {
@@ -90,31 +78,6 @@ fn joined(i: usize, incarnation: usize) -> Body {
     })
 }
 
-/// Min and median of a set of rates.
-#[derive(Clone, Copy)]
-struct Rate {
-    min: f64,
-    median: f64,
-}
-
-impl Rate {
-    fn of(mut samples: Vec<f64>) -> Self {
-        samples.sort_by(f64::total_cmp);
-        Rate {
-            min: samples[0],
-            median: samples[samples.len() / 2],
-        }
-    }
-
-    fn json(self) -> serde_json::Value {
-        json!({"min": self.min, "median": self.median})
-    }
-}
-
-fn per_second(count: usize, elapsed: Duration) -> f64 {
-    count as f64 / elapsed.as_secs_f64()
-}
-
 /// Raw JetStream publishes of pre-encoded events, `WINDOW` acks in flight.
 async fn raw_publish(js: &jetstream::Context, events: &[Event]) -> f64 {
     let payloads: Vec<(String, bytes::Bytes)> = events
@@ -136,22 +99,11 @@ async fn raw_publish(js: &jetstream::Context, events: &[Event]) -> f64 {
 /// Reads `count` messages of the stream from the start with an ordered consumer.
 async fn raw_ordered_consumer(js: &jetstream::Context, count: usize) -> f64 {
     let stream = js.get_stream(subject::STREAM_EVENTS).await.unwrap();
-    let consumer = stream
-        .create_consumer(consumer::pull::OrderedConfig {
-            deliver_policy: consumer::DeliverPolicy::All,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let start = Instant::now();
-    let mut messages = consumer.messages().await.unwrap().take(count);
-    let mut read = 0;
-    while let Some(message) = messages.next().await {
-        std::hint::black_box(message.unwrap().payload.len());
-        read += 1;
-    }
-    assert_eq!(read, count);
-    per_second(count, start.elapsed())
+    let config = consumer::pull::OrderedConfig {
+        deliver_policy: consumer::DeliverPolicy::All,
+        ..Default::default()
+    };
+    ordered_read_rate(&stream, config, count).await.unwrap()
 }
 
 /// A ledger with `members` members, then `events` churn events (alternating leaves
@@ -188,7 +140,7 @@ fn fold_rate(members: usize, events: usize) -> f64 {
 
 #[tokio::main]
 async fn main() {
-    let args = parse_args();
+    let args = parse_args().unwrap_or_else(|e| panic!("{e}"));
     rustls::crypto::ring::default_provider()
         .install_default()
         .ok();
@@ -224,12 +176,8 @@ async fn main() {
         fold.push(fold_rate(args.members, args.fold_events));
         eprintln!("round {} of {} done", round + 1, args.rounds);
     }
-    let (raw, batch, read, fold) = (
-        Rate::of(raw),
-        Rate::of(batch),
-        Rate::of(read),
-        Rate::of(fold),
-    );
+    let rate = |samples| Summary::of(samples).expect("--rounds is at least 1");
+    let (raw, batch, read, fold) = (rate(raw), rate(batch), rate(read), rate(fold));
     println!(
         "events benchmark: {} messages per publish round, fold over a {}-member balanced ring, {} rounds",
         args.messages, args.members, args.rounds
@@ -238,7 +186,7 @@ async fn main() {
         "{:<22} {:>14} {:>14} {:>22}",
         "FIGURE", "MIN /s", "MEDIAN /s", "RATIO (median)"
     );
-    let row = |name: &str, rate: Rate, ratio: Option<(f64, &str)>| {
+    let row = |name: &str, rate: Summary, ratio: Option<(f64, &str)>| {
         let ratio = ratio.map_or_else(String::new, |(r, of)| format!("{r:.3} x {of}"));
         println!(
             "{name:<22} {:>14.0} {:>14.0} {ratio:>22}",
@@ -270,10 +218,7 @@ async fn main() {
         "fold_over_ordered_consumer": fold.median / read.median,
     });
     if let Some(path) = args.json {
-        if let Some(dir) = std::path::Path::new(&path).parent() {
-            std::fs::create_dir_all(dir).unwrap();
-        }
-        std::fs::write(&path, serde_json::to_string_pretty(&report).unwrap()).unwrap();
+        write_json(path.as_ref(), &report).unwrap();
         println!("wrote {path}");
     }
 }

@@ -9,6 +9,7 @@
 //!   per-service credentials ([`LocalAuth`]) and log reading come from
 //!   `ringside-natsd`, which `ringside up` uses too.
 //! - [`kube_fake`]: an HTTP fake of the Kubernetes list/watch API for the pod watcher.
+//! - [`bench`]: the benchmarks' shared flag reader, min/median summary and JSON writer.
 //! - [`workspace_root`]: where `nats/`, `.venv/` and the other shared files live.
 //!
 //! # How it fits
@@ -17,6 +18,7 @@
 //! [`NatsServer::password`] for the service users of `nats/local.conf`), and use the
 //! same provisioning and publishing code as production.
 
+pub mod bench;
 pub mod kube_fake;
 pub mod nats;
 

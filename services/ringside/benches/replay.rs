@@ -17,16 +17,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::Command;
+// The end-to-end tests' stack (server, provisioning, the binary as admin).
+#[path = "../tests/replay_support/mod.rs"]
+mod replay_support;
+
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
-use ringside_events::{
-    Body, Definitions, Event, Outcome, Publisher, RingLedger, RingName, ServiceUser, codec, pb,
-    provision, subject,
-};
+use replay_support::{Stack, hex, ok_json};
+use ringside_events::{Body, Event, Outcome, Publisher, RingLedger, RingName, codec, pb, subject};
 use ringside_ring::RingConfig;
-use ringside_testkit::NatsServer;
+use ringside_testkit::bench::{FlagError, Flags, Summary, per_second, write_json};
 use serde_json::json;
 
 struct Args {
@@ -37,39 +38,20 @@ struct Args {
     json: Option<String>,
 }
 
-fn parse_args() -> Args {
-    let mut args = Args {
-        events: 1_000_000,
-        verify_events: 20_000,
-        snapshot_every: 100,
-        runs: 5,
-        json: None,
+/// `[--events N] [--verify-events N] [--snapshot-every N] [--runs N] [--json PATH]
+/// [--quick]`; `--quick` lowers the defaults (50,000 events, 5,000 verify events, 3 runs).
+fn parse_args() -> Result<Args, FlagError> {
+    let mut flags = Flags::from_args()?;
+    let quick = flags.flag("--quick")?;
+    let args = Args {
+        events: flags.value("--events", if quick { 50_000 } else { 1_000_000 })?,
+        verify_events: flags.value("--verify-events", if quick { 5_000 } else { 20_000 })?,
+        snapshot_every: flags.value("--snapshot-every", 100)?,
+        runs: flags.value("--runs", if quick { 3 } else { 5 })?,
+        json: flags.json_path()?,
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let mut value = |name: &str| it.next().unwrap_or_else(|| panic!("{name} needs a value"));
-        match arg.as_str() {
-            "--events" => args.events = value("--events").parse().expect("--events N"),
-            "--verify-events" => {
-                args.verify_events = value("--verify-events").parse().expect("--verify-events N")
-            }
-            "--snapshot-every" => {
-                args.snapshot_every = value("--snapshot-every")
-                    .parse()
-                    .expect("--snapshot-every N")
-            }
-            "--runs" => args.runs = value("--runs").parse().expect("--runs N"),
-            "--json" => args.json = Some(value("--json")),
-            "--quick" => {
-                args.events = 50_000;
-                args.verify_events = 5_000;
-                args.runs = 3;
-            }
-            "--bench" => {}
-            other => panic!("unknown argument {other}"),
-        }
-    }
-    args
+    flags.finish()?;
+    Ok(args)
 }
 
 /// A churn over 48 member ids (a ring of about 24 members, 160 vnodes each): joins
@@ -115,12 +97,6 @@ fn churn(ring: &RingName, n: usize) -> Vec<Event> {
             Event::new(ring.clone(), body).unwrap()
         })
         .collect()
-}
-
-/// Minimum and median.
-fn stats(mut xs: Vec<f64>) -> (f64, f64) {
-    xs.sort_by(f64::total_cmp);
-    (xs[0], xs[xs.len() / 2])
 }
 
 struct Store {
@@ -192,22 +168,12 @@ impl Store {
     }
 }
 
-fn ringside(server: &NatsServer, args: &[&str]) -> (Duration, serde_json::Value) {
-    let password = server.password(ServiceUser::Admin.name()).unwrap();
+/// `ringside ARGS --output json` as admin: how long it took and its JSON.
+fn ringside(stack: &Stack, args: &[&str]) -> (Duration, serde_json::Value) {
     let started = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_ringside"))
-        .args(args)
-        .args(["--nats-url", &server.url(), "--output", "json"])
-        .env(ServiceUser::Admin.password_env(), password)
-        .output()
-        .unwrap();
+    let out = stack.ringside(&[args, &["--output", "json"]].concat());
     let took = started.elapsed();
-    assert!(
-        out.status.success(),
-        "ringside {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (took, serde_json::from_slice(&out.stdout).unwrap())
+    (took, ok_json(&out))
 }
 
 fn fold_rate(events: &[Event], first_seq: u64) -> f64 {
@@ -216,28 +182,17 @@ fn fold_rate(events: &[Event], first_seq: u64) -> f64 {
     for (seq, e) in (first_seq..).zip(events) {
         std::hint::black_box(ledger.apply(seq, e.body()));
     }
-    events.len() as f64 / started.elapsed().as_secs_f64()
+    per_second(events.len(), started.elapsed())
 }
 
 #[tokio::main]
 async fn main() {
-    let args = parse_args();
+    let args = parse_args().unwrap_or_else(|e| panic!("{e}"));
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let server = NatsServer::start_local_conf().await.unwrap();
-    let password = server
-        .password(ServiceUser::Admin.name())
-        .unwrap()
-        .to_string();
-    let client = server
-        .connect_with(ServiceUser::Admin.connect_options(password))
-        .await
-        .unwrap();
-    let js = jetstream::new(client.clone());
-    provision(&js, &Definitions::builtin().unwrap())
-        .await
-        .unwrap();
+    let stack = Stack::start().await;
+    let js = jetstream::new(stack.client.clone());
     let store = Store {
-        publisher: Publisher::new(client.clone()).with_window(1000),
+        publisher: Publisher::new(stack.client.clone()).with_window(1000),
         kv: js.get_key_value(subject::KV_SNAPSHOTS).await.unwrap(),
     };
 
@@ -251,13 +206,14 @@ async fn main() {
     store.write(&verify_events, args.snapshot_every, true).await;
     let (mut verify, mut fold) = (Vec::new(), Vec::new());
     for _ in 0..args.runs.min(3) {
-        let (took, v) = ringside(&server, &["replay", "verify", "--ring", "verify"]);
+        let (took, v) = ringside(&stack, &["replay", "verify", "--ring", "verify"]);
         assert_eq!(v["problems"], json!([]), "verify passes");
         verify.push(args.verify_events as f64 / took.as_secs_f64());
         fold.push(fold_rate(&verify_events, 1));
     }
-    let (verify_min, verify_med) = stats(verify);
-    let (fold_min, fold_med) = stats(fold);
+    let runs = "--runs is at least 1";
+    let verify = Summary::of(verify).expect(runs);
+    let fold = Summary::of(fold).expect(runs);
 
     // state --at-seq on the long ring.
     let long = RingName::new("long").unwrap();
@@ -283,7 +239,7 @@ async fn main() {
         let mut folded = 0;
         for _ in 0..args.runs {
             let (took, v) = ringside(
-                &server,
+                &stack,
                 &[
                     "replay",
                     "state",
@@ -293,20 +249,16 @@ async fn main() {
                     &seq.to_string(),
                 ],
             );
-            assert_eq!(
-                v["checksum"],
-                format!("{checksum:#018x}"),
-                "state at {seq} is the fold's"
-            );
+            assert_eq!(v["checksum"], hex(checksum), "state at {seq} is the fold's");
             folded = v["folded"]["membership"].as_u64().unwrap();
             times.push(took.as_secs_f64());
         }
-        let (min, median) = stats(times);
+        let Summary { min, median } = Summary::of(times).expect(runs);
         worst_median = worst_median.max(median);
         cases.push(json!({"point": name, "sequence": seq, "folded_events": folded, "min_s": min, "median_s": median}));
     }
 
-    let ratio = verify_med / fold_med;
+    let ratio = verify.median / fold.median;
     println!(
         "replay benchmark: {} membership events, snapshot every {} epochs; load at start {}",
         args.events,
@@ -336,11 +288,11 @@ async fn main() {
     );
     println!(
         "  {:<26} {:>10.0} {:>10.0}",
-        "replay verify", verify_min, verify_med
+        "replay verify", verify.min, verify.median
     );
     println!(
         "  {:<26} {:>10.0} {:>10.0}",
-        "fold alone (RingLedger)", fold_min, fold_med
+        "fold alone (RingLedger)", fold.min, fold.median
     );
     let verdict = |ok: bool| if ok { "PASS" } else { "MISS" };
     println!(
@@ -353,7 +305,7 @@ async fn main() {
     // Without snapshots, a point folds from the first event: what that costs here.
     println!(
         "without a snapshot at or before the point, state folds from the first event: about {:.1} s for {} events at the fold rate",
-        args.events as f64 / fold_med,
+        args.events as f64 / fold.median,
         args.events
     );
 
@@ -368,15 +320,12 @@ async fn main() {
         "state_target_seconds": 1.0,
         "state_worst_median_seconds": worst_median,
         "verify_events": args.verify_events,
-        "verify_per_s": {"min": verify_min, "median": verify_med},
-        "fold_per_s": {"min": fold_min, "median": fold_med},
+        "verify_per_s": verify.json(),
+        "fold_per_s": fold.json(),
         "verify_over_fold": ratio,
     });
     if let Some(path) = args.json {
-        if let Some(dir) = std::path::Path::new(&path).parent() {
-            std::fs::create_dir_all(dir).unwrap();
-        }
-        std::fs::write(&path, serde_json::to_string_pretty(&report).unwrap()).unwrap();
+        write_json(path.as_ref(), &report).unwrap();
         eprintln!("wrote {path}");
     }
 }

@@ -1,0 +1,320 @@
+//! Small shared pieces of the workspace's benchmarks (`harness = false` binaries).
+//!
+//! # Layout
+//! - [`Flags`]: the command line of a benchmark (`--name VALUE` options and bare
+//!   `--name` flags; the `--bench` cargo adds is ignored), read by name with defaults,
+//!   and [`Flags::finish`] to reject what no one asked for.
+//! - [`Summary`]: min and median of the samples of a figure (rates or times).
+//! - [`per_second`]: a count over an elapsed time.
+//! - [`write_json`]: writes a report where `--json PATH` says, creating its directory.
+//! - [`ordered_read_rate`]: the raw baseline of reading a stream (an ordered consumer
+//!   and nothing else), which the benchmarks' ratios divide by.
+//!
+//! # How it fits
+//! Every benchmark parses its arguments with [`Flags`] and summarises its rounds with
+//! [`Summary`], so their command lines and their `{"min", "median"}` JSON objects
+//! (documented in `docs/benchmarks.md`) behave alike. Errors are values
+//! ([`FlagError`]); a benchmark's `main` turns them into a panic with their message.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{consumer, stream};
+use futures::StreamExt;
+
+/// A command line that a benchmark cannot run with.
+#[derive(Debug, thiserror::Error)]
+pub enum FlagError {
+    /// An option that takes a value was given none.
+    #[error("{0} needs a value")]
+    MissingValue(String),
+    /// A bare flag was given a value.
+    #[error("{name} takes no value (got {value})")]
+    UnexpectedValue {
+        /// The flag.
+        name: String,
+        /// What followed it.
+        value: String,
+    },
+    /// A value that does not parse as the option's type.
+    #[error("{name} {value}: {reason}")]
+    BadValue {
+        /// The option.
+        name: String,
+        /// The value given.
+        value: String,
+        /// Why it does not parse.
+        reason: String,
+    },
+    /// An argument that is neither an option nor a flag of this benchmark.
+    #[error("unknown argument {0}")]
+    Unknown(String),
+}
+
+/// The command line of a benchmark: `--name VALUE` options and bare `--name` flags.
+///
+/// A word that starts with `--` is a name; the word after it is its value unless it is
+/// a name too. Given twice, the last one counts. Read each with [`Flags::value`] or
+/// [`Flags::flag`], then call [`Flags::finish`], which rejects anything not read.
+#[derive(Debug)]
+pub struct Flags {
+    /// Names and values (`None` for a bare flag), in command-line order.
+    given: Vec<(String, Option<String>)>,
+    /// Names read so far (known to the benchmark).
+    known: BTreeSet<String>,
+}
+
+impl Flags {
+    /// The process's command line (without the program name).
+    pub fn from_args() -> Result<Self, FlagError> {
+        Self::parse(std::env::args().skip(1))
+    }
+
+    /// Parses `args` (without the program name); `--bench`, which cargo adds, is dropped.
+    pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Self, FlagError> {
+        let mut given: Vec<(String, Option<String>)> = Vec::new();
+        for arg in args {
+            if arg.starts_with("--") {
+                if arg != "--bench" {
+                    given.push((arg, None));
+                }
+                continue;
+            }
+            match given.last_mut() {
+                Some((_, value @ None)) => *value = Some(arg),
+                _ => return Err(FlagError::Unknown(arg)),
+            }
+        }
+        Ok(Self {
+            given,
+            known: BTreeSet::new(),
+        })
+    }
+
+    /// The last occurrence of `name`, if any; marks `name` as known.
+    fn last(&mut self, name: &str) -> Option<&(String, Option<String>)> {
+        self.known.insert(name.to_string());
+        self.given.iter().rev().find(|(n, _)| n == name)
+    }
+
+    /// The value of option `name` (e.g. `"--rounds"`) parsed as `T`, or `default`.
+    pub fn value<T>(&mut self, name: &str, default: T) -> Result<T, FlagError>
+    where
+        T: FromStr,
+        T::Err: std::fmt::Display,
+    {
+        Ok(self.optional(name)?.unwrap_or(default))
+    }
+
+    /// The value of option `name` parsed as `T`, if given.
+    pub fn optional<T>(&mut self, name: &str) -> Result<Option<T>, FlagError>
+    where
+        T: FromStr,
+        T::Err: std::fmt::Display,
+    {
+        match self.last(name) {
+            None => Ok(None),
+            Some((_, None)) => Err(FlagError::MissingValue(name.to_string())),
+            Some((_, Some(value))) => {
+                value
+                    .parse()
+                    .map(Some)
+                    .map_err(|e: T::Err| FlagError::BadValue {
+                        name: name.to_string(),
+                        value: value.clone(),
+                        reason: e.to_string(),
+                    })
+            }
+        }
+    }
+
+    /// Whether bare flag `name` (e.g. `"--quick"`) is given.
+    pub fn flag(&mut self, name: &str) -> Result<bool, FlagError> {
+        match self.last(name) {
+            None => Ok(false),
+            Some((_, None)) => Ok(true),
+            Some((_, Some(value))) => Err(FlagError::UnexpectedValue {
+                name: name.to_string(),
+                value: value.clone(),
+            }),
+        }
+    }
+
+    /// `--json PATH`: where to write the benchmark's JSON report, if anywhere.
+    pub fn json_path(&mut self) -> Result<Option<String>, FlagError> {
+        self.optional("--json")
+    }
+
+    /// Rejects the first argument that no [`Flags::value`] or [`Flags::flag`] read.
+    pub fn finish(self) -> Result<(), FlagError> {
+        match self
+            .given
+            .into_iter()
+            .find(|(n, _)| !self.known.contains(n))
+        {
+            Some((name, _)) => Err(FlagError::Unknown(name)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A baseline read ([`ordered_read_rate`]) that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The server refused or dropped the consumer or a message.
+    #[error("reading the stream with an ordered consumer")]
+    Nats(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// Fewer messages than asked for.
+    #[error("the stream ended after {read} of {count} messages")]
+    Short {
+        /// Messages read.
+        read: usize,
+        /// Messages asked for.
+        count: usize,
+    },
+}
+
+/// Reads `count` messages of `stream` with an ordered pull consumer made from `config`
+/// and nothing else (the payload length is looked at, so the read is not optimised
+/// away): messages per second, timed from the first fetch.
+pub async fn ordered_read_rate(
+    stream: &stream::Stream,
+    config: consumer::pull::OrderedConfig,
+    count: usize,
+) -> Result<f64, ReadError> {
+    let consumer = stream.create_consumer(config).await.map_err(nats_error)?;
+    let start = Instant::now();
+    let mut messages = consumer.messages().await.map_err(nats_error)?.take(count);
+    let mut read = 0;
+    while let Some(message) = messages.next().await {
+        std::hint::black_box(message.map_err(nats_error)?.payload.len());
+        read += 1;
+    }
+    if read < count {
+        return Err(ReadError::Short { read, count });
+    }
+    Ok(per_second(count, start.elapsed()))
+}
+
+/// Any async-nats error as a [`ReadError::Nats`].
+fn nats_error(e: impl std::error::Error + Send + Sync + 'static) -> ReadError {
+    ReadError::Nats(Box::new(e))
+}
+
+/// Min and median of the samples of a figure.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Summary {
+    /// The smallest sample.
+    pub min: f64,
+    /// The median (upper median of an even count).
+    pub median: f64,
+}
+
+impl Summary {
+    /// Min and median of `samples`; `None` when there are none.
+    pub fn of(mut samples: Vec<f64>) -> Option<Self> {
+        samples.sort_by(f64::total_cmp);
+        Some(Self {
+            min: *samples.first()?,
+            median: samples[samples.len() / 2],
+        })
+    }
+
+    /// `{"min": .., "median": ..}`, as the benchmarks' JSON reports hold it.
+    pub fn json(self) -> serde_json::Value {
+        serde_json::json!({"min": self.min, "median": self.median})
+    }
+}
+
+/// `count` per second of `elapsed`.
+pub fn per_second(count: usize, elapsed: Duration) -> f64 {
+    count as f64 / elapsed.as_secs_f64()
+}
+
+/// Writes `report` (pretty JSON) to `path`, creating its directory first.
+pub fn write_json(path: &Path, report: &serde_json::Value) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(path, serde_json::to_string_pretty(report)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flags(args: &[&str]) -> Flags {
+        Flags::parse(args.iter().map(|a| a.to_string())).unwrap()
+    }
+
+    #[test]
+    fn options_flags_defaults_and_the_cargo_bench_flag() {
+        let mut f = flags(&[
+            "--rounds",
+            "7",
+            "--quick",
+            "--json",
+            "out/x.json",
+            "--bench",
+        ]);
+        assert_eq!(f.value("--rounds", 3usize).unwrap(), 7);
+        assert_eq!(f.value("--messages", 20_000usize).unwrap(), 20_000);
+        assert!(f.flag("--quick").unwrap());
+        assert!(!f.flag("--verbose").unwrap());
+        assert_eq!(f.json_path().unwrap().as_deref(), Some("out/x.json"));
+        f.finish().unwrap();
+    }
+
+    #[test]
+    fn the_last_occurrence_counts() {
+        let mut f = flags(&["--runs", "1", "--runs", "2"]);
+        assert_eq!(f.value("--runs", 5u32).unwrap(), 2);
+    }
+
+    #[test]
+    fn bad_command_lines_are_errors_naming_the_argument() {
+        let mut f = flags(&["--rounds"]);
+        let e = f.value("--rounds", 3usize).unwrap_err();
+        assert_eq!(e.to_string(), "--rounds needs a value");
+
+        let mut f = flags(&["--rounds", "x"]);
+        let e = f.value("--rounds", 3usize).unwrap_err();
+        assert!(e.to_string().starts_with("--rounds x: "), "{e}");
+
+        let mut f = flags(&["--quick", "5"]);
+        assert!(matches!(
+            f.flag("--quick"),
+            Err(FlagError::UnexpectedValue { .. })
+        ));
+
+        let mut f = flags(&["--rounds", "2", "--typo", "1"]);
+        f.value("--rounds", 3usize).unwrap();
+        assert_eq!(
+            f.finish().unwrap_err().to_string(),
+            "unknown argument --typo"
+        );
+
+        let e = Flags::parse(["stray".to_string()]).unwrap_err();
+        assert_eq!(e.to_string(), "unknown argument stray");
+    }
+
+    #[test]
+    fn summary_is_min_and_upper_median() {
+        let s = Summary::of(vec![3.0, 1.0, 4.0, 2.0]).unwrap();
+        assert_eq!((s.min, s.median), (1.0, 3.0));
+        assert_eq!(s.json(), serde_json::json!({"min": 1.0, "median": 3.0}));
+        assert_eq!(Summary::of(Vec::new()), None);
+    }
+
+    #[test]
+    fn write_json_creates_the_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bench/x.json");
+        write_json(&path, &serde_json::json!({"a": 1})).unwrap();
+        let back: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(back, serde_json::json!({"a": 1}));
+    }
+}
