@@ -19,8 +19,8 @@
 //!   run, and the peak `VmHWM`). Target: <= 50 MB.
 //!
 //! The replay workload is the tests' scripted churn (`tests/common`, fixed seed) over
-//! 48 member ids, a ring of about 24 to 32 members with 160 vnodes each: joins of one
-//! to three members (some re-weights and restarts), leaves, and full syncs, stored in
+//! 48 member ids, a ring of about 24 members with 160 vnodes each: joins of one to
+//! three members (some re-weights and restarts), leaves, and 1 % full syncs, stored in
 //! atomic batches of 1000 followed by their epochs (a reducer one batch behind). Usage: `reducer [--ringside PATH] [--events N] [--rounds N]
 //! [--latency-members N] [--latency-samples N] [--json PATH] [--quick]`.
 
@@ -41,9 +41,11 @@ use ringside_reducer::metrics as m;
 use ringside_ring::{RingConfig, Strategy};
 use serde_json::json;
 
-/// Seed and member pool of the replay workload (the tests' churn).
+/// Seed, member pool and share of full syncs (%) of the replay workload (the tests'
+/// churn, with syncs as rare as a watcher's re-lists).
 const REPLAY_SEED: u64 = 0x5eed;
 const REPLAY_POOL: usize = 48;
+const REPLAY_SYNCS: u32 = 1;
 
 struct Args {
     ringside: PathBuf,
@@ -240,7 +242,7 @@ struct Replay {
 async fn cold_replay(args: &Args) -> Replay {
     let bus = Bus::start().await;
     let ring = common::ring();
-    let events = common::churn(REPLAY_SEED, args.events, REPLAY_POOL);
+    let events = common::churn_with(REPLAY_SEED, args.events, REPLAY_POOL, REPLAY_SYNCS);
     eprintln!(
         "storing {} membership events and their epochs...",
         events.len()

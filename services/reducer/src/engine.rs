@@ -37,6 +37,7 @@ use tokio::sync::watch;
 
 use crate::config::ReducerConfig;
 use crate::metrics::{self, FoldOutcome, StoredHow};
+use crate::snapshots::SnapshotSlot;
 use crate::state::{Shared, Update, View};
 use crate::{ReducerError, error_chain};
 
@@ -229,7 +230,7 @@ pub(crate) struct Engine {
     catch_up: Option<StoredReader>,
     shared: Arc<Shared>,
     health: tonic_health::server::HealthReporter,
-    snapshots: watch::Sender<Option<Arc<View>>>,
+    snapshots: Arc<SnapshotSlot>,
     /// Position (epoch, membership sequence) of the newest snapshot written or loaded.
     snapshot_at: (u64, u64),
     /// The consumer's pending count after the message being handled.
@@ -248,7 +249,7 @@ impl Engine {
         loaded: Option<crate::snapshots::Loaded>,
         shared: Arc<Shared>,
         health: tonic_health::server::HealthReporter,
-        snapshots: watch::Sender<Option<Arc<View>>>,
+        snapshots: Arc<SnapshotSlot>,
         stop: watch::Receiver<bool>,
     ) -> Result<Self, ReducerError> {
         let m = &shared.metrics;
@@ -680,7 +681,7 @@ impl Engine {
     /// snapshot itself, off the fold loop).
     fn snapshot(&mut self, view: Arc<View>) {
         self.snapshot_at = (view.epoch, view.membership_sequence);
-        self.snapshots.send_replace(Some(view));
+        self.snapshots.put(view);
     }
 
     /// At a graceful stop: a snapshot of everything folded, if newer than the last one.

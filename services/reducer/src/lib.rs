@@ -40,11 +40,10 @@ use std::sync::Arc;
 use async_nats::jetstream;
 use ringside_events::{Consumer, Publisher, ServiceUser, pb, subject};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 pub use config::{ConfigError, ReducerConfig};
 pub use grpc::RingApi;
-pub use snapshots::{SnapshotError, SnapshotStore};
+pub use snapshots::{SnapshotError, SnapshotSlot, SnapshotStore};
 pub use state::View;
 
 use crate::metrics::Metrics;
@@ -354,8 +353,12 @@ async fn fold(
     )
     .await?;
     let loaded = store.load_newest().await?;
-    let (snapshots, pending) = watch::channel(None);
-    let writer = tokio::spawn(write_snapshots(store, pending, Arc::clone(&shared.metrics)));
+    let snapshots = Arc::new(SnapshotSlot::default());
+    let writer = tokio::spawn(write_snapshots(
+        store,
+        Arc::clone(&snapshots),
+        Arc::clone(&shared.metrics),
+    ));
     let consumer = Consumer::new("reducer", config.ring.clone(), publisher.clone());
     shared.metrics.attach_consumer(consumer.stats());
     let engine = engine::Engine::start(
@@ -365,7 +368,7 @@ async fn fold(
         loaded,
         Arc::clone(&shared),
         health,
-        snapshots,
+        Arc::clone(&snapshots),
         shared.stopping(),
     )
     .await;
@@ -373,7 +376,8 @@ async fn fold(
         Ok(engine) => engine.run(consumer).await,
         Err(e) => Err(e),
     };
-    // The engine owned the sender: the writer stores what is pending, then ends.
+    // The writer stores what is waiting, then ends.
+    snapshots.close();
     if let Err(e) = writer.await {
         tracing::error!(error = %e, "The snapshot writer failed.");
     }
@@ -381,15 +385,8 @@ async fn fold(
 }
 
 /// Writes the snapshots the engine hands over; only the newest pending one matters.
-async fn write_snapshots(
-    mut store: SnapshotStore,
-    mut pending: watch::Receiver<Option<Arc<View>>>,
-    metrics: Arc<Metrics>,
-) {
-    while pending.changed().await.is_ok() {
-        let Some(view) = pending.borrow_and_update().clone() else {
-            continue;
-        };
+async fn write_snapshots(mut store: SnapshotStore, slot: Arc<SnapshotSlot>, metrics: Arc<Metrics>) {
+    while let Some(view) = slot.take().await {
         let written = match view.snapshot_blocking().await {
             Ok(snapshot) => store.write(&snapshot).await,
             Err(e) => Err(SnapshotError::Describe(e)),

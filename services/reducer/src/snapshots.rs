@@ -14,9 +14,13 @@
 //! by a snapshot that is further along (epoch, then membership sequence), with a
 //! compare-and-set on its revision, so it never moves backwards.
 
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
 use async_nats::jetstream::{self, kv};
+use tokio::sync::Notify;
+
+use crate::state::View;
 use futures::TryStreamExt;
 use ringside_events::{RingName, codec, pb, subject};
 
@@ -275,5 +279,89 @@ impl SnapshotStore {
                 })?;
         }
         Ok(())
+    }
+}
+
+/// The newest state waiting to become a snapshot: the fold loop puts, the writer takes.
+///
+/// A writer that falls behind skips to the newest state, and nothing stays held once it
+/// is written (a ring at 1000 members and its snapshot are megabytes).
+#[derive(Debug, Default)]
+pub struct SnapshotSlot {
+    next: Mutex<(Option<Arc<View>>, bool)>,
+    changed: Notify,
+}
+
+impl SnapshotSlot {
+    /// Replaces what is waiting with `view`.
+    pub fn put(&self, view: Arc<View>) {
+        self.next.lock().unwrap_or_else(PoisonError::into_inner).0 = Some(view);
+        self.changed.notify_one();
+    }
+
+    /// No more puts: the writer ends once it has taken what is waiting.
+    pub fn close(&self) {
+        self.next.lock().unwrap_or_else(PoisonError::into_inner).1 = true;
+        self.changed.notify_one();
+    }
+
+    /// The next state to write; `None` once closed and empty.
+    pub async fn take(&self) -> Option<Arc<View>> {
+        loop {
+            {
+                let mut next = self.next.lock().unwrap_or_else(PoisonError::into_inner);
+                if let Some(view) = next.0.take() {
+                    return Some(view);
+                }
+                if next.1 {
+                    return None;
+                }
+            }
+            // A notification sent before this wait is kept as a permit: none is lost.
+            self.changed.notified().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ringside_ring::{RingConfig, Strategy};
+
+    fn view(ledger: &mut ringside_events::RingLedger, seq: u64) -> Arc<View> {
+        let joined = pb::MembersJoined {
+            members: vec![pb::Member {
+                id: format!("m{seq}"),
+                weight: 1,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        ledger.apply(seq, &joined.into());
+        Arc::new(View::of(ledger))
+    }
+
+    #[tokio::test]
+    async fn the_writer_gets_the_newest_state_and_ends_after_close() {
+        let mut ledger = ringside_events::RingLedger::new(
+            RingName::new("t").unwrap(),
+            RingConfig::new(Strategy::Random, 2).unwrap(),
+        );
+        let slot = Arc::new(SnapshotSlot::default());
+        slot.put(view(&mut ledger, 1));
+        slot.put(view(&mut ledger, 2));
+        assert_eq!(slot.take().await.unwrap().epoch, 2);
+        // A put while the writer waits wakes it.
+        let waiting = tokio::spawn({
+            let slot = Arc::clone(&slot);
+            async move { slot.take().await.map(|v| v.epoch) }
+        });
+        tokio::task::yield_now().await;
+        slot.put(view(&mut ledger, 3));
+        assert_eq!(waiting.await.unwrap(), Some(3));
+        slot.put(view(&mut ledger, 4));
+        slot.close();
+        assert_eq!(slot.take().await.map(|v| v.epoch), Some(4));
+        assert!(slot.take().await.is_none());
     }
 }

@@ -247,16 +247,22 @@ fn member(i: usize, weight: u32, incarnation: usize) -> pb::Member {
 
 /// A scripted churn of `n` membership events over a pool of `pool` member ids: joins
 /// (some re-weights and restarts), leaves (some of stale incarnations, some of absent
-/// members), and full syncs. Deterministic for a seed; every event is a distinct fact
-/// (distinct message id), so all of them are stored.
+/// members), and full syncs (15 %). Deterministic for a seed; every event is a
+/// distinct fact (distinct message id), so all of them are stored.
 pub(crate) fn churn(seed: u64, n: usize, pool: usize) -> Vec<Event> {
+    churn_with(seed, n, pool, 15)
+}
+
+/// [`churn`] with `sync_percent` % of full syncs (the rest: 9 joins for 8 leaves).
+pub(crate) fn churn_with(seed: u64, n: usize, pool: usize, sync_percent: u32) -> Vec<Event> {
+    let joins = (100 - sync_percent.min(100)) * 9 / 17;
     let mut rng = StdRng::seed_from_u64(seed);
     // What the script believes is present: id -> (weight, incarnation).
     let mut present: BTreeMap<usize, (u32, usize)> = BTreeMap::new();
     let mut out = Vec::with_capacity(n);
     for step in 0..n {
         let roll = rng.random_range(0..100);
-        let body: Body = if roll < 45 || present.len() < 2 {
+        let body: Body = if roll < joins || present.len() < 2 {
             let count = rng.random_range(1..=3);
             let members = (0..count)
                 .map(|_| rng.random_range(0..pool))
@@ -279,7 +285,7 @@ pub(crate) fn churn(seed: u64, n: usize, pool: usize) -> Vec<Event> {
                 // The same join can repeat word for word; its step keeps it a new fact.
                 source_version: step.to_string(),
             })
-        } else if roll < 85 {
+        } else if roll < 100 - sync_percent {
             let i = rng.random_range(0..pool);
             let uid = match present.remove(&i) {
                 // A late leave of an earlier incarnation now and then: ignored by the fold.
