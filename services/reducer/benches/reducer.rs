@@ -389,7 +389,7 @@ async fn main() {
     let over_fold = replay.reducer.1 / replay.fold.1;
     let mb = |b: u64| b as f64 / (1024.0 * 1024.0);
     println!(
-        "reducer benchmark{}: cold replay of {} membership events ({} epochs, ring of 24-32 members, 160 vnodes), {} rounds; latency on a {}-member ring, {} samples; load at start {}",
+        "reducer benchmark{}: cold replay of {} membership events ({} epochs, ring of ~24 members, 160 vnodes), {} rounds; latency on a {}-member ring, {} samples; load at start {}",
         if args.quick {
             " (--quick: figures not comparable)"
         } else {
