@@ -50,7 +50,7 @@ pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9420";
 /// Default snapshot interval, in epochs: bounds the cold start.
 pub const DEFAULT_SNAPSHOT_EVERY: u64 = 100;
 /// Default number of per-epoch snapshots kept.
-pub const DEFAULT_SNAPSHOT_KEEP: usize = 5;
+pub const DEFAULT_SNAPSHOT_KEEP: usize = 50;
 /// Default key size limit: 4 KiB.
 pub const DEFAULT_MAX_KEY_BYTES: usize = 4096;
 /// Default `WatchRing` buffer, in epochs.
@@ -95,7 +95,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ),
     (
         KEY_SNAPSHOT_KEEP,
-        "per-epoch snapshots kept in the bucket (default 5)",
+        "per-epoch snapshots kept in the bucket (default 50: with a snapshot every 100 epochs, replay of the last 5,000 epochs starts near its point)",
     ),
     (
         KEY_MAX_KEY_BYTES,
@@ -332,7 +332,7 @@ mod tests {
         assert_eq!(c.metrics_addr, DEFAULT_METRICS_ADDR.parse().unwrap());
         assert_eq!(c.ring_config, RingConfig::default());
         assert_eq!(c.snapshot_every, 100);
-        assert_eq!(c.snapshot_keep, 5);
+        assert_eq!(c.snapshot_keep, 50);
         assert_eq!(c.max_key_bytes, 4096);
         assert_eq!(c.watch_buffer, 256);
     }

@@ -53,7 +53,7 @@ pub(crate) struct ReducerArgs {
     /// Snapshot every N epochs [env: RINGSIDE_REDUCER_SNAPSHOT_EVERY; default 100].
     #[arg(long)]
     snapshot_every: Option<String>,
-    /// Per-epoch snapshots kept [env: RINGSIDE_REDUCER_SNAPSHOT_KEEP; default 5].
+    /// Per-epoch snapshots kept [env: RINGSIDE_REDUCER_SNAPSHOT_KEEP; default 50].
     #[arg(long)]
     snapshot_keep: Option<String>,
     /// Largest key Lookup and Successors accept, in bytes [env:
