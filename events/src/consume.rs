@@ -10,10 +10,12 @@
 //! the loop, and never without saying so.
 //!
 //! # How it fits
-//! The reducer runs it over a durable pull consumer (acks on); `tail`, `replay` and
-//! the bridge over ordered consumers ([`Consumer::without_acks`]); the heartbeat
-//! watcher over a core subscription. The handler is an async closure or a type
-//! implementing [`Handler`].
+//! The reducer runs it over a durable pull consumer (acks on). It also runs over
+//! ordered consumers ([`Consumer::without_acks`]) and core subscriptions (the tests
+//! cover both) for readers that want the same counting and dead-lettering; `tail` and
+//! `replay` decode on their own because they show bad messages rather than skip them,
+//! and the heartbeat watcher counts refused beats without dead-lettering them. The
+//! handler is an async closure or a type implementing [`Handler`].
 
 use std::future::Future;
 use std::sync::Arc;
