@@ -189,30 +189,41 @@ impl RingLedger {
     }
 
     /// Applies `change` to a copy of the ring and, if the ring accepts it, makes it
-    /// the next epoch.
+    /// the next epoch. The details map is changed in place only once everything
+    /// succeeded, and each member's details are copied once, into the event.
     fn commit(&mut self, change: Change, sequence: u64) -> Result<pb::RingRebalanced, FoldError> {
         let mut ring = self.ring.clone();
-        let mut details = self.details.clone();
-        let reweighted: Vec<&pb::Member> = change
-            .upsert
-            .values()
-            .filter(|m| details.get(&m.id).is_some_and(|old| old.weight != m.weight))
-            .collect();
-        for id in change.leave.iter().chain(reweighted.iter().map(|m| &m.id)) {
+        let reweighted = change.upsert.values().filter(|m| {
+            self.details
+                .get(&m.id)
+                .is_some_and(|old| old.weight != m.weight)
+        });
+        for id in change.leave.iter().chain(reweighted.map(|m| &m.id)) {
             ring.remove(id)?;
-            details.remove(id);
         }
         for member in change.upsert.values() {
             if !ring.contains(&member.id) {
                 ring.add(Member::from(member))?;
             }
-            details.insert(member.id.clone(), member.clone());
         }
-        let listed: Vec<pb::Member> = details.values().cloned().collect();
+        let members = ring
+            .members()
+            .map(|m| {
+                change
+                    .upsert
+                    .get(&m.id)
+                    .or_else(|| self.details.get(&m.id))
+                    .cloned()
+                    .ok_or_else(|| ConvertError::MissingMemberDetails(m.id.clone()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let epoch = self.epoch + 1;
-        let event = convert::rebalanced(&self.ring, &ring, &listed, epoch, sequence)?;
+        let event = convert::rebalanced_with_members(&self.ring, &ring, members, epoch, sequence)?;
+        for id in &change.leave {
+            self.details.remove(id);
+        }
+        self.details.extend(change.upsert);
         self.ring = ring;
-        self.details = details;
         self.epoch = epoch;
         Ok(event)
     }
