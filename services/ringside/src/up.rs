@@ -337,9 +337,12 @@ impl System {
         self.stand_ins.scale_to(0);
         self.stand_ins.drain().await;
         if leaving > 0 && outcome.is_ok() {
-            // Let the goodbyes become leaves and the leaves an epoch before the
-            // watcher and the reducer stop (bounded: they catch up on the next start).
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            // Let the goodbyes become leaves and the leaves epochs before the watcher
+            // and the reducer stop; bounded, as whatever is left is caught up on the
+            // next start.
+            if let Err(e) = wait_ring_size(self.grpc, ring, 0, Duration::from_secs(5)).await {
+                tracing::warn!(error = %format!("{e:#}"), "The goodbyes were not all folded before stopping; the next start catches up.");
+            }
         }
         let watcher = self.watcher.stop().await;
         let reducer = self.reducer.stop().await;
@@ -519,21 +522,14 @@ pub(crate) async fn scale(args: ScaleArgs) -> anyhow::Result<()> {
         args.replicas, stored.sequence
     );
     if args.wait > 0 {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(args.wait);
-        loop {
-            let (size, epoch) = ring_state(&mut client, &ring).await?;
-            if size == args.replicas {
-                println!("The ring has {size} members at epoch {epoch}.");
-                break;
-            }
-            if tokio::time::Instant::now() > deadline {
-                bail!(
-                    "the ring still has {size} members after {} s (epoch {epoch})",
-                    args.wait
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        let epoch = wait_ring_size(
+            running.grpc,
+            &ring,
+            args.replicas,
+            Duration::from_secs(args.wait),
+        )
+        .await?;
+        println!("The ring has {} members at epoch {epoch}.", args.replicas);
     }
     Ok(())
 }
@@ -573,6 +569,30 @@ async fn wait_serving(grpc: SocketAddr, ring: &RingName) -> anyhow::Result<()> {
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
+    }
+}
+
+/// Waits until the served ring has `size` members; returns its epoch.
+async fn wait_ring_size(
+    grpc: SocketAddr,
+    ring: &RingName,
+    size: u32,
+    timeout: Duration,
+) -> anyhow::Result<u64> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut client = ring_client(grpc).await?;
+    loop {
+        let (members, epoch) = ring_state(&mut client, ring).await?;
+        if members == size {
+            return Ok(epoch);
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!(
+                "the ring still has {members} members after {} s (epoch {epoch})",
+                timeout.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

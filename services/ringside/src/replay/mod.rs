@@ -720,7 +720,7 @@ async fn export(
 }
 
 async fn verify(source: &Source, output: Output, out: &mut dyn Write) -> anyhow::Result<()> {
-    let last = source.last_seq().await?;
+    let (first, last) = source.covered().await?;
     let config: RingConfig = source.first_config().await?.unwrap_or_default();
     let mut checks = Vec::new();
     let mut unreadable = Vec::new();
@@ -739,7 +739,6 @@ async fn verify(source: &Source, output: Output, out: &mut dyn Write) -> anyhow:
     for p in unreadable {
         verifier.note(p);
     }
-    let first = source.first_covered_seq().await?;
     if first > 1 {
         bail!(
             "{} starts at sequence {first}: verify needs the history from the first event",

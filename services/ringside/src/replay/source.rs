@@ -149,8 +149,9 @@ impl Source {
         }
     }
 
-    /// The last sequence of the stream (or of the export's range).
-    pub(crate) async fn last_seq(&self) -> anyhow::Result<u64> {
+    /// The first and last sequence the source holds: the stream's state (the first is
+    /// 1 unless earlier messages were purged), or the export's range.
+    pub(crate) async fn covered(&self) -> anyhow::Result<(u64, u64)> {
         match self {
             Self::Nats(s) => {
                 let mut stream = s.stream.clone();
@@ -158,26 +159,21 @@ impl Source {
                     .info()
                     .await
                     .context("cannot read the stream's state")?;
-                Ok(info.state.last_sequence)
+                Ok((info.state.first_sequence.max(1), info.state.last_sequence))
             }
-            Self::File(s) => Ok(s.header.to_seq),
+            Self::File(s) => Ok((s.header.from_seq.max(1), s.header.to_seq)),
         }
+    }
+
+    /// The last sequence of the stream (or of the export's range).
+    pub(crate) async fn last_seq(&self) -> anyhow::Result<u64> {
+        Ok(self.covered().await?.1)
     }
 
     /// The first sequence the source holds (1 unless earlier messages were purged
     /// from the stream or left out of the export).
     pub(crate) async fn first_covered_seq(&self) -> anyhow::Result<u64> {
-        match self {
-            Self::Nats(s) => {
-                let mut stream = s.stream.clone();
-                let info = stream
-                    .info()
-                    .await
-                    .context("cannot read the stream's state")?;
-                Ok(info.state.first_sequence.max(1))
-            }
-            Self::File(s) => Ok(s.header.from_seq.max(1)),
-        }
+        Ok(self.covered().await?.0)
     }
 
     /// Fails with a clear message if the source holds nothing of the ring.
