@@ -19,6 +19,8 @@
 //! - [`convert`]: wire types to and from `ringside-ring`: configurations, snapshots,
 //!   and the `RingRebalanced` of one step (and its inverse, for replay).
 //! - [`users`]: the per-service NATS users and their connect options.
+//! - [`config`]: the settings keys every service shares, [`config::ConfigError`] and
+//!   the map helpers each service's configuration is parsed with.
 //!
 //! # How it fits
 //! Watchers publish membership events, the reducer folds them ([`RingLedger`]) and publishes rebalance events with [`Publisher::publish_expecting`], nodes
@@ -26,6 +28,7 @@
 //! decode through [`codec`] and consume through [`Consumer`].
 
 pub mod codec;
+pub mod config;
 pub mod consume;
 pub mod convert;
 pub mod event;

@@ -11,6 +11,8 @@
 //! - [`kube_fake`]: an HTTP fake of the Kubernetes list/watch API for the pod watcher.
 //! - [`bench`]: the benchmarks' shared flag reader, min/median summary and JSON writer.
 //! - [`workspace_root`]: where `nats/`, `.venv/` and the other shared files live.
+//! - [`settings`]: a settings map from literal pairs, what tests pass to the services'
+//!   `from_map` (never `set_var`).
 //!
 //! # How it fits
 //! `ringside-events` tests (and later the services' tests) start a server here, connect
@@ -24,6 +26,7 @@ pub mod nats;
 
 pub use nats::{LocalAuth, NatsServer, ServerOptions, TestkitError};
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// The workspace root (the directory holding the root `Cargo.toml`, `nats/` and `.venv/`).
@@ -32,4 +35,12 @@ pub fn workspace_root() -> PathBuf {
     // what tests want (they run from the crate directory, not the root).
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     manifest.parent().map(PathBuf::from).unwrap_or(manifest)
+}
+
+/// A settings map from literal `(key, value)` pairs, as the services' `from_map` take it.
+pub fn settings(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
 }

@@ -9,17 +9,18 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use ringside_events::{NameError, RingName};
+use ringside_events::RingName;
+use ringside_events::config::{check_known, get, invalid};
 use ringside_ring::{RingConfig, Strategy};
 
-/// Ring to fold (shared with the other services).
-pub const KEY_RING: &str = "RINGSIDE_RING";
-/// NATS server URL (shared with the other services).
-pub const KEY_NATS_URL: &str = "RINGSIDE_NATS_URL";
+// The ring, NATS and host name keys (and their defaults) are every service's, and the
+// error is the one all services' settings share.
+pub use ringside_events::config::{
+    ConfigError, DEFAULT_NATS_URL, DEFAULT_RING, KEY_HOSTNAME, KEY_NATS_URL, KEY_RING,
+};
+
 /// Password of the `reducer` NATS user (`ServiceUser::Reducer.password_env()`).
 pub const KEY_NATS_PASSWORD: &str = "RINGSIDE_NATS_PASSWORD_REDUCER";
-/// Host name (the pod name in Kubernetes): the default instance name.
-pub const KEY_HOSTNAME: &str = "HOSTNAME";
 /// Instance name: suffix of this reducer's durable consumer, and its producer name.
 pub const KEY_INSTANCE: &str = "RINGSIDE_REDUCER_INSTANCE";
 /// gRPC listen address (RingService and the gRPC health service).
@@ -39,10 +40,6 @@ pub const KEY_MAX_KEY_BYTES: &str = "RINGSIDE_REDUCER_MAX_KEY_BYTES";
 /// Epochs a `WatchRing` client may fall behind before its stream is closed.
 pub const KEY_WATCH_BUFFER: &str = "RINGSIDE_REDUCER_WATCH_BUFFER";
 
-/// Default ring name.
-pub const DEFAULT_RING: &str = "default";
-/// Default NATS URL.
-pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
 /// Default gRPC address.
 pub const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:7420";
 /// Default metrics address.
@@ -107,32 +104,6 @@ pub const KEYS: &[(&str, &str)] = &[
     ),
 ];
 
-/// Why a configuration map was rejected.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The ring name is not valid.
-    #[error("invalid {KEY_RING}")]
-    Ring(#[source] NameError),
-    /// A value that does not parse or is out of range.
-    #[error("invalid {key}={value:?}: {reason}")]
-    Invalid {
-        /// The offending key.
-        key: &'static str,
-        /// Its value.
-        value: String,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// A `RINGSIDE_REDUCER_*` key the reducer does not know (probably a typo).
-    #[error("unknown reducer setting {key} (known: {known})")]
-    UnknownKey {
-        /// The unknown key.
-        key: String,
-        /// The known keys, comma-separated.
-        known: String,
-    },
-}
-
 /// The reducer's settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReducerConfig {
@@ -163,17 +134,8 @@ pub struct ReducerConfig {
 impl ReducerConfig {
     /// Parses the settings from `map` (typically the process environment).
     pub fn from_map(map: &BTreeMap<String, String>) -> Result<ReducerConfig, ConfigError> {
-        const PREFIX: &str = "RINGSIDE_REDUCER_";
-        if let Some(key) = map
-            .keys()
-            .find(|k| k.starts_with(PREFIX) && !KEYS.iter().any(|(known, _)| known == k))
-        {
-            return Err(ConfigError::UnknownKey {
-                key: key.clone(),
-                known: KEYS.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(", "),
-            });
-        }
-        let get = |key: &str| map.get(key).map(|v| v.trim()).filter(|v| !v.is_empty());
+        check_known(map, "reducer", "RINGSIDE_REDUCER_", KEYS)?;
+        let get = |key: &str| get(map, key);
 
         let ring =
             RingName::new(get(KEY_RING).unwrap_or(DEFAULT_RING)).map_err(ConfigError::Ring)?;
@@ -247,14 +209,6 @@ impl ReducerConfig {
     }
 }
 
-fn invalid(key: &'static str, value: &str, reason: &str) -> ConfigError {
-    ConfigError::Invalid {
-        key,
-        value: value.to_owned(),
-        reason: reason.to_owned(),
-    }
-}
-
 /// An instance name: it ends up in a JetStream consumer name, which allows fewer
 /// characters than a NATS token.
 fn check_instance(key: &'static str, raw: &str) -> Result<String, ConfigError> {
@@ -311,13 +265,7 @@ fn parse_addr(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use ringside_testkit::settings as map;
 
     #[test]
     fn defaults() {

@@ -11,18 +11,19 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use ringside_events::{NameError, RingName, ServiceUser};
+use ringside_events::config::{check_known, get, invalid};
+use ringside_events::{RingName, ServiceUser};
 
 use crate::member::{DEFAULT_PORT_NAME, DEFAULT_WEIGHT_ANNOTATION, MemberRule, PortSource};
 
-/// Ring whose membership the watcher publishes.
-pub const KEY_RING: &str = "RINGSIDE_RING";
-/// NATS server URL.
-pub const KEY_NATS_URL: &str = "RINGSIDE_NATS_URL";
+// The ring, NATS and host name keys (and their defaults) are every service's, and the
+// error is the one all services' settings share.
+pub use ringside_events::config::{
+    ConfigError, DEFAULT_NATS_URL, DEFAULT_RING, KEY_HOSTNAME, KEY_NATS_URL, KEY_RING,
+};
+
 /// Password of the `watcher` NATS user (`ServiceUser::Watcher.password_env()`).
 pub const KEY_NATS_PASSWORD: &str = "RINGSIDE_NATS_PASSWORD_WATCHER";
-/// Host name (the pod name in Kubernetes), recorded as the events' producer.
-pub const KEY_HOSTNAME: &str = "HOSTNAME";
 /// Namespace whose pods are watched.
 pub const KEY_NAMESPACE: &str = "RINGSIDE_WATCHER_NAMESPACE";
 /// Label selector of the node pods.
@@ -38,10 +39,6 @@ pub const KEY_KUBE_API_URL: &str = "RINGSIDE_WATCHER_KUBE_API_URL";
 /// Address of the binary's health endpoint (`/readyz`, `/livez`), for both sources.
 pub const KEY_HEALTH_ADDR: &str = "RINGSIDE_WATCHER_HEALTH_ADDR";
 
-/// Default ring name.
-pub const DEFAULT_RING: &str = "default";
-/// Default NATS URL.
-pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
 /// Default label selector: the node Deployment's pods.
 pub const DEFAULT_SELECTOR: &str = "app.kubernetes.io/name=ringside-node";
 
@@ -94,35 +91,6 @@ pub const KEYS: &[(&str, &str)] = &[
         "address of `ringside watcher`'s `/readyz` and `/livez`, both sources (default: none)",
     ),
 ];
-
-/// Why a configuration map was rejected.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The ring name is not valid.
-    #[error("invalid {KEY_RING}")]
-    Ring(#[source] NameError),
-    /// A value that does not parse or is out of range.
-    #[error("invalid {key}={value:?}: {reason}")]
-    Invalid {
-        /// The offending key.
-        key: &'static str,
-        /// Its value.
-        value: String,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// A `RINGSIDE_WATCHER_*` key the watcher does not know (probably a typo).
-    #[error("unknown watcher setting {key} (known: {known})")]
-    UnknownKey {
-        /// The unknown key.
-        key: String,
-        /// The known keys, comma-separated.
-        known: String,
-    },
-    /// Two settings that exclude each other.
-    #[error("{0} and {1} exclude each other: set one")]
-    Conflict(&'static str, &'static str),
-}
 
 /// Where the membership events go and who publishes them: the settings both
 /// sources share.
@@ -185,7 +153,7 @@ pub struct WatcherConfig {
 impl WatcherConfig {
     /// Parses the settings from `map` (typically the process environment).
     pub fn from_map(map: &BTreeMap<String, String>) -> Result<WatcherConfig, ConfigError> {
-        check_known(map, "RINGSIDE_WATCHER_", KEYS)?;
+        check_known(map, "watcher", "RINGSIDE_WATCHER_", KEYS)?;
         let get = |key: &str| get(map, key);
 
         let port = match (get(KEY_PORT), get(KEY_PORT_NAME)) {
@@ -242,30 +210,6 @@ pub fn health_addr(map: &BTreeMap<String, String>) -> Result<Option<SocketAddr>,
         .transpose()
 }
 
-/// A trimmed, non-empty value of `key`.
-pub(crate) fn get<'a>(map: &'a BTreeMap<String, String>, key: &str) -> Option<&'a str> {
-    map.get(key).map(|v| v.trim()).filter(|v| !v.is_empty())
-}
-
-/// Refuses keys with `prefix` that are not in `keys`: a typo must not silently fall
-/// back to a default.
-pub(crate) fn check_known(
-    map: &BTreeMap<String, String>,
-    prefix: &str,
-    keys: &[(&str, &str)],
-) -> Result<(), ConfigError> {
-    match map
-        .keys()
-        .find(|k| k.starts_with(prefix) && !keys.iter().any(|(known, _)| known == k))
-    {
-        Some(key) => Err(ConfigError::UnknownKey {
-            key: key.clone(),
-            known: keys.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(", "),
-        }),
-        None => Ok(()),
-    }
-}
-
 /// Parses a duration written as an integer with a unit: `250ms`, `1s`, `2m`.
 pub(crate) fn parse_duration(key: &'static str, raw: &str) -> Result<Duration, ConfigError> {
     let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
@@ -281,25 +225,12 @@ pub(crate) fn parse_duration(key: &'static str, raw: &str) -> Result<Duration, C
     }
 }
 
-/// A [`ConfigError::Invalid`].
-pub(crate) fn invalid(key: &'static str, value: &str, reason: &str) -> ConfigError {
-    ConfigError::Invalid {
-        key,
-        value: value.to_owned(),
-        reason: reason.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn parse(pairs: &[(&str, &str)]) -> Result<WatcherConfig, ConfigError> {
-        let map = pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        WatcherConfig::from_map(&map)
+        WatcherConfig::from_map(&ringside_testkit::settings(pairs))
     }
 
     #[test]

@@ -8,7 +8,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::config::{ConfigError, NatsSettings, check_known, get, invalid, parse_duration};
+use ringside_events::config::{check_known, get, invalid};
+
+use crate::config::{ConfigError, NatsSettings, parse_duration};
 
 /// Expected beat interval of the nodes (used for beats that do not state theirs, and
 /// for the listening window before the first sync).
@@ -83,7 +85,8 @@ pub struct HeartbeatConfig {
 impl HeartbeatConfig {
     /// Parses the settings from `map` (typically the process environment).
     pub fn from_map(map: &BTreeMap<String, String>) -> Result<HeartbeatConfig, ConfigError> {
-        check_known(map, "RINGSIDE_HEARTBEAT_", KEYS)?;
+        // Its errors name the watcher: the heartbeat source is one of its two sources.
+        check_known(map, "watcher", "RINGSIDE_HEARTBEAT_", KEYS)?;
         let duration = |key: &'static str, default: Duration, min: Duration, max: Duration| {
             let Some(raw) = get(map, key) else {
                 return Ok(default);
@@ -137,11 +140,7 @@ mod tests {
     use crate::config::{KEY_HOSTNAME, KEY_RING};
 
     fn parse(pairs: &[(&str, &str)]) -> Result<HeartbeatConfig, ConfigError> {
-        let map = pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        HeartbeatConfig::from_map(&map)
+        HeartbeatConfig::from_map(&ringside_testkit::settings(pairs))
     }
 
     #[test]
