@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use ringside_ring::{Ring, RingConfig, RingError, Strategy, Token};
+use ringside_ring::{Edits, Ring, RingConfig, RingError, Strategy, Token};
 
 use crate::event::{NO_OWNER, SCHEMA_VERSION};
 use crate::pb;
@@ -194,77 +194,112 @@ pub fn snapshot_to_ring(snapshot: &pb::RingSnapshot) -> Result<Ring, ConvertErro
     checked(ring, snapshot.checksum, snapshot.epoch)
 }
 
+/// The members of the two rings of a rebalance, matched by id in one walk over both
+/// lists (each sorted by id).
+struct Matched {
+    /// Each member of `before` as an event index: its index in `after` if it stays
+    /// (the event lists `after`'s members in order), else `after.len()` plus its place
+    /// among the departed.
+    old_to_event: Vec<u32>,
+    joined: Vec<String>,
+    departed: Vec<String>,
+    reweighted: Vec<String>,
+}
+
+fn match_members(before: &Ring, after: &Ring) -> Matched {
+    let old: Vec<&ringside_ring::Member> = before.members().collect();
+    let new: Vec<&ringside_ring::Member> = after.members().collect();
+    let mut m = Matched {
+        old_to_event: Vec::with_capacity(old.len()),
+        joined: Vec::new(),
+        departed: Vec::new(),
+        reweighted: Vec::new(),
+    };
+    let (mut i, mut j) = (0, 0);
+    loop {
+        let order = match (old.get(i), new.get(j)) {
+            (None, None) => break,
+            (Some(x), Some(y)) => x.id.cmp(&y.id),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+        };
+        match order {
+            std::cmp::Ordering::Equal => {
+                if old[i].weight != new[j].weight {
+                    m.reweighted.push(new[j].id.clone());
+                }
+                m.old_to_event.push(j as u32);
+                i += 1;
+                j += 1;
+            }
+            std::cmp::Ordering::Less => {
+                m.old_to_event.push((new.len() + m.departed.len()) as u32);
+                m.departed.push(old[i].id.clone());
+                i += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                m.joined.push(new[j].id.clone());
+                j += 1;
+            }
+        }
+    }
+    m
+}
+
 /// The token changes from `before` to `after`, grouped by position: at a position
 /// with one owner on each side that differ, a reassignment; otherwise the owners that
-/// appear are added and those that vanish are removed.
+/// appear are added and those that vanish are removed. Owners are event indices:
+/// `old_to_event` maps `before`'s, and `after`'s are their own (see [`Matched`]).
 ///
-/// One merge walk over both rings' indexed tokens, comparing integers: linear in the
-/// token count, without a string or an allocation per token, because the reducer runs
-/// this for every epoch of a ring that may hold hundreds of thousands of tokens.
+/// The rings differ only at the positions `edits` recorded, so only those are visited
+/// (a few hundred for one member of a thousand); when the edits cover everything, one
+/// merge walk over both rings' tokens, comparing integers.
 fn token_changes(
     before: &Ring,
     after: &Ring,
-    index: &MemberIndex<'_>,
-) -> Result<pb::TokenChanges, ConvertError> {
-    // Each ring's member index -> the event's member index.
-    let to_event = |ring: &Ring| -> Result<Vec<u32>, ConvertError> {
-        ring.members().map(|m| index.of(&m.id)).collect()
+    old_to_event: &[u32],
+    edits: &Edits,
+) -> pb::TokenChanges {
+    let mut out = pb::TokenChanges::default();
+    let (mut old, mut new): (Vec<u32>, Vec<u32>) = (Vec::new(), Vec::new());
+    let Some(positions) = edits.positions() else {
+        walk_all_tokens(before, after, old_to_event, &mut out);
+        return out;
     };
-    let (old_map, new_map) = (to_event(before)?, to_event(after)?);
-    let mut old_tokens = before.indexed_tokens().peekable();
+    for &token in positions {
+        old.clear();
+        new.clear();
+        old.extend(before.owners_at(token).map(|o| old_to_event[o as usize]));
+        new.extend(after.owners_at(token));
+        changes_at(token, &mut old, &mut new, &mut out);
+    }
+    out
+}
+
+/// [`token_changes`] over every token of both rings: one merge walk.
+fn walk_all_tokens(before: &Ring, after: &Ring, old_to_event: &[u32], out: &mut pb::TokenChanges) {
+    let mut old_tokens = before
+        .indexed_tokens()
+        .map(|(t, o)| (t, old_to_event[o as usize]))
+        .peekable();
     let mut new_tokens = after.indexed_tokens().peekable();
     let (mut old, mut new): (Vec<u32>, Vec<u32>) = (Vec::new(), Vec::new());
-    let mut out = pb::TokenChanges::default();
     loop {
         let token = match (old_tokens.peek(), new_tokens.peek()) {
             (None, None) => break,
             (Some((a, _)), None) => *a,
             (None, Some((b, _))) => *b,
-            // The common case, by far: the same position on both sides with one owner
-            // each (collisions only happen in random rings): compare and move on.
-            (Some(&(a, oa)), Some(&(b, ob))) if a == b => {
-                old_tokens.next();
-                new_tokens.next();
-                let more = old_tokens.peek().is_some_and(|(t, _)| *t == a)
-                    || new_tokens.peek().is_some_and(|(t, _)| *t == a);
-                let (from, to) = (old_map[oa as usize], new_map[ob as usize]);
-                if !more {
-                    if from != to {
-                        out.reassigned.push(a);
-                        out.reassigned_from.push(from);
-                        out.reassigned_to.push(to);
-                    }
-                    continue;
-                }
-                old.clear();
-                new.clear();
-                old.push(from);
-                new.push(to);
-                collect_same(a, &mut old_tokens, &old_map, &mut old);
-                collect_same(a, &mut new_tokens, &new_map, &mut new);
-                changes_at(a, &mut old, &mut new, &mut out);
-                continue;
-            }
             (Some((a, _)), Some((b, _))) => (*a).min(*b),
         };
         old.clear();
         new.clear();
-        collect_same(token, &mut old_tokens, &old_map, &mut old);
-        collect_same(token, &mut new_tokens, &new_map, &mut new);
-        changes_at(token, &mut old, &mut new, &mut out);
-    }
-    Ok(out)
-}
-
-/// Moves the owners (as event indices) of every further token at `token` into `into`.
-fn collect_same(
-    token: Token,
-    tokens: &mut std::iter::Peekable<impl Iterator<Item = (Token, u32)>>,
-    map: &[u32],
-    into: &mut Vec<u32>,
-) {
-    while let Some((_, owner)) = tokens.next_if(|(t, _)| *t == token) {
-        into.push(map[owner as usize]);
+        while let Some((_, owner)) = old_tokens.next_if(|(t, _)| *t == token) {
+            old.push(owner);
+        }
+        while let Some((_, owner)) = new_tokens.next_if(|(t, _)| *t == token) {
+            new.push(owner);
+        }
+        changes_at(token, &mut old, &mut new, out);
     }
 }
 
@@ -294,7 +329,8 @@ fn changes_at(token: Token, old: &mut [u32], new: &mut [u32], out: &mut pb::Toke
 
 /// The `RingRebalanced` of the step from `before` to `after`: members (with details
 /// from `details`), joined / departed / reweighted ids, token changes, moved ranges
-/// from [`ringside_ring::diff`], fractions, checksums.
+/// from [`ringside_ring::diff`], fractions, checksums. Compares every token of both
+/// rings; the fold, which knows what it changed, uses [`rebalanced_with_members`].
 pub fn rebalanced(
     before: &Ring,
     after: &Ring,
@@ -305,18 +341,22 @@ pub fn rebalanced(
     rebalanced_with_members(
         before,
         after,
+        &Edits::all(),
         member_details(after, details)?,
         epoch,
         membership_sequence,
     )
 }
 
-/// [`rebalanced`] with the event's members already built: `after`'s members in its
-/// order (by id), each with its details (the weights are taken from `after`). Saves
-/// the fold a lookup and a copy per member.
+/// [`rebalanced`] for rings that differ only at the positions of `edits` (recorded by
+/// the changes that made `after` from `before`), with the event's members already
+/// built: `after`'s members in its order (by id), each with its details (the weights
+/// are taken from `after`). Visits the changed positions only, and saves a lookup and
+/// a copy per member.
 pub fn rebalanced_with_members(
     before: &Ring,
     after: &Ring,
+    edits: &Edits,
     mut members: Vec<pb::Member>,
     epoch: u64,
     membership_sequence: u64,
@@ -336,44 +376,41 @@ pub fn rebalanced_with_members(
         }
         detail.weight = member.weight;
     }
-    let old: BTreeMap<&str, u32> = before
-        .members()
-        .map(|m| (m.id.as_str(), m.weight))
-        .collect();
-    let new: BTreeMap<&str, u32> = after.members().map(|m| (m.id.as_str(), m.weight)).collect();
-    let joined: Vec<String> = new
-        .keys()
-        .filter(|id| !old.contains_key(*id))
-        .map(|id| id.to_string())
-        .collect();
-    let departed: Vec<String> = old
-        .keys()
-        .filter(|id| !new.contains_key(*id))
-        .map(|id| id.to_string())
-        .collect();
-    let reweighted: Vec<String> = new
-        .iter()
-        .filter(|(id, w)| old.get(*id).is_some_and(|o| o != *w))
-        .map(|(id, _)| id.to_string())
-        .collect();
-    let index = MemberIndex::new(&members, &departed);
-    let token_changes = token_changes(before, after, &index)?;
-    let diff = ringside_ring::diff(before, after);
+    let matched = match_members(before, after);
+    let token_changes = token_changes(before, after, &matched.old_to_event, edits);
+    let diff = ringside_ring::diff_at(before, after, edits);
+    // Both lists are sorted by id: members by the check above, departed by the walk.
+    let index = |id: &str| -> Result<u32, ConvertError> {
+        if id.is_empty() {
+            return Ok(NO_OWNER);
+        }
+        let found = match members.binary_search_by(|m| m.id.as_str().cmp(id)) {
+            Ok(i) => i,
+            Err(_) => {
+                members.len()
+                    + matched
+                        .departed
+                        .binary_search_by(|d| d.as_str().cmp(id))
+                        .map_err(|_| ConvertError::MissingMemberDetails(id.to_string()))?
+            }
+        };
+        Ok(found as u32)
+    };
     let mut moved = pb::MovedRanges::default();
     for r in &diff.ranges {
         moved.starts.push(r.start);
         moved.ends.push(r.end);
-        moved.from.push(index.of(&r.from)?);
-        moved.to.push(index.of(&r.to)?);
+        moved.from.push(index(&r.from)?);
+        moved.to.push(index(&r.to)?);
     }
     Ok(pb::RingRebalanced {
         epoch,
         membership_sequence,
         config: Some((*after.config()).into()),
         members,
-        joined,
-        departed,
-        reweighted,
+        joined: matched.joined,
+        departed: matched.departed,
+        reweighted: matched.reweighted,
         token_changes: Some(token_changes),
         moved_ranges: Some(moved),
         moved_fraction: diff.moved_fraction,

@@ -26,7 +26,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use ringside_ring::{Member, Ring, RingConfig, RingError};
+use ringside_ring::{Edits, Member, Ring, RingConfig, RingError};
 
 use crate::convert::{self, ConvertError};
 use crate::event::{Body, EventKind};
@@ -193,17 +193,19 @@ impl RingLedger {
     /// succeeded, and each member's details are copied once, into the event.
     fn commit(&mut self, change: Change, sequence: u64) -> Result<pb::RingRebalanced, FoldError> {
         let mut ring = self.ring.clone();
+        // What the changes touch, so that the event is built from those positions only.
+        let mut edits = Edits::default();
         let reweighted = change.upsert.values().filter(|m| {
             self.details
                 .get(&m.id)
                 .is_some_and(|old| old.weight != m.weight)
         });
         for id in change.leave.iter().chain(reweighted.map(|m| &m.id)) {
-            ring.remove(id)?;
+            ring.remove_recording(id, &mut edits)?;
         }
         for member in change.upsert.values() {
             if !ring.contains(&member.id) {
-                ring.add(Member::from(member))?;
+                ring.add_recording(Member::from(member), &mut edits)?;
             }
         }
         let members = ring
@@ -218,7 +220,8 @@ impl RingLedger {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let epoch = self.epoch + 1;
-        let event = convert::rebalanced_with_members(&self.ring, &ring, members, epoch, sequence)?;
+        let event =
+            convert::rebalanced_with_members(&self.ring, &ring, &edits, members, epoch, sequence)?;
         for id in &change.leave {
             self.details.remove(id);
         }

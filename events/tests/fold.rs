@@ -7,7 +7,7 @@
 
 use proptest::prelude::{ProptestConfig, any, prop_assert_eq, prop_oneof, proptest};
 use proptest::strategy::Strategy as _;
-use ringside_events::convert::apply_rebalanced;
+use ringside_events::convert::{apply_rebalanced, rebalanced};
 use ringside_events::pb::{self, MemberLeft, MembersJoined, MembershipSynced};
 use ringside_events::{Body, FoldError, Outcome, RingLedger, RingName};
 use ringside_ring::{Ring, RingConfig, Strategy};
@@ -351,11 +351,16 @@ proptest! {
         prop_assert_eq!(resumed.checksum(), a.checksum());
         prop_assert_eq!(&resumed_events, &a_events);
 
-        // Epochs are 1..N and the published events alone rebuild the ring.
+        // Epochs are 1..N and the published events alone rebuild the ring. Each
+        // event, built from the positions the fold changed, equals the one built by
+        // comparing every token of the two rings.
         let mut ring = Ring::new(RingConfig::new(strategy, 8).unwrap());
         for (i, event) in a_events.iter().enumerate() {
             prop_assert_eq!(event.epoch, i as u64 + 1);
-            ring = apply_rebalanced(&ring, event).unwrap();
+            let after = apply_rebalanced(&ring, event).unwrap();
+            let compared = rebalanced(&ring, &after, &event.members, event.epoch, event.membership_sequence).unwrap();
+            prop_assert_eq!(&compared, event);
+            ring = after;
         }
         prop_assert_eq!(&ring, a.ring());
     }

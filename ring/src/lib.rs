@@ -39,7 +39,7 @@ use std::fmt;
 use std::str::FromStr;
 
 pub use bounded::BoundedLoads;
-pub use diff::{MovedRange, RingDiff, diff};
+pub use diff::{Edits, MovedRange, RingDiff, diff, diff_at};
 pub use error::RingError;
 pub use ring::{Ring, Share};
 

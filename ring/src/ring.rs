@@ -15,7 +15,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, OnceLock};
 
 use crate::derived::{Derived, Renumber, Touched};
-use crate::diff::{self, Piece, RingDiff, Who};
+use crate::diff::{self, Edits, Piece, RingDiff, Who};
 use crate::index::{self, LookupIndex};
 use crate::{
     MAX_TOKENS, Member, RingConfig, RingError, Strategy, Token, balanced, hash_key, random,
@@ -120,6 +120,16 @@ impl Ring {
         self.slots.len()
     }
 
+    /// The owners (indices into [`Ring::members`]) of the tokens at exactly `position`,
+    /// by id: none if no token is there; more than one only in random rings.
+    pub fn owners_at(&self, position: Token) -> impl Iterator<Item = u32> + '_ {
+        let from = self.slots.partition_point(|s| s.token < position);
+        self.slots[from..]
+            .iter()
+            .take_while(move |s| s.token == position)
+            .map(|s| s.owner)
+    }
+
     /// Tokens and their owners, sorted by position (equal positions by owner id).
     pub fn tokens(&self) -> impl Iterator<Item = (Token, &str)> {
         self.slots
@@ -198,12 +208,19 @@ impl Ring {
     /// rings let it take its weight's share from the members that own the most.
     /// Only ranges that move to the new member change owner.
     pub fn add(&mut self, member: Member) -> Result<(), RingError> {
+        self.add_recording(member, &mut Edits::default())
+    }
+
+    /// [`Ring::add`], recording in `edits` the positions whose tokens it changed (see
+    /// [`Edits`]). On an error the ring and `edits` are as they were.
+    pub fn add_recording(&mut self, member: Member, edits: &mut Edits) -> Result<(), RingError> {
         let pos = self.check_join(&member)?;
         let (slots, touched) = match self.config.strategy {
             Strategy::Random => {
                 let tokens = self.random_join_tokens(&member)?;
                 let slots = random::merge_joiner(&self.slots, &tokens, pos as u32);
                 let touched = Touched::at(&self.slots, &slots, &tokens);
+                edits.record(tokens);
                 (slots, touched)
             }
             Strategy::Balanced => {
@@ -214,7 +231,7 @@ impl Ring {
                     Who::Member(o) => o + u32::from(o >= pos),
                     Who::Joiner | Who::Nobody => pos,
                 };
-                self.apply_pieces(&pieces, renumber, self.members.len() + 1)
+                self.apply_pieces(&pieces, renumber, self.members.len() + 1, edits)
             }
         };
         self.members.insert(pos, member);
@@ -226,6 +243,12 @@ impl Ring {
     /// hand each to the next token's owner, balanced rings share them out between the
     /// neighbouring members (and, past a small tolerance, the least loaded ones).
     pub fn remove(&mut self, id: &str) -> Result<Member, RingError> {
+        self.remove_recording(id, &mut Edits::default())
+    }
+
+    /// [`Ring::remove`], recording in `edits` the positions whose tokens it changed
+    /// (see [`Edits`]). On an error the ring and `edits` are as they were.
+    pub fn remove_recording(&mut self, id: &str, edits: &mut Edits) -> Result<Member, RingError> {
         let leaver = self
             .member_index(id)
             .ok_or_else(|| RingError::UnknownMember(id.to_owned()))?;
@@ -236,10 +259,14 @@ impl Ring {
         };
         let (slots, touched) = match self.config.strategy {
             // The last member leaves: nothing is left to update.
-            _ if self.members.len() == 1 => (Vec::new(), Touched::default()),
+            _ if self.members.len() == 1 => {
+                edits.record_all();
+                (Vec::new(), Touched::default())
+            }
             Strategy::Random => {
                 let (slots, dropped) = random::drop_member(&self.slots, leaver as u32, shift);
                 let touched = Touched::at(&self.slots, &slots, &dropped);
+                edits.record(dropped);
                 (slots, touched)
             }
             Strategy::Balanced => {
@@ -249,7 +276,7 @@ impl Ring {
                     // A leave's pieces all go to surviving members.
                     Who::Joiner | Who::Nobody => 0,
                 };
-                self.apply_pieces(&pieces, renumber, self.members.len() - 1)
+                self.apply_pieces(&pieces, renumber, self.members.len() - 1, edits)
             }
         };
         let member = self.members.remove(leaver);
@@ -527,12 +554,14 @@ impl Ring {
     /// change touched: each piece's end becomes a token of that owner (replacing a
     /// token at that position), owners are renumbered by `renumber`, and redundant
     /// tokens are dropped (canonical form, for a ring of `members_after` members).
+    /// The positions of the edits and of the dropped tokens go to `edits_out`.
     /// Balanced rings only: positions are distinct and the ring is canonical before.
     fn apply_pieces(
         &self,
         pieces: &[Piece],
         renumber: impl Fn(Who) -> u32,
         members_after: usize,
+        edits_out: &mut Edits,
     ) -> (Vec<Slot>, Touched) {
         let mut edits: Vec<Slot> = pieces
             .iter()
@@ -582,6 +611,7 @@ impl Ring {
             // One owner left: only its last token stays (spec 6.1). The ring now has a
             // single token, so its tables are computed afresh: nothing is touched.
             let last = (n > 0).then(|| slot(n - 1));
+            edits_out.record_all();
             return (last.into_iter().collect(), Touched::default());
         }
         // The ring was canonical, so only an edit or the slot before one can now be
@@ -593,6 +623,13 @@ impl Ring {
             .collect();
         drops.sort_unstable();
         drops.dedup();
+        // Every other slot keeps its position and its member (renumbered).
+        edits_out.record(
+            edits
+                .iter()
+                .map(|e| e.token)
+                .chain(drops.iter().map(|&i| slot(i).token)),
+        );
         // Touched old slots (see `derived`): those at the edits' and the dropped slots'
         // positions, and the first after each.
         let mut touched = Touched::default();
@@ -936,7 +973,7 @@ mod tests {
         };
         // The touched slots are those the search from the changed positions finds.
         let check = |r: &Ring, pieces: &[Piece], members: usize, changed: &[Token]| {
-            let (slots, touched) = r.apply_pieces(pieces, same, members);
+            let (slots, touched) = r.apply_pieces(pieces, same, members, &mut Edits::default());
             if members > 1 {
                 assert_eq!(touched, Touched::at(&r.slots, &slots, changed));
             }

@@ -8,7 +8,9 @@
 
 use proptest::prelude::*;
 use ringside_ring::Strategy as Placement;
-use ringside_ring::{BoundedLoads, Member, Ring, RingConfig, RingDiff, Share, Token, diff};
+use ringside_ring::{
+    BoundedLoads, Edits, Member, Ring, RingConfig, RingDiff, Share, Token, diff, diff_at,
+};
 
 /// One membership change: add member `m<id>` with a weight, or remove the member at a
 /// position chosen by the number (modulo the member count).
@@ -46,6 +48,33 @@ fn apply(ring: &mut Ring, op: &Op) -> Option<(Option<String>, Option<String>)> {
             ring.remove(&id).ok().map(|_| (None, Some(id)))
         }
     }
+}
+
+/// [`apply`] through the recording variants, adding to `edits`.
+fn apply_recording(ring: &mut Ring, op: &Op, edits: &mut Edits) {
+    match *op {
+        Op::Add(id, w) => {
+            let _ = ring.add_recording(Member::new(format!("m{id}"), w), edits);
+        }
+        Op::Remove(pick) => {
+            let id = ring
+                .members()
+                .nth(pick % ring.len().max(1))
+                .map(|m| m.id.clone());
+            if let Some(id) = id {
+                ring.remove_recording(&id, edits).unwrap();
+            }
+        }
+    }
+}
+
+/// The owner ids of the tokens at each position.
+fn tokens_by_position(ring: &Ring) -> std::collections::BTreeMap<Token, Vec<String>> {
+    let mut out = std::collections::BTreeMap::<Token, Vec<String>>::new();
+    for (t, id) in ring.tokens() {
+        out.entry(t).or_default().push(id.to_owned());
+    }
+    out
 }
 
 fn build(config: RingConfig, ops: &[Op]) -> Ring {
@@ -181,6 +210,28 @@ proptest! {
             }
             check_diff(&old, &ring, &d)?;
             check_ring(&ring)?;
+        }
+    }
+
+    #[test]
+    fn recorded_edits_cover_every_change(config in config(),
+                                         base in prop::collection::vec(op(), 0..24),
+                                         batch in prop::collection::vec(op(), 1..6)) {
+        let old = build(config, &base);
+        let mut ring = old.clone();
+        let mut edits = Edits::default();
+        for op in &batch {
+            apply_recording(&mut ring, op, &mut edits);
+        }
+        prop_assert_eq!(diff_at(&old, &ring, &edits), diff(&old, &ring));
+        if let Some(positions) = edits.positions() {
+            let (before, after) = (tokens_by_position(&old), tokens_by_position(&ring));
+            let everywhere: std::collections::BTreeSet<Token> =
+                before.keys().chain(after.keys()).copied().collect();
+            for t in everywhere.iter().filter(|t| positions.binary_search(t).is_err()) {
+                prop_assert_eq!(before.get(t), after.get(t), "unrecorded change at {:#x}", t);
+            }
+            prop_assert!(positions.windows(2).all(|w| w[0] < w[1]), "not sorted and distinct");
         }
     }
 
