@@ -56,7 +56,7 @@ async fn start_cluster() -> Vec<NatsServer> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_keep_storing_while_one_server_is_killed() {
     let mut servers = start_cluster().await;
-    let admin = common::connect(&servers[0], ServiceUser::Admin).await;
+    let admin = servers[0].connect_as(ServiceUser::Admin).await.unwrap();
     let js = jetstream::new(admin.clone());
     // The cluster elects its JetStream meta leader after start; provisioning waits.
     let defs = Definitions::builtin().unwrap().with_replicas(3);
@@ -72,7 +72,7 @@ async fn three_replicas_keep_storing_while_one_server_is_killed() {
     assert_eq!(stream.info().await.unwrap().config.num_replicas, 3);
 
     let publisher = Publisher::with_policy(
-        common::connect(&servers[0], ServiceUser::Watcher).await,
+        servers[0].connect_as(ServiceUser::Watcher).await.unwrap(),
         RetryPolicy {
             max_attempts: 30,
             ack_timeout: Duration::from_secs(1),

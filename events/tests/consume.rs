@@ -77,7 +77,7 @@ async fn bad_messages_are_counted_dead_lettered_and_do_not_stop_the_consumer() {
     let membership = subject::membership(&ring);
 
     // The reducer's durable consumer, created with the reducer's own permissions.
-    let reducer = common::connect(&server, ServiceUser::Reducer).await;
+    let reducer = server.connect_as(ServiceUser::Reducer).await.unwrap();
     let stream = jetstream::new(reducer.clone())
         .get_stream(STREAM_EVENTS)
         .await
@@ -269,7 +269,7 @@ async fn a_core_subscription_is_consumed_the_same_way() {
     let server = common::local_server().await;
     let _admin = common::provisioned(&server).await;
     let ring = common::ring();
-    let watcher = common::connect(&server, ServiceUser::Watcher).await;
+    let watcher = server.connect_as(ServiceUser::Watcher).await.unwrap();
     let beats = watcher
         .subscribe(subject::heartbeat_any(&ring))
         .await
@@ -295,7 +295,7 @@ async fn a_core_subscription_is_consumed_the_same_way() {
         }
     });
     use futures::StreamExt as _;
-    let node = common::connect(&server, ServiceUser::Node).await;
+    let node = server.connect_as(ServiceUser::Node).await.unwrap();
     let beat = ringside_events::Event::new(
         ring.clone(),
         pb::HeartbeatSent {

@@ -80,7 +80,10 @@ fn a_kv_definition_without_kv_settings_is_refused() {
 #[tokio::test]
 async fn provisioning_twice_changes_nothing_and_a_changed_definition_updates() {
     let server = common::local_server().await;
-    let client = common::connect(&server, ringside_events::ServiceUser::Admin).await;
+    let client = server
+        .connect_as(ringside_events::ServiceUser::Admin)
+        .await
+        .unwrap();
     let js = jetstream::new(client.clone());
     let defs = Definitions::builtin().unwrap();
 

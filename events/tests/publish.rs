@@ -44,7 +44,7 @@ async fn ten_thousand_membership_events_survive_two_sigkills_exactly_once_in_ord
     let mut server = common::local_server().await;
     let admin = common::provisioned(&server).await;
     let publisher = Publisher::with_policy(
-        common::connect(&server, ServiceUser::Watcher).await,
+        server.connect_as(ServiceUser::Watcher).await.unwrap(),
         RetryPolicy {
             max_attempts: 40,
             ack_timeout: Duration::from_secs(1),
@@ -91,7 +91,7 @@ async fn ten_thousand_membership_events_survive_two_sigkills_exactly_once_in_ord
     assert_eq!(total.stored + total.duplicates, EVENTS as u64, "{total:?}");
 
     // The stream: each event exactly once, in publication order.
-    let admin = common::connect(&server, ServiceUser::Admin).await;
+    let admin = server.connect_as(ServiceUser::Admin).await.unwrap();
     let mut stream = jetstream::new(admin.clone())
         .get_stream(STREAM_EVENTS)
         .await
@@ -129,7 +129,7 @@ async fn ten_thousand_membership_events_survive_two_sigkills_exactly_once_in_ord
 async fn a_stale_single_writer_publish_is_a_conflict() {
     let server = common::local_server().await;
     let _admin = common::provisioned(&server).await;
-    let publisher = Publisher::new(common::connect(&server, ServiceUser::Reducer).await);
+    let publisher = Publisher::new(server.connect_as(ServiceUser::Reducer).await.unwrap());
 
     let first = publisher
         .publish_expecting(&common::rebalanced(1, 3, 11), 0)
@@ -164,7 +164,7 @@ async fn a_stale_single_writer_publish_is_a_conflict() {
         .unwrap();
     assert_eq!((again.sequence, again.duplicate), (second.sequence, true));
     // A plain publish of a stored fact is deduplicated by its msg id.
-    let watcher = Publisher::new(common::connect(&server, ServiceUser::Watcher).await);
+    let watcher = Publisher::new(server.connect_as(ServiceUser::Watcher).await.unwrap());
     let dup = watcher.publish(&common::joined(1)).await.unwrap();
     let dup2 = watcher.publish(&common::joined(1)).await.unwrap();
     assert_eq!((dup2.sequence, dup2.duplicate), (dup.sequence, true));
@@ -207,7 +207,7 @@ async fn a_batch_must_target_one_stream_and_gives_up_when_nothing_listens() {
         .await
         .unwrap();
     let quick = Publisher::with_policy(
-        common::connect(&server, ServiceUser::Admin).await,
+        server.connect_as(ServiceUser::Admin).await.unwrap(),
         RetryPolicy {
             max_attempts: 3,
             ack_timeout: Duration::from_millis(300),

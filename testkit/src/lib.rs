@@ -16,9 +16,9 @@
 //!
 //! # How it fits
 //! `ringside-events` tests (and later the services' tests) start a server here, connect
-//! with [`NatsServer::connect`] or [`NatsServer::connect_with`] (plus
-//! [`NatsServer::password`] for the service users of `nats/local.conf`), and use the
-//! same provisioning and publishing code as production.
+//! with [`NatsServer::connect`], [`NatsServer::connect_as`] (a service user of
+//! `nats/local.conf`, with its password and inbox prefix) or [`NatsServer::connect_with`],
+//! and use the same provisioning and publishing code as production.
 
 pub mod bench;
 pub mod kube_fake;

@@ -20,6 +20,7 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use ringside_events::ServiceUser;
 use ringside_natsd::log::{Startup, read_from, startup, tail};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
@@ -447,6 +448,13 @@ impl NatsServer {
             .connect(&url)
             .await
             .map_err(|source| TestkitError::Connect { url, source })
+    }
+
+    /// Connects as a service user of `nats/local.conf`: its generated password and its
+    /// inbox prefix (servers started with [`ServerOptions::local_conf`]).
+    pub async fn connect_as(&self, user: ServiceUser) -> Result<async_nats::Client, TestkitError> {
+        let password = self.password(user.name())?.to_owned();
+        self.connect_with(user.connect_options(password)).await
     }
 
     /// Connects without credentials (servers started without an auth config).

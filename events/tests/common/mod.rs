@@ -65,18 +65,9 @@ pub(crate) async fn local_server() -> NatsServer {
     NatsServer::start_local_conf().await.unwrap()
 }
 
-/// Connects as a service user with its generated password and inbox prefix.
-pub(crate) async fn connect(server: &NatsServer, user: ServiceUser) -> async_nats::Client {
-    let password = server.password(user.name()).unwrap().to_string();
-    server
-        .connect_with(user.connect_options(password))
-        .await
-        .unwrap()
-}
-
 /// Admin client with the builtin streams and buckets provisioned.
 pub(crate) async fn provisioned(server: &NatsServer) -> async_nats::Client {
-    let client = connect(server, ServiceUser::Admin).await;
+    let client = server.connect_as(ServiceUser::Admin).await.unwrap();
     let js = jetstream::new(client.clone());
     provision(&js, &Definitions::builtin().unwrap())
         .await

@@ -45,7 +45,7 @@ impl Bus {
     /// Starts and provisions a server.
     pub(crate) async fn start() -> Bus {
         let server = NatsServer::start_local_conf().await.unwrap();
-        let admin = connect(&server, ServiceUser::Admin).await;
+        let admin = server.connect_as(ServiceUser::Admin).await.unwrap();
         provision(
             &jetstream::new(admin.clone()),
             &Definitions::builtin().unwrap(),
@@ -224,15 +224,6 @@ pub(crate) fn assert_history(stored: &[(u64, pb::RingRebalanced)], folded: &Fold
             ours.epoch
         );
     }
-}
-
-/// Connects as a service user.
-pub(crate) async fn connect(server: &NatsServer, user: ServiceUser) -> async_nats::Client {
-    let password = server.password(user.name()).unwrap().to_string();
-    server
-        .connect_with(user.connect_options(password))
-        .await
-        .unwrap()
 }
 
 fn member(i: usize, weight: u32, incarnation: usize) -> pb::Member {
