@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Bus, Running, assert_history, metric, wait_folded};
+use common::{Bus, Running, assert_history, assert_resumed_after, metric, wait_folded};
 use ringside_reducer::metrics as m;
 
 const WITHIN: Duration = Duration::from_secs(60);
@@ -125,14 +125,7 @@ async fn a_graceful_stop_snapshots_and_the_next_start_resumes_after_it() {
 
     // The stop wrote a snapshot of everything folded: the next start begins after it.
     let second = Running::ready(&map).await;
-    assert_eq!(
-        metric(second.metrics, m::START_SEQUENCE).await,
-        (at + 1) as f64
-    );
-    assert_eq!(
-        metric(second.metrics, m::START_EPOCH).await,
-        folded.epochs.len() as f64
-    );
+    assert_resumed_after(second.metrics, &folded).await;
     assert!(metric(second.metrics, m::SNAPSHOT_AGE).await < 60.0);
     bus.publish(&events[100..]).await;
     let folded = bus.offline_fold().await;
@@ -174,15 +167,7 @@ async fn a_stored_epoch_that_differs_from_the_fold_stops_the_reducer() {
     let bus = Bus::start().await;
     let events = common::churn(9, 30, 6);
     bus.publish(&events).await;
-    // A forged epoch 1 (the true one with a flipped checksum): a reducer that catches
-    // up must refuse to build on it.
-    let folded = bus.offline_fold().await;
-    let mut forged = folded.epochs[0].clone();
-    forged.checksum ^= 1;
-    bus.publisher
-        .publish(&ringside_events::Event::new(common::ring(), forged).unwrap())
-        .await
-        .unwrap();
+    bus.publish_forged_first_epoch().await;
     let err = Running::start(&bus.reducer_map("a"))
         .await
         .ended()

@@ -8,7 +8,9 @@ mod reducer_support;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use reducer_support::common::{self, Bus, assert_history, metric, wait_folded, wait_ready};
+use reducer_support::common::{
+    self, Bus, assert_history, assert_resumed_after, metric, wait_folded, wait_ready,
+};
 use ringside_reducer::metrics as m;
 
 const WITHIN: Duration = Duration::from_secs(120);
@@ -34,14 +36,7 @@ async fn sigterm_snapshots_exits_zero_and_the_next_start_resumes_after_the_snaps
     let mut second = reducer_support::spawn(&bus, "a", &[]).await;
     wait_ready(second.metrics, WITHIN).await;
     // It started after the snapshot, not from sequence 1.
-    assert_eq!(
-        metric(second.metrics, m::START_SEQUENCE).await,
-        (at + 1) as f64
-    );
-    assert_eq!(
-        metric(second.metrics, m::START_EPOCH).await,
-        folded.epochs.len() as f64
-    );
+    assert_resumed_after(second.metrics, &folded).await;
     assert!(
         second.log().contains("Loaded snapshot."),
         "{}",
@@ -60,13 +55,7 @@ async fn sigterm_snapshots_exits_zero_and_the_next_start_resumes_after_the_snaps
 async fn a_divergence_exits_non_zero_and_says_so() {
     let bus = Bus::start().await;
     bus.publish(&common::churn(52, 20, 6)).await;
-    let folded = bus.offline_fold().await;
-    let mut forged = folded.epochs[0].clone();
-    forged.checksum ^= 1;
-    bus.publisher
-        .publish(&ringside_events::Event::new(common::ring(), forged).unwrap())
-        .await
-        .unwrap();
+    bus.publish_forged_first_epoch().await;
     let mut reducer = reducer_support::spawn(&bus, "a", &[]).await;
     let status = reducer.exited(WITHIN).await;
     assert!(!status.success(), "{status}");

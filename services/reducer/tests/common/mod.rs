@@ -181,6 +181,17 @@ impl Bus {
         Folded { ledger, epochs }
     }
 
+    /// Stores a forged epoch 1 (the offline fold's true one with a flipped checksum): a
+    /// reducer that catches up must refuse to build on it.
+    pub(crate) async fn publish_forged_first_epoch(&self) {
+        let mut forged = self.offline_fold().await.epochs[0].clone();
+        forged.checksum ^= 1;
+        self.publisher
+            .publish(&Event::new(ring(), forged).unwrap())
+            .await
+            .unwrap();
+    }
+
     /// Waits until the stored epochs reach `epoch`.
     pub(crate) async fn wait_for_epoch(
         &self,
@@ -224,6 +235,20 @@ pub(crate) fn assert_history(stored: &[(u64, pb::RingRebalanced)], folded: &Fold
             ours.epoch
         );
     }
+}
+
+/// Checks that the reducer at `metrics` started right after a snapshot of everything in
+/// `folded`: its first sequence follows the last folded one, its first epoch is the last
+/// folded epoch.
+pub(crate) async fn assert_resumed_after(metrics: SocketAddr, folded: &Folded) {
+    assert_eq!(
+        metric(metrics, ringside_reducer::metrics::START_SEQUENCE).await,
+        (folded.ledger.membership_sequence() + 1) as f64
+    );
+    assert_eq!(
+        metric(metrics, ringside_reducer::metrics::START_EPOCH).await,
+        folded.epochs.len() as f64
+    );
 }
 
 fn member(i: usize, weight: u32, incarnation: usize) -> pb::Member {
