@@ -111,9 +111,13 @@ async fn malformed_messages_are_skipped_counted_and_do_not_stop_the_reducer() {
 async fn a_graceful_stop_snapshots_and_the_next_start_resumes_after_it() {
     let bus = Bus::start().await;
     let events = common::churn(3, 150, 10);
-    let mut map = bus.reducer_map("a");
-    map.insert("RINGSIDE_REDUCER_SNAPSHOT_EVERY".into(), "20".into());
-    map.insert("RINGSIDE_REDUCER_SNAPSHOT_KEEP".into(), "2".into());
+    let map = bus.reducer_map_with(
+        "a",
+        &[
+            ("RINGSIDE_REDUCER_SNAPSHOT_EVERY", "20"),
+            ("RINGSIDE_REDUCER_SNAPSHOT_KEEP", "2"),
+        ],
+    );
     let first = Running::ready(&map).await;
     assert_eq!(metric(first.metrics, m::START_SEQUENCE).await, 1.0);
     bus.publish(&events[..100]).await;

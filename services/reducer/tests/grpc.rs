@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::{Bus, Running, wait_folded};
@@ -98,8 +99,7 @@ async fn answers_agree_with_the_ring_crate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_inputs_get_the_right_status_codes() {
     let bus = Bus::start().await;
-    let mut map = bus.reducer_map("a");
-    map.insert("RINGSIDE_REDUCER_MAX_KEY_BYTES".into(), "64".into());
+    let map = bus.reducer_map_with("a", &[("RINGSIDE_REDUCER_MAX_KEY_BYTES", "64")]);
     // An empty ring first: lookups have no owner.
     let reducer = Running::ready(&map).await;
     let mut client = common::ring_client(reducer.grpc).await;
@@ -177,6 +177,16 @@ async fn bad_inputs_get_the_right_status_codes() {
     reducer.stop().await.unwrap();
 }
 
+/// Opens a WatchRing stream of the default ring on the reducer at `grpc`.
+async fn watch(grpc: SocketAddr) -> tonic::Streaming<pb::WatchRingResponse> {
+    common::ring_client(grpc)
+        .await
+        .watch_ring(pb::WatchRingRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 /// Reads a WatchRing stream until `epoch`: (snapshot epoch, epochs that followed).
 async fn watch_until(
     mut stream: tonic::Streaming<pb::WatchRingResponse>,
@@ -224,13 +234,7 @@ async fn watchers_opened_mid_churn_see_every_epoch_exactly_once() {
     // Watchers join at different points of the burst.
     let mut watchers = Vec::new();
     for _ in 0..4 {
-        let stream = common::ring_client(grpc)
-            .await
-            .watch_ring(pb::WatchRingRequest::default())
-            .await
-            .unwrap()
-            .into_inner();
-        watchers.push(stream);
+        watchers.push(watch(grpc).await);
         tokio::time::sleep(Duration::from_millis(40)).await;
     }
     publishing.await.unwrap();
@@ -253,15 +257,9 @@ async fn watchers_opened_mid_churn_see_every_epoch_exactly_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watcher_that_falls_behind_is_told_to_reconnect() {
     let bus = Bus::start().await;
-    let mut map = bus.reducer_map("a");
-    map.insert("RINGSIDE_REDUCER_WATCH_BUFFER".into(), "2".into());
+    let map = bus.reducer_map_with("a", &[("RINGSIDE_REDUCER_WATCH_BUFFER", "2")]);
     let reducer = Running::ready(&map).await;
-    let mut stream = common::ring_client(reducer.grpc)
-        .await
-        .watch_ring(pb::WatchRingRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = watch(reducer.grpc).await;
     // The client reads nothing while hundreds of epochs go by: more than the
     // transport's window and the buffer hold.
     bus.publish(&common::churn(34, 600, 40)).await;
@@ -308,12 +306,7 @@ async fn health_says_serving_once_caught_up_and_watchers_end_at_shutdown() {
             "{service:?}"
         );
     }
-    let mut stream = common::ring_client(reducer.grpc)
-        .await
-        .watch_ring(pb::WatchRingRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = watch(reducer.grpc).await;
     stream.next().await.unwrap().unwrap();
     // A graceful stop ends open streams with UNAVAILABLE rather than hanging on them.
     let stopping = tokio::spawn(reducer.stop());

@@ -80,6 +80,17 @@ impl Bus {
         .collect()
     }
 
+    /// [`Bus::reducer_map`] with `settings` laid over it.
+    pub(crate) fn reducer_map_with(
+        &self,
+        instance: &str,
+        settings: &[(&str, &str)],
+    ) -> BTreeMap<String, String> {
+        let mut map = self.reducer_map(instance);
+        map.extend(ringside_testkit::settings(settings));
+        map
+    }
+
     /// The `RINGSIDE` stream.
     pub(crate) async fn stream(&self) -> jetstream::stream::Stream {
         jetstream::new(self.admin.clone())
