@@ -53,16 +53,17 @@ pub enum FoldError {
     RingName(#[from] NameError),
 }
 
-/// What one membership event did to the ledger.
+/// What one membership event did to the ledger. `E` is what a new epoch comes with:
+/// its event ([`RingLedger::apply`]) or nothing ([`RingLedger::advance`]).
 #[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
+pub enum Outcome<E = Box<pb::RingRebalanced>> {
     /// The sequence was folded before (a redelivery): nothing to do.
     AlreadyFolded,
     /// A membership fact that changes nothing (a join of a present member, a leave of
     /// an absent one).
     Unchanged,
     /// A new epoch: publish this event.
-    Rebalanced(Box<pb::RingRebalanced>),
+    Rebalanced(E),
     /// The fold cannot apply the event; the ring is as it was.
     Rejected(FoldError),
 }
@@ -77,6 +78,17 @@ pub struct RingLedger {
     epoch: u64,
     membership_sequence: u64,
     rebalance_sequence: u64,
+}
+
+/// A new epoch as the fold made it, for building what it comes with.
+struct NewEpoch<'a> {
+    before: &'a Ring,
+    after: &'a Ring,
+    /// The positions the change touched.
+    edits: &'a Edits,
+    epoch: u64,
+    /// The event's members: `after`'s, with their details, by id (built on demand).
+    members: &'a dyn Fn() -> Result<Vec<pb::Member>, FoldError>,
 }
 
 /// The membership change one event asks for, before it touches the ring.
@@ -129,8 +141,39 @@ impl RingLedger {
         )?)
     }
 
-    /// Folds the membership event stored at stream sequence `sequence`.
+    /// Folds the membership event stored at stream sequence `sequence`; a new epoch
+    /// comes with its `RingRebalanced`.
     pub fn apply(&mut self, sequence: u64, body: &Body) -> Outcome {
+        self.step(sequence, body, Edits::default(), |new| {
+            Ok(Box::new(convert::rebalanced_with_members(
+                new.before,
+                new.after,
+                new.edits,
+                (new.members)()?,
+                new.epoch,
+                sequence,
+            )?))
+        })
+    }
+
+    /// [`RingLedger::apply`] without building the epoch's event: the same ledger
+    /// afterwards, for a reader that only needs the state (a reducer catching up with
+    /// epochs already stored, a replay to a point). The event of a large ring costs more
+    /// than the change itself.
+    pub fn advance(&mut self, sequence: u64, body: &Body) -> Outcome<()> {
+        // No event to build, so nothing to record.
+        self.step(sequence, body, Edits::all(), |_| Ok(()))
+    }
+
+    /// The fold of one event; `event` makes what a new epoch comes with, and the
+    /// changes record the positions they touch in `edits`.
+    fn step<E>(
+        &mut self,
+        sequence: u64,
+        body: &Body,
+        edits: Edits,
+        event: impl FnOnce(NewEpoch<'_>) -> Result<E, FoldError>,
+    ) -> Outcome<E> {
         if sequence <= self.membership_sequence {
             return Outcome::AlreadyFolded;
         }
@@ -144,8 +187,8 @@ impl RingLedger {
         if change.leave.is_empty() && change.upsert.is_empty() {
             return Outcome::Unchanged;
         }
-        match self.commit(change, sequence) {
-            Ok(event) => Outcome::Rebalanced(Box::new(event)),
+        match self.commit(change, edits, event) {
+            Ok(event) => Outcome::Rebalanced(event),
             Err(err) => Outcome::Rejected(err),
         }
     }
@@ -188,13 +231,16 @@ impl RingLedger {
         Ok(Change { leave, upsert })
     }
 
-    /// Applies `change` to a copy of the ring and, if the ring accepts it, makes it
-    /// the next epoch. The details map is changed in place only once everything
-    /// succeeded, and each member's details are copied once, into the event.
-    fn commit(&mut self, change: Change, sequence: u64) -> Result<pb::RingRebalanced, FoldError> {
+    /// Applies `change` to a copy of the ring and, if the ring accepts it (and `event`
+    /// succeeds), makes it the next epoch. The details map is changed in place only once
+    /// everything succeeded, and each member's details are copied once, into the event.
+    fn commit<E>(
+        &mut self,
+        change: Change,
+        mut edits: Edits,
+        event: impl FnOnce(NewEpoch<'_>) -> Result<E, FoldError>,
+    ) -> Result<E, FoldError> {
         let mut ring = self.ring.clone();
-        // What the changes touch, so that the event is built from those positions only.
-        let mut edits = Edits::default();
         let reweighted = change.upsert.values().filter(|m| {
             self.details
                 .get(&m.id)
@@ -208,27 +254,33 @@ impl RingLedger {
                 ring.add_recording(Member::from(member), &mut edits)?;
             }
         }
-        let members = ring
-            .members()
-            .map(|m| {
-                change
-                    .upsert
-                    .get(&m.id)
-                    .or_else(|| self.details.get(&m.id))
-                    .cloned()
-                    .ok_or_else(|| ConvertError::MissingMemberDetails(m.id.clone()))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let members = || {
+            ring.members()
+                .map(|m| {
+                    change
+                        .upsert
+                        .get(&m.id)
+                        .or_else(|| self.details.get(&m.id))
+                        .cloned()
+                        .ok_or_else(|| ConvertError::MissingMemberDetails(m.id.clone()).into())
+                })
+                .collect::<Result<Vec<_>, FoldError>>()
+        };
         let epoch = self.epoch + 1;
-        let event =
-            convert::rebalanced_with_members(&self.ring, &ring, &edits, members, epoch, sequence)?;
+        let made = event(NewEpoch {
+            before: &self.ring,
+            after: &ring,
+            edits: &edits,
+            epoch,
+            members: &members,
+        })?;
         for id in &change.leave {
             self.details.remove(id);
         }
         self.details.extend(change.upsert);
         self.ring = ring;
         self.epoch = epoch;
-        Ok(event)
+        Ok(made)
     }
 
     /// Records the stream sequence at which the current epoch's event was stored.

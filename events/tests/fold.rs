@@ -351,6 +351,22 @@ proptest! {
         prop_assert_eq!(resumed.checksum(), a.checksum());
         prop_assert_eq!(&resumed_events, &a_events);
 
+        // Advancing (no events built) through the head leaves the same ledger, and
+        // the events applied after it are the same.
+        let mut advanced = RingLedger::new(ring_name(), RingConfig::new(strategy, 8).unwrap());
+        let mut epochs = 0;
+        for (body, seq) in events.iter().zip(&dense).take(cut) {
+            epochs += usize::from(matches!(advanced.advance(*seq, body), Outcome::Rebalanced(())));
+        }
+        let mut advanced_events = Vec::new();
+        for (body, seq) in events.iter().zip(&dense).skip(cut) {
+            if let Outcome::Rebalanced(event) = advanced.apply(*seq, body) {
+                advanced_events.push(*event);
+            }
+        }
+        prop_assert_eq!(&advanced, &a);
+        prop_assert_eq!(&advanced_events[..], &a_events[epochs..]);
+
         // Epochs are 1..N and the published events alone rebuild the ring. Each
         // event, built from the positions the fold changed, equals the one built by
         // comparing every token of the two rings.

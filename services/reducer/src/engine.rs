@@ -7,10 +7,14 @@
 //! 2. Read the last stored `RingRebalanced` of the ring (the head): its epoch says how
 //!    far the stored history goes.
 //! 3. Fold the membership subject from `membership_sequence + 1` through this
-//!    instance's own durable consumer. Epochs up to the head's exist already: each is
-//!    compared with the stored event (read in order from `rebalance_sequence + 1`) and
-//!    adopted, not published; a difference is a divergence (a determinism bug) and
-//!    stops the reducer.
+//!    instance's own durable consumer. Epochs up to the head's exist already: the
+//!    membership events before the head's are folded without building their events
+//!    ([`RingLedger::advance`]), and the head's event is built and compared with the
+//!    stored head, which pins the epoch count, the membership sequence and (through
+//!    its checksum) the whole ring; a difference is a divergence (a determinism bug)
+//!    and stops the reducer. Reading back and comparing every stored epoch is
+//!    `ringside replay verify`'s job: a cold start must not download the whole
+//!    history of rebalance events (about 10 KB each).
 //! 4. Past the head, each new epoch is published with
 //!    `Nats-Expected-Last-Subject-Sequence` = the previous epoch's sequence. On a
 //!    conflict another reducer stored that epoch first: its event is read, compared with
@@ -141,78 +145,15 @@ fn check_same(
     Err(err)
 }
 
-/// Reads the stored rebalance events of catch-up in order (an ordered consumer).
-struct StoredReader {
-    messages: consumer::pull::Ordered,
-    peeked: Option<StoredRebalance>,
-    /// The head's epoch: the reader is needed until the ledger reaches it.
-    head_epoch: u64,
-}
-
-impl StoredReader {
-    async fn open(
-        stream: &stream::Stream,
-        subject: String,
-        from: u64,
-        head_epoch: u64,
-    ) -> Result<Self, ReducerError> {
-        let messages = stream
-            .create_consumer(consumer::pull::OrderedConfig {
-                filter_subject: subject,
-                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
-                    start_sequence: from.max(1),
-                },
-                ..Default::default()
-            })
-            .await
-            .map_err(ReducerError::Consumer)?
-            .messages()
-            .await
-            .map_err(|e| ReducerError::Messages(Box::new(e)))?;
-        Ok(Self {
-            messages,
-            peeked: None,
-            head_epoch,
-        })
-    }
-
-    /// The next stored event, without consuming it.
-    async fn peek(&mut self) -> Result<&StoredRebalance, ReducerError> {
-        if self.peeked.is_none() {
-            let stored = loop {
-                match self.messages.next().await {
-                    Some(Ok(m)) => {
-                        let sequence = m
-                            .info()
-                            .map_err(|e| ReducerError::Messages(e.to_string().into()))?
-                            .stream_sequence;
-                        break decode_rebalance(sequence, &m.payload)?;
-                    }
-                    Some(Err(e)) => {
-                        // The ordered consumer recreates itself; keep reading.
-                        tracing::warn!(error = %e, "Reading stored rebalance events: stream error; continuing.");
-                    }
-                    None => {
-                        return Err(ReducerError::Messages(
-                            "stored rebalance reader ended".into(),
-                        ));
-                    }
-                }
-            };
-            self.peeked = Some(stored);
-        }
-        // Just filled when empty.
-        self.peeked
-            .as_ref()
-            .ok_or_else(|| ReducerError::Messages("stored rebalance reader is empty".into()))
-    }
-
-    async fn next(&mut self) -> Result<StoredRebalance, ReducerError> {
-        self.peek().await?;
-        self.peeked
-            .take()
-            .ok_or_else(|| ReducerError::Messages("stored rebalance reader is empty".into()))
-    }
+/// Counts and logs a membership event the fold rejected.
+fn rejected(
+    m: &metrics::Metrics,
+    sequence: u64,
+    err: &ringside_events::FoldError,
+    delivery: &Delivery,
+) {
+    m.folded(FoldOutcome::Rejected);
+    tracing::warn!(sequence, error = %error_chain(err), summary = %delivery.event.summary(), "Membership event rejected by the fold; skipping it (every fold skips it alike).");
 }
 
 /// Why a membership event could not be handled; the consume loop stops on it.
@@ -227,7 +168,9 @@ pub(crate) struct Engine {
     publisher: Publisher,
     stream: stream::Stream,
     rebalance_subject: String,
-    catch_up: Option<StoredReader>,
+    /// While catching up: the last stored rebalance event when the reducer started,
+    /// which the fold must reach and match before it publishes anything.
+    catch_up: Option<StoredRebalance>,
     shared: Arc<Shared>,
     health: tonic_health::server::HealthReporter,
     snapshots: Arc<SnapshotSlot>,
@@ -329,19 +272,7 @@ impl Engine {
                 ),
             });
         }
-        let catch_up = if head_epoch > ledger.epoch() {
-            Some(
-                StoredReader::open(
-                    &stream,
-                    rebalance_subject.clone(),
-                    ledger.rebalance_sequence() + 1,
-                    head_epoch,
-                )
-                .await?,
-            )
-        } else {
-            None
-        };
+        let catch_up = head.filter(|h| h.event.epoch > ledger.epoch());
         metrics::set(&m.start_sequence, ledger.membership_sequence() + 1);
         metrics::set(&m.start_epoch, ledger.epoch());
         tracing::info!(
@@ -489,48 +420,15 @@ impl Engine {
         let sequence = delivery.stream_sequence.ok_or_else(|| {
             ReducerError::Messages("membership message without a stream sequence".into())
         })?;
-        let expected = self.ledger.rebalance_sequence();
         let m = Arc::clone(&self.shared.metrics);
-        match self.ledger.apply(sequence, delivery.event.body()) {
-            Outcome::AlreadyFolded => m.folded(FoldOutcome::AlreadyFolded),
-            Outcome::Unchanged => {
-                m.folded(FoldOutcome::Unchanged);
-                self.check_no_stored_epoch(sequence).await?;
-            }
-            Outcome::Rejected(err) => {
-                m.folded(FoldOutcome::Rejected);
-                tracing::warn!(sequence, error = %error_chain(&err), summary = %delivery.event.summary(), "Membership event rejected by the fold; skipping it (every fold skips it alike).");
-                self.check_no_stored_epoch(sequence).await?;
-            }
-            Outcome::Rebalanced(event) => {
-                m.folded(FoldOutcome::Rebalanced);
-                let (event, stored_sequence, how) = self.store(*event, expected).await?;
-                m.stored(how);
-                self.ledger.record_rebalance_sequence(stored_sequence);
-                tracing::debug!(
-                    epoch = event.epoch,
-                    sequence = stored_sequence,
-                    ?how,
-                    "Epoch stored."
-                );
-                let due = self
-                    .ledger
-                    .epoch()
-                    .is_multiple_of(self.config.snapshot_every);
-                if self.ready || due {
-                    let view = Arc::new(View::of(&self.ledger));
-                    if self.ready {
-                        let update = Update {
-                            event,
-                            sequence: stored_sequence,
-                        };
-                        self.shared.publish(Arc::clone(&view), Some(update));
-                    }
-                    if due {
-                        self.snapshot(view);
-                    }
-                }
-            }
+        let before_head = self
+            .catch_up
+            .as_ref()
+            .is_some_and(|head| sequence < head.event.membership_sequence);
+        if before_head {
+            self.replay(sequence, &delivery)?;
+        } else {
+            self.fold_new(sequence, &delivery).await?;
         }
         self.record_position();
         let pending = self.pending.load(Ordering::Relaxed);
@@ -542,49 +440,157 @@ impl Engine {
         Ok(())
     }
 
-    /// During catch-up, an event that made no epoch here must not have made one in the
-    /// stored history either.
-    async fn check_no_stored_epoch(&mut self, sequence: u64) -> Result<(), ReducerError> {
-        let Some(reader) = self.catch_up.as_mut() else {
-            return Ok(());
-        };
-        let next = reader.peek().await?;
-        if next.event.membership_sequence <= sequence {
-            metrics::bump(&self.shared.metrics.divergences);
-            let err = ReducerError::Divergence {
-                epoch: next.event.epoch,
-                stored_sequence: next.sequence,
-                detail: format!(
-                    "the stored history made epoch {} from membership sequence {}; this fold made no epoch from it",
-                    next.event.epoch, next.event.membership_sequence
-                ),
-            };
-            tracing::error!(error = %err, "The stored ring history differs from this fold: a determinism bug. Stopping; see docs/reducer.md (divergence).");
-            return Err(err);
+    /// Catch-up before the stored head: every epoch made here is stored already, so
+    /// the fold only advances (see the module docs: the head checks them all).
+    fn replay(&mut self, sequence: u64, delivery: &Delivery) -> Result<(), ReducerError> {
+        let m = &self.shared.metrics;
+        match self.ledger.advance(sequence, delivery.event.body()) {
+            Outcome::AlreadyFolded => m.folded(FoldOutcome::AlreadyFolded),
+            Outcome::Unchanged => m.folded(FoldOutcome::Unchanged),
+            Outcome::Rejected(err) => rejected(m, sequence, &err, delivery),
+            Outcome::Rebalanced(()) => {
+                m.folded(FoldOutcome::Rebalanced);
+                m.stored(StoredHow::Replayed);
+                if let Some(head) = &self.catch_up
+                    && self.ledger.epoch() >= head.event.epoch
+                {
+                    return Err(self.divergence(
+                        head,
+                        format!(
+                            "the stored history made epoch {} from membership sequence {}; this fold made it already from sequence {sequence}",
+                            head.event.epoch, head.event.membership_sequence
+                        ),
+                    ));
+                }
+            }
         }
         Ok(())
     }
 
-    /// Gets `event` stored: checked against the stored history during catch-up,
-    /// published past it, adopted when another reducer won. Gives the event back with
+    /// Folds an event at or past the stored head: the head's epoch is checked against
+    /// the stored one, later epochs are stored and served.
+    async fn fold_new(&mut self, sequence: u64, delivery: &Delivery) -> Result<(), ReducerError> {
+        let expected = self.ledger.rebalance_sequence();
+        let m = Arc::clone(&self.shared.metrics);
+        let outcome = self.ledger.apply(sequence, delivery.event.body());
+        let made = match outcome {
+            Outcome::AlreadyFolded => {
+                m.folded(FoldOutcome::AlreadyFolded);
+                None
+            }
+            Outcome::Unchanged => {
+                m.folded(FoldOutcome::Unchanged);
+                None
+            }
+            Outcome::Rejected(err) => {
+                rejected(&m, sequence, &err, delivery);
+                None
+            }
+            Outcome::Rebalanced(event) => {
+                m.folded(FoldOutcome::Rebalanced);
+                Some(*event)
+            }
+        };
+        if let Some(head) = self.catch_up.take() {
+            return self.check_head(sequence, made.as_ref(), &head);
+        }
+        let Some(event) = made else {
+            return Ok(());
+        };
+        let (event, stored_sequence, how) = self.store(event, expected).await?;
+        m.stored(how);
+        self.ledger.record_rebalance_sequence(stored_sequence);
+        tracing::debug!(
+            epoch = event.epoch,
+            sequence = stored_sequence,
+            ?how,
+            "Epoch stored."
+        );
+        let due = self
+            .ledger
+            .epoch()
+            .is_multiple_of(self.config.snapshot_every);
+        if self.ready || due {
+            let view = Arc::new(View::of(&self.ledger));
+            if self.ready {
+                let update = Update {
+                    event,
+                    sequence: stored_sequence,
+                };
+                self.shared.publish(Arc::clone(&view), Some(update));
+            }
+            if due {
+                self.snapshot(view);
+            }
+        }
+        Ok(())
+    }
+
+    /// The end of catch-up: the fold has reached the stored head's membership sequence
+    /// (or passed it) and made `made` from event `sequence`. It must be the head's event,
+    /// field by field; then the ledger is where the stored history ends, and a snapshot
+    /// keeps the next start short.
+    fn check_head(
+        &mut self,
+        sequence: u64,
+        made: Option<&pb::RingRebalanced>,
+        head: &StoredRebalance,
+    ) -> Result<(), ReducerError> {
+        match made {
+            Some(ours) if sequence == head.event.membership_sequence => {
+                check_same(&self.shared.metrics, ours, head)?;
+            }
+            Some(ours) => {
+                return Err(self.divergence(
+                    head,
+                    format!(
+                        "the stored history made epoch {} from membership sequence {}, which this fold did not see; it made epoch {} from sequence {sequence}",
+                        head.event.epoch, head.event.membership_sequence, ours.epoch
+                    ),
+                ));
+            }
+            None => {
+                return Err(self.divergence(
+                    head,
+                    format!(
+                        "the stored history made epoch {} from membership sequence {}; this fold made no epoch from sequence {sequence}",
+                        head.event.epoch, head.event.membership_sequence
+                    ),
+                ));
+            }
+        }
+        self.shared.metrics.stored(StoredHow::Verified);
+        self.ledger.record_rebalance_sequence(head.sequence);
+        tracing::info!(
+            epoch = head.event.epoch,
+            sequence = head.sequence,
+            "Caught up with the stored ring history; it matches this fold."
+        );
+        if self.ledger.epoch() > self.snapshot_at.0 {
+            self.snapshot(Arc::new(View::of(&self.ledger)));
+        }
+        Ok(())
+    }
+
+    /// Counts and logs a divergence from the stored head and returns its error.
+    fn divergence(&self, head: &StoredRebalance, detail: String) -> ReducerError {
+        metrics::bump(&self.shared.metrics.divergences);
+        let err = ReducerError::Divergence {
+            epoch: head.event.epoch,
+            stored_sequence: head.sequence,
+            detail,
+        };
+        tracing::error!(error = %err, "The stored ring history differs from this fold: a determinism bug. Stopping; see docs/reducer.md (divergence).");
+        err
+    }
+
+    /// Gets `event` stored: published, or adopted when another reducer won. Gives the event back with
     /// its stream sequence.
     async fn store(
         &mut self,
         event: pb::RingRebalanced,
         expected: u64,
     ) -> Result<(pb::RingRebalanced, u64, StoredHow), ReducerError> {
-        if let Some(reader) = self.catch_up.as_mut()
-            && event.epoch <= reader.head_epoch
-        {
-            let stored = reader.next().await?;
-            check_same(&self.shared.metrics, &event, &stored)?;
-            if event.epoch == reader.head_epoch {
-                // Caught up with the stored history: from here on, epochs are published.
-                self.catch_up = None;
-            }
-            return Ok((event, stored.sequence, StoredHow::Verified));
-        }
-        self.catch_up = None;
         let epoch = event.epoch;
         let wire = Event::new(self.config.ring.clone(), event)?
             .with_producer(self.config.producer())
@@ -652,19 +658,18 @@ impl Engine {
 
     /// First time the reducer has folded everything in the stream: start serving.
     async fn caught_up(&mut self) -> Result<(), ReducerError> {
-        if let Some(reader) = &self.catch_up {
-            // Everything is folded, yet stored epochs remain: they came from membership
-            // events this fold did not turn into epochs.
-            metrics::bump(&self.shared.metrics.divergences);
-            return Err(ReducerError::Divergence {
-                epoch: self.ledger.epoch() + 1,
-                stored_sequence: 0,
-                detail: format!(
-                    "the stored history goes to epoch {}, the fold of every membership event only to epoch {}",
-                    reader.head_epoch,
+        if let Some(head) = &self.catch_up {
+            // Everything is folded, yet the stored head was not reached: it came from a
+            // membership event this fold never saw.
+            return Err(self.divergence(
+                head,
+                format!(
+                    "the stored history goes to epoch {} (membership sequence {}); the fold of every membership event only to epoch {}",
+                    head.event.epoch,
+                    head.event.membership_sequence,
                     self.ledger.epoch()
                 ),
-            });
+            ));
         }
         self.ready = true;
         self.shared.publish(Arc::new(View::of(&self.ledger)), None);
@@ -686,6 +691,11 @@ impl Engine {
 
     /// At a graceful stop: a snapshot of everything folded, if newer than the last one.
     fn final_snapshot(&mut self) {
+        if self.catch_up.is_some() {
+            // Stopped before reaching the stored head: the ledger does not know the
+            // stream sequence of its epoch's event, which a snapshot records.
+            return;
+        }
         let at = (self.ledger.epoch(), self.ledger.membership_sequence());
         if at > self.snapshot_at {
             self.snapshot(Arc::new(View::of(&self.ledger)));

@@ -23,7 +23,7 @@ pub const DEAD_LETTER_FAILED: &str = "ringside_reducer_dead_letter_failures_tota
 /// Errors of the membership message stream (reconnects, missed heartbeats).
 pub const STREAM_ERRORS: &str = "ringside_reducer_stream_errors_total";
 /// Rebalance events, by how this reducer got them stored (`published`, `duplicate`,
-/// `adopted`, `verified`).
+/// `adopted`, `verified`, `replayed`).
 pub const REBALANCES: &str = "ringside_reducer_rebalances_total";
 /// Single-writer conflicts: another reducer stored the epoch first.
 pub const CONFLICTS: &str = "ringside_reducer_conflicts_total";
@@ -122,16 +122,21 @@ pub enum StoredHow {
     Duplicate,
     /// Another reducer stored it first; checked equal and adopted.
     Adopted,
-    /// Stored before this process started; checked equal during catch-up.
+    /// Stored before this process started: the stored head, checked equal at the end
+    /// of catch-up.
     Verified,
+    /// Stored before this process started: an epoch before the stored head, folded to
+    /// catch up (the head's check covers it).
+    Replayed,
 }
 
 impl StoredHow {
-    const ALL: [StoredHow; 4] = [
+    const ALL: [StoredHow; 5] = [
         Self::Published,
         Self::Duplicate,
         Self::Adopted,
         Self::Verified,
+        Self::Replayed,
     ];
 
     fn label(self) -> &'static str {
@@ -140,6 +145,7 @@ impl StoredHow {
             Self::Duplicate => "duplicate",
             Self::Adopted => "adopted",
             Self::Verified => "verified",
+            Self::Replayed => "replayed",
         }
     }
 }
@@ -152,8 +158,8 @@ const BUCKETS_MICROS: [u64; 12] = [
 /// The live values. Shared (`Arc`) by the fold loop, the gRPC service and `/metrics`.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    membership: [AtomicU64; 4],
-    rebalances: [AtomicU64; 4],
+    membership: [AtomicU64; FoldOutcome::ALL.len()],
+    rebalances: [AtomicU64; StoredHow::ALL.len()],
     /// See [`CONFLICTS`].
     pub conflicts: AtomicU64,
     /// See [`DIVERGENCES`].
