@@ -9,9 +9,8 @@ mod replay_support;
 
 use std::collections::BTreeMap;
 
-use replay_support::{Stack, Written, churn, failure, hex, ok_json, write_history};
+use replay_support::{Stack, Written, failure, hex, ok_json};
 use ringside_events::{RingName, ServiceUser};
-use ringside_ring::RingConfig;
 use serde_json::Value;
 
 const EVENTS: usize = 1000;
@@ -20,21 +19,18 @@ const SNAPSHOT_EVERY: u64 = 50;
 async fn orders() -> (Stack, Written) {
     let stack = Stack::start().await;
     let ring = RingName::new("orders").unwrap();
-    let written = write_history(
-        &stack.client,
-        &churn(&ring, EVENTS),
-        RingConfig::default(),
-        SNAPSHOT_EVERY,
-        None,
-    )
-    .await;
+    let written = stack.write_churn(&ring, EVENTS, SNAPSHOT_EVERY, None).await;
     (stack, written)
 }
 
+/// The JSON answer of `replay COMMAND --ring orders --output json ARGS`.
+fn replay_json(stack: &Stack, command: &[&str], args: &[&str]) -> Value {
+    let ring = ["--ring", "orders", "--output", "json"];
+    ok_json(&stack.ringside(&[&["replay"], command, &ring, args].concat()))
+}
+
 fn state(stack: &Stack, args: &[&str]) -> Value {
-    let mut all = vec!["replay", "state", "--ring", "orders", "--output", "json"];
-    all.extend_from_slice(args);
-    ok_json(&stack.ringside(&all))
+    replay_json(stack, &["state"], args)
 }
 
 #[tokio::test]
@@ -106,7 +102,7 @@ async fn replay_answers_match_the_fold() {
         text.contains("OK: every stored rebalance event and snapshot matches the fold"),
         "{text}"
     );
-    let v = ok_json(&stack.ringside(&["replay", "verify", "--ring", "orders", "--output", "json"]));
+    let v = replay_json(&stack, &["verify"], &[]);
     assert_eq!(v["rebalance_events"], written.epochs.len());
     // `latest` holds the newest per-epoch snapshot, so it is not checked twice.
     assert_eq!(v["snapshots"], written.snapshots.len());
@@ -124,15 +120,7 @@ async fn replay_answers_match_the_fold() {
 /// Owners of `key` at every epoch from the fold, against `key-history`.
 fn key_history_agrees_with_lookups(stack: &Stack, written: &Written) {
     for key in ["user:1", "user:42", "cart/99", "é"] {
-        let h = ok_json(&stack.ringside(&[
-            "replay",
-            "key-history",
-            key,
-            "--ring",
-            "orders",
-            "--output",
-            "json",
-        ]));
+        let h = replay_json(stack, &["key-history", key], &[]);
         let hash = ringside_ring::hash_key(key.as_bytes());
         let mut owner: Option<String> = None;
         assert_eq!(h["initial_owner"], Value::Null);
@@ -169,19 +157,16 @@ fn key_history_agrees_with_lookups(stack: &Stack, written: &Written) {
     // A sub-range starts from the owner at its start.
     let mid = &written.epochs[written.epochs.len() / 2];
     let end = &written.epochs[written.epochs.len() / 2 + 40];
-    let h = ok_json(&stack.ringside(&[
-        "replay",
-        "key-history",
-        "user:42",
-        "--ring",
-        "orders",
-        "--output",
-        "json",
-        "--from",
-        &(mid.membership_sequence + 1).to_string(),
-        "--to",
-        &end.membership_sequence.to_string(),
-    ]));
+    let h = replay_json(
+        stack,
+        &["key-history", "user:42"],
+        &[
+            "--from",
+            &(mid.membership_sequence + 1).to_string(),
+            "--to",
+            &end.membership_sequence.to_string(),
+        ],
+    );
     let hash = ringside_ring::hash_key(b"user:42");
     assert_eq!(
         h["initial_owner"].as_str(),
@@ -196,18 +181,11 @@ fn diff_matches_the_ring_crate(stack: &Stack, written: &Written) {
     let by_epoch: BTreeMap<u64, &replay_support::Epoch> =
         written.epochs.iter().map(|e| (e.epoch, e)).collect();
     for (a, b) in [(1, 2), (10, 11), (100, 180), (250, 240), (37, 37)] {
-        let d = ok_json(&stack.ringside(&[
-            "replay",
-            "diff",
-            "--ring",
-            "orders",
-            "--output",
-            "json",
-            "--from",
-            &a.to_string(),
-            "--to",
-            &b.to_string(),
-        ]));
+        let d = replay_json(
+            stack,
+            &["diff"],
+            &["--from", &a.to_string(), "--to", &b.to_string()],
+        );
         let expected = ringside_ring::diff(&by_epoch[&a].ring, &by_epoch[&b].ring);
         assert_eq!(
             d["moved_fraction"].as_f64().unwrap(),
@@ -251,18 +229,11 @@ fn events_and_times(stack: &Stack, written: &Written) {
         written.epochs[30].rebalance_sequence,
     );
     let range = ["--from", &from.to_string(), "--to", &to.to_string()];
-    let mut args = vec![
-        "replay",
-        "events",
-        "--ring",
-        "orders",
-        "--output",
-        "json",
-        "--type",
-        "rebalance",
-    ];
-    args.extend_from_slice(&range);
-    let v = ok_json(&stack.ringside(&args));
+    let v = replay_json(
+        stack,
+        &["events"],
+        &[&["--type", "rebalance"], &range[..]].concat(),
+    );
     let epochs: Vec<u64> = v
         .as_array()
         .unwrap()
@@ -292,18 +263,8 @@ fn events_and_times(stack: &Stack, written: &Written) {
 
     // A time names the last sequence stored at or before it.
     let e = &written.epochs[200];
-    let v = ok_json(&stack.ringside(&[
-        "replay",
-        "events",
-        "--ring",
-        "orders",
-        "--output",
-        "json",
-        "--from",
-        &e.rebalance_sequence.to_string(),
-        "--to",
-        &e.rebalance_sequence.to_string(),
-    ]));
+    let seq = e.rebalance_sequence.to_string();
+    let v = replay_json(stack, &["events"], &["--from", &seq, "--to", &seq]);
     let time = v[0]["time"].as_str().unwrap().to_string();
     let s = state(stack, &["--at-time", &time]);
     assert!(s["at_sequence"].as_u64().unwrap() >= e.rebalance_sequence);

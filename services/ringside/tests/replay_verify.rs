@@ -5,10 +5,11 @@
 
 mod replay_support;
 
+use std::path::Path;
+
 use async_nats::jetstream;
-use replay_support::{Stack, churn, failure, ok_json, ringside_offline, write_history};
+use replay_support::{Stack, failure, ok_json, ringside_offline};
 use ringside_events::{RingName, codec, subject};
-use ringside_ring::RingConfig;
 
 const EVENTS: usize = 300;
 
@@ -18,18 +19,26 @@ fn verify_failure(stack: &Stack, ring: &str) -> (String, String) {
     (failure(&out), stdout)
 }
 
+/// The error of `replay state --ring orders ARGS`.
+fn state_failure(stack: &Stack, args: &[&str]) -> String {
+    failure(&stack.ringside(&[&["replay", "state", "--ring", "orders"], args].concat()))
+}
+
+/// The error of the offline `replay COMMAND --file FILE`.
+fn file_failure(command: &str, file: &Path) -> String {
+    failure(&ringside_offline(&[
+        "replay",
+        command,
+        "--file",
+        file.to_str().unwrap(),
+    ]))
+}
+
 #[tokio::test]
 async fn verify_fails_naming_the_epoch_of_an_altered_event_or_snapshot() {
     let stack = Stack::start().await;
     let clean = RingName::new("clean").unwrap();
-    let written = write_history(
-        &stack.client,
-        &churn(&clean, EVENTS),
-        RingConfig::default(),
-        25,
-        None,
-    )
-    .await;
+    let written = stack.write_churn(&clean, EVENTS, 25, None).await;
     let ok = stack.ringside(&["replay", "verify", "--ring", "clean"]);
     assert!(
         ok.status.success(),
@@ -40,14 +49,9 @@ async fn verify_fails_naming_the_epoch_of_an_altered_event_or_snapshot() {
     // The same history where the reducer stored a wrong checksum for one epoch.
     let altered = RingName::new("altered").unwrap();
     let flip = |e: &mut ringside_events::pb::RingRebalanced| e.checksum ^= 0xff;
-    let bad = write_history(
-        &stack.client,
-        &churn(&altered, EVENTS),
-        RingConfig::default(),
-        25,
-        Some((77, &flip)),
-    )
-    .await;
+    let bad = stack
+        .write_churn(&altered, EVENTS, 25, Some((77, &flip)))
+        .await;
     let seq = bad.epochs[76].rebalance_sequence;
     let (err, table) = verify_failure(&stack, "altered");
     assert!(err.contains(&format!("epoch 77, sequence {seq}")), "{err}");
@@ -65,14 +69,9 @@ async fn verify_fails_naming_the_epoch_of_an_altered_event_or_snapshot() {
         t.added.pop();
         t.added_owners.pop();
     };
-    write_history(
-        &stack.client,
-        &churn(&dropped, EVENTS),
-        RingConfig::default(),
-        25,
-        Some((5, &drop_token)),
-    )
-    .await;
+    stack
+        .write_churn(&dropped, EVENTS, 25, Some((5, &drop_token)))
+        .await;
     let (err, table) = verify_failure(&stack, "dropped");
     assert!(err.contains("epoch 5,"), "{err}");
     assert!(
@@ -116,14 +115,7 @@ async fn verify_fails_naming_the_epoch_of_an_altered_event_or_snapshot() {
 async fn bad_input_is_one_clear_error() {
     let stack = Stack::start().await;
     let ring = RingName::new("orders").unwrap();
-    let written = write_history(
-        &stack.client,
-        &churn(&ring, 60),
-        RingConfig::default(),
-        10,
-        None,
-    )
-    .await;
+    let written = stack.write_churn(&ring, 60, 10, None).await;
     let last = written
         .after
         .last()
@@ -137,36 +129,21 @@ async fn bad_input_is_one_clear_error() {
         "{err}"
     );
     let beyond = (last + 10).to_string();
-    let err =
-        failure(&stack.ringside(&["replay", "state", "--ring", "orders", "--at-seq", &beyond]));
+    let err = state_failure(&stack, &["--at-seq", &beyond]);
     assert!(
         err.contains(&format!(
             "sequence {beyond} is beyond the end of the stream (the last sequence is {last})"
         )),
         "{err}"
     );
-    let err = failure(&stack.ringside(&["replay", "state", "--ring", "orders", "--at-seq", "0"]));
+    let err = state_failure(&stack, &["--at-seq", "0"]);
     assert!(err.contains("start at 1"), "{err}");
-    let err = failure(&stack.ringside(&[
-        "replay",
-        "state",
-        "--ring",
-        "orders",
-        "--at-time",
-        "2000-01-01T00:00:00Z",
-    ]));
+    let err = state_failure(&stack, &["--at-time", "2000-01-01T00:00:00Z"]);
     assert!(
         err.contains("2000-01-01T00:00:00Z is before the first event of ring 'orders'"),
         "{err}"
     );
-    let err = failure(&stack.ringside(&[
-        "replay",
-        "state",
-        "--ring",
-        "orders",
-        "--at-time",
-        "yesterday",
-    ]));
+    let err = state_failure(&stack, &["--at-time", "yesterday"]);
     assert!(err.contains("RFC 3339"), "{err}");
     let err = failure(&stack.ringside(&[
         "replay", "events", "--ring", "orders", "--from", "50", "--to", "10",
@@ -227,12 +204,7 @@ async fn bad_input_is_one_clear_error() {
 
         let cut = dir.path().join(format!("cut.{format}"));
         std::fs::write(&cut, &bytes[..bytes.len() * 2 / 3]).unwrap();
-        let err = failure(&ringside_offline(&[
-            "replay",
-            "state",
-            "--file",
-            cut.to_str().unwrap(),
-        ]));
+        let err = file_failure("state", &cut);
         assert!(
             err.contains("truncated export") || err.contains("corrupt export"),
             "{format}: {err}"
@@ -244,12 +216,7 @@ async fn bad_input_is_one_clear_error() {
         flipped[at..at + 11].copy_from_slice(&[0xff; 11]);
         let corrupt = dir.path().join(format!("corrupt.{format}"));
         std::fs::write(&corrupt, &flipped).unwrap();
-        let err = failure(&ringside_offline(&[
-            "replay",
-            "verify",
-            "--file",
-            corrupt.to_str().unwrap(),
-        ]));
+        let err = file_failure("verify", &corrupt);
         assert!(
             err.contains("corrupt export") || err.contains("truncated export"),
             "{format}: {err}"
@@ -257,18 +224,8 @@ async fn bad_input_is_one_clear_error() {
     }
     let junk = dir.path().join("junk");
     std::fs::write(&junk, "hello").unwrap();
-    let err = failure(&ringside_offline(&[
-        "replay",
-        "state",
-        "--file",
-        junk.to_str().unwrap(),
-    ]));
+    let err = file_failure("state", &junk);
     assert!(err.contains("not a ringside export"), "{err}");
-    let err = failure(&ringside_offline(&[
-        "replay",
-        "state",
-        "--file",
-        "/nonexistent/x",
-    ]));
+    let err = file_failure("state", Path::new("/nonexistent/x"));
     assert!(err.contains("cannot open /nonexistent/x"), "{err}");
 }

@@ -26,14 +26,7 @@ impl Stack {
     /// Starts and provisions a server.
     pub(crate) async fn start() -> Self {
         let server = NatsServer::start_local_conf().await.unwrap();
-        let password = server
-            .password(ServiceUser::Admin.name())
-            .unwrap()
-            .to_string();
-        let client = server
-            .connect_with(ServiceUser::Admin.connect_options(password))
-            .await
-            .unwrap();
+        let client = server.connect_as(ServiceUser::Admin).await.unwrap();
         provision(
             &jetstream::new(client.clone()),
             &Definitions::builtin().unwrap(),
@@ -41,6 +34,25 @@ impl Stack {
         .await
         .unwrap();
         Self { server, client }
+    }
+
+    /// Stores [`churn`]`(ring, events)` with [`write_history`], on a ring of the default
+    /// configuration.
+    pub(crate) async fn write_churn(
+        &self,
+        ring: &RingName,
+        events: usize,
+        snapshot_every: u64,
+        tamper: Tamper<'_>,
+    ) -> Written {
+        write_history(
+            &self.client,
+            &churn(ring, events),
+            RingConfig::default(),
+            snapshot_every,
+            tamper,
+        )
+        .await
     }
 
     /// `ringside ARGS --nats-url URL` as `user`, its password in the environment.
