@@ -36,6 +36,9 @@ fn failure(args: &[&str]) -> String {
     stderr
 }
 
+/// The plan both plan-add tests run: a fourth member `d` joins `a,b,c`.
+const PLAN_ADD_D: [&str; 6] = ["ring", "plan", "--members", "a,b,c", "--add", "d"];
+
 fn ring_of(strategy: Strategy, vnodes: u32, ids: &[&str]) -> Ring {
     let mut ring = Ring::new(RingConfig::new(strategy, vnodes).unwrap());
     for id in ids {
@@ -101,16 +104,7 @@ fn lookup_table_lists_every_key() {
 
 #[test]
 fn plan_add_moves_ranges_only_to_the_new_member() {
-    let plan = ok_json(&[
-        "ring",
-        "plan",
-        "--members",
-        "a,b,c",
-        "--add",
-        "d",
-        "--output",
-        "json",
-    ]);
+    let plan = ok_json(&[&PLAN_ADD_D[..], &["--output", "json"]].concat());
     let before = ring_of(Strategy::Balanced, 160, &["a", "b", "c"]);
     let after = ring_of(Strategy::Balanced, 160, &["a", "b", "c", "d"]);
     let diff = ringside_ring::diff(&before, &after);
@@ -165,16 +159,7 @@ fn plan_remove_moves_ranges_only_from_the_removed_member() {
 
 #[test]
 fn plan_table_is_readable() {
-    let out = ringside(&[
-        "ring",
-        "plan",
-        "--members",
-        "a,b,c",
-        "--add",
-        "d",
-        "--max-ranges",
-        "2",
-    ]);
+    let out = ringside(&[&PLAN_ADD_D[..], &["--max-ranges", "2"]].concat());
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(
