@@ -25,73 +25,80 @@ pub const SCHEMA_VERSION: u32 = 1;
 /// Protobuf package of every event message (`ce-type` is `<package>.<Message>`).
 pub const PACKAGE: &str = "ringside.v1";
 
-/// The kind of fact an event carries (the `oneof body` variant).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum EventKind {
-    /// [`pb::MembersJoined`]
-    MembersJoined,
-    /// [`pb::MemberLeft`]
-    MemberLeft,
-    /// [`pb::MembershipSynced`]
-    MembershipSynced,
-    /// [`pb::RingRebalanced`]
-    RingRebalanced,
-    /// [`pb::NodeLoadReported`]
-    NodeLoadReported,
-    /// [`pb::KeysHandedOff`]
-    KeysHandedOff,
-    /// [`pb::ScaleDecided`]
-    ScaleDecided,
-    /// [`pb::HeartbeatSent`]
-    HeartbeatSent,
-    /// [`pb::TrafficSampled`]
-    TrafficSampled,
+/// Declares [`EventKind`] and everything that lists every kind: the enum,
+/// [`EventKind::ALL`], [`EventKind::of`], the message and id names, `From<pb::X> for
+/// Body` and the body's encoding. One list of the `oneof body` variants (field-number
+/// order, each with its id label) feeds them all, so a new kind is added in one place.
+macro_rules! event_kinds {
+    ($($kind:ident => $label:literal),* $(,)?) => {
+        /// The kind of fact an event carries (the `oneof body` variant).
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum EventKind {
+            $(
+                #[doc = concat!("[`pb::", stringify!($kind), "`]")]
+                $kind,
+            )*
+        }
+
+        /// How many kinds there are.
+        const KIND_COUNT: usize = [$(stringify!($kind)),*].len();
+
+        impl EventKind {
+            /// Every kind, in field-number order.
+            pub const ALL: [EventKind; KIND_COUNT] = [$(Self::$kind),*];
+
+            /// The kind of a body.
+            pub fn of(body: &Body) -> Self {
+                match body {
+                    $(Body::$kind(_) => Self::$kind,)*
+                }
+            }
+
+            /// The message name without package (`RingRebalanced`).
+            pub fn message_name(self) -> &'static str {
+                match self {
+                    $(Self::$kind => stringify!($kind),)*
+                }
+            }
+
+            /// Short lowercase label used inside message ids (`rebalanced`).
+            fn id_label(self) -> &'static str {
+                match self {
+                    $(Self::$kind => $label,)*
+                }
+            }
+        }
+
+        $(
+            impl From<pb::$kind> for Body {
+                fn from(m: pb::$kind) -> Self {
+                    Body::$kind(m)
+                }
+            }
+        )*
+
+        /// The bytes of the body's own message (what the message id hashes).
+        fn encode_body(body: &Body) -> Vec<u8> {
+            match body {
+                $(Body::$kind(m) => m.encode_to_vec(),)*
+            }
+        }
+    };
+}
+
+event_kinds! {
+    MembersJoined => "joined",
+    MemberLeft => "left",
+    MembershipSynced => "synced",
+    RingRebalanced => "rebalanced",
+    NodeLoadReported => "load",
+    KeysHandedOff => "handoff",
+    ScaleDecided => "scale",
+    HeartbeatSent => "heartbeat",
+    TrafficSampled => "traffic",
 }
 
 impl EventKind {
-    /// Every kind, in field-number order.
-    pub const ALL: [EventKind; 9] = [
-        Self::MembersJoined,
-        Self::MemberLeft,
-        Self::MembershipSynced,
-        Self::RingRebalanced,
-        Self::NodeLoadReported,
-        Self::KeysHandedOff,
-        Self::ScaleDecided,
-        Self::HeartbeatSent,
-        Self::TrafficSampled,
-    ];
-
-    /// The kind of a body.
-    pub fn of(body: &Body) -> Self {
-        match body {
-            Body::MembersJoined(_) => Self::MembersJoined,
-            Body::MemberLeft(_) => Self::MemberLeft,
-            Body::MembershipSynced(_) => Self::MembershipSynced,
-            Body::RingRebalanced(_) => Self::RingRebalanced,
-            Body::NodeLoadReported(_) => Self::NodeLoadReported,
-            Body::KeysHandedOff(_) => Self::KeysHandedOff,
-            Body::ScaleDecided(_) => Self::ScaleDecided,
-            Body::HeartbeatSent(_) => Self::HeartbeatSent,
-            Body::TrafficSampled(_) => Self::TrafficSampled,
-        }
-    }
-
-    /// The message name without package (`RingRebalanced`).
-    pub fn message_name(self) -> &'static str {
-        match self {
-            Self::MembersJoined => "MembersJoined",
-            Self::MemberLeft => "MemberLeft",
-            Self::MembershipSynced => "MembershipSynced",
-            Self::RingRebalanced => "RingRebalanced",
-            Self::NodeLoadReported => "NodeLoadReported",
-            Self::KeysHandedOff => "KeysHandedOff",
-            Self::ScaleDecided => "ScaleDecided",
-            Self::HeartbeatSent => "HeartbeatSent",
-            Self::TrafficSampled => "TrafficSampled",
-        }
-    }
-
     /// The full message name, the value of the `ce-type` header
     /// (`ringside.v1.RingRebalanced`).
     pub fn type_name(self) -> String {
@@ -110,21 +117,6 @@ impl EventKind {
             Self::ScaleDecided => SubjectKind::Scale,
             Self::HeartbeatSent => SubjectKind::Heartbeat,
             Self::TrafficSampled => SubjectKind::Traffic,
-        }
-    }
-
-    /// Short lowercase label used inside message ids (`rebalanced`).
-    fn id_label(self) -> &'static str {
-        match self {
-            Self::MembersJoined => "joined",
-            Self::MemberLeft => "left",
-            Self::MembershipSynced => "synced",
-            Self::RingRebalanced => "rebalanced",
-            Self::NodeLoadReported => "load",
-            Self::KeysHandedOff => "handoff",
-            Self::ScaleDecided => "scale",
-            Self::HeartbeatSent => "heartbeat",
-            Self::TrafficSampled => "traffic",
         }
     }
 }
@@ -572,42 +564,6 @@ impl From<Event> for pb::Envelope {
             producer: event.producer,
             body: Some(event.body),
         }
-    }
-}
-
-macro_rules! body_from {
-    ($($t:ident),*) => {$(
-        impl From<pb::$t> for Body {
-            fn from(m: pb::$t) -> Self {
-                Body::$t(m)
-            }
-        }
-    )*};
-}
-body_from!(
-    MembersJoined,
-    MemberLeft,
-    MembershipSynced,
-    RingRebalanced,
-    NodeLoadReported,
-    KeysHandedOff,
-    ScaleDecided,
-    HeartbeatSent,
-    TrafficSampled
-);
-
-/// The bytes of the body's own message (what the message id hashes).
-fn encode_body(body: &Body) -> Vec<u8> {
-    match body {
-        Body::MembersJoined(m) => m.encode_to_vec(),
-        Body::MemberLeft(m) => m.encode_to_vec(),
-        Body::MembershipSynced(m) => m.encode_to_vec(),
-        Body::RingRebalanced(m) => m.encode_to_vec(),
-        Body::NodeLoadReported(m) => m.encode_to_vec(),
-        Body::KeysHandedOff(m) => m.encode_to_vec(),
-        Body::ScaleDecided(m) => m.encode_to_vec(),
-        Body::HeartbeatSent(m) => m.encode_to_vec(),
-        Body::TrafficSampled(m) => m.encode_to_vec(),
     }
 }
 
