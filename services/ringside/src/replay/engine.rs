@@ -55,13 +55,27 @@ impl Fold {
     /// Folds one membership record; returns the new epoch's event if it made one.
     /// Records that do not decode are skipped, as the reducer's consumer skips them.
     pub(crate) fn apply(&mut self, r: &Record) -> Option<Box<pb::RingRebalanced>> {
+        self.fold_with(r, RingLedger::apply)
+    }
+
+    /// [`Fold::apply`] without building the epoch's event (see
+    /// [`RingLedger::advance`]): whether it made an epoch.
+    pub(crate) fn advance(&mut self, r: &Record) -> bool {
+        self.fold_with(r, RingLedger::advance).is_some()
+    }
+
+    fn fold_with<E>(
+        &mut self,
+        r: &Record,
+        step: impl FnOnce(&mut RingLedger, u64, &Body) -> Outcome<E>,
+    ) -> Option<E> {
         self.stats.membership += 1;
         self.last_time = Some(r.time);
         let Ok(event) = &r.event else {
             self.stats.undecodable += 1;
             return None;
         };
-        match self.ledger.apply(r.seq, event.body()) {
+        match step(&mut self.ledger, r.seq, event.body()) {
             Outcome::Rebalanced(e) => {
                 self.stats.epochs += 1;
                 Some(e)
@@ -1035,7 +1049,7 @@ mod tests {
             .iter()
             .filter(|r| r.subject.ends_with(".membership"))
         {
-            if fold.apply(r).is_some() {
+            if fold.advance(r) {
                 history.after_epoch(&fold.ledger, r);
                 owners.push(
                     fold.ledger

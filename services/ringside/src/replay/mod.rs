@@ -380,9 +380,11 @@ async fn fold_range(
             &[SubjectKind::Membership],
             &mut progress,
             &mut |r| {
-                Ok(match fold.apply(&r) {
-                    Some(_) => after(fold, &r),
-                    None => ControlFlow::Continue(()),
+                // Only the state is needed here, not the epochs' events.
+                Ok(if fold.advance(&r) {
+                    after(fold, &r)
+                } else {
+                    ControlFlow::Continue(())
                 })
             },
         )
