@@ -186,6 +186,40 @@ async fn a_stored_epoch_that_differs_from_the_fold_stops_the_reducer() {
     );
 }
 
+/// Catch-up folds the epochs before the stored head without reading them back, so it
+/// must notice when the head does not sit where the fold puts it: here the stored
+/// epochs 1..=3 are true, and epoch 4 claims a later membership event than the one
+/// the fold makes it from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_head_from_another_membership_event_stops_the_reducer() {
+    let bus = Bus::start().await;
+    bus.publish(&common::churn(9, 30, 6)).await;
+    let folded = bus.offline_fold().await;
+    assert!(folded.epochs.len() > 5, "the churn makes enough epochs");
+    let mut history: Vec<_> = folded.epochs[..4].to_vec();
+    history[3].membership_sequence = folded.epochs[5].membership_sequence;
+    for epoch in history {
+        bus.publisher
+            .publish(&ringside_events::Event::new(common::ring(), epoch).unwrap())
+            .await
+            .unwrap();
+    }
+    let err = Running::start(&bus.reducer_map("a"))
+        .await
+        .ended()
+        .await
+        .unwrap_err();
+    // Found as soon as the fold makes epoch 4, not after folding on to the head's.
+    assert!(
+        matches!(
+            &err,
+            ringside_reducer::ReducerError::Divergence { epoch: 4, detail, .. }
+                if detail.contains("made it already from sequence")
+        ),
+        "{err}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nats_restart_is_ridden_out_in_order() {
     let mut bus = Bus::start().await;
