@@ -17,7 +17,8 @@
 //! # How it fits
 //! `ringside-events` tests (and later the services' tests) start a server here, connect
 //! with [`NatsServer::connect`], [`NatsServer::connect_as`] (a service user of
-//! `nats/local.conf`, with its password and inbox prefix) or [`NatsServer::connect_with`],
+//! `nats/local.conf`, with its password and inbox prefix) or [`NatsServer::connect_with`]
+//! ([`NatsServer::connect_provisioned`] also creates the builtin streams and buckets),
 //! and use the same provisioning and publishing code as production.
 
 pub mod bench;

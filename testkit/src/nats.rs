@@ -20,7 +20,7 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use ringside_events::ServiceUser;
+use ringside_events::{Definitions, ServiceUser, provision};
 use ringside_natsd::log::{Startup, read_from, startup, tail};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
@@ -65,6 +65,9 @@ pub enum TestkitError {
     /// The server is not running (killed and not restarted).
     #[error("nats-server is not running")]
     NotRunning,
+    /// Provisioning the builtin streams and buckets failed.
+    #[error("provisioning the builtin streams and buckets failed")]
+    Provision(#[source] ringside_events::provision::ProvisionError),
     /// Connecting a client failed.
     #[error("connecting to {url} failed")]
     Connect {
@@ -455,6 +458,17 @@ impl NatsServer {
     pub async fn connect_as(&self, user: ServiceUser) -> Result<async_nats::Client, TestkitError> {
         let password = self.password(user.name())?.to_owned();
         self.connect_with(user.connect_options(password)).await
+    }
+
+    /// Connects as `admin` and provisions the builtin streams and buckets (`nats/`), as
+    /// `ringside up` does: the usual start of a test that stores events.
+    pub async fn connect_provisioned(&self) -> Result<async_nats::Client, TestkitError> {
+        let admin = self.connect_as(ServiceUser::Admin).await?;
+        let definitions = Definitions::builtin().map_err(TestkitError::Provision)?;
+        provision(&async_nats::jetstream::new(admin.clone()), &definitions)
+            .await
+            .map_err(TestkitError::Provision)?;
+        Ok(admin)
     }
 
     /// Connects without credentials (servers started without an auth config).

@@ -8,9 +8,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer};
 use futures::StreamExt;
-use ringside_events::{
-    Definitions, Event, Publisher, RetryPolicy, RingName, ServiceUser, pb, provision,
-};
+use ringside_events::{Event, Publisher, RetryPolicy, RingName, pb};
 use ringside_testkit::NatsServer;
 
 /// The ring every test uses.
@@ -67,12 +65,7 @@ pub(crate) async fn local_server() -> NatsServer {
 
 /// Admin client with the builtin streams and buckets provisioned.
 pub(crate) async fn provisioned(server: &NatsServer) -> async_nats::Client {
-    let client = server.connect_as(ServiceUser::Admin).await.unwrap();
-    let js = jetstream::new(client.clone());
-    provision(&js, &Definitions::builtin().unwrap())
-        .await
-        .unwrap();
-    client
+    server.connect_provisioned().await.unwrap()
 }
 
 /// A publisher that gives up quickly (for tests that expect failures).

@@ -16,10 +16,7 @@ use async_nats::jetstream::{self, consumer};
 use futures::StreamExt;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use ringside_events::{
-    Body, Definitions, Event, Outcome, Publisher, RingLedger, RingName, ServiceUser, codec, pb,
-    provision, subject,
-};
+use ringside_events::{Body, Event, Outcome, Publisher, RingLedger, RingName, codec, pb, subject};
 use ringside_testkit::NatsServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -45,13 +42,7 @@ impl Bus {
     /// Starts and provisions a server.
     pub(crate) async fn start() -> Bus {
         let server = NatsServer::start_local_conf().await.unwrap();
-        let admin = server.connect_as(ServiceUser::Admin).await.unwrap();
-        provision(
-            &jetstream::new(admin.clone()),
-            &Definitions::builtin().unwrap(),
-        )
-        .await
-        .unwrap();
+        let admin = server.connect_provisioned().await.unwrap();
         let publisher = Publisher::new(admin.clone());
         Bus {
             server,

@@ -8,8 +8,7 @@ use std::process::{Command, Output};
 
 use async_nats::jetstream;
 use ringside_events::{
-    Body, Definitions, Event, Outcome, Publisher, RingLedger, RingName, ServiceUser, codec, pb,
-    provision, subject,
+    Body, Event, Outcome, Publisher, RingLedger, RingName, ServiceUser, codec, pb, subject,
 };
 use ringside_ring::RingConfig;
 use ringside_testkit::NatsServer;
@@ -26,13 +25,7 @@ impl Stack {
     /// Starts and provisions a server.
     pub(crate) async fn start() -> Self {
         let server = NatsServer::start_local_conf().await.unwrap();
-        let client = server.connect_as(ServiceUser::Admin).await.unwrap();
-        provision(
-            &jetstream::new(client.clone()),
-            &Definitions::builtin().unwrap(),
-        )
-        .await
-        .unwrap();
+        let client = server.connect_provisioned().await.unwrap();
         Self { server, client }
     }
 
