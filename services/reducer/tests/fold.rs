@@ -159,7 +159,7 @@ async fn a_changed_ring_configuration_is_refused() {
     first.stop().await.unwrap();
     let mut changed = map.clone();
     changed.insert("RINGSIDE_REDUCER_VNODES".into(), "16".into());
-    let err = Running::start(&changed).await.ended().await.unwrap_err();
+    let err = Running::refused(&changed).await;
     assert!(
         matches!(err, ringside_reducer::ReducerError::ConfigMismatch { .. }),
         "{err}"
@@ -172,11 +172,7 @@ async fn a_stored_epoch_that_differs_from_the_fold_stops_the_reducer() {
     let events = common::churn(9, 30, 6);
     bus.publish(&events).await;
     bus.publish_forged_first_epoch().await;
-    let err = Running::start(&bus.reducer_map("a"))
-        .await
-        .ended()
-        .await
-        .unwrap_err();
+    let err = Running::refused(&bus.reducer_map("a")).await;
     assert!(
         matches!(
             err,
@@ -204,11 +200,7 @@ async fn a_stored_head_from_another_membership_event_stops_the_reducer() {
             .await
             .unwrap();
     }
-    let err = Running::start(&bus.reducer_map("a"))
-        .await
-        .ended()
-        .await
-        .unwrap_err();
+    let err = Running::refused(&bus.reducer_map("a")).await;
     // Found as soon as the fold makes epoch 4, not after folding on to the head's.
     assert!(
         matches!(

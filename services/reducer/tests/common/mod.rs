@@ -487,6 +487,15 @@ impl Running {
             .expect("reducer did not end within 30 s")
             .unwrap()
     }
+
+    /// Starts a reducer that must refuse to go on: the error it stops with.
+    pub(crate) async fn refused(map: &BTreeMap<String, String>) -> ringside_reducer::ReducerError {
+        Running::start(map)
+            .await
+            .ended()
+            .await
+            .expect_err("the reducer should have stopped with an error")
+    }
 }
 
 /// Logs to the test's output (shown for failing tests); `RUST_LOG` filters.
