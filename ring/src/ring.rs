@@ -615,12 +615,40 @@ impl Ring {
             return (last.into_iter().collect(), Touched::default());
         }
         // The ring was canonical, so only an edit or the slot before one can now be
-        // followed by a slot of its own owner.
-        let mut drops: Vec<usize> = landed
-            .iter()
-            .flat_map(|&i| [(i + n - 1) % n, i])
-            .filter(|&i| slot(i).owner == slot((i + 1) % n).owner)
-            .collect();
+        // followed by a slot of its own owner. The neighbours of edit k in the new ring
+        // come from the runs around it: the slot before is edit k - 1 if the run between
+        // them is empty, else the run's last old slot (wrapping to the new ring's last
+        // slot); the slot after is edit k + 1 or the next run's first old slot (wrapping
+        // to the new ring's first). Old slots come with their old index.
+        let new_last = || match edits.last() {
+            Some(&e) if next[edits.len() - 1] == old.len() => (e, None),
+            _ => (keep(&old[old.len() - 1]), Some(old.len() - 1)),
+        };
+        let new_first = || match at[0] == 0 {
+            true => edits[0],
+            false => keep(&old[0]),
+        };
+        // Dropped slots: their new index, their position and, for an old slot, its old
+        // index.
+        let mut drops: Vec<(usize, Token, Option<usize>)> = Vec::with_capacity(edits.len() * 2);
+        for (k, e) in edits.iter().enumerate() {
+            let before = match k.checked_sub(1) {
+                None if at[0] == 0 => new_last(),
+                Some(j) if at[k] == next[j] => (edits[j], None),
+                _ => (keep(&old[at[k] - 1]), Some(at[k] - 1)),
+            };
+            if before.0.owner == e.owner {
+                drops.push(((landed[k] + n - 1) % n, before.0.token, before.1));
+            }
+            let after = match edits.get(k + 1) {
+                Some(&f) if next[k] == at[k + 1] => f,
+                _ if next[k] == old.len() => new_first(),
+                _ => keep(&old[next[k]]),
+            };
+            if e.owner == after.owner {
+                drops.push((landed[k], e.token, None));
+            }
+        }
         drops.sort_unstable();
         drops.dedup();
         // Every other slot keeps its position and its member (renumbered).
@@ -628,7 +656,7 @@ impl Ring {
             edits
                 .iter()
                 .map(|e| e.token)
-                .chain(drops.iter().map(|&i| slot(i).token)),
+                .chain(drops.iter().map(|d| d.1)),
         );
         // Touched old slots (see `derived`): those at the edits' and the dropped slots'
         // positions, and the first after each.
@@ -638,13 +666,13 @@ impl Ring {
             touched.old.extend((next[k] > at[k]).then_some(at[k]));
             touched.old.extend((!old.is_empty()).then(|| wrap(next[k])));
         }
-        for j in drops.iter().filter_map(|&i| source(i).ok()) {
+        for j in drops.iter().filter_map(|d| d.2) {
             touched.old.extend([j, wrap(j + 1)]);
         }
         // A dropped slot is an edit or the last old slot of a run before one (or of the
         // last run, wrapping): copy the runs, leaving those out. Touched new slots: the
         // kept edits and the first slot after each edit or dropped slot.
-        let dropped = |i: usize| drops.binary_search(&i).is_ok();
+        let dropped = |i: usize| drops.binary_search_by_key(&i, |d| d.0).is_ok();
         let mut out = slot_list(n - drops.len());
         let mut after_change = false;
         let mut run_start = 0;
