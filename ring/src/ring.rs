@@ -578,109 +578,124 @@ impl Ring {
         };
         // Before dropping redundant tokens, the new ring is: the old slots before the
         // first edit, the edit (replacing an old slot at its position), the old slots
-        // up to the next edit, and so on. Edit k lands before old index `at[k]`, the
-        // old slots after it start at `next[k]`, and its index in the new ring is
-        // `landed[k]`; `replaced[k]` counts the old slots replaced by edits before k.
+        // up to the next edit (run k + 1), and so on, and the old slots after the last
+        // edit (the last run). Edit k lands before old index `at[k]` and the old slots
+        // after it start at `next[k]`.
         let mut at = Vec::with_capacity(edits.len());
         let mut next = Vec::with_capacity(edits.len());
-        let mut landed = Vec::with_capacity(edits.len());
-        let mut replaced = Vec::with_capacity(edits.len() + 1);
-        replaced.push(0);
         let mut from = 0;
-        for (k, e) in edits.iter().enumerate() {
+        for e in &edits {
             let i = seek(old, from, e.token);
             from = i + usize::from(old.get(i).is_some_and(|s| s.token == e.token));
-            landed.push(i - replaced[k] + k);
-            replaced.push(replaced[k] + (from - i));
             at.push(i);
             next.push(from);
         }
-        let n = old.len() + edits.len() - replaced[edits.len()];
-        // Where slot `i` of the new ring (before dropping) comes from.
-        let source = |i: usize| {
-            let k = landed.partition_point(|&l| l < i);
-            if landed.get(k) == Some(&i) {
-                Err(k)
-            } else {
-                // `i - k` old slots come before it, plus the replaced ones.
-                Ok(i - k + replaced[k])
-            }
+        let replaced: usize = at.iter().zip(&next).map(|(a, n)| n - a).sum();
+        let n = old.len() + edits.len() - replaced;
+        // The old index of the slot before edit k in the new ring, if that is an old
+        // slot: the last of the run before it, or for edit 0 the new ring's last slot.
+        let before_old = |k: usize| match k.checked_sub(1) {
+            None if at[0] == 0 => (next[edits.len() - 1] < old.len()).then(|| old.len() - 1),
+            Some(j) if at[k] == next[j] => None,
+            _ => Some(at[k] - 1),
         };
-        let slot = |i: usize| source(i).map_or_else(|k| edits[k], |j| keep(&old[j]));
+        // The new ring's first slot (before dropping).
+        let new_first = || match at.first() {
+            Some(0) => edits[0],
+            _ => keep(&old[0]),
+        };
         if members_after <= 1 {
             // One owner left: only its last token stays (spec 6.1). The ring now has a
             // single token, so its tables are computed afresh: nothing is touched.
-            let last = (n > 0).then(|| slot(n - 1));
+            let last = match edits.last() {
+                Some(&e) if next[edits.len() - 1] == old.len() => Some(e),
+                _ => old.last().map(keep),
+            };
             edits_out.record_all();
             return (last.into_iter().collect(), Touched::default());
         }
         // The ring was canonical, so only an edit or the slot before one can now be
-        // followed by a slot of its own owner. The neighbours of edit k in the new ring
-        // come from the runs around it: the slot before is edit k - 1 if the run between
-        // them is empty, else the run's last old slot (wrapping to the new ring's last
-        // slot); the slot after is edit k + 1 or the next run's first old slot (wrapping
-        // to the new ring's first). Old slots come with their old index.
-        let new_last = || match edits.last() {
-            Some(&e) if next[edits.len() - 1] == old.len() => (e, None),
-            _ => (keep(&old[old.len() - 1]), Some(old.len() - 1)),
-        };
-        let new_first = || match at[0] == 0 {
-            true => edits[0],
-            false => keep(&old[0]),
-        };
-        // Dropped slots: their new index, their position and, for an old slot, its old
-        // index.
-        let mut drops: Vec<(usize, Token, Option<usize>)> = Vec::with_capacity(edits.len() * 2);
+        // followed by a slot of its own owner. The slot before edit k is an old slot
+        // (`before_old`) or edit k - 1 (for edit 0, the last edit); the slot after it
+        // is edit k + 1 if the run between them is empty, else that run's first old
+        // slot (for the last edit, the new ring's first slot). A dropped edit before
+        // edit k is that edit's own drop, so `before_dropped[k]` says whether the slot
+        // before edit k is dropped, `edit_dropped[k]` whether edit k is.
+        let mut edit_dropped = Vec::with_capacity(edits.len());
+        let mut before_dropped = Vec::with_capacity(edits.len());
+        let mut old_drops = Vec::new();
         for (k, e) in edits.iter().enumerate() {
-            let before = match k.checked_sub(1) {
-                None if at[0] == 0 => new_last(),
-                Some(j) if at[k] == next[j] => (edits[j], None),
-                _ => (keep(&old[at[k] - 1]), Some(at[k] - 1)),
+            let before = match before_old(k) {
+                Some(j) => keep(&old[j]),
+                None => edits[k.checked_sub(1).unwrap_or(edits.len() - 1)],
             };
-            if before.0.owner == e.owner {
-                drops.push(((landed[k] + n - 1) % n, before.0.token, before.1));
-            }
+            let drop = before.owner == e.owner;
+            before_dropped.push(drop);
+            old_drops.extend(before_old(k).filter(|_| drop));
             let after = match edits.get(k + 1) {
                 Some(&f) if next[k] == at[k + 1] => f,
                 _ if next[k] == old.len() => new_first(),
                 _ => keep(&old[next[k]]),
             };
-            if e.owner == after.owner {
-                drops.push((landed[k], e.token, None));
-            }
+            edit_dropped.push(e.owner == after.owner);
         }
-        drops.sort_unstable();
-        drops.dedup();
+        let drops = old_drops.len() + edit_dropped.iter().filter(|&&d| d).count();
         // Every other slot keeps its position and its member (renumbered).
         edits_out.record(
             edits
                 .iter()
                 .map(|e| e.token)
-                .chain(drops.iter().map(|d| d.1)),
+                .chain(old_drops.iter().map(|&j| old[j].token)),
         );
         // Touched old slots (see `derived`): those at the edits' and the dropped slots'
-        // positions, and the first after each.
+        // positions, and the first after each. They come in order, but for wrapping to
+        // slot 0 and for the last old slot when it is dropped before edit 0: those two
+        // are put in place at the end.
         let mut touched = Touched::default();
-        let wrap = |j: usize| if j == old.len() { 0 } else { j };
+        let mut first_touched = false;
+        let mut last_dropped = false;
         for k in 0..edits.len() {
-            touched.old.extend((next[k] > at[k]).then_some(at[k]));
-            touched.old.extend((!old.is_empty()).then(|| wrap(next[k])));
+            let wraps = k == 0 && at[0] == 0;
+            let dropped_before = before_old(k).filter(|_| before_dropped[k]);
+            match dropped_before {
+                Some(_) if wraps => last_dropped = true,
+                Some(j) => touched.old.push(j),
+                None => {}
+            }
+            // The slot edit k replaced, and the first after a dropped slot before it.
+            if next[k] > at[k] || (dropped_before.is_some() && !wraps && at[k] < old.len()) {
+                touched.old.push(at[k]);
+            }
+            // The first after edit k (wrapping, also the first after a dropped last
+            // slot before edit k).
+            match next[k] < old.len() {
+                true => touched.old.push(next[k]),
+                false => first_touched = true,
+            }
         }
-        for j in drops.iter().filter_map(|d| d.2) {
-            touched.old.extend([j, wrap(j + 1)]);
+        first_touched |= last_dropped;
+        if last_dropped {
+            touched.old.push(old.len() - 1);
         }
+        if first_touched && touched.old.first() != Some(&0) {
+            touched.old.insert(0, 0);
+        }
+        touched.old.dedup();
         // A dropped slot is an edit or the last old slot of a run before one (or of the
-        // last run, wrapping): copy the runs, leaving those out. Touched new slots: the
-        // kept edits and the first slot after each edit or dropped slot.
-        let dropped = |i: usize| drops.binary_search_by_key(&i, |d| d.0).is_ok();
-        let mut out = slot_list(n - drops.len());
+        // last run, before edit 0): copy the runs, leaving those out. Touched new slots:
+        // the kept edits and the first slot after each edit or dropped slot.
+        let mut out = slot_list(n - drops);
         let mut after_change = false;
         let mut run_start = 0;
-        let ends = landed.iter().map(|&l| l.wrapping_sub(1)).chain([n - 1]);
-        let runs = at.iter().copied().chain([old.len()]).zip(ends);
-        for (k, (run_end, last)) in runs.enumerate() {
+        for (k, run_end) in at.iter().copied().chain([old.len()]).enumerate() {
             let run = &old[run_start..run_end];
-            let cut = usize::from(!run.is_empty() && dropped(last));
+            // The run before edit k, or the last run, which comes before edit 0 when
+            // no run does.
+            let before = match k == edits.len() {
+                true => at.first() == Some(&0) && before_dropped[0],
+                false => before_dropped[k],
+            };
+            let cut = usize::from(!run.is_empty() && before);
             let run = &run[..run.len() - cut];
             if after_change && !run.is_empty() {
                 touched.new.push(out.len());
@@ -689,7 +704,7 @@ impl Ring {
             out.extend(run.iter().map(keep));
             after_change |= cut == 1;
             if let Some(&e) = edits.get(k) {
-                if !dropped(landed[k]) {
+                if !edit_dropped[k] {
                     touched.new.push(out.len());
                     out.push(e);
                 }
@@ -697,12 +712,20 @@ impl Ring {
                 run_start = next[k];
             }
         }
-        touched.new.extend(after_change.then_some(0));
-        debug_assert_eq!(out.len(), n - drops.len());
-        touched.old.sort_unstable();
-        touched.old.dedup();
-        touched.new.sort_unstable();
-        touched.new.dedup();
+        debug_assert_eq!(out.len(), n - drops);
+        // Touched new slots come in order, but for wrapping to slot 0.
+        if after_change && touched.new.first() != Some(&0) {
+            touched.new.insert(0, 0);
+        }
+        #[cfg(debug_assertions)]
+        {
+            // The touched slots are those a search from the changed positions finds.
+            let mut changed: Vec<Token> = edits.iter().map(|e| e.token).collect();
+            changed.extend(old_drops.iter().map(|&j| old[j].token));
+            changed.sort_unstable();
+            changed.dedup();
+            debug_assert_eq!(touched, Touched::at(old, &out, &changed));
+        }
         (out, touched)
     }
 
