@@ -22,7 +22,10 @@
 //! 48 member ids, a ring of about 24 members with 160 vnodes each: joins of one to
 //! three members (some re-weights and restarts), leaves, and 1 % full syncs, stored in
 //! atomic batches of 1000 followed by their epochs (a reducer one batch behind). Usage: `reducer [--ringside PATH] [--events N] [--rounds N]
-//! [--latency-members N] [--latency-samples N] [--json PATH] [--quick]`.
+//! [--latency-members N] [--latency-samples N] [--only replay|latency] [--json PATH]
+//! [--quick]`. `--only` runs one part (cold replay takes minutes; `latency` includes
+//! `rss`); the figures of the other part are left out of the table and are `null` in the
+//! JSON.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -55,6 +58,10 @@ struct Args {
     latency_samples: usize,
     json: Option<String>,
     quick: bool,
+    /// Run the cold replay part.
+    replay: bool,
+    /// Run the latency (and RSS) part.
+    latency: bool,
 }
 
 fn parse_args() -> Args {
@@ -69,6 +76,8 @@ fn parse_args() -> Args {
         latency_samples: 400,
         json: None,
         quick: false,
+        replay: true,
+        latency: true,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -88,6 +97,11 @@ fn parse_args() -> Args {
                     .expect("--latency-samples N")
             }
             "--json" => args.json = Some(value("--json")),
+            "--only" => match value("--only").as_str() {
+                "replay" => (args.replay, args.latency) = (true, false),
+                "latency" => (args.replay, args.latency) = (false, true),
+                other => panic!("--only replay|latency, not {other}"),
+            },
             "--quick" => {
                 args.quick = true;
                 args.events = 10_000;
@@ -382,80 +396,114 @@ fn pass(ok: bool) -> &'static str {
 async fn main() {
     let args = parse_args();
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let replay = cold_replay(&args).await;
-    let latency = latency(&args).await;
+    let replay = if args.replay {
+        Some(cold_replay(&args).await)
+    } else {
+        None
+    };
+    let latency = if args.latency {
+        Some(latency(&args).await)
+    } else {
+        None
+    };
 
-    let ratio = replay.reducer.1 / replay.ordered.1;
-    let over_fold = replay.reducer.1 / replay.fold.1;
     let mb = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let mut parts = Vec::new();
+    if let Some(replay) = &replay {
+        parts.push(format!(
+            "cold replay of {} membership events ({} epochs, ring of ~24 members, 160 vnodes), {} rounds",
+            args.events, replay.epochs, args.rounds
+        ));
+    }
+    if latency.is_some() {
+        parts.push(format!(
+            "latency on a {}-member ring, {} samples",
+            args.latency_members, args.latency_samples
+        ));
+    }
     println!(
-        "reducer benchmark{}: cold replay of {} membership events ({} epochs, ring of ~24 members, 160 vnodes), {} rounds; latency on a {}-member ring, {} samples; load at start {}",
+        "reducer benchmark{}: {}; load at start {}",
         if args.quick {
             " (--quick: figures not comparable)"
         } else {
             ""
         },
-        args.events,
-        replay.epochs,
-        args.rounds,
-        args.latency_members,
-        args.latency_samples,
+        parts.join("; "),
         load.split(' ').take(3).collect::<Vec<_>>().join(" ")
     );
-    println!("{:<28} {:>14} {:>14}", "FIGURE", "MIN", "MEDIAN");
-    for (name, (min, median)) in [
-        ("fold (in memory) /s", replay.fold),
-        ("raw_ordered_consumer /s", replay.ordered),
-        ("reducer cold_replay /s", replay.reducer),
-    ] {
-        println!("{name:<28} {min:>14.0} {median:>14.0}");
-    }
-    println!(
-        "cold_replay / raw_ordered_consumer = {ratio:.3} (target >= 0.5: {}); cold_replay / fold = {over_fold:.3}",
-        pass(ratio >= 0.5)
-    );
-    println!(
-        "latency membership publish -> rebalance stored: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms (target p99 <= 5 ms: {})",
-        latency.p50_ms,
-        latency.p99_ms,
-        latency.max_ms,
-        pass(latency.p99_ms <= 5.0)
-    );
-    println!(
-        "  of which: membership publish acked p50 {:.2} ms; the reducer's fold and store, mean {:.2} ms",
-        latency.publish_p50_ms, latency.handling_mean_ms
-    );
-    println!(
-        "reducer memory with a {}-member ring: RSS {:.1} MB, peak {:.1} MB (target RSS <= 50 MB: {})",
-        args.latency_members,
-        mb(latency.rss),
-        mb(latency.hwm),
-        pass(mb(latency.rss) <= 50.0)
-    );
-    let report = json!({
+    let mut report = json!({
         "quick": args.quick,
         "load_at_start": load.trim(),
         "events": args.events,
-        "epochs": replay.epochs,
         "rounds": args.rounds,
-        "fold_per_s": {"min": replay.fold.0, "median": replay.fold.1},
-        "raw_ordered_consumer_per_s": {"min": replay.ordered.0, "median": replay.ordered.1},
-        "cold_replay_per_s": {"min": replay.reducer.0, "median": replay.reducer.1},
-        "cold_replay_over_ordered_consumer": ratio,
-        "cold_replay_over_fold": over_fold,
         "latency_members": args.latency_members,
         "latency_samples": args.latency_samples,
-        "latency_ms": {"p50": latency.p50_ms, "p99": latency.p99_ms, "max": latency.max_ms},
-        "membership_publish_p50_ms": latency.publish_p50_ms,
-        "reducer_handling_mean_ms": latency.handling_mean_ms,
-        "rss_bytes": latency.rss,
-        "peak_rss_bytes": latency.hwm,
-        "targets": {
-            "cold_replay_over_ordered_consumer": {"min": 0.5, "pass": ratio >= 0.5},
-            "latency_p99_ms": {"max": 5.0, "pass": latency.p99_ms <= 5.0},
-            "rss_mb": {"max": 50.0, "pass": mb(latency.rss) <= 50.0},
-        },
+        "epochs": null,
+        "fold_per_s": null,
+        "raw_ordered_consumer_per_s": null,
+        "cold_replay_per_s": null,
+        "cold_replay_over_ordered_consumer": null,
+        "cold_replay_over_fold": null,
+        "latency_ms": null,
+        "membership_publish_p50_ms": null,
+        "reducer_handling_mean_ms": null,
+        "rss_bytes": null,
+        "peak_rss_bytes": null,
+        "targets": {},
     });
+    if let Some(replay) = &replay {
+        let ratio = replay.reducer.1 / replay.ordered.1;
+        let over_fold = replay.reducer.1 / replay.fold.1;
+        println!("{:<28} {:>14} {:>14}", "FIGURE", "MIN", "MEDIAN");
+        for (name, (min, median)) in [
+            ("fold (in memory) /s", replay.fold),
+            ("raw_ordered_consumer /s", replay.ordered),
+            ("reducer cold_replay /s", replay.reducer),
+        ] {
+            println!("{name:<28} {min:>14.0} {median:>14.0}");
+        }
+        println!(
+            "cold_replay / raw_ordered_consumer = {ratio:.3} (target >= 0.5: {}); cold_replay / fold = {over_fold:.3}",
+            pass(ratio >= 0.5)
+        );
+        report["epochs"] = json!(replay.epochs);
+        report["fold_per_s"] = json!({"min": replay.fold.0, "median": replay.fold.1});
+        report["raw_ordered_consumer_per_s"] =
+            json!({"min": replay.ordered.0, "median": replay.ordered.1});
+        report["cold_replay_per_s"] = json!({"min": replay.reducer.0, "median": replay.reducer.1});
+        report["cold_replay_over_ordered_consumer"] = json!(ratio);
+        report["cold_replay_over_fold"] = json!(over_fold);
+        report["targets"]["cold_replay_over_ordered_consumer"] =
+            json!({"min": 0.5, "pass": ratio >= 0.5});
+    }
+    if let Some(latency) = &latency {
+        println!(
+            "latency membership publish -> rebalance stored: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms (target p99 <= 5 ms: {})",
+            latency.p50_ms,
+            latency.p99_ms,
+            latency.max_ms,
+            pass(latency.p99_ms <= 5.0)
+        );
+        println!(
+            "  of which: membership publish acked p50 {:.2} ms; the reducer's fold and store, mean {:.2} ms",
+            latency.publish_p50_ms, latency.handling_mean_ms
+        );
+        println!(
+            "reducer memory with a {}-member ring: RSS {:.1} MB, peak {:.1} MB (target RSS <= 50 MB: {})",
+            args.latency_members,
+            mb(latency.rss),
+            mb(latency.hwm),
+            pass(mb(latency.rss) <= 50.0)
+        );
+        report["latency_ms"] =
+            json!({"p50": latency.p50_ms, "p99": latency.p99_ms, "max": latency.max_ms});
+        report["membership_publish_p50_ms"] = json!(latency.publish_p50_ms);
+        report["reducer_handling_mean_ms"] = json!(latency.handling_mean_ms);
+        report["rss_bytes"] = json!(latency.rss);
+        report["peak_rss_bytes"] = json!(latency.hwm);
+        report["targets"]["latency_p99_ms"] = json!({"max": 5.0, "pass": latency.p99_ms <= 5.0});
+        report["targets"]["rss_mb"] = json!({"max": 50.0, "pass": mb(latency.rss) <= 50.0});
+    }
     if let Some(path) = args.json {
         if let Some(dir) = std::path::Path::new(&path).parent() {
             std::fs::create_dir_all(dir).unwrap();
