@@ -387,8 +387,12 @@ async fn fold(
 /// Writes the snapshots the engine hands over; only the newest pending one matters.
 async fn write_snapshots(mut store: SnapshotStore, slot: Arc<SnapshotSlot>, metrics: Arc<Metrics>) {
     while let Some(view) = slot.take().await {
-        let written = match view.snapshot_blocking().await {
-            Ok(snapshot) => store.write(&snapshot).await,
+        let (epoch, membership_sequence) = (view.epoch, view.membership_sequence);
+        let snapshot = view.snapshot_to_store_blocking().await;
+        // The view is not needed for the round trips (it may be an old one nobody serves).
+        drop(view);
+        let written = match snapshot {
+            Ok(snapshot) => store.write(snapshot).await,
             Err(e) => Err(SnapshotError::Describe(e)),
         };
         match written {
@@ -398,15 +402,11 @@ async fn write_snapshots(mut store: SnapshotStore, slot: Arc<SnapshotSlot>, metr
                     &metrics.snapshot_taken_ms,
                     metrics::unix_millis(std::time::SystemTime::now()),
                 );
-                tracing::info!(
-                    epoch = view.epoch,
-                    membership_sequence = view.membership_sequence,
-                    "Snapshot written."
-                );
+                tracing::info!(epoch, membership_sequence, "Snapshot written.");
             }
             Err(e) => {
                 metrics::bump(&metrics.snapshot_failures);
-                tracing::warn!(epoch = view.epoch, error = %error_chain(&e), "Writing a snapshot failed; the next one will try again.");
+                tracing::warn!(epoch, error = %error_chain(&e), "Writing a snapshot failed; the next one will try again.");
             }
         }
     }

@@ -186,15 +186,18 @@ impl SnapshotStore {
     }
 
     /// Stores `snapshot` (stamped with `taken_at`) under its epoch key and, if it is
-    /// further along, as `latest`; then prunes old epoch keys.
-    pub async fn write(&mut self, snapshot: &pb::RingSnapshot) -> Result<(), SnapshotError> {
-        let mut stamped = snapshot.clone();
-        stamped.taken_at = Some(ringside_events::event::timestamp(SystemTime::now()));
-        let bytes = codec::encode_snapshot(&stamped).map_err(|source| SnapshotError::Encode {
+    /// further along, as `latest`; then prunes old epoch keys. Takes the snapshot to
+    /// stamp it in place and free it once encoded (megabytes at 1000 members).
+    pub async fn write(&mut self, mut snapshot: pb::RingSnapshot) -> Result<(), SnapshotError> {
+        snapshot.taken_at = Some(ringside_events::event::timestamp(SystemTime::now()));
+        let at = position(&snapshot);
+        let bytes = codec::encode_snapshot(&snapshot).map_err(|source| SnapshotError::Encode {
             epoch: snapshot.epoch,
             source,
         })?;
-        let key = subject::snapshot_key(&self.ring, snapshot.epoch);
+        // Only the encoding is written, over several round trips.
+        drop(snapshot);
+        let key = subject::snapshot_key(&self.ring, at.0);
         match self.kv.create(&key, bytes.clone()).await {
             Ok(_) => {}
             // A racing reducer (or an earlier run) stored this epoch already.
@@ -206,17 +209,18 @@ impl SnapshotStore {
                 });
             }
         }
-        self.replace_latest(&stamped, bytes).await?;
+        self.replace_latest(at, bytes).await?;
         if let Err(e) = self.prune().await {
             tracing::warn!(error = %crate::error_chain(&e), "Pruning old snapshots failed; trying again after the next snapshot.");
         }
         Ok(())
     }
 
-    /// Compare-and-set of `latest`, only ever forwards.
+    /// Compare-and-set of `latest` with the snapshot at position `at`, only ever
+    /// forwards.
     async fn replace_latest(
         &mut self,
-        snapshot: &pb::RingSnapshot,
+        at: (u64, u64),
         bytes: bytes::Bytes,
     ) -> Result<(), SnapshotError> {
         let key = subject::latest_snapshot_key(&self.ring);
@@ -231,7 +235,7 @@ impl SnapshotStore {
             let attempt: Result<u64, Option<Box<dyn std::error::Error + Send + Sync>>> = match self
                 .latest
             {
-                Some((at, _)) if at >= position(snapshot) => return Ok(()),
+                Some((have, _)) if have >= at => return Ok(()),
                 Some((_, revision)) => match self.kv.update(&key, bytes.clone(), revision).await {
                     Ok(r) => Ok(r),
                     Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Err(None),
@@ -245,7 +249,7 @@ impl SnapshotStore {
             };
             match attempt {
                 Ok(revision) => {
-                    self.latest = Some((position(snapshot), revision));
+                    self.latest = Some((at, revision));
                     return Ok(());
                 }
                 Err(Some(e)) => return Err(write_err(e)),
