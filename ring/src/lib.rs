@@ -10,7 +10,9 @@
 //! # How it fits
 //!
 //! The event fold (`ringside-events`) applies membership events to a [`Ring`] with
-//! [`Ring::add`] and [`Ring::remove`] and publishes [`diff`]s as rebalance events; the
+//! [`Ring::add_recording`] and [`Ring::remove_recording`], which note the positions
+//! they touch ([`Edits`]), and publishes the [`diff_at`] of those positions (equal to
+//! the [`diff`] of the two rings) as rebalance events; the
 //! nodes and the CLI answer [`Ring::owner`] and [`Ring::successors`]; snapshots store
 //! tokens with owner indices ([`Ring::indexed_tokens`]) and come back through
 //! [`Ring::from_indexed_parts`] (or by id: [`Ring::to_parts`], [`Ring::from_parts`]),
