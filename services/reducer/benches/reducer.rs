@@ -188,26 +188,14 @@ fn fold_rate(ring: &RingName, events: &[Event], sequences: &[u64]) -> f64 {
 /// Reads the membership subject from the start with an ordered consumer: messages per
 /// second.
 async fn ordered_consumer_rate(bus: &Bus, ring: &RingName, count: usize) -> f64 {
-    let stream = jetstream::new(bus.admin.clone())
-        .get_stream(subject::STREAM_EVENTS)
+    let stream = bus.stream().await;
+    let config = consumer::pull::OrderedConfig {
+        filter_subject: subject::membership(ring),
+        ..Default::default()
+    };
+    ringside_testkit::bench::ordered_read_rate(&stream, config, count)
         .await
-        .unwrap();
-    let consumer = stream
-        .create_consumer(consumer::pull::OrderedConfig {
-            filter_subject: subject::membership(ring),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let start = Instant::now();
-    let mut messages = consumer.messages().await.unwrap().take(count);
-    let mut read = 0;
-    while let Some(message) = messages.next().await {
-        std::hint::black_box(message.unwrap().payload.len());
-        read += 1;
-    }
-    assert_eq!(read, count);
-    count as f64 / start.elapsed().as_secs_f64()
+        .unwrap()
 }
 
 /// Starts the reducer binary for `ring` with the benchmark's ring configuration.
@@ -324,10 +312,7 @@ async fn latency(args: &Args) -> Latency {
     bus.publisher.publish(&sync).await.unwrap();
     let reducer = spawn(args, &bus, &ring, "latency").await;
     common::wait_ready(reducer.metrics, Duration::from_secs(600)).await;
-    let stream = jetstream::new(bus.admin.clone())
-        .get_stream(subject::STREAM_EVENTS)
-        .await
-        .unwrap();
+    let stream = bus.stream().await;
     let mut rebalances = stream
         .create_consumer(consumer::pull::OrderedConfig {
             filter_subject: subject::rebalance(&ring),
