@@ -313,17 +313,12 @@ async fn latency(args: &Args) -> Latency {
     let reducer = spawn(args, &bus, &ring, "latency").await;
     common::wait_ready(reducer.metrics, Duration::from_secs(600)).await;
     let stream = bus.stream().await;
-    let mut rebalances = stream
-        .create_consumer(consumer::pull::OrderedConfig {
-            filter_subject: subject::rebalance(&ring),
-            deliver_policy: consumer::DeliverPolicy::New,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .messages()
-        .await
-        .unwrap();
+    let mut rebalances = common::ordered(
+        &stream,
+        subject::rebalance(&ring),
+        consumer::DeliverPolicy::New,
+    )
+    .await;
     let mut samples = Vec::with_capacity(args.latency_samples);
     let mut publishes = Vec::with_capacity(args.latency_samples);
     let before = handling(&reducer).await;

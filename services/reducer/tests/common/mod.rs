@@ -127,16 +127,7 @@ impl Bus {
         if last == 0 {
             return out;
         }
-        let mut messages = stream
-            .create_consumer(consumer::pull::OrderedConfig {
-                filter_subject: subject,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .messages()
-            .await
-            .unwrap();
+        let mut messages = ordered(&stream, subject, consumer::DeliverPolicy::All).await;
         loop {
             let more = tokio::time::timeout(Duration::from_millis(500), messages.next()).await;
             let Ok(Some(m)) = more else { break };
@@ -222,6 +213,25 @@ pub(crate) struct Folded {
     pub(crate) ledger: RingLedger,
     /// Every epoch's event, in order.
     pub(crate) epochs: Vec<pb::RingRebalanced>,
+}
+
+/// The messages of `subject` in `stream` from `deliver`, through an ordered consumer.
+pub(crate) async fn ordered(
+    stream: &jetstream::stream::Stream,
+    subject: String,
+    deliver: consumer::DeliverPolicy,
+) -> consumer::pull::Ordered {
+    stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            filter_subject: subject,
+            deliver_policy: deliver,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .messages()
+        .await
+        .unwrap()
 }
 
 /// Checks the stored history: epochs 1..N without gap or duplicate, each equal to the
