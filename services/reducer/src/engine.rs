@@ -127,11 +127,11 @@ fn check_same(
     if *ours == stored.event {
         return Ok(());
     }
-    metrics::bump(&metrics.divergences);
-    let err = ReducerError::Divergence {
-        epoch: ours.epoch,
-        stored_sequence: stored.sequence,
-        detail: format!(
+    Err(diverged(
+        metrics,
+        ours.epoch,
+        stored.sequence,
+        format!(
             "stored epoch {} from membership sequence {} with checksum {:#018x}; this fold made epoch {} from membership sequence {} with checksum {:#018x}",
             stored.event.epoch,
             stored.event.membership_sequence,
@@ -140,9 +140,25 @@ fn check_same(
             ours.membership_sequence,
             ours.checksum,
         ),
+    ))
+}
+
+/// Counts and logs a divergence (a determinism bug: the reducer stops) and returns its
+/// error.
+fn diverged(
+    metrics: &metrics::Metrics,
+    epoch: u64,
+    stored_sequence: u64,
+    detail: String,
+) -> ReducerError {
+    metrics::bump(&metrics.divergences);
+    let err = ReducerError::Divergence {
+        epoch,
+        stored_sequence,
+        detail,
     };
     tracing::error!(error = %err, "The stored ring history differs from this fold: a determinism bug. Stopping; see docs/reducer.md (divergence).");
-    Err(err)
+    err
 }
 
 /// Counts and logs a membership event the fold rejected.
@@ -260,17 +276,17 @@ impl Engine {
         if let Some(h) = head.as_ref().filter(|h| h.event.epoch == ledger.epoch())
             && (h.event.checksum != ledger.checksum() || h.sequence != ledger.rebalance_sequence())
         {
-            metrics::bump(&m.divergences);
-            return Err(ReducerError::Divergence {
-                epoch: h.event.epoch,
-                stored_sequence: h.sequence,
-                detail: format!(
+            return Err(diverged(
+                m,
+                h.event.epoch,
+                h.sequence,
+                format!(
                     "the snapshot (checksum {:#018x}, rebalance sequence {}) does not match the stored event (checksum {:#018x})",
                     ledger.checksum(),
                     ledger.rebalance_sequence(),
                     h.event.checksum
                 ),
-            });
+            ));
         }
         let catch_up = head.filter(|h| h.event.epoch > ledger.epoch());
         metrics::set(&m.start_sequence, ledger.membership_sequence() + 1);
@@ -572,16 +588,14 @@ impl Engine {
         Ok(())
     }
 
-    /// Counts and logs a divergence from the stored head and returns its error.
+    /// A divergence from the stored head (see [`diverged`]).
     fn divergence(&self, head: &StoredRebalance, detail: String) -> ReducerError {
-        metrics::bump(&self.shared.metrics.divergences);
-        let err = ReducerError::Divergence {
-            epoch: head.event.epoch,
-            stored_sequence: head.sequence,
+        diverged(
+            &self.shared.metrics,
+            head.event.epoch,
+            head.sequence,
             detail,
-        };
-        tracing::error!(error = %err, "The stored ring history differs from this fold: a determinism bug. Stopping; see docs/reducer.md (divergence).");
-        err
+        )
     }
 
     /// Gets `event` stored: published, or adopted when another reducer won. Gives the event back with
