@@ -43,6 +43,7 @@ use futures::StreamExt;
 use ringside_events::{Body, Event, Outcome, Publisher, RingLedger, RingName, codec, pb, subject};
 use ringside_reducer::metrics as m;
 use ringside_ring::{RingConfig, Strategy};
+use ringside_testkit::bench::{FlagError, Flags, Summary, per_second, write_json};
 use serde_json::json;
 
 /// Seed, member pool and share of full syncs (%) of the replay workload (the tests'
@@ -65,60 +66,43 @@ struct Args {
     latency: bool,
 }
 
-fn parse_args() -> Args {
+fn parse_args() -> Result<Args, FlagError> {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"));
-    let mut args = Args {
-        ringside: target.join("release/ringside"),
-        events: 100_000,
-        rounds: 3,
-        latency_members: 1000,
-        latency_samples: 400,
-        json: None,
-        quick: false,
-        replay: true,
-        latency: true,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let mut value = |name: &str| it.next().unwrap_or_else(|| panic!("{name} needs a value"));
-        match arg.as_str() {
-            "--ringside" => args.ringside = PathBuf::from(value("--ringside")),
-            "--events" => args.events = value("--events").parse().expect("--events N"),
-            "--rounds" => args.rounds = value("--rounds").parse().expect("--rounds N"),
-            "--latency-members" => {
-                args.latency_members = value("--latency-members")
-                    .parse()
-                    .expect("--latency-members N")
-            }
-            "--latency-samples" => {
-                args.latency_samples = value("--latency-samples")
-                    .parse()
-                    .expect("--latency-samples N")
-            }
-            "--json" => args.json = Some(value("--json")),
-            "--only" => match value("--only").as_str() {
-                "replay" => (args.replay, args.latency) = (true, false),
-                "latency" => (args.replay, args.latency) = (false, true),
-                other => panic!("--only replay|latency, not {other}"),
-            },
-            "--quick" => {
-                args.quick = true;
-                args.events = 10_000;
-                args.rounds = 1;
-                args.latency_samples = 100;
-            }
-            "--bench" => {}
-            other => panic!("unknown argument {other}"),
+    let mut flags = Flags::from_args()?;
+    let quick = flags.flag("--quick")?;
+    let only: Option<String> = flags.optional("--only")?;
+    let (replay, latency) = match only.as_deref() {
+        None => (true, true),
+        Some("replay") => (true, false),
+        Some("latency") => (false, true),
+        Some(other) => {
+            return Err(FlagError::BadValue {
+                name: "--only".into(),
+                value: other.into(),
+                reason: "replay or latency".into(),
+            });
         }
-    }
+    };
+    let args = Args {
+        ringside: flags.value("--ringside", target.join("release/ringside"))?,
+        events: flags.value("--events", if quick { 10_000 } else { 100_000 })?,
+        rounds: flags.value("--rounds", if quick { 1 } else { 3 })?,
+        latency_members: flags.value("--latency-members", 1000)?,
+        latency_samples: flags.value("--latency-samples", if quick { 100 } else { 400 })?,
+        json: flags.json_path()?,
+        quick,
+        replay,
+        latency,
+    };
+    flags.finish()?;
     assert!(
         args.ringside.is_file(),
         "{} not found: build it first (cargo build --release -p ringside) or pass --ringside",
         args.ringside.display()
     );
-    args
+    Ok(args)
 }
 
 fn member(id: u64, incarnation: usize) -> pb::Member {
@@ -182,7 +166,7 @@ fn fold_rate(ring: &RingName, events: &[Event], sequences: &[u64]) -> f64 {
     for (seq, event) in sequences.iter().zip(events) {
         std::hint::black_box(ledger.advance(*seq, event.body()));
     }
-    events.len() as f64 / start.elapsed().as_secs_f64()
+    per_second(events.len(), start.elapsed())
 }
 
 /// Reads the membership subject from the start with an ordered consumer: messages per
@@ -225,12 +209,6 @@ async fn handling(reducer: &ReducerProcess) -> (f64, f64) {
     )
 }
 
-/// Minimum and median.
-fn stats(mut xs: Vec<f64>) -> (f64, f64) {
-    xs.sort_by(f64::total_cmp);
-    (xs[0], xs[xs.len() / 2])
-}
-
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
@@ -238,9 +216,9 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 struct Replay {
     epochs: u64,
-    fold: (f64, f64),
-    ordered: (f64, f64),
-    reducer: (f64, f64),
+    fold: Summary,
+    ordered: Summary,
+    reducer: Summary,
 }
 
 async fn cold_replay(args: &Args) -> Replay {
@@ -265,7 +243,7 @@ async fn cold_replay(args: &Args) -> Replay {
         epochs = metric(&r, m::EPOCH).await as u64;
         let folded = metric(&r, m::MEMBERSHIP_SEQUENCE).await as u64;
         assert_eq!(folded, *sequences.last().unwrap(), "not caught up");
-        reducer.push(events.len() as f64 / took.as_secs_f64());
+        reducer.push(per_second(events.len(), took));
         r.stop().await;
         eprintln!(
             "round {}: fold {:.0}/s, ordered consumer {:.0}/s, reducer cold replay {:.0}/s ({epochs} epochs)",
@@ -277,9 +255,9 @@ async fn cold_replay(args: &Args) -> Replay {
     }
     Replay {
         epochs,
-        fold: stats(fold),
-        ordered: stats(ordered),
-        reducer: stats(reducer),
+        fold: Summary::of(fold).unwrap(),
+        ordered: Summary::of(ordered).unwrap(),
+        reducer: Summary::of(reducer).unwrap(),
     }
 }
 
@@ -376,7 +354,7 @@ fn pass(ok: bool) -> &'static str {
 
 #[tokio::main]
 async fn main() {
-    let args = parse_args();
+    let args = parse_args().unwrap_or_else(|e| panic!("{e}"));
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let replay = if args.replay {
         Some(cold_replay(&args).await)
@@ -434,10 +412,10 @@ async fn main() {
         "targets": {},
     });
     if let Some(replay) = &replay {
-        let ratio = replay.reducer.1 / replay.ordered.1;
-        let over_fold = replay.reducer.1 / replay.fold.1;
+        let ratio = replay.reducer.median / replay.ordered.median;
+        let over_fold = replay.reducer.median / replay.fold.median;
         println!("{:<28} {:>14} {:>14}", "FIGURE", "MIN", "MEDIAN");
-        for (name, (min, median)) in [
+        for (name, Summary { min, median }) in [
             ("fold (advance, in memory) /s", replay.fold),
             ("raw_ordered_consumer /s", replay.ordered),
             ("reducer cold_replay /s", replay.reducer),
@@ -449,10 +427,9 @@ async fn main() {
             pass(ratio >= 0.5)
         );
         report["epochs"] = json!(replay.epochs);
-        report["fold_per_s"] = json!({"min": replay.fold.0, "median": replay.fold.1});
-        report["raw_ordered_consumer_per_s"] =
-            json!({"min": replay.ordered.0, "median": replay.ordered.1});
-        report["cold_replay_per_s"] = json!({"min": replay.reducer.0, "median": replay.reducer.1});
+        report["fold_per_s"] = replay.fold.json();
+        report["raw_ordered_consumer_per_s"] = replay.ordered.json();
+        report["cold_replay_per_s"] = replay.reducer.json();
         report["cold_replay_over_ordered_consumer"] = json!(ratio);
         report["cold_replay_over_fold"] = json!(over_fold);
         report["targets"]["cold_replay_over_ordered_consumer"] =
@@ -487,10 +464,7 @@ async fn main() {
         report["targets"]["rss_mb"] = json!({"max": 50.0, "pass": mb(latency.rss) <= 50.0});
     }
     if let Some(path) = args.json {
-        if let Some(dir) = std::path::Path::new(&path).parent() {
-            std::fs::create_dir_all(dir).unwrap();
-        }
-        std::fs::write(&path, serde_json::to_string_pretty(&report).unwrap()).unwrap();
+        write_json(std::path::Path::new(&path), &report).unwrap();
         println!("wrote {path}");
     }
 }
