@@ -261,11 +261,11 @@ fn token_changes(
     edits: &Edits,
 ) -> pb::TokenChanges {
     let mut out = pb::TokenChanges::default();
-    let (mut old, mut new): (Vec<u32>, Vec<u32>) = (Vec::new(), Vec::new());
     let Some(positions) = edits.positions() else {
         walk_all_tokens(before, after, old_to_event, &mut out);
         return out;
     };
+    let (mut old, mut new): (Vec<u32>, Vec<u32>) = (Vec::new(), Vec::new());
     for &token in positions {
         old.clear();
         new.clear();
