@@ -62,6 +62,13 @@ impl LocalServer {
         } else {
             config.port.to_string()
         };
+        // nats-server reads the store directory as a config value: a relative path such
+        // as `.ringside/nats` does not parse (a leading `.` reads as a number), so it
+        // always gets an absolute one.
+        let store_dir = std::path::absolute(&config.store_dir).map_err(io_err(format!(
+            "resolving the store directory {}",
+            config.store_dir.display()
+        )))?;
         let setpriv = Path::new("/usr/bin/setpriv");
         let mut cmd = if setpriv.is_file() {
             let mut c = Command::new(setpriv);
@@ -72,7 +79,7 @@ impl LocalServer {
         };
         cmd.args(["-a", "127.0.0.1", "-p", &port, "-c"])
             .arg(&config.config_file)
-            .env(STORE_DIR_ENV, &config.store_dir)
+            .env(STORE_DIR_ENV, &store_dir)
             .env("GOMEMLIMIT", config.memory_limit_bytes.to_string())
             .envs(config.passwords.env())
             .stdin(Stdio::null())

@@ -20,10 +20,13 @@ struct Up {
 }
 
 impl Up {
+    /// Starts `up` the way `./dev demo` does: from the state directory's parent, with a
+    /// relative `--state-dir` (`./state`, as the demo's `.ringside`).
     fn start(state: &Path, members: u32) -> Self {
         let child = Command::new(BIN)
+            .current_dir(state.parent().unwrap())
             .args(["up", "--members", &members.to_string(), "--state-dir"])
-            .arg(state)
+            .arg(Path::new(".").join(state.file_name().unwrap()))
             .args([
                 "--nats-port",
                 "0",
