@@ -24,6 +24,7 @@
 //!   [`Outcome::Rejected`] and leaves the ring as it was. Either way the ledger's
 //!   position advances, so every fold skips it the same way.
 
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 
 use ringside_ring::{Edits, Member, Ring, RingConfig, RingError};
@@ -80,17 +81,6 @@ pub struct RingLedger {
     rebalance_sequence: u64,
 }
 
-/// A new epoch as the fold made it, for building what it comes with.
-struct NewEpoch<'a> {
-    before: &'a Ring,
-    after: &'a Ring,
-    /// The positions the change touched.
-    edits: &'a Edits,
-    epoch: u64,
-    /// The event's members: `after`'s, with their details, by id (built on demand).
-    members: &'a dyn Fn() -> Result<Vec<pb::Member>, FoldError>,
-}
-
 /// The membership change one event asks for, before it touches the ring.
 struct Change {
     leave: BTreeSet<String>,
@@ -144,35 +134,26 @@ impl RingLedger {
     /// Folds the membership event stored at stream sequence `sequence`; a new epoch
     /// comes with its `RingRebalanced`.
     pub fn apply(&mut self, sequence: u64, body: &Body) -> Outcome {
-        self.step(sequence, body, Edits::default(), |new| {
-            Ok(Box::new(convert::rebalanced_with_members(
-                new.before,
-                new.after,
-                new.edits,
-                (new.members)()?,
-                new.epoch,
-                sequence,
-            )?))
+        self.step(sequence, body, |ledger, change| {
+            ledger.commit(change, sequence).map(Box::new)
         })
     }
 
     /// [`RingLedger::apply`] without building the epoch's event: the same ledger
     /// afterwards, for a reader that only needs the state (a reducer catching up with
     /// epochs already stored, a replay to a point). The event of a large ring costs more
-    /// than the change itself.
+    /// than the change itself, and with no event to build, the ring changes in place.
     pub fn advance(&mut self, sequence: u64, body: &Body) -> Outcome<()> {
-        // No event to build, so nothing to record.
-        self.step(sequence, body, Edits::all(), |_| Ok(()))
+        self.step(sequence, body, Self::commit_in_place)
     }
 
-    /// The fold of one event; `event` makes what a new epoch comes with, and the
-    /// changes record the positions they touch in `edits`.
+    /// The fold of one event; `commit` makes a change the next epoch (or refuses it
+    /// and leaves the ledger as it was).
     fn step<E>(
         &mut self,
         sequence: u64,
         body: &Body,
-        edits: Edits,
-        event: impl FnOnce(NewEpoch<'_>) -> Result<E, FoldError>,
+        commit: impl FnOnce(&mut Self, Change) -> Result<E, FoldError>,
     ) -> Outcome<E> {
         if sequence <= self.membership_sequence {
             return Outcome::AlreadyFolded;
@@ -187,7 +168,7 @@ impl RingLedger {
         if change.leave.is_empty() && change.upsert.is_empty() {
             return Outcome::Unchanged;
         }
-        match self.commit(change, edits, event) {
+        match commit(self, change) {
             Ok(event) => Outcome::Rebalanced(event),
             Err(err) => Outcome::Rejected(err),
         }
@@ -231,56 +212,116 @@ impl RingLedger {
         Ok(Change { leave, upsert })
     }
 
-    /// Applies `change` to a copy of the ring and, if the ring accepts it (and `event`
-    /// succeeds), makes it the next epoch. The details map is changed in place only once
-    /// everything succeeded, and each member's details are copied once, into the event.
-    fn commit<E>(
-        &mut self,
-        change: Change,
-        mut edits: Edits,
-        event: impl FnOnce(NewEpoch<'_>) -> Result<E, FoldError>,
-    ) -> Result<E, FoldError> {
-        let mut ring = self.ring.clone();
-        let reweighted = change.upsert.values().filter(|m| {
+    /// Applies `change` to the ring (all or nothing) and, if the ring accepts it and
+    /// the event can be built from the rings before and after, makes it the next
+    /// epoch. The ring before is a clone that shares the slots (the change builds new
+    /// ones). The details map is changed only once everything succeeded, and each
+    /// member's details are copied once, into the event.
+    fn commit(&mut self, change: Change, sequence: u64) -> Result<pb::RingRebalanced, FoldError> {
+        let before = self.ring.clone();
+        let mut edits = Edits::default();
+        let (leave, join) = self.ring_steps(&change);
+        self.ring.change_recording(leave, join, &mut edits)?;
+        let event = self.event(&before, &change, &edits, sequence);
+        if event.is_err() {
+            self.ring = before;
+        }
+        let event = event?;
+        self.settle(change);
+        Ok(event)
+    }
+
+    /// The event of the new epoch `change` made of the ring `before`.
+    fn event(
+        &self,
+        before: &Ring,
+        change: &Change,
+        edits: &Edits,
+        sequence: u64,
+    ) -> Result<pb::RingRebalanced, FoldError> {
+        Ok(convert::rebalanced_with_members(
+            before,
+            &self.ring,
+            edits,
+            self.members_after(change),
+            self.epoch + 1,
+            sequence,
+        )?)
+    }
+
+    /// The members after `change`, with their details, by id: the details without the
+    /// leavers, with the upserted ones in place. One merge walk of two sorted maps (the
+    /// event checks the result against the ring's members).
+    fn members_after(&self, change: &Change) -> Vec<pb::Member> {
+        let mut kept = self
+            .details
+            .iter()
+            .filter(|(id, _)| !change.leave.contains(*id))
+            .peekable();
+        let mut upserted = change.upsert.iter().peekable();
+        let mut out = Vec::with_capacity(self.ring.len());
+        loop {
+            let next = match (kept.peek(), upserted.peek()) {
+                (None, None) => break,
+                (Some(_), None) => kept.next(),
+                (None, Some(_)) => upserted.next(),
+                (Some((a, _)), Some((b, _))) => match a.cmp(b) {
+                    Ordering::Less => kept.next(),
+                    Ordering::Greater => upserted.next(),
+                    // Upserted details replace the kept ones.
+                    Ordering::Equal => upserted.next().filter(|_| kept.next().is_some()),
+                },
+            };
+            out.extend(next.map(|(_, member)| member.clone()));
+        }
+        out
+    }
+
+    /// [`RingLedger::commit`] with no event to build, so no ring to keep from before.
+    fn commit_in_place(&mut self, change: Change) -> Result<(), FoldError> {
+        let (leave, join) = self.ring_steps(&change);
+        // No event to build, so nothing to record.
+        self.ring.change_recording(leave, join, &mut Edits::all())?;
+        self.settle(change);
+        Ok(())
+    }
+
+    /// The ring's part of `change`: the members to remove (leavers and re-weighted
+    /// members), then the members to add (newcomers and re-weighted members).
+    fn ring_steps<'c>(&self, change: &'c Change) -> (Vec<&'c str>, Vec<Member>) {
+        let reweighted = |m: &&pb::Member| {
             self.details
                 .get(&m.id)
                 .is_some_and(|old| old.weight != m.weight)
-        });
-        for id in change.leave.iter().chain(reweighted.map(|m| &m.id)) {
-            ring.remove_recording(id, &mut edits)?;
-        }
-        for member in change.upsert.values() {
-            if !ring.contains(&member.id) {
-                ring.add_recording(Member::from(member), &mut edits)?;
-            }
-        }
-        let members = || {
-            ring.members()
-                .map(|m| {
-                    change
-                        .upsert
-                        .get(&m.id)
-                        .or_else(|| self.details.get(&m.id))
-                        .cloned()
-                        .ok_or_else(|| ConvertError::MissingMemberDetails(m.id.clone()).into())
-                })
-                .collect::<Result<Vec<_>, FoldError>>()
         };
-        let epoch = self.epoch + 1;
-        let made = event(NewEpoch {
-            before: &self.ring,
-            after: &ring,
-            edits: &edits,
-            epoch,
-            members: &members,
-        })?;
+        let leave = change
+            .leave
+            .iter()
+            .map(String::as_str)
+            .chain(
+                change
+                    .upsert
+                    .values()
+                    .filter(reweighted)
+                    .map(|m| m.id.as_str()),
+            )
+            .collect();
+        let join = change
+            .upsert
+            .values()
+            .filter(|m| reweighted(m) || !self.ring.contains(&m.id))
+            .map(Member::from)
+            .collect();
+        (leave, join)
+    }
+
+    /// Makes `change` (already applied to the ring) the next epoch's membership.
+    fn settle(&mut self, change: Change) {
         for id in &change.leave {
             self.details.remove(id);
         }
         self.details.extend(change.upsert);
-        self.ring = ring;
-        self.epoch = epoch;
-        Ok(made)
+        self.epoch += 1;
     }
 
     /// Records the stream sequence at which the current epoch's event was stored.

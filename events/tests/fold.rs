@@ -259,6 +259,42 @@ fn invalid_membership_is_rejected_and_skipped() {
 }
 
 #[test]
+fn a_change_refused_part_way_leaves_the_ring_as_it_was() {
+    // The sync removes "a" and adds "b" before the ring refuses "z" (weight 0).
+    let mut zero = member("z");
+    zero.weight = 0;
+    let refused = Body::MembershipSynced(pb::MembershipSynced {
+        members: vec![member("b"), zero],
+        ..Default::default()
+    });
+    given(&[join(&["a", "c"])])
+        .when(refused.clone())
+        .rejected(|e| matches!(e, FoldError::Ring(_)));
+    // The same without building events (the ring changes in place), then one more
+    // change: both folds agree with one that never saw the refused event.
+    let (mut applied, mut advanced) = (
+        given(&[join(&["a", "c"])]).ledger,
+        given(&[join(&["a", "c"])]).ledger,
+    );
+    let mut untouched = applied.clone();
+    assert!(matches!(applied.apply(2, &refused), Outcome::Rejected(_)));
+    assert!(matches!(
+        advanced.advance(2, &refused),
+        Outcome::Rejected(_)
+    ));
+    assert_eq!(applied, advanced);
+    let next = join(&["d"]);
+    assert!(matches!(untouched.apply(3, &next), Outcome::Rebalanced(_)));
+    assert!(matches!(applied.apply(3, &next), Outcome::Rebalanced(_)));
+    assert!(matches!(
+        advanced.advance(3, &next),
+        Outcome::Rebalanced(())
+    ));
+    assert_eq!(applied.checksum(), untouched.checksum());
+    assert_eq!(advanced.checksum(), untouched.checksum());
+}
+
+#[test]
 fn snapshots_round_trip_and_resume_the_same_history() {
     let events = [
         join(&["a", "b"]),

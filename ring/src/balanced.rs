@@ -40,7 +40,7 @@ pub(crate) fn plan_join(ring: &Ring, weight: u32) -> Result<Vec<Piece>, RingErro
         }]);
     }
     let w = |i: u32| u128::from(ring.members[i as usize].weight);
-    let own = |i: u32| ring.tables.own[i as usize];
+    let own = |i: u32| ring.tables().own[i as usize];
     let total = ring.total_weight() + u128::from(weight);
     let take = (RING * u128::from(weight) / total).max(1);
     let budget = usize::try_from(u64::from(ring.config.vnodes) * u64::from(weight))
@@ -114,8 +114,20 @@ fn give(ring: &Ring, d: u32, amount: u128, pieces: &mut Vec<Piece>) {
         to: Who::Joiner,
     };
     let mut left = amount;
-    // The ring keeps every member's arcs largest first; usually the first is enough.
-    for arc in ring.tables.arcs[d as usize].largest_first() {
+    // Arcs largest first; usually the largest is enough, and then the list stays unsorted.
+    let list = &ring.tables().arcs[d as usize];
+    let (one, all);
+    let arcs: &[ArcSpan] = match list.largest() {
+        Some(largest) if amount <= largest.len => {
+            one = [largest];
+            &one
+        }
+        _ => {
+            all = list.largest_first();
+            &all
+        }
+    };
+    for &arc in arcs {
         if left == 0 {
             break;
         }
@@ -146,8 +158,9 @@ pub(crate) fn plan_leave(ring: &Ring, leaver: usize) -> Vec<Piece> {
     let cap = |i: u32| w(i) * RING * (SLACK + 1) / (SLACK * survivors_weight);
 
     // The leaver's arcs, largest first (ties: the smaller end), with their neighbours.
-    let arcs: Vec<LeaverArc> = ring.tables.arcs[leaver as usize]
+    let arcs: Vec<LeaverArc> = ring.tables().arcs[leaver as usize]
         .largest_first()
+        .into_iter()
         .map(|arc| {
             let i = ring.slot_at(arc.end);
             LeaverArc {
@@ -158,7 +171,7 @@ pub(crate) fn plan_leave(ring: &Ring, leaver: usize) -> Vec<Piece> {
         })
         .collect();
 
-    let mut own = ring.tables.own.clone();
+    let mut own = ring.tables().own.clone();
     let mut pieces = Vec::with_capacity(arcs.len() * 2);
     let mut rest: Vec<ArcSpan> = Vec::new();
     let piece = |start: u64, end: u64, to: u32| Piece {

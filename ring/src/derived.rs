@@ -1,16 +1,15 @@
 //! Tables derived from a ring's slots: what each member owns and, for balanced rings,
-//! every member's arcs ordered largest first (what balanced joins take from and leaves
-//! hand out). They are functions of the slots; computing them is a pass over every
-//! token (and a sort), so a change updates them instead, from the few slots it touched.
+//! every member's arcs (what balanced joins take from, largest first, and leaves hand
+//! out). They are functions of the slots; computing them is a pass over every token,
+//! so a change updates them instead, from the few slots it touched.
 //!
 //! A change at a position can only alter the arcs of the tokens at that position and of
 //! the first token after it (its arc starts there). So the update takes away the old
 //! arcs of those tokens (in the old ring), renumbers the member tables, and adds their
 //! new arcs (in the new ring); every other token keeps its position, its owner and its
-//! predecessor's position, hence its arc. Each member's arc list is shared between
-//! clones and copied only when a change touches that member.
-
-use std::sync::Arc;
+//! predecessor's position, hence its arc. A ring computes its tables at first use and
+//! then updates them in place; a clone of the ring does not copy them (see `Ring`'s
+//! `Clone`).
 
 use crate::Token;
 use crate::ring::{ArcSpan, Slot, arc_at, seek};
@@ -47,28 +46,34 @@ impl ArcEntry {
     }
 }
 
-/// All arcs of one member, largest first (ties: the smaller end first).
+/// All arcs of one member, in no particular order: a change removes and adds a few
+/// arcs of many members, while a plan reads the arcs of a few (the leaver's, in order,
+/// and each donor's largest), so the order is made when read.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct MemberArcs(Arc<Vec<ArcEntry>>);
+pub(crate) struct MemberArcs(Vec<ArcEntry>);
 
 impl MemberArcs {
-    /// The arcs, largest first.
-    pub(crate) fn largest_first(&self) -> impl Iterator<Item = ArcSpan> + '_ {
-        self.0.iter().map(|e| e.span())
+    /// The largest arc (ties: the smaller end), if the member has any.
+    pub(crate) fn largest(&self) -> Option<ArcSpan> {
+        self.0.iter().min().map(|e| e.span())
     }
 
+    /// The arcs, largest first (ties: the smaller end first).
+    pub(crate) fn largest_first(&self) -> Vec<ArcSpan> {
+        let mut entries = self.0.clone();
+        entries.sort_unstable();
+        entries.into_iter().map(ArcEntry::span).collect()
+    }
+
+    /// Removes the arc ending at `arc.end` (ends are distinct in a balanced ring).
     fn remove(&mut self, arc: &ArcSpan) {
-        let entry = ArcEntry::of(arc);
-        if let Ok(i) = self.0.binary_search(&entry) {
-            Arc::make_mut(&mut self.0).remove(i);
+        if let Some(i) = self.0.iter().position(|e| e.end == arc.end) {
+            self.0.swap_remove(i);
         }
     }
 
     fn insert(&mut self, arc: &ArcSpan) {
-        let entry = ArcEntry::of(arc);
-        if let Err(i) = self.0.binary_search(&entry) {
-            Arc::make_mut(&mut self.0).insert(i, entry);
-        }
+        self.0.push(ArcEntry::of(arc));
     }
 }
 
@@ -114,13 +119,7 @@ impl Derived {
         for i in 0..slots.len() {
             arcs[slots[i].owner as usize].push(ArcEntry::of(&arc_at(slots, i)));
         }
-        let arcs = arcs
-            .into_iter()
-            .map(|mut list| {
-                list.sort_unstable();
-                MemberArcs(Arc::new(list))
-            })
-            .collect();
+        let arcs = arcs.into_iter().map(MemberArcs).collect();
         Derived {
             own,
             arcs,
@@ -242,23 +241,25 @@ mod tests {
     use crate::{Member, Ring, RingConfig};
 
     /// The tables of `ring` equal their definition: ownership is the sum of each
-    /// member's arcs, and each arc list holds all its arcs sorted largest first.
+    /// member's arcs, and each arc list holds all its arcs (read largest first).
     fn check(ring: &Ring) {
+        // The tables a change updated, not ones computed now.
+        let tables = ring.tables.get().expect("the tables were kept and updated");
         let n = ring.members.len();
         let mut arcs: Vec<Vec<ArcSpan>> = vec![Vec::new(); n];
         for i in 0..ring.slots.len() {
             arcs[ring.slots[i].owner as usize].push(arc_at(&ring.slots, i));
         }
         let own: Vec<u128> = arcs.iter().map(|a| a.iter().map(|a| a.len).sum()).collect();
-        assert_eq!(ring.tables.own, own, "ownership");
+        assert_eq!(tables.own, own, "ownership");
         if ring.config.strategy == Placement::Random {
-            assert!(ring.tables.arcs.is_empty());
+            assert!(tables.arcs.is_empty());
             return;
         }
-        assert_eq!(ring.tables.arcs.len(), n);
-        for (m, (list, mut all)) in ring.tables.arcs.iter().zip(arcs).enumerate() {
+        assert_eq!(tables.arcs.len(), n);
+        for (m, (list, mut all)) in tables.arcs.iter().zip(arcs).enumerate() {
             all.sort_unstable_by(|a, b| b.len.cmp(&a.len).then(a.end.cmp(&b.end)));
-            let listed: Vec<ArcSpan> = list.largest_first().collect();
+            let listed = list.largest_first();
             assert_eq!(listed, all, "member {m}");
         }
     }
@@ -277,6 +278,7 @@ mod tests {
         ) {
             let strategy = if balanced { Placement::Balanced } else { Placement::Random };
             let mut ring = Ring::new(RingConfig::new(strategy, vnodes).unwrap());
+            ring.tables();
             for (join, pick, weight) in ops {
                 if join || ring.is_empty() {
                     let _ = ring.add(Member::new(format!("m{pick}"), weight));

@@ -1,8 +1,9 @@
 //! The ring: members sorted by id, slots (token, owner) sorted by position, and what is
-//! derived from them: ownership per member and each member's arcs, largest first
-//! (updated from the slots a change touched, see `derived`), the lookup index and the
-//! checksum (computed on first use after a change). Clones share the slots and the
-//! index; a change builds new slots and leaves the clone's alone.
+//! derived from them: ownership per member and each member's arcs (computed on first
+//! use, then updated from the slots each change touched, see `derived`), the lookup
+//! index and the checksum (computed on first use after a change). Clones share the
+//! slots and copy the index, not the derived tables; a change builds new slots and
+//! leaves the clone's alone.
 //!
 //! Every change has a plan: the strategy modules compute the moved pieces of an add or
 //! remove without touching the ring ([`Ring::plan_add`], [`Ring::plan_remove`]). Balanced
@@ -56,7 +57,6 @@ pub struct Share {
 }
 
 /// A consistent-hash ring of weighted members (see the crate docs and `docs/ring-spec.md`).
-#[derive(Clone)]
 pub struct Ring {
     pub(crate) config: RingConfig,
     /// Sorted by id; slot owners index into it.
@@ -64,8 +64,9 @@ pub struct Ring {
     /// Sorted by (position, owner); equal positions only occur in random rings.
     /// Shared with clones: a change installs new slots.
     pub(crate) slots: Arc<Vec<Slot>>,
-    /// Ownership and arcs per member.
-    pub(crate) tables: Derived,
+    /// Ownership and arcs per member: computed on first use (a plan, `ownership`),
+    /// then updated by each change. A clone starts without them.
+    pub(crate) tables: OnceLock<Derived>,
     /// The lookup index, built by the first lookup after a change.
     index: OnceLock<LookupIndex>,
     /// The checksum, computed by the first call after a change.
@@ -79,7 +80,7 @@ impl Ring {
             config,
             members: Vec::new(),
             slots: Arc::default(),
-            tables: Derived::compute(&[], 0, tracks_arcs(config)),
+            tables: OnceLock::new(),
             index: OnceLock::new(),
             checksum: OnceLock::new(),
         }
@@ -195,7 +196,7 @@ impl Ring {
     pub fn ownership(&self) -> Vec<Share> {
         self.members
             .iter()
-            .zip(&self.tables.own)
+            .zip(&self.tables().own)
             .map(|(m, &arc)| Share {
                 id: m.id.clone(),
                 arc,
@@ -282,6 +283,53 @@ impl Ring {
         let member = self.members.remove(leaver);
         self.install(slots, &touched, Renumber::Left(leaver));
         Ok(member)
+    }
+
+    /// Removes the `leave` members, then adds the `join` members, in the order given,
+    /// all or nothing: on an error the ring is as it was. Each step is the
+    /// [`Ring::remove_recording`] or [`Ring::add_recording`] of the ring the previous
+    /// steps made, and `edits` records them all (on an error, what it holds is
+    /// meaningless). The ring changes in place, so a ring that shares nothing with a
+    /// clone copies nothing but the slots each step rebuilds.
+    pub fn change_recording<'a>(
+        &mut self,
+        leave: impl IntoIterator<Item = &'a str>,
+        join: impl IntoIterator<Item = Member>,
+        edits: &mut Edits,
+    ) -> Result<(), RingError> {
+        // Undo: every step installs new slots, so the first slots are the ones to go
+        // back to; the members come back by undoing each step's insert or removal.
+        let slots = Arc::clone(&self.slots);
+        let mut undo = Vec::new();
+        let steps = |ring: &mut Ring| -> Result<(), RingError> {
+            for id in leave {
+                let member = ring.remove_recording(id, edits)?;
+                let at = ring.members.partition_point(|m| m.id < member.id);
+                undo.push(Undo::Left(at, member));
+            }
+            for member in join {
+                let at = ring.members.partition_point(|m| m.id < member.id);
+                ring.add_recording(member, edits)?;
+                undo.push(Undo::Joined(at));
+            }
+            Ok(())
+        };
+        let Err(err) = steps(self) else {
+            return Ok(());
+        };
+        if !undo.is_empty() {
+            for step in undo.into_iter().rev() {
+                match step {
+                    Undo::Joined(at) => drop(self.members.remove(at)),
+                    Undo::Left(at, member) => self.members.insert(at, member),
+                }
+            }
+            self.tables = OnceLock::new();
+            self.slots = slots;
+            self.index = OnceLock::new();
+            self.checksum = OnceLock::new();
+        }
+        Err(err)
     }
 
     /// What [`Ring::add`] would move, without changing the ring: equal to
@@ -475,10 +523,17 @@ impl Ring {
             }
         }
         let mut ring = Ring::new(config);
-        ring.tables = Derived::compute(&slots, members.len(), tracks_arcs(config));
         ring.members = members;
         ring.slots = Arc::new(slots);
         Ok(ring)
+    }
+
+    /// The derived tables (computed by the first call since the ring was built or
+    /// cloned).
+    pub(crate) fn tables(&self) -> &Derived {
+        self.tables.get_or_init(|| {
+            Derived::compute(&self.slots, self.members.len(), tracks_arcs(self.config))
+        })
     }
 
     /// Index of the member with this id.
@@ -734,7 +789,10 @@ impl Ring {
     /// ownership and arcs, and forgets the index and the checksum of the old slots.
     fn install(&mut self, slots: Vec<Slot>, touched: &Touched, renumber: Renumber) {
         let old = std::mem::replace(&mut self.slots, Arc::new(slots));
-        self.tables.update(&old, &self.slots, touched, renumber);
+        // Tables nobody asked for yet are computed from the new slots when they are.
+        if let Some(tables) = self.tables.get_mut() {
+            tables.update(&old, &self.slots, touched, renumber);
+        }
         self.index = OnceLock::new();
         self.checksum = OnceLock::new();
     }
@@ -742,6 +800,14 @@ impl Ring {
 
 /// Whether rings of this configuration keep each member's arcs (only balanced joins
 /// and leaves use them).
+/// One step of [`Ring::change_recording`], to undo on an error.
+enum Undo {
+    /// A member joined at this index.
+    Joined(usize),
+    /// This member left from this index.
+    Left(usize, Member),
+}
+
 fn tracks_arcs(config: RingConfig) -> bool {
     config.strategy == Strategy::Balanced
 }
@@ -889,6 +955,24 @@ fn push_sorted(slots: &mut Vec<Slot>, slot: Slot) -> Result<(), RingError> {
 fn redundant_token(slots: &[Slot]) -> Option<usize> {
     (0..slots.len())
         .find(|&i| slots.len() > 1 && slots[i].owner == slots[(i + 1) % slots.len()].owner)
+}
+
+/// A clone shares the slots and copies the members, the lookup index and the checksum,
+/// but not the derived tables: clones are mostly for reading (a served view, the ring
+/// before a change), and the tables are what a change plans from, so a clone that is
+/// changed computes them at its first change (one pass over the tokens) instead of
+/// every clone copying them.
+impl Clone for Ring {
+    fn clone(&self) -> Ring {
+        Ring {
+            config: self.config,
+            members: self.members.clone(),
+            slots: Arc::clone(&self.slots),
+            tables: OnceLock::new(),
+            index: self.index.clone(),
+            checksum: self.checksum.clone(),
+        }
+    }
 }
 
 impl PartialEq for Ring {

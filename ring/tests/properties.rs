@@ -236,6 +236,43 @@ proptest! {
     }
 
     #[test]
+    fn a_change_is_its_steps_all_or_nothing(config in config(),
+                                            base in prop::collection::vec(op(), 0..24),
+                                            leave in prop::collection::vec(any::<usize>(), 0..3),
+                                            join in prop::collection::vec((0u8..24, 0u32..4), 0..4),
+                                            next in (0u8..40, 1u32..4)) {
+        let old = build(config, &base);
+        // Ids may repeat and weights may be 0, so some changes fail part-way.
+        let leave: Vec<String> = leave
+            .iter()
+            .filter_map(|pick| old.members().nth(pick % old.len().max(1)).map(|m| m.id.clone()))
+            .collect();
+        let join: Vec<Member> = join.iter().map(|&(id, w)| Member::new(format!("m{id}"), w)).collect();
+        let mut steps = old.clone();
+        let stepwise = leave
+            .iter()
+            .try_for_each(|id| steps.remove(id).map(drop))
+            .and_then(|()| join.iter().try_for_each(|m| steps.add(m.clone())));
+        let mut ring = old.clone();
+        let mut edits = Edits::default();
+        let changed = ring.change_recording(leave.iter().map(String::as_str), join.clone(), &mut edits);
+        prop_assert_eq!(&changed, &stepwise);
+        if changed.is_ok() {
+            prop_assert_eq!(&ring, &steps);
+            prop_assert_eq!(diff_at(&old, &ring, &edits), diff(&old, &ring));
+        } else {
+            prop_assert_eq!(&ring, &old);
+            steps = old.clone();
+        }
+        prop_assert_eq!(ring.checksum(), steps.checksum());
+        // A refused change leaves nothing behind: the next change plans alike.
+        let member = Member::new(format!("n{}", next.0), next.1);
+        prop_assert_eq!(ring.add(member.clone()), steps.add(member));
+        prop_assert_eq!(&ring, &steps);
+        check_ring(&ring)?;
+    }
+
+    #[test]
     fn any_two_rings_diff_consistently(a in config(), b in config(),
                                        ops_a in prop::collection::vec(op(), 0..10),
                                        ops_b in prop::collection::vec(op(), 0..10)) {
