@@ -25,6 +25,7 @@
 //! - `balanced`: the load-aware join and leave of [`Strategy::Balanced`].
 //! - `derived`: ownership and largest arcs per member, updated from what a change touched.
 //! - `index`: the bucket table that turns a lookup into (mostly) one table read.
+//! - `slots`: the ring's slot list, recycled between changes instead of freed.
 //! - [`diff`]: moved ranges between two rings, and the plans of one add or remove.
 //! - [`BoundedLoads`]: consistent hashing with bounded loads (Mirrokni et al.).
 
@@ -36,6 +37,7 @@ mod error;
 mod index;
 mod random;
 mod ring;
+mod slots;
 
 use std::fmt;
 use std::str::FromStr;

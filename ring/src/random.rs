@@ -7,7 +7,7 @@
 //! keeps the ring a function of the member set and keeps movement minimal even then.
 
 use crate::diff::{Piece, Who, whole_ring};
-use crate::ring::{Ring, Slot, check_token_limit, seek, slot_list};
+use crate::ring::{Ring, Slot, check_token_limit, seek};
 use crate::{HASH_SEED, Member, RingError, Token};
 
 /// The member's tokens: its first `count` distinct candidates, sorted.
@@ -100,8 +100,12 @@ pub(crate) fn is_derivation(
 
 /// The slots after a joiner with `tokens` (sorted) takes member index `pos`: existing
 /// owners at or above `pos` shift up by one, and equal positions stay ordered by id.
-pub(crate) fn merge_joiner(slots: &[Slot], tokens: &[Token], pos: u32) -> Vec<Slot> {
-    let mut out = slot_list(slots.len() + tokens.len());
+pub(crate) fn merge_joiner(
+    slots: &[Slot],
+    tokens: &[Token],
+    pos: u32,
+    mut out: Vec<Slot>,
+) -> Vec<Slot> {
     let shifted = |s: &Slot| Slot {
         token: s.token,
         owner: s.owner + u32::from(s.owner >= pos),
@@ -131,8 +135,8 @@ pub(crate) fn drop_member(
     slots: &[Slot],
     leaver: u32,
     shift: impl Fn(u32) -> u32,
+    mut kept: Vec<Slot>,
 ) -> (Vec<Slot>, Vec<Token>) {
-    let mut kept = slot_list(slots.len());
     let mut dropped = Vec::new();
     for s in slots {
         if s.owner == leaver {

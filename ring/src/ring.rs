@@ -18,6 +18,7 @@ use std::sync::{Arc, OnceLock};
 use crate::derived::{Derived, Renumber, Touched};
 use crate::diff::{self, Edits, Piece, RingDiff, Who};
 use crate::index::{self, LookupIndex};
+use crate::slots::{Pool, Slots};
 use crate::{
     MAX_TOKENS, Member, RingConfig, RingError, Strategy, Token, balanced, hash_key, random,
 };
@@ -63,7 +64,10 @@ pub struct Ring {
     pub(crate) members: Vec<Member>,
     /// Sorted by (position, owner); equal positions only occur in random rings.
     /// Shared with clones: a change installs new slots.
-    pub(crate) slots: Arc<Vec<Slot>>,
+    pub(crate) slots: Arc<Slots>,
+    /// Where the slot lists of this ring and its clones go when nobody holds them,
+    /// for the next change to fill.
+    pool: Arc<Pool>,
     /// Ownership and arcs per member: computed on first use (a plan, `ownership`),
     /// then updated by each change. A clone starts without them.
     pub(crate) tables: OnceLock<Derived>,
@@ -76,10 +80,12 @@ pub struct Ring {
 impl Ring {
     /// An empty ring. The configuration is checked when the first member is added.
     pub fn new(config: RingConfig) -> Ring {
+        let pool = Arc::new(Pool::default());
         Ring {
             config,
             members: Vec::new(),
-            slots: Arc::default(),
+            slots: Arc::new(pool.slots(Vec::new())),
+            pool,
             tables: OnceLock::new(),
             index: OnceLock::new(),
             checksum: OnceLock::new(),
@@ -219,7 +225,8 @@ impl Ring {
         let (slots, touched) = match self.config.strategy {
             Strategy::Random => {
                 let tokens = self.random_join_tokens(&member)?;
-                let slots = random::merge_joiner(&self.slots, &tokens, pos as u32);
+                let out = self.pool.list(self.slots.len() + tokens.len());
+                let slots = random::merge_joiner(&self.slots, &tokens, pos as u32, out);
                 let touched = Touched::at(&self.slots, &slots, &tokens);
                 edits.record(tokens);
                 (slots, touched)
@@ -265,7 +272,8 @@ impl Ring {
                 (Vec::new(), Touched::default())
             }
             Strategy::Random => {
-                let (slots, dropped) = random::drop_member(&self.slots, leaver as u32, shift);
+                let out = self.pool.list(self.slots.len());
+                let (slots, dropped) = random::drop_member(&self.slots, leaver as u32, shift, out);
                 let touched = Touched::at(&self.slots, &slots, &dropped);
                 edits.record(dropped);
                 (slots, touched)
@@ -524,7 +532,7 @@ impl Ring {
         }
         let mut ring = Ring::new(config);
         ring.members = members;
-        ring.slots = Arc::new(slots);
+        ring.slots = Arc::new(ring.pool.slots(slots));
         Ok(ring)
     }
 
@@ -739,7 +747,7 @@ impl Ring {
         // A dropped slot is an edit or the last old slot of a run before one (or of the
         // last run, before edit 0): copy the runs, leaving those out. Touched new slots:
         // the kept edits and the first slot after each edit or dropped slot.
-        let mut out = slot_list(n - drops);
+        let mut out = self.pool.list(n - drops);
         let mut after_change = false;
         let mut run_start = 0;
         for (k, run_end) in at.iter().copied().chain([old.len()]).enumerate() {
@@ -788,7 +796,7 @@ impl Ring {
     /// members as `renumber` says (the member list is already the new one): updates
     /// ownership and arcs, and forgets the index and the checksum of the old slots.
     fn install(&mut self, slots: Vec<Slot>, touched: &Touched, renumber: Renumber) {
-        let old = std::mem::replace(&mut self.slots, Arc::new(slots));
+        let old = std::mem::replace(&mut self.slots, Arc::new(self.pool.slots(slots)));
         // Tables nobody asked for yet are computed from the new slots when they are.
         if let Some(tables) = self.tables.get_mut() {
             tables.update(&old, &self.slots, touched, renumber);
@@ -843,17 +851,6 @@ fn arc_len(i: usize, start: Token, end: Token) -> u128 {
         0 if i == 0 => RING,
         d => u128::from(d),
     }
-}
-
-/// An empty slot list with room for `len` slots, rounded up to a multiple of 1/16 of
-/// the next power of two (so at most 1/8 stays unused). Every change builds a new list;
-/// with few distinct sizes, the memory of the list a change replaced fits the next one
-/// and the allocator hands it back, instead of fresh memory that costs a page fault per
-/// 4 KiB on first touch (a ring of 150,000 tokens spent more on that than on the
-/// change itself).
-pub(crate) fn slot_list(len: usize) -> Vec<Slot> {
-    let step = (len.next_power_of_two() / 16).max(1);
-    Vec::with_capacity(len.div_ceil(step) * step)
 }
 
 /// Errors when a ring would hold more than [`MAX_TOKENS`] tokens.
@@ -968,6 +965,7 @@ impl Clone for Ring {
             config: self.config,
             members: self.members.clone(),
             slots: Arc::clone(&self.slots),
+            pool: Arc::clone(&self.pool),
             tables: OnceLock::new(),
             index: self.index.clone(),
             checksum: self.checksum.clone(),
@@ -1007,7 +1005,7 @@ mod tests {
         let plan = ring.join_diff(&member, random::join_pieces(ring, tokens, &member.id));
         let mut after = ring.clone();
         after.members.insert(pos, member);
-        let slots = random::merge_joiner(&ring.slots, tokens, pos as u32);
+        let slots = random::merge_joiner(&ring.slots, tokens, pos as u32, Vec::new());
         let touched = Touched::at(&ring.slots, &slots, tokens);
         after.install(slots, &touched, Renumber::Joined(pos));
         (after, plan)
@@ -1064,16 +1062,6 @@ mod tests {
             }
             assert_eq!(plan.moved, if owner == id { RING } else { 0 });
         }
-    }
-
-    #[test]
-    fn slot_lists_come_in_few_sizes() {
-        for len in [0, 1, 7, 1000, 147_104, 147_300, 1 << 20, (1 << 20) + 1] {
-            let cap = slot_list(len).capacity();
-            assert!(cap >= len && cap <= len + len / 8 + 1, "{len}: {cap}");
-        }
-        // A ring growing or churning by a few hundred tokens keeps one size.
-        assert_eq!(slot_list(147_104).capacity(), slot_list(147_300).capacity());
     }
 
     #[test]
