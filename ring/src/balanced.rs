@@ -114,20 +114,12 @@ fn give(ring: &Ring, d: u32, amount: u128, pieces: &mut Vec<Piece>) {
         to: Who::Joiner,
     };
     let mut left = amount;
-    // Arcs largest first; usually the largest is enough, and then the list stays unsorted.
+    // Arcs largest first. Usually the largest is enough; otherwise they are ordered
+    // only as far as they are taken.
     let list = &ring.tables().arcs[d as usize];
-    let (one, all);
-    let arcs: &[ArcSpan] = match list.largest() {
-        Some(largest) if amount <= largest.len => {
-            one = [largest];
-            &one
-        }
-        _ => {
-            all = list.largest_first();
-            &all
-        }
-    };
-    for &arc in arcs {
+    let enough = list.largest().filter(|largest| amount <= largest.len);
+    let ordered = enough.is_none().then(|| list.largest_first_lazily());
+    for arc in enough.into_iter().chain(ordered.into_iter().flatten()) {
         if left == 0 {
             break;
         }

@@ -11,6 +11,9 @@
 //! then updates them in place; a clone of the ring does not copy them (see `Ring`'s
 //! `Clone`).
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
 use crate::Token;
 use crate::ring::{ArcSpan, Slot, arc_at, seek};
 
@@ -47,34 +50,74 @@ impl ArcEntry {
 }
 
 /// All arcs of one member, in no particular order: a change removes and adds a few
-/// arcs of many members, while a plan reads the arcs of a few (the leaver's, in order,
-/// and each donor's largest), so the order is made when read.
+/// arcs of many members, while a plan reads the arcs of a few (the leaver's, in order)
+/// and the largest arc of many (the donors'), so the order is made when read and the
+/// largest is tracked.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct MemberArcs(Vec<ArcEntry>);
+pub(crate) struct MemberArcs {
+    arcs: Vec<ArcEntry>,
+    /// Index of the largest arc in `arcs` (0 when there is none).
+    largest: usize,
+}
 
 impl MemberArcs {
+    fn new(arcs: Vec<ArcEntry>) -> MemberArcs {
+        MemberArcs {
+            largest: index_of_largest(&arcs),
+            arcs,
+        }
+    }
+
     /// The largest arc (ties: the smaller end), if the member has any.
     pub(crate) fn largest(&self) -> Option<ArcSpan> {
-        self.0.iter().min().map(|e| e.span())
+        self.arcs.get(self.largest).map(|e| e.span())
     }
 
     /// The arcs, largest first (ties: the smaller end first).
     pub(crate) fn largest_first(&self) -> Vec<ArcSpan> {
-        let mut entries = self.0.clone();
+        let mut entries = self.arcs.clone();
         entries.sort_unstable();
         entries.into_iter().map(ArcEntry::span).collect()
     }
 
+    /// The arcs, largest first, each ordered when it is read (a heap): for a reader
+    /// that takes a few.
+    pub(crate) fn largest_first_lazily(&self) -> impl Iterator<Item = ArcSpan> + use<> {
+        let mut heap: BinaryHeap<Reverse<ArcEntry>> =
+            self.arcs.iter().copied().map(Reverse).collect();
+        std::iter::from_fn(move || heap.pop().map(|Reverse(entry)| entry.span()))
+    }
+
     /// Removes the arc ending at `arc.end` (ends are distinct in a balanced ring).
     fn remove(&mut self, arc: &ArcSpan) {
-        if let Some(i) = self.0.iter().position(|e| e.end == arc.end) {
-            self.0.swap_remove(i);
+        let Some(i) = self.arcs.iter().position(|e| e.end == arc.end) else {
+            return;
+        };
+        self.arcs.swap_remove(i);
+        if i == self.largest {
+            self.largest = index_of_largest(&self.arcs);
+        } else if self.largest == self.arcs.len() {
+            // The largest was the last entry, which took the removed one's place.
+            self.largest = i;
         }
     }
 
     fn insert(&mut self, arc: &ArcSpan) {
-        self.0.push(ArcEntry::of(arc));
+        let entry = ArcEntry::of(arc);
+        if self
+            .arcs
+            .get(self.largest)
+            .is_none_or(|largest| entry < *largest)
+        {
+            self.largest = self.arcs.len();
+        }
+        self.arcs.push(entry);
     }
+}
+
+/// Index of the largest arc (the least entry), 0 for none.
+fn index_of_largest(arcs: &[ArcEntry]) -> usize {
+    (0..arcs.len()).min_by_key(|&i| arcs[i]).unwrap_or(0)
 }
 
 /// How the member list changed along with the slots.
@@ -119,7 +162,7 @@ impl Derived {
         for i in 0..slots.len() {
             arcs[slots[i].owner as usize].push(ArcEntry::of(&arc_at(slots, i)));
         }
-        let arcs = arcs.into_iter().map(MemberArcs).collect();
+        let arcs = arcs.into_iter().map(MemberArcs::new).collect();
         Derived {
             own,
             arcs,
@@ -261,6 +304,16 @@ mod tests {
             all.sort_unstable_by(|a, b| b.len.cmp(&a.len).then(a.end.cmp(&b.end)));
             let listed = list.largest_first();
             assert_eq!(listed, all, "member {m}");
+            assert_eq!(
+                list.largest(),
+                all.first().copied(),
+                "largest of member {m}"
+            );
+            assert_eq!(
+                list.largest_first_lazily().collect::<Vec<_>>(),
+                all,
+                "member {m}"
+            );
         }
     }
 
