@@ -9,10 +9,11 @@
 //!
 //! # How it fits
 //!
-//! The event fold (`ringside-events`) applies membership events to a [`Ring`] with
-//! [`Ring::add_recording`] and [`Ring::remove_recording`], which note the positions
-//! they touch ([`Edits`]), and publishes the [`diff_at`] of those positions (equal to
-//! the [`diff`] of the two rings) as rebalance events; the
+//! The event fold (`ringside-events`) applies each membership event to a [`Ring`] in
+//! place with [`Ring::change_recording`] (its removals, then its additions, all or
+//! nothing), which notes the positions they touch ([`Edits`]), and publishes the
+//! [`diff_at`] of those positions (equal to the [`diff`] of the ring before, a clone,
+//! and after) as rebalance events; the
 //! nodes and the CLI answer [`Ring::owner`] and [`Ring::successors`]; snapshots store
 //! tokens with owner indices ([`Ring::indexed_tokens`]) and come back through
 //! [`Ring::from_indexed_parts`] (or by id: [`Ring::to_parts`], [`Ring::from_parts`]),
