@@ -9,7 +9,7 @@
 //!   per-service credentials ([`LocalAuth`]) and log reading come from
 //!   `ringside-natsd`, which `ringside up` uses too.
 //! - [`kube_fake`]: an HTTP fake of the Kubernetes list/watch API for the pod watcher.
-//! - [`bench`]: the benchmarks' shared flag reader, min/median summary and JSON writer.
+//! - [`bench`](mod@bench): the benchmarks' shared flag reader, min/median summary and JSON writer.
 //! - [`workspace_root`]: where `nats/`, `.venv/` and the other shared files live.
 //! - [`settings`]: a settings map from literal pairs, what tests pass to the services'
 //!   `from_map` (never `set_var`).

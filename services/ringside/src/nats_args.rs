@@ -24,7 +24,7 @@ pub(crate) struct NatsArgs {
     /// NATS user (admin, or bridge for read-only access).
     #[arg(long, global = true, default_value = "admin", value_parser = parse_user)]
     pub(crate) user: ServiceUser,
-    /// Password of the user [default: $RINGSIDE_NATS_PASSWORD_<USER>; none: connect
+    /// Password of the user [default: $RINGSIDE_NATS_PASSWORD_{USER}; none: connect
     /// without credentials].
     #[arg(long, global = true)]
     pub(crate) password: Option<String>,

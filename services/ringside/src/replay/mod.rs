@@ -4,7 +4,7 @@
 //! # Layout
 //! - [`record`]: a stored message ([`record::Record`]), times and JSON lines.
 //! - [`source`]: the stream and snapshot bucket on NATS, or an export file.
-//! - [`export`]: the export file format (ndjson, pb), writer and checked reader.
+//! - [`export`](mod@export): the export file format (ndjson, pb), writer and checked reader.
 //! - [`engine`]: the pure computations (fold, state, key history, diff, verify).
 //! - `progress`: the progress bar on stderr.
 //!
