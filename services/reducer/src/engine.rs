@@ -452,7 +452,7 @@ impl Engine {
         if pending == 0 && !self.ready {
             self.caught_up().await?;
         }
-        m.observe_event(started.elapsed());
+        m.event.observe(started.elapsed());
         Ok(())
     }
 
@@ -460,7 +460,10 @@ impl Engine {
     /// the fold only advances (see the module docs: the head checks them all).
     fn replay(&mut self, sequence: u64, delivery: &Delivery) -> Result<(), ReducerError> {
         let m = &self.shared.metrics;
-        match self.ledger.advance(sequence, delivery.event.body()) {
+        let folding = Instant::now();
+        let outcome = self.ledger.advance(sequence, delivery.event.body());
+        m.fold.observe(folding.elapsed());
+        match outcome {
             Outcome::AlreadyFolded => m.folded(FoldOutcome::AlreadyFolded),
             Outcome::Unchanged => m.folded(FoldOutcome::Unchanged),
             Outcome::Rejected(err) => rejected(m, sequence, &err, delivery),
@@ -488,7 +491,9 @@ impl Engine {
     async fn fold_new(&mut self, sequence: u64, delivery: &Delivery) -> Result<(), ReducerError> {
         let expected = self.ledger.rebalance_sequence();
         let m = Arc::clone(&self.shared.metrics);
+        let folding = Instant::now();
         let outcome = self.ledger.apply(sequence, delivery.event.body());
+        m.fold.observe(folding.elapsed());
         let made = match outcome {
             Outcome::AlreadyFolded => {
                 m.folded(FoldOutcome::AlreadyFolded);

@@ -55,9 +55,12 @@ pub const WATCHERS: &str = "ringside_reducer_watchers";
 pub const WATCHERS_LAGGED: &str = "ringside_reducer_watchers_lagged_total";
 /// Time to fold one membership event and store its rebalance event.
 pub const EVENT_SECONDS: &str = "ringside_reducer_event_seconds";
+/// Of [`EVENT_SECONDS`], the fold alone (`RingLedger::apply` or `advance`): the rest
+/// is storing the epoch and serving it.
+pub const FOLD_SECONDS: &str = "ringside_reducer_fold_seconds";
 
 /// Every metric name, in exposition order.
-pub const NAMES: [&str; 21] = [
+pub const NAMES: [&str; 22] = [
     MEMBERSHIP_EVENTS,
     MALFORMED,
     DEAD_LETTERED,
@@ -79,6 +82,7 @@ pub const NAMES: [&str; 21] = [
     WATCHERS,
     WATCHERS_LAGGED,
     EVENT_SECONDS,
+    FOLD_SECONDS,
 ];
 
 /// Outcome labels of [`MEMBERSHIP_EVENTS`].
@@ -150,10 +154,56 @@ impl StoredHow {
     }
 }
 
-/// Upper bounds of the [`EVENT_SECONDS`] buckets, in microseconds.
-const BUCKETS_MICROS: [u64; 12] = [
-    250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000, 5_000_000,
+/// Upper bounds of the histogram buckets, in microseconds.
+const BUCKETS_MICROS: [u64; 14] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000,
+    5_000_000,
 ];
+
+/// A Prometheus histogram of durations ([`BUCKETS_MICROS`]).
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; BUCKETS_MICROS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one duration.
+    pub fn observe(&self, took: Duration) {
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        for (bucket, bound) in self.buckets.iter().zip(BUCKETS_MICROS) {
+            if micros <= bound {
+                bump(bucket);
+            }
+        }
+        bump(&self.count);
+        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    /// The exposition samples: cumulative buckets, `+Inf`, sum and count.
+    fn samples(&self) -> Vec<(String, String)> {
+        let mut samples: Vec<(String, String)> = self
+            .buckets
+            .iter()
+            .zip(BUCKETS_MICROS)
+            .map(|(count, bound)| {
+                (
+                    format!("_bucket{{le=\"{}\"}}", bound as f64 / 1e6),
+                    get(count).to_string(),
+                )
+            })
+            .collect();
+        let count = get(&self.count);
+        samples.push(("_bucket{le=\"+Inf\"}".into(), count.to_string()));
+        samples.push((
+            "_sum".into(),
+            format!("{}", get(&self.sum_micros) as f64 / 1e6),
+        ));
+        samples.push(("_count".into(), count.to_string()));
+        samples
+    }
+}
 
 /// The live values. Shared (`Arc`) by the fold loop, the gRPC service and `/metrics`.
 #[derive(Debug, Default)]
@@ -188,9 +238,10 @@ pub struct Metrics {
     pub watchers: AtomicU64,
     /// See [`WATCHERS_LAGGED`].
     pub watchers_lagged: AtomicU64,
-    event_buckets: [AtomicU64; BUCKETS_MICROS.len()],
-    event_count: AtomicU64,
-    event_sum_micros: AtomicU64,
+    /// See [`EVENT_SECONDS`].
+    pub event: Histogram,
+    /// See [`FOLD_SECONDS`].
+    pub fold: Histogram,
     consumer: OnceLock<Arc<ConsumerStats>>,
 }
 
@@ -233,18 +284,6 @@ impl Metrics {
     /// Stored rebalance events counted with this label.
     pub fn stored_count(&self, how: StoredHow) -> u64 {
         get(&self.rebalances[how as usize])
-    }
-
-    /// Records the time one membership event took.
-    pub fn observe_event(&self, took: Duration) {
-        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
-        for (bucket, bound) in self.event_buckets.iter().zip(BUCKETS_MICROS) {
-            if micros <= bound {
-                bump(bucket);
-            }
-        }
-        bump(&self.event_count);
-        self.event_sum_micros.fetch_add(micros, Ordering::Relaxed);
     }
 
     /// Attaches the membership consumer's counters (malformed, dead-lettered, ...).
@@ -409,29 +448,17 @@ impl Metrics {
             "WatchRing streams closed because the client fell behind.",
             &plain(get(&self.watchers_lagged)),
         );
-        let mut samples: Vec<(String, String)> = self
-            .event_buckets
-            .iter()
-            .zip(BUCKETS_MICROS)
-            .map(|(count, bound)| {
-                (
-                    format!("_bucket{{le=\"{}\"}}", bound as f64 / 1e6),
-                    get(count).to_string(),
-                )
-            })
-            .collect();
-        let count = get(&self.event_count);
-        samples.push(("_bucket{le=\"+Inf\"}".into(), count.to_string()));
-        samples.push((
-            "_sum".into(),
-            format!("{}", get(&self.event_sum_micros) as f64 / 1e6),
-        ));
-        samples.push(("_count".into(), count.to_string()));
         family(
             EVENT_SECONDS,
             "histogram",
             "Time to fold one membership event and store its rebalance event.",
-            &samples,
+            &self.event.samples(),
+        );
+        family(
+            FOLD_SECONDS,
+            "histogram",
+            "Of the event time, the fold alone.",
+            &self.fold.samples(),
         );
         out
     }
@@ -458,8 +485,9 @@ mod tests {
         m.folded(FoldOutcome::Rejected);
         m.stored(StoredHow::Adopted);
         set(&m.epoch, 41);
-        m.observe_event(Duration::from_micros(700));
-        m.observe_event(Duration::from_millis(3));
+        m.event.observe(Duration::from_micros(700));
+        m.event.observe(Duration::from_millis(3));
+        m.fold.observe(Duration::from_micros(80));
         let text = m.render(SystemTime::now());
         let types: Vec<&str> = text
             .lines()
@@ -499,6 +527,16 @@ mod tests {
             Some(2.0)
         );
         assert_eq!(sample(&text, &format!("{EVENT_SECONDS}_count")), Some(2.0));
+        assert_eq!(
+            sample(&text, &format!("{FOLD_SECONDS}_bucket{{le=\"0.00005\"}}")),
+            Some(0.0)
+        );
+        assert_eq!(
+            sample(&text, &format!("{FOLD_SECONDS}_bucket{{le=\"0.0001\"}}")),
+            Some(1.0)
+        );
+        assert_eq!(sample(&text, &format!("{FOLD_SECONDS}_sum")), Some(0.00008));
+        assert_eq!(sample(&text, &format!("{FOLD_SECONDS}_count")), Some(1.0));
         // No snapshot yet: the age has no sample rather than a made-up value.
         assert_eq!(sample(&text, SNAPSHOT_AGE), None);
     }
