@@ -514,27 +514,19 @@ mod tests {
             Some(1.0)
         );
         assert_eq!(sample(&text, EPOCH), Some(41.0));
-        assert_eq!(
-            sample(&text, &format!("{EVENT_SECONDS}_bucket{{le=\"0.0005\"}}")),
-            Some(0.0)
-        );
-        assert_eq!(
-            sample(&text, &format!("{EVENT_SECONDS}_bucket{{le=\"0.001\"}}")),
-            Some(1.0)
-        );
-        assert_eq!(
-            sample(&text, &format!("{EVENT_SECONDS}_bucket{{le=\"+Inf\"}}")),
-            Some(2.0)
-        );
+        // Cumulative buckets: 700 us and 3 ms events, one 80 us fold.
+        for (name, le, expected) in [
+            (EVENT_SECONDS, "0.0005", 0.0),
+            (EVENT_SECONDS, "0.001", 1.0),
+            (EVENT_SECONDS, "+Inf", 2.0),
+            (FOLD_SECONDS, "0.00005", 0.0),
+            (FOLD_SECONDS, "0.0001", 1.0),
+            (FOLD_SECONDS, "+Inf", 1.0),
+        ] {
+            let bucket = format!("{name}_bucket{{le=\"{le}\"}}");
+            assert_eq!(sample(&text, &bucket), Some(expected), "{bucket}");
+        }
         assert_eq!(sample(&text, &format!("{EVENT_SECONDS}_count")), Some(2.0));
-        assert_eq!(
-            sample(&text, &format!("{FOLD_SECONDS}_bucket{{le=\"0.00005\"}}")),
-            Some(0.0)
-        );
-        assert_eq!(
-            sample(&text, &format!("{FOLD_SECONDS}_bucket{{le=\"0.0001\"}}")),
-            Some(1.0)
-        );
         assert_eq!(sample(&text, &format!("{FOLD_SECONDS}_sum")), Some(0.00008));
         assert_eq!(sample(&text, &format!("{FOLD_SECONDS}_count")), Some(1.0));
         // No snapshot yet: the age has no sample rather than a made-up value.
