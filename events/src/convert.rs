@@ -83,30 +83,34 @@ impl From<&pb::Member> for ringside_ring::Member {
     }
 }
 
-/// Resolves member ids to the indices of a `RingRebalanced` (members, then departed).
+/// Resolves member ids to the indices of a `RingRebalanced` (members, then departed),
+/// by binary search: the event lists both sorted by id (the event contract, checked
+/// when an event is decoded; [`rebalanced_with_members`] builds them so). An id not
+/// found, also in lists that break that rule, is an error, and an event rebuilt from
+/// wrong indices fails its checksum.
 struct MemberIndex<'a> {
-    ids: BTreeMap<&'a str, u32>,
+    members: &'a [pb::Member],
+    departed: &'a [String],
 }
 
 impl<'a> MemberIndex<'a> {
     fn new(members: &'a [pb::Member], departed: &'a [String]) -> Self {
-        let ids = members
-            .iter()
-            .map(|m| m.id.as_str())
-            .chain(departed.iter().map(String::as_str))
-            .zip(0u32..)
-            .collect();
-        Self { ids }
+        Self { members, departed }
     }
 
     fn of(&self, id: &str) -> Result<u32, ConvertError> {
         if id.is_empty() {
             return Ok(NO_OWNER);
         }
-        self.ids
-            .get(id)
-            .copied()
-            .ok_or_else(|| ConvertError::MissingMemberDetails(id.to_string()))
+        let found = match self.members.binary_search_by(|m| m.id.as_str().cmp(id)) {
+            Ok(i) => i,
+            Err(_) => {
+                let departed = self.departed.binary_search_by(|d| d.as_str().cmp(id));
+                let i = departed.map_err(|_| ConvertError::MissingMemberDetails(id.to_string()))?;
+                self.members.len() + i
+            }
+        };
+        u32::try_from(found).map_err(|_| ConvertError::MissingMemberDetails(id.to_string()))
     }
 }
 
@@ -380,28 +384,13 @@ pub fn rebalanced_with_members(
     let token_changes = token_changes(before, after, &matched.old_to_event, edits);
     let diff = ringside_ring::diff_at(before, after, edits);
     // Both lists are sorted by id: members by the check above, departed by the walk.
-    let index = |id: &str| -> Result<u32, ConvertError> {
-        if id.is_empty() {
-            return Ok(NO_OWNER);
-        }
-        let found = match members.binary_search_by(|m| m.id.as_str().cmp(id)) {
-            Ok(i) => i,
-            Err(_) => {
-                members.len()
-                    + matched
-                        .departed
-                        .binary_search_by(|d| d.as_str().cmp(id))
-                        .map_err(|_| ConvertError::MissingMemberDetails(id.to_string()))?
-            }
-        };
-        Ok(found as u32)
-    };
+    let index = MemberIndex::new(&members, &matched.departed);
     let mut moved = pb::MovedRanges::default();
     for r in &diff.ranges {
         moved.starts.push(r.start);
         moved.ends.push(r.end);
-        moved.from.push(index(&r.from)?);
-        moved.to.push(index(&r.to)?);
+        moved.from.push(index.of(&r.from)?);
+        moved.to.push(index.of(&r.to)?);
     }
     Ok(pb::RingRebalanced {
         epoch,
