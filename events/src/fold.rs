@@ -269,7 +269,10 @@ impl RingLedger {
                     Ordering::Less => kept.next(),
                     Ordering::Greater => upserted.next(),
                     // Upserted details replace the kept ones.
-                    Ordering::Equal => upserted.next().filter(|_| kept.next().is_some()),
+                    Ordering::Equal => {
+                        kept.next();
+                        upserted.next()
+                    }
                 },
             };
             out.extend(next.map(|(_, member)| member.clone()));

@@ -98,8 +98,9 @@ pub(crate) fn is_derivation(
         .all(|(m, (&end, &count))| member_tokens(&m.id, count) == positions[end - count..end]))
 }
 
-/// The slots after a joiner with `tokens` (sorted) takes member index `pos`: existing
-/// owners at or above `pos` shift up by one, and equal positions stay ordered by id.
+/// The slots after a joiner with `tokens` (sorted) takes member index `pos`, written
+/// into `out` (empty): existing owners at or above `pos` shift up by one, and equal
+/// positions stay ordered by id.
 pub(crate) fn merge_joiner(
     slots: &[Slot],
     tokens: &[Token],
@@ -129,8 +130,8 @@ pub(crate) fn merge_joiner(
     out
 }
 
-/// The slots after `leaver` (an index) leaves, owners renumbered by `shift`, and the
-/// positions of the leaver's tokens (sorted).
+/// The slots after `leaver` (an index) leaves, owners renumbered by `shift`, written
+/// into `kept` (empty), and the positions of the leaver's tokens (sorted).
 pub(crate) fn drop_member(
     slots: &[Slot],
     leaver: u32,

@@ -806,8 +806,6 @@ impl Ring {
     }
 }
 
-/// Whether rings of this configuration keep each member's arcs (only balanced joins
-/// and leaves use them).
 /// One step of [`Ring::change_recording`], to undo on an error.
 enum Undo {
     /// A member joined at this index.
@@ -816,6 +814,8 @@ enum Undo {
     Left(usize, Member),
 }
 
+/// Whether rings of this configuration keep each member's arcs (only balanced joins
+/// and leaves use them).
 fn tracks_arcs(config: RingConfig) -> bool {
     config.strategy == Strategy::Balanced
 }
