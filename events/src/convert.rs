@@ -382,15 +382,18 @@ pub fn rebalanced_with_members(
     }
     let matched = match_members(before, after);
     let token_changes = token_changes(before, after, &matched.old_to_event, edits);
-    let diff = ringside_ring::diff_at(before, after, edits);
-    // Both lists are sorted by id: members by the check above, departed by the walk.
-    let index = MemberIndex::new(&members, &matched.departed);
+    // Owners as event indices, like the token changes: `before`'s through the match,
+    // `after`'s are their own (the members were checked to be its members, in order).
+    let diff = ringside_ring::diff_at_indexed(before, after, edits);
     let mut moved = pb::MovedRanges::default();
     for r in &diff.ranges {
         moved.starts.push(r.start);
         moved.ends.push(r.end);
-        moved.from.push(index.of(&r.from)?);
-        moved.to.push(index.of(&r.to)?);
+        moved.from.push(
+            r.from
+                .map_or(NO_OWNER, |o| matched.old_to_event[o as usize]),
+        );
+        moved.to.push(r.to.unwrap_or(NO_OWNER));
     }
     Ok(pb::RingRebalanced {
         epoch,

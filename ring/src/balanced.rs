@@ -20,7 +20,7 @@ use std::cmp::Ordering;
 
 use crate::RingError;
 use crate::diff::{Piece, Who};
-use crate::ring::{ArcSpan, RING, Ring, check_token_limit};
+use crate::ring::{ArcSpan, RING, Ring, after, before, check_token_limit};
 
 /// Neighbours absorb a leaver's arcs up to `(SLACK + 1) / SLACK` of their target share.
 const SLACK: u128 = 128;
@@ -157,8 +157,8 @@ pub(crate) fn plan_leave(ring: &Ring, leaver: usize) -> Vec<Piece> {
             let i = ring.slot_at(arc.end);
             LeaverArc {
                 arc,
-                left: slots[(i + t - 1) % t].owner,
-                right: slots[(i + 1) % t].owner,
+                left: slots[before(i, t)].owner,
+                right: slots[after(i, t)].owner,
             }
         })
         .collect();

@@ -9,24 +9,30 @@
 
 use std::collections::BTreeMap;
 
-use crate::ring::{RING, Ring, Share};
+use crate::ring::{RING, Ring, Share, Slot, seek};
 use crate::{Strategy, Token};
 
 /// A range of positions `(start, end]` (clockwise, wrapping) that changed owner.
-/// `start == end` is the whole ring. An empty id stands for "no owner" (an empty ring).
+/// `start == end` is the whole ring. Owners are member ids, where an empty id stands
+/// for "no owner" (an empty ring); or, from [`diff_at_indexed`], member indices
+/// ([`MemberAt`]).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct MovedRange {
+pub struct MovedRange<Owner = String> {
     /// Exclusive start position.
     pub start: Token,
     /// Inclusive end position.
     pub end: Token,
     /// Owner before the change ("" if the old ring was empty).
-    pub from: String,
+    pub from: Owner,
     /// Owner after the change ("" if the new ring is empty).
-    pub to: String,
+    pub to: Owner,
 }
 
-impl MovedRange {
+/// An owner named by its index in a ring's member list (sorted by id), `None` for no
+/// owner (an empty ring).
+pub type MemberAt = Option<u32>;
+
+impl<Owner> MovedRange<Owner> {
     /// Number of positions in the range (`2^64` for the whole ring).
     pub fn width(&self) -> u128 {
         arc_width(self.start, self.end)
@@ -41,9 +47,9 @@ impl MovedRange {
 
 /// The change between two rings.
 #[derive(Clone, Debug, PartialEq)]
-pub struct RingDiff {
+pub struct RingDiff<Owner = String> {
     /// Disjoint moved ranges sorted by `end`; a range wrapping past 0 comes first.
-    pub ranges: Vec<MovedRange>,
+    pub ranges: Vec<MovedRange<Owner>>,
     /// Total width of the moved ranges (`2^64` is the whole ring).
     pub moved: u128,
     /// `moved / 2^64`.
@@ -55,7 +61,7 @@ pub struct RingDiff {
     pub ideal_fraction: f64,
 }
 
-impl RingDiff {
+impl<Owner> RingDiff<Owner> {
     /// Whether nothing moved.
     pub fn is_empty(&self) -> bool {
         self.ranges.is_empty()
@@ -67,7 +73,7 @@ impl RingDiff {
     }
 
     /// The moved range containing position `hash`, if it moved.
-    pub fn range_at(&self, hash: u64) -> Option<&MovedRange> {
+    pub fn range_at(&self, hash: u64) -> Option<&MovedRange<Owner>> {
         let i = self.ranges.partition_point(|r| r.end < hash);
         // A range wrapping past 0 sorts first (it has the smallest end) and also holds
         // positions after every other range's end.
@@ -76,7 +82,9 @@ impl RingDiff {
             .flatten()
             .find(|r| r.contains(hash))
     }
+}
 
+impl RingDiff {
     /// The ownership after the change, given the ownership before it (as from
     /// [`Ring::ownership`]): every moved range's width leaves `from` and joins `to`.
     /// Members left with nothing and the "" pseudo-owner are dropped; sorted by id.
@@ -176,25 +184,43 @@ impl Edits {
 /// after the changes that recorded them), visiting those positions alone. Equal to
 /// `diff(old, new)`; the property tests check it.
 pub fn diff_at(old: &Ring, new: &Ring, edits: &Edits) -> RingDiff {
+    let (pieces, ideal) = pieces_at(old, new, edits);
+    into_diff(pieces, |w| name(old, w), |w| name(new, w), ideal)
+}
+
+/// [`diff_at`] with owners as member indices instead of ids: `from` indexes `old`'s
+/// members, `to` `new`'s (no string per range, for a caller that numbers members
+/// itself). The same ranges, in the same order.
+pub fn diff_at_indexed(old: &Ring, new: &Ring, edits: &Edits) -> RingDiff<MemberAt> {
+    let (pieces, ideal) = pieces_at(old, new, edits);
+    into_diff(pieces, index, index, ideal)
+}
+
+/// The pieces of [`diff_at`] (before merging) and the ideal fraction.
+fn pieces_at(old: &Ring, new: &Ring, edits: &Edits) -> (Vec<Piece>, f64) {
     let (a, b) = (&old.slots[..], &new.slots[..]);
-    let spread = |s: &[crate::ring::Slot]| s.first().map(|f| f.token) != s.last().map(|l| l.token);
+    let spread = |s: &[Slot]| s.first().map(|f| f.token) != s.last().map(|l| l.token);
+    let (same, ideal) = match_members(old, new);
     // A ring with all its tokens at one position (or none) has arcs that wrap around
     // in special ways: the full walk handles those.
     let (Some(positions), true, true) = (edits.positions(), spread(a), spread(b)) else {
-        return diff(old, new);
+        return (pieces(old, new, &same), ideal);
     };
-    let (same, ideal) = match_members(old, new);
-    // Index of the first slot at or after `p`, and the position of the slot before it,
-    // both wrapping (each ring has at least two distinct positions).
-    let around = |s: &[crate::ring::Slot], p: Token| {
-        let i = s.partition_point(|x| x.token < p);
+    // From the first slot at or after `p` (searched from where the previous, smaller
+    // position was found): its index and whether it sits at `p`, both wrapping, and
+    // the position of the slot before it (each ring has two distinct positions).
+    let around = |s: &[Slot], from: &mut usize, p: Token| {
+        let i = seek(s, *from, p);
+        *from = i;
         let before = s[if i == 0 { s.len() } else { i } - 1].token;
-        (i % s.len(), s.get(i).is_some_and(|x| x.token == p), before)
+        let on = s.get(i).is_some_and(|x| x.token == p);
+        (if i == s.len() { 0 } else { i }, on, before)
     };
+    let (mut from_a, mut from_b) = (0, 0);
     let mut pieces = Vec::new();
     for &p in positions {
-        let (i, on_a, before_a) = around(a, p);
-        let (j, on_b, before_b) = around(b, p);
+        let (i, on_a, before_a) = around(a, &mut from_a, p);
+        let (j, on_b, before_b) = around(b, &mut from_b, p);
         // A recorded position with no token left on either side (an edit dropped
         // again) ends no interval: the next position does.
         if !(on_a || on_b) {
@@ -218,13 +244,23 @@ pub fn diff_at(old: &Ring, new: &Ring, edits: &Edits) -> RingDiff {
             to: Who::Member(to),
         });
     }
-    into_diff(pieces, |w| name(old, w), |w| name(new, w), ideal)
+    (pieces, ideal)
 }
 
 /// The ranges that differ between two rings, compared position by position.
 pub fn diff(old: &Ring, new: &Ring) -> RingDiff {
-    let (a, b) = (&old.slots[..], &new.slots[..]);
     let (same, ideal) = match_members(old, new);
+    into_diff(
+        pieces(old, new, &same),
+        |w| name(old, w),
+        |w| name(new, w),
+        ideal,
+    )
+}
+
+/// The pieces of [`diff`] (before merging), given each old member's new index.
+fn pieces(old: &Ring, new: &Ring, same: &[Option<u32>]) -> Vec<Piece> {
+    let (a, b) = (&old.slots[..], &new.slots[..]);
     // Every token of either ring is a boundary; between consecutive boundaries both
     // owners are constant, and equal to the owners of the first token at or after the
     // upper boundary.
@@ -234,9 +270,9 @@ pub fn diff(old: &Ring, new: &Ring) -> RingDiff {
         .map(|s| s.token)
         .max()
     else {
-        return into_diff(Vec::new(), |_| String::new(), |_| String::new(), ideal);
+        return Vec::new();
     };
-    let owner = |slots: &[crate::ring::Slot], i: usize| match slots.get(i).or(slots.first()) {
+    let owner = |slots: &[Slot], i: usize| match slots.get(i).or(slots.first()) {
         Some(s) => Who::Member(s.owner),
         None => Who::Nobody,
     };
@@ -290,7 +326,7 @@ pub fn diff(old: &Ring, new: &Ring) -> RingDiff {
             j += 1;
         }
     }
-    into_diff(pieces, |w| name(old, w), |w| name(new, w), ideal)
+    pieces
 }
 
 /// The members of `old` matched to those of `new` by id (each old index to its new
@@ -332,6 +368,14 @@ fn match_members(old: &Ring, new: &Ring) -> (Vec<Option<u32>>, f64) {
         ideal_fraction(num, w_old * w_new)
     };
     (same, ideal)
+}
+
+/// The member index behind an owner reference (`None` for nobody).
+fn index(who: Who) -> MemberAt {
+    match who {
+        Who::Member(i) => Some(i),
+        Who::Joiner | Who::Nobody => None,
+    }
 }
 
 /// The member id behind an owner reference of `ring` ("" for nobody).
@@ -381,12 +425,12 @@ pub(crate) fn whole_ring(ring: &Ring, to: Who) -> Piece {
 
 /// Names and merges plan pieces into the canonical [`RingDiff`]: sorted by end, with
 /// adjacent pieces of the same owners merged (also across position 0).
-pub(crate) fn into_diff(
+pub(crate) fn into_diff<Owner>(
     mut pieces: Vec<Piece>,
-    from_name: impl Fn(Who) -> String,
-    to_name: impl Fn(Who) -> String,
+    from_name: impl Fn(Who) -> Owner,
+    to_name: impl Fn(Who) -> Owner,
     ideal_fraction: f64,
-) -> RingDiff {
+) -> RingDiff<Owner> {
     pieces.sort_unstable_by_key(|p| p.end);
     let mut merged: Vec<Piece> = Vec::with_capacity(pieces.len());
     for p in pieces {
@@ -402,7 +446,7 @@ pub(crate) fn into_diff(
             merged.pop();
         }
     }
-    let ranges: Vec<MovedRange> = merged
+    let ranges: Vec<MovedRange<Owner>> = merged
         .into_iter()
         .map(|p| MovedRange {
             start: p.start,

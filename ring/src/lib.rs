@@ -44,7 +44,7 @@ use std::fmt;
 use std::str::FromStr;
 
 pub use bounded::BoundedLoads;
-pub use diff::{Edits, MovedRange, RingDiff, diff, diff_at};
+pub use diff::{Edits, MemberAt, MovedRange, RingDiff, diff, diff_at, diff_at_indexed};
 pub use error::RingError;
 pub use ring::{Ring, Share};
 

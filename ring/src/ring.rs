@@ -837,12 +837,25 @@ pub(crate) fn seek(slots: &[Slot], from: usize, position: Token) -> usize {
 /// The arc owned by slot `i` of `slots` (see [`Ring::arc`]).
 pub(crate) fn arc_at(slots: &[Slot], i: usize) -> ArcSpan {
     let end = slots[i].token;
-    let start = slots[(i + slots.len() - 1) % slots.len()].token;
+    let start = slots[before(i, slots.len())].token;
     ArcSpan {
         start,
         end,
         len: arc_len(i, start, end),
     }
+}
+
+/// The slot before slot `i` of `len` slots, wrapping to the last (no division: this
+/// runs for every slot a change touches).
+#[inline]
+pub(crate) fn before(i: usize, len: usize) -> usize {
+    if i == 0 { len - 1 } else { i - 1 }
+}
+
+/// The slot after slot `i` of `len` slots, wrapping to the first.
+#[inline]
+pub(crate) fn after(i: usize, len: usize) -> usize {
+    if i + 1 == len { 0 } else { i + 1 }
 }
 
 /// Length of the arc `(start, end]` of slot `i` (see [`Ring::arc`]).

@@ -9,7 +9,8 @@
 use proptest::prelude::*;
 use ringside_ring::Strategy as Placement;
 use ringside_ring::{
-    BoundedLoads, Edits, Member, Ring, RingConfig, RingDiff, Share, Token, diff, diff_at,
+    BoundedLoads, Edits, Member, MemberAt, MovedRange, Ring, RingConfig, RingDiff, Share, Token,
+    diff, diff_at, diff_at_indexed,
 };
 
 /// One membership change: add member `m<id>` with a weight, or remove the member at a
@@ -223,7 +224,25 @@ proptest! {
         for op in &batch {
             apply_recording(&mut ring, op, &mut edits);
         }
-        prop_assert_eq!(diff_at(&old, &ring, &edits), diff(&old, &ring));
+        let named = diff_at(&old, &ring, &edits);
+        prop_assert_eq!(&named, &diff(&old, &ring));
+        // The indexed form is the same diff with each id's index in its ring.
+        let indexed = diff_at_indexed(&old, &ring, &edits);
+        let id = |r: &Ring, at: MemberAt| {
+            at.map_or(String::new(), |i| r.members().nth(i as usize).unwrap().id.clone())
+        };
+        let renamed: Vec<MovedRange> = indexed
+            .ranges
+            .iter()
+            .map(|m| MovedRange {
+                start: m.start,
+                end: m.end,
+                from: id(&old, m.from),
+                to: id(&ring, m.to),
+            })
+            .collect();
+        prop_assert_eq!(&renamed, &named.ranges);
+        prop_assert_eq!((indexed.moved, indexed.ideal_fraction), (named.moved, named.ideal_fraction));
         if let Some(positions) = edits.positions() {
             let (before, after) = (tokens_by_position(&old), tokens_by_position(&ring));
             let everywhere: std::collections::BTreeSet<Token> =
