@@ -270,11 +270,14 @@ fn token_changes(
         return out;
     };
     let (mut old, mut new): (Vec<u32>, Vec<u32>) = (Vec::new(), Vec::new());
-    for &token in positions {
+    let owners = before
+        .owners_at_each(positions)
+        .zip(after.owners_at_each(positions));
+    for (&token, (was, is)) in positions.iter().zip(owners) {
         old.clear();
         new.clear();
-        old.extend(before.owners_at(token).map(|o| old_to_event[o as usize]));
-        new.extend(after.owners_at(token));
+        old.extend(was.map(|o| old_to_event[o as usize]));
+        new.extend(is);
         changes_at(token, &mut old, &mut new, &mut out);
     }
     out

@@ -127,14 +127,28 @@ impl Ring {
         self.slots.len()
     }
 
-    /// The owners (indices into [`Ring::members`]) of the tokens at exactly `position`,
-    /// by id: none if no token is there; more than one only in random rings.
-    pub fn owners_at(&self, position: Token) -> impl Iterator<Item = u32> + '_ {
-        let from = self.slots.partition_point(|s| s.token < position);
-        self.slots[from..]
-            .iter()
-            .take_while(move |s| s.token == position)
-            .map(|s| s.owner)
+    /// For each of `positions`, the owners (indices into [`Ring::members`]) of the
+    /// tokens at exactly that position, by id: none if no token is there; more than
+    /// one only in random rings. Positions in ascending order (as [`Edits`] records
+    /// them) are found each from the previous one, by a galloping search; a position
+    /// below the previous one is searched from the start.
+    pub fn owners_at_each<'a>(
+        &'a self,
+        positions: &'a [Token],
+    ) -> impl Iterator<Item = impl Iterator<Item = u32> + 'a> + 'a {
+        let slots = &self.slots[..];
+        let (mut from, mut previous) = (0, 0);
+        positions.iter().map(move |&position| {
+            if position < previous {
+                from = 0;
+            }
+            previous = position;
+            from = seek(slots, from, position);
+            slots[from..]
+                .iter()
+                .take_while(move |s| s.token == position)
+                .map(|s| s.owner)
+        })
     }
 
     /// Tokens and their owners, sorted by position (equal positions by owner id).
@@ -1056,6 +1070,40 @@ mod tests {
         assert_eq!(back, ring);
         assert_eq!(leave, diff::diff(&after, &back));
         assert!(leave.ranges.iter().all(|r| r.from == "b"));
+    }
+
+    #[test]
+    fn owners_at_each_position_in_any_order() {
+        let ring = random_ring(&["a", "c"]);
+        let a_tokens: Vec<Token> = ring.tokens().filter(|t| t.1 == "a").map(|t| t.0).collect();
+        let c_tokens: Vec<Token> = ring.tokens().filter(|t| t.1 == "c").map(|t| t.0).collect();
+        // b shares a position with a and with c.
+        let (after, _) = join_with_tokens(&ring, Member::new("b", 1), &{
+            let mut t = vec![a_tokens[0], c_tokens[1]];
+            t.sort_unstable();
+            t
+        });
+        let by_scan = |p: Token| -> Vec<u32> {
+            (after.tokens().zip(after.indexed_tokens()))
+                .filter(|((t, _), _)| *t == p)
+                .map(|(_, (_, owner))| owner)
+                .collect()
+        };
+        let mut positions: Vec<Token> = after.tokens().map(|t| t.0).collect();
+        positions.extend([0, u64::MAX, a_tokens[0].wrapping_add(1)]);
+        positions.sort_unstable();
+        positions.dedup();
+        // Ascending, then a few going back (searched from the start again).
+        positions.extend([c_tokens[1], a_tokens[0], 0]);
+        let found: Vec<Vec<u32>> = after
+            .owners_at_each(&positions)
+            .map(Iterator::collect)
+            .collect();
+        let expected: Vec<Vec<u32>> = positions.iter().map(|&p| by_scan(p)).collect();
+        assert_eq!(found, expected);
+        // Shared positions list both owners, by id.
+        let shared: Vec<u32> = after.owners_at_each(&a_tokens[..1]).flatten().collect();
+        assert_eq!(shared, vec![0, 1]);
     }
 
     #[test]
