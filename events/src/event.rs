@@ -83,6 +83,13 @@ macro_rules! event_kinds {
                 $(Body::$kind(m) => m.encode_to_vec(),)*
             }
         }
+
+        /// The length of [`encode_body`]'s bytes, without encoding.
+        fn body_len(body: &Body) -> usize {
+            match body {
+                $(Body::$kind(m) => m.encoded_len(),)*
+            }
+        }
     };
 }
 
@@ -493,6 +500,18 @@ impl Event {
     /// syncs theirs in `resource_version`, members their incarnation (`uid`), load
     /// reports their window, scale decisions their `evaluated_at`.
     pub fn msg_id(&self) -> MsgId {
+        self.msg_id_of(&encode_body(&self.body))
+    }
+
+    /// [`Event::msg_id`] from the event's encoded envelope ([`crate::codec::encode`]),
+    /// which ends with the body's own message: the body is not encoded a second time.
+    pub(crate) fn msg_id_in(&self, envelope: &[u8]) -> MsgId {
+        let body = envelope.len().saturating_sub(body_len(&self.body));
+        self.msg_id_of(&envelope[body..])
+    }
+
+    /// The message id, given the bytes of the body's own message.
+    fn msg_id_of(&self, body: &[u8]) -> MsgId {
         let kind = self.kind();
         let label = match &self.body {
             Body::MembersJoined(j) => match j.members.as_slice() {
@@ -509,7 +528,7 @@ impl Event {
             Body::HeartbeatSent(h) => h.beat.to_string(),
             Body::TrafficSampled(t) => t.node.clone(),
         };
-        let hash = xxhash_rust::xxh3::xxh3_64(&encode_body(&self.body));
+        let hash = xxhash_rust::xxh3::xxh3_64(body);
         MsgId(format!(
             "{}:{}:{label}:{hash:016x}",
             self.ring,
@@ -771,6 +790,25 @@ mod tests {
         };
         assert_eq!(event(sync("a")).msg_id(), event(sync("a")).msg_id());
         assert_ne!(event(sync("a")).msg_id(), event(sync("b")).msg_id());
+    }
+
+    /// The id taken from the encoded envelope is the event's id: the envelope ends with
+    /// the body's own message, whatever its field number (a one-byte key for a join, a
+    /// two-byte one for a heartbeat).
+    #[test]
+    fn the_id_from_the_envelope_is_the_id() {
+        let beat = pb::HeartbeatSent {
+            member: joined("").members.pop(),
+            beat: 9,
+            ..Default::default()
+        };
+        let stamped = event(joined("4"))
+            .with_producer("watcher/1")
+            .with_occurred_at(UNIX_EPOCH);
+        for e in [stamped, event(left("5")), event(beat)] {
+            let bytes = crate::codec::encode(&e).unwrap();
+            assert_eq!(e.msg_id_in(&bytes), e.msg_id(), "{:?}", e.kind());
+        }
     }
 
     /// What is not the fact does not change the id.

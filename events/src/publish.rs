@@ -202,11 +202,12 @@ pub(crate) struct Outgoing {
 
 impl Outgoing {
     fn from_event(event: &Event) -> Result<Self, PublishError> {
-        let id = event.msg_id();
+        let payload = codec::encode(event)?;
+        let id = event.msg_id_in(&payload);
         Ok(Self {
             subject: event.subject(),
             headers: headers::for_event(event, &id),
-            payload: codec::encode(event)?,
+            payload,
             msg_id: Some(id.as_str().to_string()),
             stream: event.kind().subject_kind().stream(),
         })

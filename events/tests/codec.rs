@@ -150,6 +150,13 @@ fn every_kind_round_trips_through_binary_and_json() {
     assert_eq!(kinds, EventKind::ALL, "one event of every kind");
     for event in events {
         let bytes = codec::encode(&event).unwrap();
+        // The same bytes as the whole envelope encoded at once.
+        assert_eq!(
+            bytes,
+            event.to_envelope().encode_to_vec(),
+            "{:?}",
+            event.kind()
+        );
         assert_eq!(
             codec::decode(&bytes).unwrap(),
             event,
