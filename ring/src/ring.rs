@@ -653,152 +653,51 @@ impl Ring {
             token: s.token,
             owner: renumber(Who::Member(s.owner)),
         };
-        // Before dropping redundant tokens, the new ring is: the old slots before the
-        // first edit, the edit (replacing an old slot at its position), the old slots
-        // up to the next edit (run k + 1), and so on, and the old slots after the last
-        // edit (the last run). Edit k lands before old index `at[k]` and the old slots
-        // after it start at `next[k]`.
-        let mut at = Vec::with_capacity(edits.len());
-        let mut next = Vec::with_capacity(edits.len());
-        let mut from = 0;
-        for e in &edits {
-            let i = seek(old, from, e.token);
-            from = i + usize::from(old.get(i).is_some_and(|s| s.token == e.token));
-            at.push(i);
-            next.push(from);
-        }
-        let replaced: usize = at.iter().zip(&next).map(|(a, n)| n - a).sum();
-        let n = old.len() + edits.len() - replaced;
-        // The old index of the slot before edit k in the new ring, if that is an old
-        // slot: the last of the run before it, or for edit 0 the new ring's last slot.
-        let before_old = |k: usize| match k.checked_sub(1) {
-            None if at[0] == 0 => (next[edits.len() - 1] < old.len()).then(|| old.len() - 1),
-            Some(j) if at[k] == next[j] => None,
-            _ => Some(at[k] - 1),
-        };
-        // The new ring's first slot (before dropping).
-        let new_first = || match at.first() {
-            Some(0) => edits[0],
-            _ => keep(&old[0]),
-        };
         if members_after <= 1 {
-            // One owner left: only its last token stays (spec 6.1). The ring now has a
-            // single token, so its tables are computed afresh: nothing is touched.
+            // One owner left: only its last token stays (spec 6.1), the new ring's last
+            // slot. The ring now has a single token, so its tables are computed afresh:
+            // nothing is touched.
             let last = match edits.last() {
-                Some(&e) if next[edits.len() - 1] == old.len() => Some(e),
+                Some(&e) if old.last().is_none_or(|s| s.token <= e.token) => Some(e),
                 _ => old.last().map(keep),
             };
             edits_out.record_all();
             return (last.into_iter().collect(), Touched::default());
         }
-        // The ring was canonical, so only an edit or the slot before one can now be
-        // followed by a slot of its own owner. The slot before edit k is an old slot
-        // (`before_old`) or edit k - 1 (for edit 0, the last edit); the slot after it
-        // is edit k + 1 if the run between them is empty, else that run's first old
-        // slot (for the last edit, the new ring's first slot). A dropped edit before
-        // edit k is that edit's own drop, so `before_dropped[k]` says whether the slot
-        // before edit k is dropped, `edit_dropped[k]` whether edit k is.
-        let mut edit_dropped = Vec::with_capacity(edits.len());
-        let mut before_dropped = Vec::with_capacity(edits.len());
-        let mut old_drops = Vec::new();
-        for (k, e) in edits.iter().enumerate() {
-            let before = match before_old(k) {
-                Some(j) => keep(&old[j]),
-                None => edits[k.checked_sub(1).unwrap_or(edits.len() - 1)],
-            };
-            let drop = before.owner == e.owner;
-            before_dropped.push(drop);
-            old_drops.extend(before_old(k).filter(|_| drop));
-            let after = match edits.get(k + 1) {
-                Some(&f) if next[k] == at[k + 1] => f,
-                _ if next[k] == old.len() => new_first(),
-                _ => keep(&old[next[k]]),
-            };
-            edit_dropped.push(e.owner == after.owner);
+        // One pass in position order: the old slots before each edit (a run), the edit
+        // (in place of an old slot at its position), and the old slots after the last
+        // edit. Each slot pushed drops the one before it if that has the same owner
+        // (spec 6.1: a token followed by one of its owner is redundant); the old ring
+        // was canonical, so that can only happen at an edit or at the first slot of a
+        // run, and the last slot against the first, at the end.
+        let mut build = Build::new(old, self.pool.list(old.len() + edits.len()));
+        let mut from = 0;
+        for e in &edits {
+            let i = seek(old, from, e.token);
+            build.run(from, i, &keep);
+            build.edit(*e);
+            // A changed position: the old slot there, if any, and the first after it.
+            let replaced = old.get(i).is_some_and(|s| s.token == e.token);
+            if replaced {
+                build.touch_old(i);
+            }
+            from = i + usize::from(replaced);
+            build.touch_old(from);
         }
-        let drops = old_drops.len() + edit_dropped.iter().filter(|&&d| d).count();
+        build.run(from, old.len(), &keep);
+        let (out, touched, dropped) = build.finish();
         // Every other slot keeps its position and its member (renumbered).
         edits_out.record(
             edits
                 .iter()
                 .map(|e| e.token)
-                .chain(old_drops.iter().map(|&j| old[j].token)),
+                .chain(dropped.iter().map(|&j| old[j].token)),
         );
-        // Touched old slots (see `derived`): those at the edits' and the dropped slots'
-        // positions, and the first after each. They come in order, but for wrapping to
-        // slot 0 and for the last old slot when it is dropped before edit 0: those two
-        // are put in place at the end.
-        let mut touched = Touched::default();
-        let mut first_touched = false;
-        let mut last_dropped = false;
-        for k in 0..edits.len() {
-            let wraps = k == 0 && at[0] == 0;
-            let dropped_before = before_old(k).filter(|_| before_dropped[k]);
-            match dropped_before {
-                Some(_) if wraps => last_dropped = true,
-                Some(j) => touched.old.push(j),
-                None => {}
-            }
-            // The slot edit k replaced, and the first after a dropped slot before it.
-            if next[k] > at[k] || (dropped_before.is_some() && !wraps && at[k] < old.len()) {
-                touched.old.push(at[k]);
-            }
-            // The first after edit k (wrapping, also the first after a dropped last
-            // slot before edit k).
-            match next[k] < old.len() {
-                true => touched.old.push(next[k]),
-                false => first_touched = true,
-            }
-        }
-        first_touched |= last_dropped;
-        if last_dropped {
-            touched.old.push(old.len() - 1);
-        }
-        if first_touched && touched.old.first() != Some(&0) {
-            touched.old.insert(0, 0);
-        }
-        touched.old.dedup();
-        // A dropped slot is an edit or the last old slot of a run before one (or of the
-        // last run, before edit 0): copy the runs, leaving those out. Touched new slots:
-        // the kept edits and the first slot after each edit or dropped slot.
-        let mut out = self.pool.list(n - drops);
-        let mut after_change = false;
-        let mut run_start = 0;
-        for (k, run_end) in at.iter().copied().chain([old.len()]).enumerate() {
-            let run = &old[run_start..run_end];
-            // The run before edit k, or the last run, which comes before edit 0 when
-            // no run does.
-            let before = match k == edits.len() {
-                true => at.first() == Some(&0) && before_dropped[0],
-                false => before_dropped[k],
-            };
-            let cut = usize::from(!run.is_empty() && before);
-            let run = &run[..run.len() - cut];
-            if after_change && !run.is_empty() {
-                touched.new.push(out.len());
-                after_change = false;
-            }
-            out.extend(run.iter().map(keep));
-            after_change |= cut == 1;
-            if let Some(&e) = edits.get(k) {
-                if !edit_dropped[k] {
-                    touched.new.push(out.len());
-                    out.push(e);
-                }
-                after_change = true;
-                run_start = next[k];
-            }
-        }
-        debug_assert_eq!(out.len(), n - drops);
-        // Touched new slots come in order, but for wrapping to slot 0.
-        if after_change && touched.new.first() != Some(&0) {
-            touched.new.insert(0, 0);
-        }
         #[cfg(debug_assertions)]
         {
             // The touched slots are those a search from the changed positions finds.
             let mut changed: Vec<Token> = edits.iter().map(|e| e.token).collect();
-            changed.extend(old_drops.iter().map(|&j| old[j].token));
+            changed.extend(dropped.iter().map(|&j| old[j].token));
             changed.sort_unstable();
             changed.dedup();
             debug_assert_eq!(touched, Touched::at(old, &out, &changed));
@@ -817,6 +716,113 @@ impl Ring {
         }
         self.index = OnceLock::new();
         self.checksum = OnceLock::new();
+    }
+}
+
+/// The new slots of a balanced change, built in one pass by [`Ring::apply_pieces`], with
+/// the slots it touched (see `derived`): in the old ring, those at each changed
+/// position (an edit's, a dropped slot's) and the first after it; in the new ring, the
+/// kept edits and the first slot after each edit or dropped slot (both wrapping).
+struct Build<'a> {
+    old: &'a [Slot],
+    out: Vec<Slot>,
+    touched: Touched,
+    /// Old indices of the old slots dropped as redundant.
+    dropped: Vec<usize>,
+    /// The old index of `out`'s last slot, if that is an old slot.
+    last_old: Option<usize>,
+    /// The next slot pushed is the first after an edit or a dropped slot.
+    after_change: bool,
+    /// Old slot 0 is touched: it is the first after a change past the last old slot.
+    first_old: bool,
+}
+
+impl<'a> Build<'a> {
+    fn new(old: &'a [Slot], out: Vec<Slot>) -> Build<'a> {
+        Build {
+            old,
+            out,
+            touched: Touched::default(),
+            dropped: Vec::new(),
+            last_old: None,
+            after_change: false,
+            first_old: false,
+        }
+    }
+
+    /// Marks old slot `i` touched (`old.len()` wraps to 0); indices come in order.
+    fn touch_old(&mut self, i: usize) {
+        if i == self.old.len() {
+            self.first_old = true;
+        } else if self.touched.old.last() != Some(&i) {
+            self.touched.old.push(i);
+        }
+    }
+
+    /// Marks new slot `i` touched; indices come in order.
+    fn touch_new(&mut self, i: usize) {
+        if self.touched.new.last() != Some(&i) {
+            self.touched.new.push(i);
+        }
+    }
+
+    /// Drops the last slot if the next one, of `owner`, has its owner; whether it did.
+    fn drop_redundant(&mut self, owner: u32) -> bool {
+        if self.out.last().is_none_or(|last| last.owner != owner) {
+            return false;
+        }
+        self.out.pop();
+        if let Some(j) = self.last_old.take() {
+            self.dropped.push(j);
+            self.touch_old(j);
+            self.touch_old(j + 1);
+        }
+        self.after_change = true;
+        true
+    }
+
+    /// Appends an edit.
+    fn edit(&mut self, e: Slot) {
+        self.drop_redundant(e.owner);
+        self.touch_new(self.out.len());
+        self.out.push(e);
+        self.last_old = None;
+        self.after_change = true;
+    }
+
+    /// Appends the old slots `from..to`, renumbered by `keep`.
+    fn run(&mut self, from: usize, to: usize, keep: &impl Fn(&Slot) -> Slot) {
+        let Some(first) = self.old[from..to].first() else {
+            return;
+        };
+        self.drop_redundant(keep(first).owner);
+        if self.after_change {
+            self.touch_new(self.out.len());
+            self.after_change = false;
+        }
+        self.out.extend(self.old[from..to].iter().map(keep));
+        self.last_old = Some(to - 1);
+    }
+
+    /// Compares the last slot with the first (wrapping), and puts the touched slots
+    /// that wrap to slot 0 in front: the slots, the touched ones, the dropped old ones.
+    fn finish(mut self) -> (Vec<Slot>, Touched, Vec<usize>) {
+        let last = self.out.len().saturating_sub(1);
+        if let Some(first) = self.out.first().map(|s| s.owner)
+            && last > 0
+            && self.drop_redundant(first)
+            && self.touched.new.last() == Some(&last)
+        {
+            // The dropped last slot was listed as touched; the first after it is slot 0.
+            self.touched.new.pop();
+        }
+        if self.after_change && self.touched.new.first() != Some(&0) {
+            self.touched.new.insert(0, 0);
+        }
+        if self.first_old && self.touched.old.first() != Some(&0) {
+            self.touched.old.insert(0, 0);
+        }
+        (self.out, self.touched, self.dropped)
     }
 }
 
