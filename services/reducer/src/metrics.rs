@@ -160,7 +160,7 @@ const BUCKETS_MICROS: [u64; 14] = [
     5_000_000,
 ];
 
-/// A Prometheus histogram of durations ([`BUCKETS_MICROS`]).
+/// A Prometheus histogram of durations, with buckets from 50 µs to 5 s.
 #[derive(Debug, Default)]
 pub struct Histogram {
     buckets: [AtomicU64; BUCKETS_MICROS.len()],
