@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::ring::{RING, Ring, Share, Slot, seek};
+use crate::ring::{RING, Ring, Share, Slot, before, seek};
 use crate::{Strategy, Token};
 
 /// A range of positions `(start, end]` (clockwise, wrapping) that changed owner.
@@ -212,9 +212,9 @@ fn pieces_at(old: &Ring, new: &Ring, edits: &Edits) -> (Vec<Piece>, f64) {
     let around = |s: &[Slot], from: &mut usize, p: Token| {
         let i = seek(s, *from, p);
         *from = i;
-        let before = s[if i == 0 { s.len() } else { i } - 1].token;
+        let previous = s[before(i, s.len())].token;
         let on = s.get(i).is_some_and(|x| x.token == p);
-        (if i == s.len() { 0 } else { i }, on, before)
+        (if i == s.len() { 0 } else { i }, on, previous)
     };
     let (mut from_a, mut from_b) = (0, 0);
     let mut pieces = Vec::new();

@@ -865,8 +865,8 @@ pub(crate) fn arc_at(slots: &[Slot], i: usize) -> ArcSpan {
     }
 }
 
-/// The slot before slot `i` of `len` slots, wrapping to the last (no division: this
-/// runs for every slot a change touches).
+/// The slot before slot `i` of `len` slots, wrapping to the last (also for `i == len`,
+/// one past the end). No division: this runs for every slot a change touches.
 #[inline]
 pub(crate) fn before(i: usize, len: usize) -> usize {
     if i == 0 { len - 1 } else { i - 1 }
@@ -984,7 +984,7 @@ fn push_sorted(slots: &mut Vec<Slot>, slot: Slot) -> Result<(), RingError> {
 /// no ownership), if any; a ring with one token has none.
 fn redundant_token(slots: &[Slot]) -> Option<usize> {
     (0..slots.len())
-        .find(|&i| slots.len() > 1 && slots[i].owner == slots[(i + 1) % slots.len()].owner)
+        .find(|&i| slots.len() > 1 && slots[i].owner == slots[after(i, slots.len())].owner)
 }
 
 /// A clone shares the slots and copies the members, the lookup index and the checksum,
