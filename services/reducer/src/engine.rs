@@ -460,9 +460,9 @@ impl Engine {
     /// the fold only advances (see the module docs: the head checks them all).
     fn replay(&mut self, sequence: u64, delivery: &Delivery) -> Result<(), ReducerError> {
         let m = &self.shared.metrics;
-        let folding = Instant::now();
-        let outcome = self.ledger.advance(sequence, delivery.event.body());
-        m.fold.observe(folding.elapsed());
+        let outcome = m
+            .fold
+            .time(|| self.ledger.advance(sequence, delivery.event.body()));
         match outcome {
             Outcome::AlreadyFolded => m.folded(FoldOutcome::AlreadyFolded),
             Outcome::Unchanged => m.folded(FoldOutcome::Unchanged),
@@ -491,9 +491,9 @@ impl Engine {
     async fn fold_new(&mut self, sequence: u64, delivery: &Delivery) -> Result<(), ReducerError> {
         let expected = self.ledger.rebalance_sequence();
         let m = Arc::clone(&self.shared.metrics);
-        let folding = Instant::now();
-        let outcome = self.ledger.apply(sequence, delivery.event.body());
-        m.fold.observe(folding.elapsed());
+        let outcome = m
+            .fold
+            .time(|| self.ledger.apply(sequence, delivery.event.body()));
         let made = match outcome {
             Outcome::AlreadyFolded => {
                 m.folded(FoldOutcome::AlreadyFolded);

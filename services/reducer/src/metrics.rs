@@ -181,6 +181,14 @@ impl Histogram {
         self.sum_micros.fetch_add(micros, Ordering::Relaxed);
     }
 
+    /// Runs `work` and records how long it took.
+    pub fn time<R>(&self, work: impl FnOnce() -> R) -> R {
+        let started = std::time::Instant::now();
+        let result = work();
+        self.observe(started.elapsed());
+        result
+    }
+
     /// The exposition samples: cumulative buckets, `+Inf`, sum and count.
     fn samples(&self) -> Vec<(String, String)> {
         let mut samples: Vec<(String, String)> = self
@@ -531,6 +539,23 @@ mod tests {
         assert_eq!(sample(&text, &format!("{FOLD_SECONDS}_count")), Some(1.0));
         // No snapshot yet: the age has no sample rather than a made-up value.
         assert_eq!(sample(&text, SNAPSHOT_AGE), None);
+    }
+
+    #[test]
+    fn timed_work_is_observed_once_with_its_duration() {
+        let h = Histogram::default();
+        let out = h.time(|| {
+            std::thread::sleep(Duration::from_millis(3));
+            7
+        });
+        assert_eq!(out, 7);
+        assert_eq!(get(&h.count), 1);
+        assert!(get(&h.sum_micros) >= 3_000, "{}", get(&h.sum_micros));
+        // Counted in exactly the buckets at or above its duration (at least 3 ms).
+        for (bucket, bound) in h.buckets.iter().zip(BUCKETS_MICROS) {
+            let expected = u64::from(bound >= get(&h.sum_micros));
+            assert_eq!(get(bucket), expected, "le {bound} us");
+        }
     }
 
     #[test]
