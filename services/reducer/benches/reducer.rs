@@ -19,7 +19,10 @@
 //!   each of `--rounds` rounds of `--latency-samples` samples on the same ring, as min
 //!   and median over the rounds. Target: median p99 <= 5 ms.
 //! - `rss`: the reducer's resident memory with that ring (`VmRSS` after the latency
-//!   run, and the peak `VmHWM`). Target: <= 50 MB.
+//!   run, and the peak `VmHWM`). Target: <= 50 MB. Then the same with one `WatchRing`
+//!   client that stopped reading after its snapshot, a whole watch buffer (256
+//!   epochs, the default) behind: what a slow client costs (the client then checks it
+//!   still gets every epoch).
 //!
 //! The replay workload is the tests' scripted churn (`tests/common`, fixed seed) over
 //! 48 member ids, a ring of about 24 members with 160 vnodes each: joins of one to
@@ -277,6 +280,94 @@ struct Latency {
     fold_mean_ms: f64,
     rss: u64,
     hwm: u64,
+    /// RSS with a `WatchRing` client a whole watch buffer behind.
+    rss_lagging: u64,
+}
+
+/// The `k`th step of the latency churn on a ring of `n` members (a leave, then the
+/// same member's re-join): publishes it and waits for its rebalance event on
+/// `rebalances`. Returns how long the publish took to be acknowledged and how long
+/// until the rebalance event arrived.
+async fn churn_step(
+    bus: &Bus,
+    ring: &RingName,
+    n: u64,
+    k: usize,
+    rebalances: &mut consumer::pull::Ordered,
+) -> (Duration, Duration) {
+    let id = (k as u64 / 2 * 7919) % n;
+    let body: Body = if k.is_multiple_of(2) {
+        pb::MemberLeft {
+            member_id: member(id, 0).id,
+            detail: format!("sample {k}"),
+            ..Default::default()
+        }
+        .into()
+    } else {
+        pb::MembersJoined {
+            members: vec![member(id, k)],
+            ..Default::default()
+        }
+        .into()
+    };
+    let event = Event::new(ring.clone(), body).unwrap();
+    let start = Instant::now();
+    let stored = bus.publisher.publish(&event).await.unwrap();
+    let publish = start.elapsed();
+    loop {
+        let m = rebalances.next().await.unwrap().unwrap();
+        // Stored and delivered now; decoding it is this benchmark's own work.
+        let arrived = start.elapsed();
+        let Body::RingRebalanced(r) = codec::decode(&m.payload).unwrap().into_body() else {
+            panic!("not a rebalance event");
+        };
+        if r.membership_sequence == stored.sequence {
+            return (publish, arrived);
+        }
+    }
+}
+
+/// The reducer's memory with one `WatchRing` client that reads its snapshot and then
+/// nothing, while `epochs` (the reducer's watch buffer) more epochs are stored: the
+/// reducer keeps each for the client. Returns `VmRSS` then, after checking that the
+/// client still gets every one of them in order.
+async fn lagging_watcher(
+    bus: &Bus,
+    ring: &RingName,
+    reducer: &ReducerProcess,
+    (n, k): (u64, usize),
+    rebalances: &mut consumer::pull::Ordered,
+    epochs: usize,
+) -> u64 {
+    let mut client = common::ring_client(reducer.grpc).await;
+    let mut watch = client
+        .watch_ring(pb::WatchRingRequest {
+            ring: ring.to_string(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(pb::watch_ring_response::Update::Snapshot(snapshot)) =
+        watch.message().await.unwrap().unwrap().update
+    else {
+        panic!("a watch starts with a snapshot");
+    };
+    for step in 0..epochs {
+        churn_step(bus, ring, n, k + step, rebalances).await;
+    }
+    // The churn above runs without pauses: let the allocator return what it freed
+    // (mimalloc does after about a second), so that what is left is what is kept.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (rss, _) = reducer.memory();
+    for epoch in snapshot.epoch + 1..=snapshot.epoch + epochs as u64 {
+        let Some(pb::watch_ring_response::Update::Rebalanced(r)) =
+            watch.message().await.unwrap().unwrap().update
+        else {
+            panic!("a watch goes on with rebalance events");
+        };
+        assert_eq!(r.epoch, epoch, "the lagging watcher missed an epoch");
+    }
+    rss
 }
 
 async fn latency(args: &Args) -> Latency {
@@ -313,37 +404,9 @@ async fn latency(args: &Args) -> Latency {
     for round in 0..args.rounds {
         let mut samples = Vec::with_capacity(args.latency_samples);
         for _ in 0..args.latency_samples {
-            let id = (k as u64 / 2 * 7919) % n;
-            let body: Body = if k.is_multiple_of(2) {
-                pb::MemberLeft {
-                    member_id: member(id, 0).id,
-                    detail: format!("sample {k}"),
-                    ..Default::default()
-                }
-                .into()
-            } else {
-                pb::MembersJoined {
-                    members: vec![member(id, k)],
-                    ..Default::default()
-                }
-                .into()
-            };
+            let (publish, arrived) = churn_step(&bus, &ring, n, k, &mut rebalances).await;
             k += 1;
-            let event = Event::new(ring.clone(), body).unwrap();
-            let start = Instant::now();
-            let stored = bus.publisher.publish(&event).await.unwrap();
-            publishes.push(start.elapsed().as_secs_f64() * 1000.0);
-            let arrived = loop {
-                let m = rebalances.next().await.unwrap().unwrap();
-                // Stored and delivered now; decoding it is this benchmark's own work.
-                let arrived = start.elapsed();
-                let Body::RingRebalanced(r) = codec::decode(&m.payload).unwrap().into_body() else {
-                    panic!("not a rebalance event");
-                };
-                if r.membership_sequence == stored.sequence {
-                    break arrived;
-                }
-            };
+            publishes.push(publish.as_secs_f64() * 1000.0);
             samples.push(arrived.as_secs_f64() * 1000.0);
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -364,6 +427,15 @@ async fn latency(args: &Args) -> Latency {
         (sum1 - sum0) / (count1 - count0) * 1000.0
     };
     let (rss, hwm) = reducer.memory();
+    let rss_lagging = lagging_watcher(
+        &bus,
+        &ring,
+        &reducer,
+        (n, k),
+        &mut rebalances,
+        ringside_reducer::config::DEFAULT_WATCH_BUFFER,
+    )
+    .await;
     reducer.stop().await;
     publishes.sort_by(f64::total_cmp);
     Latency {
@@ -375,6 +447,7 @@ async fn latency(args: &Args) -> Latency {
         fold_mean_ms: mean_ms(before.1, after.1),
         rss,
         hwm,
+        rss_lagging,
     }
 }
 
@@ -440,6 +513,7 @@ async fn main() {
         "reducer_fold_mean_ms": null,
         "rss_bytes": null,
         "peak_rss_bytes": null,
+        "rss_lagging_watcher_bytes": null,
         "targets": {},
     });
     if let Some(replay) = &replay {
@@ -488,12 +562,21 @@ async fn main() {
             mb(latency.hwm),
             pass(mb(latency.rss) <= 50.0)
         );
+        let buffer = ringside_reducer::config::DEFAULT_WATCH_BUFFER;
+        let held = latency.rss_lagging.saturating_sub(latency.rss);
+        println!(
+            "  with a WatchRing client {buffer} epochs behind (the default watch buffer): RSS {:.1} MB, {:.1} MB more, {:.0} KB per buffered epoch",
+            mb(latency.rss_lagging),
+            mb(held),
+            held as f64 / 1024.0 / buffer as f64
+        );
         report["latency_ms"] = json!({"p50": latency.p50_ms.json(), "p99": latency.p99_ms.json(), "max": latency.max_ms});
         report["membership_publish_p50_ms"] = json!(latency.publish_p50_ms);
         report["reducer_handling_mean_ms"] = json!(latency.handling_mean_ms);
         report["reducer_fold_mean_ms"] = json!(latency.fold_mean_ms);
         report["rss_bytes"] = json!(latency.rss);
         report["peak_rss_bytes"] = json!(latency.hwm);
+        report["rss_lagging_watcher_bytes"] = json!(latency.rss_lagging);
         report["targets"]["latency_p99_ms"] =
             json!({"max": 5.0, "pass": latency.p99_ms.median <= 5.0});
         report["targets"]["rss_mb"] = json!({"max": 50.0, "pass": mb(latency.rss) <= 50.0});

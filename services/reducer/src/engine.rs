@@ -42,7 +42,7 @@ use tokio::sync::watch;
 use crate::config::ReducerConfig;
 use crate::metrics::{self, FoldOutcome, StoredHow};
 use crate::snapshots::SnapshotSlot;
-use crate::state::{Shared, Update, View};
+use crate::state::{Shared, View};
 use crate::{ReducerError, error_chain};
 
 /// A durable consumer nobody pulls from for this long is removed by the server
@@ -534,11 +534,8 @@ impl Engine {
         if self.ready || due {
             let view = Arc::new(View::of(&self.ledger));
             if self.ready {
-                let update = Update {
-                    event,
-                    sequence: stored_sequence,
-                };
-                self.shared.publish(Arc::clone(&view), Some(update));
+                self.shared
+                    .publish(Arc::clone(&view), Some((&event, stored_sequence)));
             }
             if due {
                 self.snapshot(view);

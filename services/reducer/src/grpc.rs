@@ -254,21 +254,29 @@ impl Watching {
             };
             match received {
                 // Already in the snapshot this client started from.
-                Ok(update) if update.event.epoch <= self.epoch => {}
-                Ok(update) if update.event.epoch == self.epoch + 1 => {
+                Ok(update) if update.epoch <= self.epoch => {}
+                Ok(update) if update.epoch == self.epoch + 1 => {
+                    let event = match update.event() {
+                        Ok(event) => event,
+                        Err(err) => {
+                            let status = Status::internal(format!(
+                                "epoch {} could not be decoded ({err}); reconnect",
+                                update.epoch
+                            ));
+                            return self.end(status);
+                        }
+                    };
                     self.epoch += 1;
                     let response = pb::WatchRingResponse {
                         sequence: update.sequence,
-                        update: Some(pb::watch_ring_response::Update::Rebalanced(
-                            update.event.clone(),
-                        )),
+                        update: Some(pb::watch_ring_response::Update::Rebalanced(event)),
                     };
                     return Some((Ok(response), self));
                 }
                 Ok(update) => {
                     let status = Status::internal(format!(
                         "epoch {} follows epoch {}; reconnect",
-                        update.event.epoch, self.epoch
+                        update.epoch, self.epoch
                     ));
                     return self.end(status);
                 }
