@@ -285,6 +285,17 @@ fn token_changes(
 
 /// [`token_changes`] over every token of both rings: one merge walk.
 fn walk_all_tokens(before: &Ring, after: &Ring, old_to_event: &[u32], out: &mut pb::TokenChanges) {
+    // A ring built from nothing adds every token, and one emptied removes every token:
+    // the lists' sizes are known, and growing them by doubling would hold up to twice
+    // as much (the first event of a 1000-member ring is the reducer's start-up peak).
+    if before.is_empty() {
+        out.added.reserve_exact(after.token_count());
+        out.added_owners.reserve_exact(after.token_count());
+    }
+    if after.is_empty() {
+        out.removed.reserve_exact(before.token_count());
+        out.removed_owners.reserve_exact(before.token_count());
+    }
     let mut old_tokens = before
         .indexed_tokens()
         .map(|(t, o)| (t, old_to_event[o as usize]))
@@ -388,7 +399,13 @@ pub fn rebalanced_with_members(
     // Owners as event indices, like the token changes: `before`'s through the match,
     // `after`'s are their own (the members were checked to be its members, in order).
     let diff = ringside_ring::diff_at_indexed(before, after, edits);
-    let mut moved = pb::MovedRanges::default();
+    let count = diff.ranges.len();
+    let mut moved = pb::MovedRanges {
+        starts: Vec::with_capacity(count),
+        ends: Vec::with_capacity(count),
+        from: Vec::with_capacity(count),
+        to: Vec::with_capacity(count),
+    };
     for r in &diff.ranges {
         moved.starts.push(r.start);
         moved.ends.push(r.end);

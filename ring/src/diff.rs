@@ -286,7 +286,15 @@ fn pieces(old: &Ring, new: &Ring, same: &[Option<u32>]) -> Vec<Piece> {
     let may_share = [old, new]
         .iter()
         .any(|r| r.config.strategy == Strategy::Random);
-    let mut pieces = Vec::new();
+    // A ring built from nothing (or emptied) moves every arc, so the number of pieces
+    // is known: growing the list by doubling would hold up to twice as much, and both
+    // copies while it grows (at 1000 members, 147,000 pieces: 4.7 MB instead of up to
+    // 12.6 MB at the reducer's start-up peak).
+    let mut pieces = Vec::with_capacity(if a.is_empty() || b.is_empty() {
+        a.len() + b.len()
+    } else {
+        0
+    });
     let (mut i, mut j, mut start) = (0, 0, last);
     loop {
         // Most tokens are in both rings with the same owner, each ending an unchanged
@@ -432,13 +440,21 @@ pub(crate) fn into_diff<Owner>(
     ideal_fraction: f64,
 ) -> RingDiff<Owner> {
     pieces.sort_unstable_by_key(|p| p.end);
-    let mut merged: Vec<Piece> = Vec::with_capacity(pieces.len());
-    for p in pieces {
-        match merged.last_mut() {
+    // Merged in place (a ring's first diff can hold every arc): each piece extends the
+    // last one kept or is kept after it.
+    let mut kept = 0usize;
+    for i in 0..pieces.len() {
+        let p = pieces[i];
+        match kept.checked_sub(1).map(|k| &mut pieces[k]) {
             Some(m) if m.end == p.start && (m.from, m.to) == (p.from, p.to) => m.end = p.end,
-            _ => merged.push(p),
+            _ => {
+                pieces[kept] = p;
+                kept += 1;
+            }
         }
     }
+    pieces.truncate(kept);
+    let mut merged = pieces;
     if merged.len() > 1 {
         let (first, last) = (merged[0], merged[merged.len() - 1]);
         if last.end == first.start && (last.from, last.to) == (first.from, first.to) {
