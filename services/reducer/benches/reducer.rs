@@ -25,7 +25,8 @@
 //!   still gets every epoch).
 //!
 //! The replay workload is the tests' scripted churn (`tests/common`, fixed seed) over
-//! 48 member ids, a ring of about 24 members with 160 vnodes each: joins of one to
+//! 48 member ids, a ring of 34 members on average (3 to 46; about 1,300 tokens) with
+//! 160 vnodes per unit of weight, balanced: joins of one to
 //! three members (some re-weights and restarts), leaves, and 1 % full syncs, stored in
 //! atomic batches of 1000 followed by their epochs (a reducer one batch behind). Usage: `reducer [--ringside PATH] [--events N] [--rounds N]
 //! [--latency-members N] [--latency-samples N] [--only replay|latency] [--json PATH]
@@ -474,7 +475,7 @@ async fn main() {
     let mut parts = Vec::new();
     if let Some(replay) = &replay {
         parts.push(format!(
-            "cold replay of {} membership events ({} epochs, ring of ~24 members, 160 vnodes), {} rounds",
+            "cold replay of {} membership events ({} epochs, ring of ~34 members, 160 vnodes), {} rounds",
             args.events, replay.epochs, args.rounds
         ));
     }
