@@ -61,10 +61,6 @@ pub(crate) struct MemberArcs {
 }
 
 impl MemberArcs {
-    fn with_capacity(capacity: usize) -> MemberArcs {
-        MemberArcs::new(Vec::with_capacity(capacity))
-    }
-
     fn new(arcs: Vec<ArcEntry>) -> MemberArcs {
         MemberArcs {
             largest: index_of_largest(&arcs),
@@ -212,11 +208,7 @@ impl Derived {
             Renumber::Joined(at) => {
                 self.own.insert(at, 0);
                 if self.track_arcs {
-                    // Sized for the joiner's arcs (those of its tokens, all touched):
-                    // grown one by one, a list would keep up to twice its room.
-                    let joiner = touched.new.iter().filter(|&&i| new[i].owner as usize == at);
-                    let list = MemberArcs::with_capacity(joiner.count());
-                    self.arcs.insert(at, list);
+                    self.arcs.insert(at, MemberArcs::default());
                 }
             }
             Renumber::Left(at) => {
