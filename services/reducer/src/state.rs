@@ -224,8 +224,8 @@ impl Shared {
     pub fn publish(&self, view: Arc<View>, epoch: Option<(&pb::RingRebalanced, u64)>) {
         let mut guard = self.view.write().unwrap_or_else(PoisonError::into_inner);
         *guard = Some(view);
-        // Subscribers only come and go under the lock: with none now, nobody can miss
-        // this epoch, and it is not encoded.
+        // Subscribers only arrive under the lock (`subscribe`): with none now, none can
+        // miss this epoch, so it is not encoded.
         if let Some((event, sequence)) = epoch
             && self.updates.receiver_count() > 0
         {
