@@ -222,11 +222,11 @@ impl RingLedger {
         let mut edits = Edits::default();
         let (leave, join) = self.ring_steps(&change);
         self.ring.change_recording(leave, join, &mut edits)?;
-        let event = self.event(&before, &change, &edits, sequence);
-        if event.is_err() {
-            self.ring = before;
-        }
-        let event = event?;
+        // The event fails only if the details and the ring disagree (a bug, not an
+        // input): the ring goes back all the same.
+        let event = self
+            .event(&before, &change, &edits, sequence)
+            .inspect_err(|_| self.ring = before)?;
         self.settle(change);
         Ok(event)
     }

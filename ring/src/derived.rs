@@ -91,6 +91,7 @@ impl MemberArcs {
     /// Removes the arc ending at `arc.end` (ends are distinct in a balanced ring).
     fn remove(&mut self, arc: &ArcSpan) {
         let Some(i) = self.arcs.iter().position(|e| e.end == arc.end) else {
+            debug_assert!(false, "no arc of this member ends at {}", arc.end);
             return;
         };
         self.arcs.swap_remove(i);
