@@ -26,8 +26,9 @@
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::OnceLock;
 
-use ringside_ring::{Edits, Member, Ring, RingConfig, RingError};
+use ringside_ring::{Edits, LinkedRing, Member, Ring, RingConfig, RingError};
 
 use crate::convert::{self, ConvertError};
 use crate::event::{Body, EventKind};
@@ -73,12 +74,74 @@ pub enum Outcome<E = Box<pb::RingRebalanced>> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RingLedger {
     name: RingName,
-    ring: Ring,
+    ring: Working,
     /// Members with their details (address, uid, labels), by id.
     details: BTreeMap<String, pb::Member>,
     epoch: u64,
     membership_sequence: u64,
     rebalance_sequence: u64,
+}
+
+/// The ring in the form its last change left it. [`RingLedger::apply`] changes a
+/// [`Ring`], which the event needs (before and after). [`RingLedger::advance`] changes
+/// a [`LinkedRing`] (balanced rings): a long run of advances costs the tokens each
+/// change moves, not the ring's size each time, and the `Ring` is built once, when
+/// something asks for it.
+#[derive(Debug, Clone)]
+enum Working {
+    Ring(Ring),
+    /// The linked ring and, once asked for, the `Ring` it makes.
+    Linked(Box<LinkedRing>, OnceLock<Ring>),
+}
+
+impl Working {
+    fn ring(&self) -> &Ring {
+        match self {
+            Working::Ring(ring) => ring,
+            Working::Linked(linked, ring) => ring.get_or_init(|| linked.to_ring()),
+        }
+    }
+
+    /// The ring as a `Ring`, to change.
+    fn ring_mut(&mut self) -> &mut Ring {
+        if let Working::Linked(linked, ring) = self {
+            let ring = ring.take().unwrap_or_else(|| linked.to_ring());
+            *self = Working::Ring(ring);
+        }
+        let Working::Ring(ring) = self else {
+            unreachable!("the linked ring was replaced just above")
+        };
+        ring
+    }
+
+    /// The ring as a `LinkedRing`, to change; `None` for a random ring.
+    fn linked_mut(&mut self) -> Option<&mut LinkedRing> {
+        if let Working::Ring(ring) = self {
+            let linked = LinkedRing::from_ring(ring)?;
+            *self = Working::Linked(Box::new(linked), OnceLock::new());
+        }
+        match self {
+            Working::Linked(linked, ring) => {
+                // About to change: the `Ring` made so far is out of date.
+                ring.take();
+                Some(linked)
+            }
+            Working::Ring(_) => None,
+        }
+    }
+
+    fn contains(&self, id: &str) -> bool {
+        match self {
+            Working::Ring(ring) => ring.contains(id),
+            Working::Linked(linked, _) => linked.contains(id),
+        }
+    }
+}
+
+impl PartialEq for Working {
+    fn eq(&self, other: &Self) -> bool {
+        self.ring() == other.ring()
+    }
 }
 
 /// The membership change one event asks for, before it touches the ring.
@@ -92,7 +155,7 @@ impl RingLedger {
     pub fn new(name: RingName, config: RingConfig) -> Self {
         Self {
             name,
-            ring: Ring::new(config),
+            ring: Working::Ring(Ring::new(config)),
             details: BTreeMap::new(),
             epoch: 0,
             membership_sequence: 0,
@@ -110,7 +173,7 @@ impl RingLedger {
             .collect();
         Ok(Self {
             name: RingName::new(snapshot.ring.as_str())?,
-            ring,
+            ring: Working::Ring(ring),
             details,
             epoch: snapshot.epoch,
             membership_sequence: snapshot.membership_sequence,
@@ -123,7 +186,7 @@ impl RingLedger {
         let details: Vec<pb::Member> = self.details.values().cloned().collect();
         Ok(convert::ring_to_snapshot(
             &self.name,
-            &self.ring,
+            self.ring.ring(),
             &details,
             self.epoch,
             self.membership_sequence,
@@ -218,15 +281,17 @@ impl RingLedger {
     /// ones). The details map is changed only once everything succeeded, and each
     /// member's details are copied once, into the event.
     fn commit(&mut self, change: Change, sequence: u64) -> Result<pb::RingRebalanced, FoldError> {
-        let before = self.ring.clone();
+        let before = self.ring.ring_mut().clone();
         let mut edits = Edits::default();
         let (leave, join) = self.ring_steps(&change);
-        self.ring.change_recording(leave, join, &mut edits)?;
+        self.ring
+            .ring_mut()
+            .change_recording(leave, join, &mut edits)?;
         // The event fails only if the details and the ring disagree (a bug, not an
         // input): the ring goes back all the same.
         let event = self
             .event(&before, &change, &edits, sequence)
-            .inspect_err(|_| self.ring = before)?;
+            .inspect_err(|_| self.ring = Working::Ring(before))?;
         self.settle(change);
         Ok(event)
     }
@@ -241,7 +306,7 @@ impl RingLedger {
     ) -> Result<pb::RingRebalanced, FoldError> {
         Ok(convert::rebalanced_with_members(
             before,
-            &self.ring,
+            self.ring.ring(),
             edits,
             self.members_after(change),
             self.epoch + 1,
@@ -259,7 +324,7 @@ impl RingLedger {
             .filter(|(id, _)| !change.leave.contains(*id))
             .peekable();
         let mut upserted = change.upsert.iter().peekable();
-        let mut out = Vec::with_capacity(self.ring.len());
+        let mut out = Vec::with_capacity(self.details.len() + change.upsert.len());
         loop {
             let next = match (kept.peek(), upserted.peek()) {
                 (None, None) => break,
@@ -283,8 +348,14 @@ impl RingLedger {
     /// [`RingLedger::commit`] with no event to build, so no ring to keep from before.
     fn commit_in_place(&mut self, change: Change) -> Result<(), FoldError> {
         let (leave, join) = self.ring_steps(&change);
-        // No event to build, so nothing to record.
-        self.ring.change_recording(leave, join, &mut Edits::all())?;
+        match self.ring.linked_mut() {
+            Some(linked) => linked.change(leave, join)?,
+            // No event to build, so nothing to record.
+            None => self
+                .ring
+                .ring_mut()
+                .change_recording(leave, join, &mut Edits::all())?,
+        }
         self.settle(change);
         Ok(())
     }
@@ -339,7 +410,7 @@ impl RingLedger {
 
     /// The ring at the current epoch.
     pub fn ring(&self) -> &Ring {
-        &self.ring
+        self.ring.ring()
     }
 
     /// The current epoch (0 before the first change).
@@ -364,6 +435,6 @@ impl RingLedger {
 
     /// The ring's checksum ([`Ring::checksum`]).
     pub fn checksum(&self) -> u64 {
-        self.ring.checksum()
+        self.ring.ring().checksum()
     }
 }

@@ -416,4 +416,35 @@ proptest! {
         }
         prop_assert_eq!(&ring, a.ring());
     }
+
+    /// Advancing keeps the ring in another form than applying (see `RingLedger::advance`):
+    /// any mix of the two, with the ring read in between or not, makes the same
+    /// ledger and the same events as applying everything.
+    #[test]
+    fn advancing_and_applying_mix_freely(
+        events in proptest::collection::vec(arb_event(), 1..60),
+        how in proptest::collection::vec(0u8..3, 60),
+    ) {
+        let sequences: Vec<u64> = (1..=events.len() as u64).collect();
+        let (expected, expected_events) = fold(&events, &sequences, Strategy::Balanced);
+        let config = RingConfig::new(Strategy::Balanced, 8).unwrap();
+        let mut ledger = RingLedger::new(ring_name(), config);
+        for ((body, seq), how) in events.iter().zip(&sequences).zip(&how) {
+            match how {
+                0 => {
+                    if let Outcome::Rebalanced(event) = ledger.apply(*seq, body) {
+                        prop_assert_eq!(&*event, &expected_events[ledger.epoch() as usize - 1]);
+                    }
+                }
+                1 => drop(ledger.advance(*seq, body)),
+                _ => {
+                    drop(ledger.advance(*seq, body));
+                    // Reading builds the ring; the next advance goes on from it.
+                    prop_assert_eq!(ledger.ring().len(), ledger.members().count());
+                }
+            }
+        }
+        prop_assert_eq!(ledger.checksum(), expected.checksum());
+        prop_assert_eq!(&ledger, &expected);
+    }
 }

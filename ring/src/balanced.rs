@@ -18,9 +18,9 @@
 
 use std::cmp::Ordering;
 
-use crate::RingError;
 use crate::diff::{Piece, Who};
-use crate::ring::{ArcSpan, RING, Ring, after, before, check_token_limit};
+use crate::ring::{ArcSpan, RING, check_token_limit};
+use crate::{Member, RingError, Token};
 
 /// Neighbours absorb a leaver's arcs up to `(SLACK + 1) / SLACK` of their target share.
 const SLACK: u128 = 128;
@@ -28,25 +28,57 @@ const SLACK: u128 = 128;
 /// How many of the lowest members a leave's water-filling orders before ordering all.
 const FILL_FEW: usize = 32;
 
+/// What the plans read of a balanced ring, which [`crate::Ring`] and
+/// [`crate::LinkedRing`] keep in their own ways. Arcs come with the layout's handle
+/// for them, which the plans pass on in [`Piece::at`].
+pub(crate) trait Layout {
+    /// The members, sorted by id: plans name them by index in this list.
+    fn members(&self) -> &[Member];
+    /// Owned arc length per member index.
+    fn own(&self) -> &[u128];
+    /// Number of tokens.
+    fn token_count(&self) -> usize;
+    /// Virtual nodes per unit of weight.
+    fn vnodes(&self) -> u32;
+    /// The largest arc of member `m` (ties: the smaller end), if it has any.
+    fn largest(&self, m: u32) -> Option<(ArcSpan, u32)>;
+    /// The arcs of member `m`, largest first (ties: the smaller end first).
+    fn largest_first(&self, m: u32) -> Vec<(ArcSpan, u32)>;
+    /// [`Layout::largest_first`], each ordered when it is read: for a reader that
+    /// takes a few.
+    fn largest_first_lazily(&self, m: u32) -> impl Iterator<Item = (ArcSpan, u32)>;
+    /// The owners of the tokens before and after the token at `end` (handle `at`); the
+    /// ring holds two tokens or more.
+    fn beside(&self, end: Token, at: u32) -> (u32, u32);
+
+    /// Sum of member weights.
+    fn total_weight(&self) -> u128 {
+        self.members().iter().map(|m| u128::from(m.weight)).sum()
+    }
+}
+
 /// Pieces of a join of weight `weight` (the ring's own members are `Who::Member`).
-pub(crate) fn plan_join(ring: &Ring, weight: u32) -> Result<Vec<Piece>, RingError> {
-    let n = ring.members.len();
+pub(crate) fn plan_join(ring: &impl Layout, weight: u32) -> Result<Vec<Piece>, RingError> {
+    let members = ring.members();
+    let n = members.len();
     if n == 0 {
         return Ok(vec![Piece {
             start: u64::MAX,
             end: u64::MAX,
             from: Who::Nobody,
             to: Who::Joiner,
+            at: 0,
         }]);
     }
-    let w = |i: u32| u128::from(ring.members[i as usize].weight);
-    let own = |i: u32| ring.tables().own[i as usize];
+    let w = |i: u32| u128::from(members[i as usize].weight);
+    let owned = ring.own();
+    let own = |i: u32| owned[i as usize];
     let total = ring.total_weight() + u128::from(weight);
     let take = (RING * u128::from(weight) / total).max(1);
-    let budget = usize::try_from(u64::from(ring.config.vnodes) * u64::from(weight))
+    let budget = usize::try_from(u64::from(ring.vnodes()) * u64::from(weight))
         .unwrap_or(usize::MAX)
         .min(n);
-    check_token_limit((ring.slots.len() + budget) as u64)?;
+    check_token_limit((ring.token_count() + budget) as u64)?;
 
     // Donors: the `budget` members owning the most per unit of weight (ties: id).
     let by_ratio_desc = |a: &u32, b: &u32| (own(*b) * w(*a)).cmp(&(own(*a) * w(*b))).then(a.cmp(b));
@@ -106,74 +138,82 @@ pub(crate) fn plan_join(ring: &Ring, weight: u32) -> Result<Vec<Piece>, RingErro
 
 /// Pieces moving `amount` from donor `d` to the joiner: the front of its largest arc,
 /// or whole arcs (largest first, ties by position) and then the front of the next.
-fn give(ring: &Ring, d: u32, amount: u128, pieces: &mut Vec<Piece>) {
-    let piece = |start: u64, end: u64| Piece {
+fn give(ring: &impl Layout, d: u32, amount: u128, pieces: &mut Vec<Piece>) {
+    let piece = |start: u64, end: u64, at: u32| Piece {
         start,
         end,
         from: Who::Member(d),
         to: Who::Joiner,
+        at,
     };
     let mut left = amount;
     // Arcs largest first. Usually the largest is enough; otherwise they are ordered
     // only as far as they are taken.
-    let list = &ring.tables().arcs[d as usize];
-    let enough = list.largest().filter(|largest| amount <= largest.len);
-    let ordered = enough.is_none().then(|| list.largest_first_lazily());
-    for arc in enough.into_iter().chain(ordered.into_iter().flatten()) {
+    let enough = ring.largest(d).filter(|largest| amount <= largest.0.len);
+    let ordered = enough.is_none().then(|| ring.largest_first_lazily(d));
+    for (arc, at) in enough.into_iter().chain(ordered.into_iter().flatten()) {
         if left == 0 {
             break;
         }
         if left >= arc.len {
-            pieces.push(piece(arc.start, arc.end));
+            pieces.push(piece(arc.start, arc.end, at));
             left -= arc.len;
         } else {
-            pieces.push(piece(arc.start, arc.start.wrapping_add(left as u64)));
+            pieces.push(piece(arc.start, arc.start.wrapping_add(left as u64), at));
             left = 0;
         }
     }
 }
 
-/// One arc of the leaver and the members on either side of it.
+/// One arc of the leaver, its handle, and the members on either side of it.
 struct LeaverArc {
     arc: ArcSpan,
+    at: u32,
     left: u32,
     right: u32,
 }
 
 /// Pieces of the leave of member index `leaver` from a ring of two or more members.
-pub(crate) fn plan_leave(ring: &Ring, leaver: usize) -> Vec<Piece> {
-    let slots = &ring.slots;
-    let t = slots.len();
+pub(crate) fn plan_leave(ring: &impl Layout, leaver: usize) -> Vec<Piece> {
     let leaver = leaver as u32;
-    let w = |i: u32| u128::from(ring.members[i as usize].weight);
+    let members = ring.members();
+    let w = |i: u32| u128::from(members[i as usize].weight);
     let survivors_weight = ring.total_weight() - w(leaver);
     let cap = |i: u32| w(i) * RING * (SLACK + 1) / (SLACK * survivors_weight);
 
     // The leaver's arcs, largest first (ties: the smaller end), with their neighbours.
-    let arcs: Vec<LeaverArc> = ring.tables().arcs[leaver as usize]
-        .largest_first()
+    let arcs: Vec<LeaverArc> = ring
+        .largest_first(leaver)
         .into_iter()
-        .map(|arc| {
-            let i = ring.slot_at(arc.end);
+        .map(|(arc, at)| {
+            let (left, right) = ring.beside(arc.end, at);
             LeaverArc {
                 arc,
-                left: slots[before(i, t)].owner,
-                right: slots[after(i, t)].owner,
+                at,
+                left,
+                right,
             }
         })
         .collect();
 
-    let mut own = ring.tables().own.clone();
+    let mut own = ring.own().to_vec();
     let mut pieces = Vec::with_capacity(arcs.len() * 2);
-    let mut rest: Vec<ArcSpan> = Vec::new();
-    let piece = |start: u64, end: u64, to: u32| Piece {
+    let mut rest: Vec<(ArcSpan, u32)> = Vec::new();
+    let piece = |start: u64, end: u64, to: u32, at: u32| Piece {
         start,
         end,
         from: Who::Member(leaver),
         to: Who::Member(to),
+        at,
     };
     let room = |i: u32, own: &[u128]| cap(i).saturating_sub(own[i as usize]);
-    for LeaverArc { arc, left, right } in arcs {
+    for LeaverArc {
+        arc,
+        at,
+        left,
+        right,
+    } in arcs
+    {
         let (l, r) = if left == right {
             (arc.len.min(room(left, &own)), 0)
         } else {
@@ -193,36 +233,37 @@ pub(crate) fn plan_leave(ring: &Ring, leaver: usize) -> Vec<Piece> {
             arc.end.wrapping_sub(r as u64),
         );
         if l > 0 {
-            pieces.push(piece(arc.start, mid_start, left));
+            pieces.push(piece(arc.start, mid_start, left, at));
         }
         if l + r < arc.len {
-            rest.push(ArcSpan {
+            let span = ArcSpan {
                 start: mid_start,
                 end: mid_end,
                 len: arc.len - l - r,
-            });
+            };
+            rest.push((span, at));
         }
         if r > 0 {
-            pieces.push(piece(mid_end, arc.end, right));
+            pieces.push(piece(mid_end, arc.end, right, at));
         }
     }
 
     // The rest goes to the members furthest below their share (water-filling), largest
     // piece first. A piece that fits under a recipient's cap goes whole, so pieces are
     // only cut where a recipient has no room for them; the last recipient takes the rest.
-    rest.sort_unstable_by(|a, b| b.len.cmp(&a.len).then(a.end.cmp(&b.end)));
-    let amount = rest.iter().map(|a| a.len).sum();
-    let recipients = fill_lowest(ring, &own, leaver, amount);
+    rest.sort_unstable_by(|(a, _), (b, _)| b.len.cmp(&a.len).then(a.end.cmp(&b.end)));
+    let amount = rest.iter().map(|a| a.0.len).sum();
+    let recipients = fill_lowest(members, &own, leaver, amount);
     let mut r = 0;
     let mut need = recipients.first().map_or(0, |g| g.1);
-    for span in rest {
+    for (span, at) in rest {
         let (mut start, mut len) = (span.start, span.len);
         while let (true, Some(&(who, _))) = (len > 0, recipients.get(r)) {
             let last = r + 1 == recipients.len();
             let fits = len <= room(who, &own).max(need);
             let take = if last || fits { len } else { need };
             let end = start.wrapping_add(take as u64);
-            pieces.push(piece(start, end, who));
+            pieces.push(piece(start, end, who, at));
             own[who as usize] += take;
             (start, len, need) = (end, len - take, need.saturating_sub(take));
             if need == 0 && !last {
@@ -252,19 +293,17 @@ fn split_two(len: u128, x: (u128, u128), y: (u128, u128)) -> (u128, u128) {
 /// Water-fills `amount` into the members (other than `leaver`) with the lowest owned
 /// per weight: `(member, amount)` in ascending ratio order (ties by id), summing to
 /// `amount`.
-fn fill_lowest(ring: &Ring, own: &[u128], leaver: u32, amount: u128) -> Vec<(u32, u128)> {
+fn fill_lowest(members: &[Member], own: &[u128], leaver: u32, amount: u128) -> Vec<(u32, u128)> {
     if amount == 0 {
         return Vec::new();
     }
-    let w = |i: u32| u128::from(ring.members[i as usize].weight);
+    let w = |i: u32| u128::from(members[i as usize].weight);
     let by_ratio = |a: &u32, b: &u32| {
         (own[*a as usize] * w(*b))
             .cmp(&(own[*b as usize] * w(*a)))
             .then(a.cmp(b))
     };
-    let mut order: Vec<u32> = (0..ring.members.len() as u32)
-        .filter(|&i| i != leaver)
-        .collect();
+    let mut order: Vec<u32> = (0..members.len() as u32).filter(|&i| i != leaver).collect();
     // The level: the first k members (by ratio) whose filling reaches the next one's
     // ratio. Usually a handful: order the lowest few (and the one after them) first,
     // and everyone only if the level rises past them.
@@ -319,7 +358,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::{Member, RingConfig, Strategy};
+    use crate::{Ring, RingConfig, Strategy};
 
     /// Section 6.4 step 3 as written: all survivors sorted by ratio, then the prefix.
     fn reference(ring: &Ring, own: &[u128], leaver: u32, amount: u128) -> Vec<(u32, u128)> {
@@ -369,7 +408,7 @@ mod tests {
             let own: Vec<u128> = owns.iter().map(|&o| u128::from(o)).collect();
             let leaver = leaver.index(owns.len()) as u32;
             prop_assert_eq!(
-                fill_lowest(&ring, &own, leaver, amount),
+                fill_lowest(&ring.members, &own, leaver, amount),
                 reference(&ring, &own, leaver, amount)
             );
         }

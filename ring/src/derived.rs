@@ -52,48 +52,61 @@ impl ArcEntry {
 /// All arcs of one member, in no particular order: a change removes and adds a few
 /// arcs of many members, while a plan reads the arcs of a few (the leaver's, in order)
 /// and the largest arc of many (the donors'), so the order is made when read and the
-/// largest is tracked.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct MemberArcs {
-    arcs: Vec<ArcEntry>,
+/// largest is tracked. Each arc comes with a handle `H` of the layout that keeps the
+/// list: nothing for a [`crate::Ring`]'s tables, which find an arc by its end; the node
+/// of its token for a [`crate::LinkedRing`], which keeps where each arc is in the list.
+#[derive(Clone, Debug)]
+pub(crate) struct MemberArcs<H = ()> {
+    arcs: Vec<(ArcEntry, H)>,
     /// Index of the largest arc in `arcs` (0 when there is none).
     largest: usize,
 }
 
-impl MemberArcs {
-    fn new(arcs: Vec<ArcEntry>) -> MemberArcs {
+impl<H> Default for MemberArcs<H> {
+    fn default() -> Self {
+        MemberArcs {
+            arcs: Vec::new(),
+            largest: 0,
+        }
+    }
+}
+
+impl<H: Copy + Ord> MemberArcs<H> {
+    fn new(arcs: Vec<(ArcEntry, H)>) -> MemberArcs<H> {
         MemberArcs {
             largest: index_of_largest(&arcs),
             arcs,
         }
     }
 
-    /// The largest arc (ties: the smaller end), if the member has any.
-    pub(crate) fn largest(&self) -> Option<ArcSpan> {
-        self.arcs.get(self.largest).map(|e| e.span())
+    /// Number of arcs.
+    pub(crate) fn len(&self) -> usize {
+        self.arcs.len()
+    }
+
+    /// The largest arc (ties: the smaller end) and its handle, if the member has any.
+    pub(crate) fn largest(&self) -> Option<(ArcSpan, H)> {
+        self.arcs.get(self.largest).map(|&(e, h)| (e.span(), h))
     }
 
     /// The arcs, largest first (ties: the smaller end first).
-    pub(crate) fn largest_first(&self) -> Vec<ArcSpan> {
+    pub(crate) fn largest_first(&self) -> Vec<(ArcSpan, H)> {
         let mut entries = self.arcs.clone();
         entries.sort_unstable();
-        entries.into_iter().map(ArcEntry::span).collect()
+        entries.into_iter().map(|(e, h)| (e.span(), h)).collect()
     }
 
     /// The arcs, largest first, each ordered when it is read (a heap): for a reader
     /// that takes a few.
-    pub(crate) fn largest_first_lazily(&self) -> impl Iterator<Item = ArcSpan> + use<> {
-        let mut heap: BinaryHeap<Reverse<ArcEntry>> =
+    pub(crate) fn largest_first_lazily(&self) -> impl Iterator<Item = (ArcSpan, H)> + use<H> {
+        let mut heap: BinaryHeap<Reverse<(ArcEntry, H)>> =
             self.arcs.iter().copied().map(Reverse).collect();
-        std::iter::from_fn(move || heap.pop().map(|Reverse(entry)| entry.span()))
+        std::iter::from_fn(move || heap.pop().map(|Reverse((e, h))| (e.span(), h)))
     }
 
-    /// Removes the arc ending at `arc.end` (ends are distinct in a balanced ring).
-    fn remove(&mut self, arc: &ArcSpan) {
-        let Some(i) = self.arcs.iter().position(|e| e.end == arc.end) else {
-            debug_assert!(false, "no arc of this member ends at {}", arc.end);
-            return;
-        };
+    /// Removes the arc at index `i` of the list; returns the handle of the arc that took
+    /// its place, if one did (the last one).
+    pub(crate) fn remove_at(&mut self, i: usize) -> Option<H> {
         self.arcs.swap_remove(i);
         if i == self.largest {
             self.largest = index_of_largest(&self.arcs);
@@ -101,24 +114,47 @@ impl MemberArcs {
             // The largest was the last entry, which took the removed one's place.
             self.largest = i;
         }
+        self.arcs.get(i).map(|a| a.1)
     }
 
-    fn insert(&mut self, arc: &ArcSpan) {
+    /// Adds an arc; returns its index in the list.
+    pub(crate) fn insert(&mut self, arc: &ArcSpan, handle: H) -> usize {
         let entry = ArcEntry::of(arc);
         if self
             .arcs
             .get(self.largest)
-            .is_none_or(|largest| entry < *largest)
+            .is_none_or(|largest| entry < largest.0)
         {
             self.largest = self.arcs.len();
         }
-        self.arcs.push(entry);
+        self.arcs.push((entry, handle));
+        self.arcs.len() - 1
+    }
+}
+
+impl MemberArcs {
+    /// Removes the arc ending at `arc.end` (ends are distinct in a balanced ring).
+    fn remove(&mut self, arc: &ArcSpan) {
+        let Some(i) = self.arcs.iter().position(|e| e.0.end == arc.end) else {
+            debug_assert!(false, "no arc of this member ends at {}", arc.end);
+            return;
+        };
+        self.remove_at(i);
     }
 }
 
 /// Index of the largest arc (the least entry), 0 for none.
-fn index_of_largest(arcs: &[ArcEntry]) -> usize {
-    (0..arcs.len()).min_by_key(|&i| arcs[i]).unwrap_or(0)
+fn index_of_largest<H>(arcs: &[(ArcEntry, H)]) -> usize {
+    // The entry's order as one number, compared without branches.
+    let key = |e: &ArcEntry| (u128::from(e.rank) << 64) | u128::from(e.end);
+    let (mut best, mut least) = (0, u128::MAX);
+    for (i, (entry, _)) in arcs.iter().enumerate() {
+        let k = key(entry);
+        let less = k < least;
+        least = if less { k } else { least };
+        best = if less { i } else { best };
+    }
+    best
 }
 
 /// How the member list changed along with the slots.
@@ -159,9 +195,9 @@ impl Derived {
         for s in slots {
             held[s.owner as usize] += 1;
         }
-        let mut arcs: Vec<Vec<ArcEntry>> = held.into_iter().map(Vec::with_capacity).collect();
+        let mut arcs: Vec<Vec<(ArcEntry, ())>> = held.into_iter().map(Vec::with_capacity).collect();
         for i in 0..slots.len() {
-            arcs[slots[i].owner as usize].push(ArcEntry::of(&arc_at(slots, i)));
+            arcs[slots[i].owner as usize].push((ArcEntry::of(&arc_at(slots, i)), ()));
         }
         let arcs = arcs.into_iter().map(MemberArcs::new).collect();
         Derived {
@@ -225,7 +261,7 @@ impl Derived {
             let owner = new[i].owner as usize;
             self.own[owner] += arc.len;
             if let Some(list) = self.arcs.get_mut(owner) {
-                list.insert(&arc);
+                list.insert(&arc, ());
             }
         }
     }
@@ -303,15 +339,15 @@ mod tests {
         assert_eq!(tables.arcs.len(), n);
         for (m, (list, mut all)) in tables.arcs.iter().zip(arcs).enumerate() {
             all.sort_unstable_by(|a, b| b.len.cmp(&a.len).then(a.end.cmp(&b.end)));
-            let listed = list.largest_first();
+            let listed: Vec<ArcSpan> = list.largest_first().into_iter().map(|a| a.0).collect();
             assert_eq!(listed, all, "member {m}");
             assert_eq!(
-                list.largest(),
+                list.largest().map(|a| a.0),
                 all.first().copied(),
                 "largest of member {m}"
             );
             assert_eq!(
-                list.largest_first_lazily().collect::<Vec<_>>(),
+                list.largest_first_lazily().map(|a| a.0).collect::<Vec<_>>(),
                 all,
                 "member {m}"
             );

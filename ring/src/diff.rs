@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::balanced::Layout;
 use crate::ring::{RING, Ring, Share, Slot, before, seek};
 use crate::{Strategy, Token};
 
@@ -131,6 +132,9 @@ pub(crate) struct Piece {
     pub(crate) from: Who,
     /// Owner after.
     pub(crate) to: Who,
+    /// The token whose arc holds the piece, as the planning layout names it (a
+    /// [`crate::LinkedRing`]'s node); 0 where the layout names none.
+    pub(crate) at: u32,
 }
 
 /// The positions at which a ring's tokens changed (a token added, removed, or given to
@@ -242,6 +246,7 @@ fn pieces_at(old: &Ring, new: &Ring, edits: &Edits) -> (Vec<Piece>, f64) {
             end: p,
             from: Who::Member(from),
             to: Who::Member(to),
+            at: 0,
         });
     }
     (pieces, ideal)
@@ -324,6 +329,7 @@ fn pieces(old: &Ring, new: &Ring, same: &[Option<u32>]) -> Vec<Piece> {
                 end: next,
                 from,
                 to,
+                at: 0,
             });
         }
         start = next;
@@ -428,6 +434,7 @@ pub(crate) fn whole_ring(ring: &Ring, to: Who) -> Piece {
         end: last.0,
         from: last.1,
         to,
+        at: 0,
     }
 }
 

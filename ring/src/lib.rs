@@ -36,6 +36,7 @@ mod derived;
 mod diff;
 mod error;
 mod index;
+mod linked;
 mod random;
 mod ring;
 mod slots;
@@ -46,6 +47,7 @@ use std::str::FromStr;
 pub use bounded::BoundedLoads;
 pub use diff::{Edits, MemberAt, MovedRange, RingDiff, diff, diff_at, diff_at_indexed};
 pub use error::RingError;
+pub use linked::LinkedRing;
 pub use ring::{Ring, Share};
 
 /// Seed of the ring's key hash (xxh3-64). Part of the wire contract: never change it.

@@ -163,6 +163,7 @@ pub(crate) fn join_pieces(ring: &Ring, tokens: &[Token], joiner: &str) -> Vec<Pi
                 end: t,
                 from: Who::Nobody,
                 to: Who::Joiner,
+                at: 0,
             }],
             None => Vec::new(),
         };
@@ -190,6 +191,7 @@ pub(crate) fn join_pieces(ring: &Ring, tokens: &[Token], joiner: &str) -> Vec<Pi
             end: j,
             from: Who::Member(at.owner),
             to: Who::Joiner,
+            at: 0,
         });
     }
     pieces
@@ -221,6 +223,7 @@ pub(crate) fn leave_pieces(ring: &Ring, leaver: u32) -> Vec<Piece> {
                     end: arc.end,
                     from: Who::Member(leaver),
                     to: Who::Member(slots[i].owner),
+                    at: 0,
                 });
             }
         }

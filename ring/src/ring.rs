@@ -15,6 +15,7 @@ use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, OnceLock};
 
+use crate::balanced::Layout;
 use crate::derived::{Derived, Renumber, Touched};
 use crate::diff::{self, Edits, Piece, RingDiff, Who};
 use crate::index::{self, LookupIndex};
@@ -544,10 +545,15 @@ impl Ring {
                 }
             }
         }
+        Ok(Ring::with_slots(config, members, slots))
+    }
+
+    /// The ring of members (sorted by id) and slots that hold what a ring guarantees.
+    pub(crate) fn with_slots(config: RingConfig, members: Vec<Member>, slots: Vec<Slot>) -> Ring {
         let mut ring = Ring::new(config);
         ring.members = members;
         ring.slots = Arc::new(ring.pool.slots(slots));
-        Ok(ring)
+        ring
     }
 
     /// The derived tables (computed by the first call since the ring was built or
@@ -576,11 +582,6 @@ impl Ring {
     /// which then owns the whole ring (every token sits at one position).
     pub(crate) fn arc(&self, i: usize) -> ArcSpan {
         arc_at(&self.slots, i)
-    }
-
-    /// Sum of member weights.
-    pub(crate) fn total_weight(&self) -> u128 {
-        self.members.iter().map(|m| u128::from(m.weight)).sum()
     }
 
     /// Member id behind a plan's owner reference.
@@ -717,6 +718,54 @@ impl Ring {
         self.index = OnceLock::new();
         self.checksum = OnceLock::new();
     }
+}
+
+/// The balanced plans read the derived tables, and search the slots for neighbours.
+/// The tables keep no handles: arcs are named by their ends.
+impl Layout for Ring {
+    fn members(&self) -> &[Member] {
+        &self.members
+    }
+
+    fn own(&self) -> &[u128] {
+        &self.tables().own
+    }
+
+    fn token_count(&self) -> usize {
+        self.slots.len()
+    }
+
+    fn vnodes(&self) -> u32 {
+        self.config.vnodes
+    }
+
+    fn largest(&self, m: u32) -> Option<(ArcSpan, u32)> {
+        self.tables().arcs[m as usize].largest().map(no_handle)
+    }
+
+    fn largest_first(&self, m: u32) -> Vec<(ArcSpan, u32)> {
+        let arcs = self.tables().arcs[m as usize].largest_first();
+        arcs.into_iter().map(no_handle).collect()
+    }
+
+    fn largest_first_lazily(&self, m: u32) -> impl Iterator<Item = (ArcSpan, u32)> {
+        self.tables().arcs[m as usize]
+            .largest_first_lazily()
+            .map(no_handle)
+    }
+
+    fn beside(&self, end: Token, _: u32) -> (u32, u32) {
+        let (i, t) = (self.slot_at(end), self.slots.len());
+        (
+            self.slots[before(i, t)].owner,
+            self.slots[after(i, t)].owner,
+        )
+    }
+}
+
+/// An arc of the tables, with the handle 0.
+fn no_handle((arc, ()): (ArcSpan, ())) -> (ArcSpan, u32) {
+    (arc, 0)
 }
 
 /// The new slots of a balanced change, built in one pass by [`Ring::apply_pieces`], with
@@ -1151,6 +1200,7 @@ mod tests {
             end,
             from: Who::Nobody,
             to: Who::Member(to),
+            at: 0,
         };
         let ring = |tokens: &[(Token, &str)]| {
             let members = ["a", "b", "c"].map(|id| Member::new(id, 1)).to_vec();

@@ -1,0 +1,533 @@
+//! A balanced ring kept for folding long histories ([`LinkedRing`]): each token is a
+//! node linked to its neighbours, so a change costs the pieces it moves, not the size
+//! of the ring.
+//!
+//! A [`Ring`] keeps its tokens in one sorted list, which lookups, checksums and events
+//! need: every change builds a new list, and its tables find the arcs a change touched
+//! by searching. Folding a long history with nothing asked of the rings in between (a
+//! reducer catching up with epochs already stored, a replay to a point) spends most of
+//! its time there. A `LinkedRing` plans each join and leave with the same code as a
+//! `Ring` (through [`Layout`]), each arc carrying the node of its token, then inserts,
+//! re-owns and drops only the nodes the pieces touch, and updates the tables at those
+//! nodes alone. [`LinkedRing::to_ring`] gives back the `Ring` the same changes make.
+//!
+//! The rules of a change are the `Ring`'s (`docs/ring-spec.md` 6): each piece's end
+//! becomes a token of its new owner (replacing a token at that position), then every
+//! token followed by one of its own owner is dropped. Changes a `LinkedRing` does not
+//! make itself (a ring of fewer than two members before or after a step, a change the
+//! ring may refuse) go through a `Ring`, so errors and their all-or-nothing rule are the
+//! `Ring`'s own.
+
+use crate::balanced::{self, Layout};
+use crate::derived::MemberArcs;
+use crate::diff::{Edits, Piece, Who};
+use crate::ring::{ArcSpan, RING, Ring, Slot};
+use crate::{MAX_TOKENS, Member, RingConfig, RingError, Strategy, Token};
+
+/// No node: the `prev` of a free node, the `pos` of a node whose arc is not listed.
+const NONE: u32 = u32::MAX;
+
+/// A balanced ring as a cyclic linked list of tokens (see the module docs). Nodes are
+/// numbered; a node's fields sit at its number in each vector.
+#[derive(Clone, Debug)]
+pub struct LinkedRing {
+    config: RingConfig,
+    /// Sorted by id; owners index into it.
+    members: Vec<Member>,
+    token: Vec<Token>,
+    owner: Vec<u32>,
+    /// The node before (counter-clockwise); [`NONE`] for a free node.
+    prev: Vec<u32>,
+    /// The node after (clockwise).
+    next: Vec<u32>,
+    /// Where the node's arc is in its owner's list of arcs; [`NONE`] while a change has
+    /// taken it out.
+    pos: Vec<u32>,
+    /// Free node numbers, for the next inserted tokens.
+    free: Vec<u32>,
+    /// Live nodes: the ring's tokens.
+    live: usize,
+    /// A live node ([`NONE`] for an empty ring): where walks start.
+    head: u32,
+    /// Owned arc length per member index.
+    own: Vec<u128>,
+    /// Arcs per member index, each with the node of its token.
+    arcs: Vec<MemberArcs<u32>>,
+}
+
+impl LinkedRing {
+    /// The linked form of `ring`; `None` for a random ring (its changes are not plans
+    /// of pieces).
+    pub fn from_ring(ring: &Ring) -> Option<LinkedRing> {
+        (ring.config.strategy == Strategy::Balanced).then(|| LinkedRing::of(ring))
+    }
+
+    /// [`LinkedRing::from_ring`] of a balanced ring.
+    fn of(ring: &Ring) -> LinkedRing {
+        let t = ring.slots.len() as u32;
+        let mut linked = LinkedRing {
+            config: ring.config,
+            members: ring.members.clone(),
+            token: ring.slots.iter().map(|s| s.token).collect(),
+            owner: ring.slots.iter().map(|s| s.owner).collect(),
+            prev: (0..t).map(|i| if i == 0 { t - 1 } else { i - 1 }).collect(),
+            next: (0..t).map(|i| if i + 1 == t { 0 } else { i + 1 }).collect(),
+            pos: vec![NONE; t as usize],
+            free: Vec::new(),
+            live: t as usize,
+            head: if t == 0 { NONE } else { 0 },
+            own: vec![0; ring.members.len()],
+            arcs: vec![MemberArcs::default(); ring.members.len()],
+        };
+        for x in 0..t {
+            linked.attach(x);
+        }
+        linked
+    }
+
+    /// The ring as a [`Ring`]: equal to the ring the same changes make.
+    pub fn to_ring(&self) -> Ring {
+        let mut slots = Vec::with_capacity(self.live);
+        let mut x = self.head;
+        while x != NONE {
+            slots.push(Slot {
+                token: self.token[x as usize],
+                owner: self.owner[x as usize],
+            });
+            x = self.next[x as usize];
+            if x == self.head {
+                break;
+            }
+        }
+        let first = (0..slots.len()).min_by_key(|&i| slots[i].token);
+        slots.rotate_left(first.unwrap_or(0));
+        Ring::with_slots(self.config, self.members.clone(), slots)
+    }
+
+    /// Whether a member with this id is in the ring.
+    pub fn contains(&self, id: &str) -> bool {
+        self.index(id).is_some()
+    }
+
+    /// Number of members.
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Whether the ring has no members.
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// Removes the `leave` members, then adds the `join` members, in the order given,
+    /// all or nothing, as [`Ring::change_recording`] does (with the same errors).
+    pub fn change<'a>(
+        &mut self,
+        leave: impl IntoIterator<Item = &'a str>,
+        join: impl IntoIterator<Item = Member>,
+    ) -> Result<(), RingError> {
+        let leave: Vec<&str> = leave.into_iter().collect();
+        let join: Vec<Member> = join.into_iter().collect();
+        if !self.certain(&leave, &join) {
+            let mut ring = self.to_ring();
+            ring.change_recording(leave, join, &mut Edits::all())?;
+            *self = LinkedRing::of(&ring);
+            return Ok(());
+        }
+        for id in leave {
+            if let Some(leaver) = self.index(id) {
+                self.remove(leaver);
+            }
+        }
+        for member in join {
+            self.add(member)?;
+        }
+        Ok(())
+    }
+
+    /// Whether every step of the change is one this ring makes itself and none can
+    /// fail: the leavers are distinct members, the joiners valid and distinct and not
+    /// members once the leavers are gone, the ring keeps two members or more through
+    /// the leaves (or has one and only gains), and no join can pass
+    /// [`MAX_TOKENS`].
+    ///
+    /// The token bound: a join adds at most one token per donor, and it has at most
+    /// `min(vnodes * weight, members)` donors (what `plan_join` checks). A leave adds
+    /// fewer than `members` tokens: each arc of the leaver is cut into pieces, one
+    /// piece's end is the leaver's own token (given away, not added), the left
+    /// neighbour's token before the arc becomes redundant when it takes a left part,
+    /// and the cuts of the rest between recipients are at most one per recipient.
+    fn certain(&self, leave: &[&str], join: &[Member]) -> bool {
+        if self.config.validate().is_err() {
+            return false;
+        }
+        let n = self.members.len();
+        let mut gone: Vec<usize> = Vec::with_capacity(leave.len());
+        for id in leave {
+            match self.index(id) {
+                Some(i) => gone.push(i),
+                None => return false,
+            }
+        }
+        gone.sort_unstable();
+        if gone.windows(2).any(|w| w[0] == w[1]) {
+            return false;
+        }
+        let stay = n - gone.len();
+        if stay < 2 && !(gone.is_empty() && n == 1) {
+            return false;
+        }
+        let mut ids: Vec<&str> = join.iter().map(|m| m.id.as_str()).collect();
+        ids.sort_unstable();
+        if ids.windows(2).any(|w| w[0] == w[1]) {
+            return false;
+        }
+        let present = |m: &Member| {
+            self.index(&m.id)
+                .is_some_and(|i| gone.binary_search(&i).is_err())
+        };
+        if join.iter().any(|m| m.validate().is_err() || present(m)) {
+            return false;
+        }
+        let donors = |(members, m): (u64, &Member)| {
+            (u64::from(self.config.vnodes) * u64::from(m.weight)).min(members)
+        };
+        let joins: u64 = (stay as u64..).zip(join).map(donors).sum();
+        let tokens = self.live as u64 + (gone.len() * n) as u64 + joins;
+        tokens <= MAX_TOKENS as u64
+    }
+
+    /// Index of the member with this id.
+    fn index(&self, id: &str) -> Option<usize> {
+        self.members
+            .binary_search_by(|m| m.id.as_str().cmp(id))
+            .ok()
+    }
+
+    /// The leave of member index `leaver` from a ring that keeps two members or more.
+    fn remove(&mut self, leaver: usize) {
+        let pieces = balanced::plan_leave(self, leaver);
+        // A leave's pieces all go to surviving members, numbered as before the leave.
+        self.apply(&pieces, |who| match who {
+            Who::Member(o) => o,
+            Who::Joiner | Who::Nobody => 0,
+        });
+        debug_assert_eq!(self.arcs[leaver].len(), 0, "the leaver got arcs");
+        self.members.remove(leaver);
+        self.own.remove(leaver);
+        self.arcs.remove(leaver);
+        let leaver = leaver as u32;
+        for o in &mut self.owner {
+            *o -= u32::from(*o > leaver);
+        }
+    }
+
+    /// The join of `member` to a ring of one member or more.
+    fn add(&mut self, member: Member) -> Result<(), RingError> {
+        let pieces = balanced::plan_join(self, member.weight)?;
+        let at = self.members.partition_point(|m| m.id < member.id);
+        let joiner = at as u32;
+        for o in &mut self.owner {
+            *o += u32::from(*o >= joiner);
+        }
+        self.members.insert(at, member);
+        self.own.insert(at, 0);
+        self.arcs.insert(at, MemberArcs::default());
+        self.apply(&pieces, |who| match who {
+            Who::Member(o) => o + u32::from(o >= joiner),
+            Who::Joiner | Who::Nobody => joiner,
+        });
+        Ok(())
+    }
+
+    /// Gives every piece's range to its new owner (`to`, numbered as the members are
+    /// now), drops the tokens that became redundant, and updates the tables at the
+    /// nodes whose arcs changed.
+    fn apply(&mut self, pieces: &[Piece], to: impl Fn(Who) -> u32) {
+        // A piece ends inside the arc of its node `at`: at the node's own position (the
+        // node changes owner) or before it (a new node, inserted just before `at`). An
+        // arc may hold several ends; the plans list those before the node in clockwise
+        // order (a leave's left part, then its cuts of the rest), so each new node
+        // goes after the ones inserted before it.
+        let mut changed = Vec::with_capacity(pieces.len() * 2);
+        for piece in pieces {
+            let (at, position, owner) = (piece.at, piece.end, to(piece.to));
+            self.detach(at);
+            if self.token[at as usize] == position {
+                self.owner[at as usize] = owner;
+            } else {
+                let start = self.token[self.prev[at as usize] as usize];
+                let width = self.token[at as usize].wrapping_sub(start);
+                debug_assert!(
+                    width == 0 || position.wrapping_sub(start) < width,
+                    "a piece ends outside what is left of its arc"
+                );
+                changed.push(self.insert_before(at, position, owner));
+            }
+            changed.push(at);
+        }
+        // Only a changed node or the one before it can have become redundant. Dropping
+        // a token leaves the owners of the tokens that follow as they were, so the
+        // order of the drops does not matter.
+        let mut k = 0;
+        while let Some(&x) = changed.get(k) {
+            k += 1;
+            if !self.is_live(x) {
+                continue;
+            }
+            for c in [self.prev[x as usize], x] {
+                let after = self.next[c as usize];
+                if after != c && self.owner[after as usize] == self.owner[c as usize] {
+                    self.detach(c);
+                    self.detach(after);
+                    self.unlink(c);
+                    changed.push(after);
+                }
+            }
+        }
+        for x in changed {
+            if self.is_live(x) && self.pos[x as usize] == NONE {
+                self.attach(x);
+            }
+        }
+    }
+
+    fn is_live(&self, x: u32) -> bool {
+        self.prev[x as usize] != NONE
+    }
+
+    /// A new node at `position`, owned by `owner`, just before node `at`.
+    fn insert_before(&mut self, at: u32, position: Token, owner: u32) -> u32 {
+        let before = self.prev[at as usize];
+        let x = match self.free.pop() {
+            Some(x) => {
+                let i = x as usize;
+                (self.token[i], self.owner[i]) = (position, owner);
+                (self.prev[i], self.next[i], self.pos[i]) = (before, at, NONE);
+                x
+            }
+            None => {
+                self.token.push(position);
+                self.owner.push(owner);
+                self.prev.push(before);
+                self.next.push(at);
+                self.pos.push(NONE);
+                (self.token.len() - 1) as u32
+            }
+        };
+        self.next[before as usize] = x;
+        self.prev[at as usize] = x;
+        self.live += 1;
+        x
+    }
+
+    /// Takes node `x` (not the only one, its arc not listed) out of the ring.
+    fn unlink(&mut self, x: u32) {
+        let (before, after) = (self.prev[x as usize], self.next[x as usize]);
+        self.next[before as usize] = after;
+        self.prev[after as usize] = before;
+        if self.head == x {
+            self.head = after;
+        }
+        // Free nodes own nothing: renumbering leaves them alone.
+        (self.prev[x as usize], self.owner[x as usize]) = (NONE, 0);
+        self.free.push(x);
+        self.live -= 1;
+    }
+
+    /// The arc of node `x`: from the token before it to its own.
+    fn arc(&self, x: u32) -> ArcSpan {
+        let before = self.prev[x as usize];
+        let (start, end) = (self.token[before as usize], self.token[x as usize]);
+        let len = if before == x {
+            RING
+        } else {
+            u128::from(end.wrapping_sub(start))
+        };
+        ArcSpan { start, end, len }
+    }
+
+    /// Adds node `x`'s arc to its owner's share and list.
+    fn attach(&mut self, x: u32) {
+        let arc = self.arc(x);
+        let owner = self.owner[x as usize] as usize;
+        self.own[owner] += arc.len;
+        self.pos[x as usize] = self.arcs[owner].insert(&arc, x) as u32;
+    }
+
+    /// Takes node `x`'s arc out of its owner's share and list, before a change alters
+    /// it (if it is listed).
+    fn detach(&mut self, x: u32) {
+        let i = self.pos[x as usize];
+        if i == NONE {
+            return;
+        }
+        let arc = self.arc(x);
+        let owner = self.owner[x as usize] as usize;
+        self.own[owner] -= arc.len;
+        if let Some(moved) = self.arcs[owner].remove_at(i as usize) {
+            self.pos[moved as usize] = i;
+        }
+        self.pos[x as usize] = NONE;
+    }
+}
+
+/// The plans read the tables kept here; arcs carry their nodes, so a leaver's
+/// neighbours are the nodes beside it.
+impl Layout for LinkedRing {
+    fn members(&self) -> &[Member] {
+        &self.members
+    }
+
+    fn own(&self) -> &[u128] {
+        &self.own
+    }
+
+    fn token_count(&self) -> usize {
+        self.live
+    }
+
+    fn vnodes(&self) -> u32 {
+        self.config.vnodes
+    }
+
+    fn largest(&self, m: u32) -> Option<(ArcSpan, u32)> {
+        self.arcs[m as usize].largest()
+    }
+
+    fn largest_first(&self, m: u32) -> Vec<(ArcSpan, u32)> {
+        self.arcs[m as usize].largest_first()
+    }
+
+    fn largest_first_lazily(&self, m: u32) -> impl Iterator<Item = (ArcSpan, u32)> {
+        self.arcs[m as usize].largest_first_lazily()
+    }
+
+    fn beside(&self, _: Token, at: u32) -> (u32, u32) {
+        let (before, after) = (self.prev[at as usize], self.next[at as usize]);
+        (self.owner[before as usize], self.owner[after as usize])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::Strategy as Placement;
+
+    /// The tables of `linked` equal those of its ring computed afresh.
+    fn check_tables(linked: &LinkedRing) {
+        let fresh = LinkedRing::of(&linked.to_ring());
+        assert_eq!(linked.own, fresh.own, "ownership");
+        assert_eq!(linked.live, fresh.live, "tokens");
+        for m in 0..linked.members.len() as u32 {
+            let spans = |l: &LinkedRing| -> Vec<ArcSpan> {
+                l.largest_first(m).into_iter().map(|a| a.0).collect()
+            };
+            assert_eq!(spans(linked), spans(&fresh), "arcs of member {m}");
+            assert_eq!(
+                linked.largest(m).map(|a| a.0),
+                fresh.largest(m).map(|a| a.0)
+            );
+            for (arc, node) in linked.largest_first(m) {
+                assert_eq!(linked.arc(node), arc, "the node of an arc of member {m}");
+                assert_eq!(linked.owner[node as usize], m);
+            }
+        }
+    }
+
+    /// Leaves (by position in the member list) and joins (id, weight) of one change.
+    type Step = (Vec<u8>, Vec<(u8, u32)>);
+
+    /// Steps of up to three leaves and three joins (ids `0..40`, weights 1 to 3).
+    fn steps() -> impl proptest::strategy::Strategy<Value = Vec<Step>> {
+        let leave = prop::collection::vec(any::<u8>(), 0..3);
+        let join = prop::collection::vec((0u8..40, 1u32..4), 0..3);
+        prop::collection::vec((leave, join), 1..40)
+    }
+
+    proptest! {
+        #[test]
+        fn changes_make_the_ring_a_ring_makes(vnodes in 1u32..24, steps in steps()) {
+            let config = RingConfig::new(Placement::Balanced, vnodes).unwrap();
+            let mut ring = Ring::new(config);
+            let mut linked = LinkedRing::from_ring(&ring).unwrap();
+            for (leave, join) in steps {
+                let ids: Vec<String> = ring.members().map(|m| m.id.clone()).collect();
+                let leave: Vec<&str> = leave
+                    .iter()
+                    .filter(|_| !ids.is_empty())
+                    .map(|&i| ids[usize::from(i) % ids.len()].as_str())
+                    .collect();
+                let join: Vec<Member> = join
+                    .into_iter()
+                    .map(|(id, weight)| Member::new(format!("m{id}"), weight))
+                    .collect();
+                let expected = ring.change_recording(
+                    leave.iter().copied(),
+                    join.clone(),
+                    &mut Edits::all(),
+                );
+                let got = linked.change(leave.iter().copied(), join);
+                prop_assert_eq!(got, expected);
+                prop_assert_eq!(&linked.to_ring(), &ring);
+                prop_assert_eq!(linked.len(), ring.len());
+                check_tables(&linked);
+            }
+        }
+    }
+
+    #[test]
+    fn a_long_churn_makes_the_ring_a_ring_makes() {
+        let config = RingConfig::new(Placement::Balanced, 16).unwrap();
+        let mut ring = Ring::new(config);
+        for i in 0..120 {
+            ring.add(Member::new(format!("m{i}"), 1 + i % 3)).unwrap();
+        }
+        let mut linked = LinkedRing::from_ring(&ring).unwrap();
+        for step in 0..400usize {
+            let id = ring.members[(step * 7919) % ring.len()].id.clone();
+            let join = Member::new(format!("j{step}"), 1 + (step % 3) as u32);
+            ring.change_recording([id.as_str()], [join.clone()], &mut Edits::all())
+                .unwrap();
+            linked.change([id.as_str()], [join]).unwrap();
+            assert_eq!(linked.to_ring(), ring, "step {step}");
+        }
+        check_tables(&linked);
+        assert!(linked.free.len() < linked.token.len());
+    }
+
+    #[test]
+    fn random_rings_have_no_linked_form() {
+        let ring = Ring::new(RingConfig::new(Placement::Random, 4).unwrap());
+        assert!(LinkedRing::from_ring(&ring).is_none());
+    }
+
+    #[test]
+    fn refused_changes_leave_the_ring_as_it_was() {
+        let config = RingConfig::new(Placement::Balanced, 8).unwrap();
+        let mut ring = Ring::new(config);
+        for id in ["a", "b", "c"] {
+            ring.add(Member::new(id, 1)).unwrap();
+        }
+        let mut linked = LinkedRing::from_ring(&ring).unwrap();
+        let refused = [
+            (vec!["zz"], vec![]),
+            (vec!["a", "a"], vec![]),
+            (vec!["a"], vec![Member::new("b", 1)]),
+            (vec![], vec![Member::new("d", 0)]),
+            (vec![], vec![Member::new("d", 1), Member::new("d", 2)]),
+        ];
+        for (leave, join) in refused {
+            let expected = ring.clone().change_recording(
+                leave.iter().copied(),
+                join.clone(),
+                &mut Edits::all(),
+            );
+            assert!(expected.is_err());
+            assert_eq!(linked.change(leave, join), expected);
+            assert_eq!(linked.to_ring(), ring);
+        }
+    }
+}
