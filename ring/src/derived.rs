@@ -84,6 +84,12 @@ impl<H: Copy + Ord> MemberArcs<H> {
         self.arcs.len()
     }
 
+    /// Empties the list; returns the handles of the arcs it held.
+    pub(crate) fn take_handles(&mut self) -> impl Iterator<Item = H> + use<H> {
+        self.largest = 0;
+        std::mem::take(&mut self.arcs).into_iter().map(|a| a.1)
+    }
+
     /// The largest arc (ties: the smaller end) and its handle, if the member has any.
     pub(crate) fn largest(&self) -> Option<(ArcSpan, H)> {
         self.arcs.get(self.largest).map(|&(e, h)| (e.span(), h))

@@ -207,6 +207,12 @@ impl LinkedRing {
     /// The leave of member index `leaver` from a ring that keeps two members or more.
     fn remove(&mut self, leaver: usize) {
         let pieces = balanced::plan_leave(self, leaver);
+        // Every arc of the leaver goes: unlisted at once. One by one, largest first
+        // (the order of the pieces), each would search the rest for the largest.
+        for node in self.arcs[leaver].take_handles() {
+            self.pos[node as usize] = NONE;
+        }
+        self.own[leaver] = 0;
         // A leave's pieces all go to surviving members, numbered as before the leave.
         self.apply(&pieces, |who| match who {
             Who::Member(o) => o,
