@@ -11,9 +11,6 @@
 //! then updates them in place; a clone of the ring does not copy them (see `Ring`'s
 //! `Clone`).
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
-
 use crate::Token;
 use crate::ring::{ArcSpan, Slot, arc_at, seek};
 
@@ -102,12 +99,19 @@ impl<H: Copy + Ord> MemberArcs<H> {
         entries.into_iter().map(|(e, h)| (e.span(), h)).collect()
     }
 
-    /// The arcs, largest first, each ordered when it is read (a heap): for a reader
-    /// that takes a few.
-    pub(crate) fn largest_first_lazily(&self) -> impl Iterator<Item = (ArcSpan, H)> + use<H> {
-        let mut heap: BinaryHeap<Reverse<(ArcEntry, H)>> =
-            self.arcs.iter().copied().map(Reverse).collect();
-        std::iter::from_fn(move || heap.pop().map(|Reverse((e, h))| (e.span(), h)))
+    /// The arcs, largest first, each found when it is read (the largest is known, each
+    /// next one is a search for the largest after it): for a reader that takes one or
+    /// two.
+    pub(crate) fn largest_first_lazily(&self) -> impl Iterator<Item = (ArcSpan, H)> + '_ {
+        let mut last: Option<ArcEntry> = None;
+        std::iter::from_fn(move || {
+            let next = match last {
+                None => self.arcs.get(self.largest),
+                Some(last) => self.arcs.iter().filter(|a| a.0 > last).min_by_key(|a| a.0),
+            }?;
+            last = Some(next.0);
+            Some((next.0.span(), next.1))
+        })
     }
 
     /// Removes the arc at index `i` of the list; returns the handle of the arc that took
