@@ -81,13 +81,14 @@ pub(crate) fn plan_join(ring: &impl Layout, weight: u32) -> Result<Vec<Piece>, R
     check_token_limit((ring.token_count() + budget) as u64)?;
 
     // Donors: the `budget` members owning the most per unit of weight (ties: id).
-    let by_ratio_desc = |a: &u32, b: &u32| (own(*b) * w(*a)).cmp(&(own(*a) * w(*b))).then(a.cmp(b));
-    let mut donors: Vec<u32> = (0..n as u32).collect();
+    let by_ratio_desc = |a: &Ratio, b: &Ratio| b.cmp_ratio(a).then(a.member.cmp(&b.member));
+    let mut donors: Vec<Ratio> = (0..n as u32).map(|i| Ratio::of(i, own(i), w(i))).collect();
     if budget < n {
         donors.select_nth_unstable_by(budget - 1, by_ratio_desc);
         donors.truncate(budget);
     }
     donors.sort_unstable_by(by_ratio_desc);
+    let donors: Vec<u32> = donors.into_iter().map(|d| d.member).collect();
 
     // Water level: the first k donors give down to (sum own - take) / (sum weight),
     // where k is the first prefix whose level is at or above the next donor's ratio.
@@ -162,6 +163,33 @@ fn give(ring: &impl Layout, d: u32, amount: u128, pieces: &mut Vec<Piece>) {
             pieces.push(piece(arc.start, arc.start.wrapping_add(left as u64), at));
             left = 0;
         }
+    }
+}
+
+/// A member's share and weight, ordered by share per unit of weight.
+#[derive(Clone, Copy)]
+struct Ratio {
+    member: u32,
+    /// The share; below `2^64` when there are two members or more (each owns a
+    /// position), and only then are two compared.
+    own: u64,
+    weight: u64,
+}
+
+impl Ratio {
+    fn of(member: u32, own: u128, weight: u128) -> Ratio {
+        Ratio {
+            member,
+            own: u64::try_from(own).unwrap_or(u64::MAX),
+            weight: u64::try_from(weight).unwrap_or(u64::MAX),
+        }
+    }
+
+    /// Compares the shares per unit of weight exactly (`own_a * w_b` against
+    /// `own_b * w_a`, each a 64-bit product).
+    fn cmp_ratio(&self, other: &Ratio) -> Ordering {
+        let mul = |a: u64, b: u64| u128::from(a) * u128::from(b);
+        mul(self.own, other.weight).cmp(&mul(other.own, self.weight))
     }
 }
 
@@ -298,22 +326,21 @@ fn fill_lowest(members: &[Member], own: &[u128], leaver: u32, amount: u128) -> V
         return Vec::new();
     }
     let w = |i: u32| u128::from(members[i as usize].weight);
-    let by_ratio = |a: &u32, b: &u32| {
-        (own[*a as usize] * w(*b))
-            .cmp(&(own[*b as usize] * w(*a)))
-            .then(a.cmp(b))
-    };
-    let mut order: Vec<u32> = (0..members.len() as u32).filter(|&i| i != leaver).collect();
+    let by_ratio = |a: &Ratio, b: &Ratio| a.cmp_ratio(b).then(a.member.cmp(&b.member));
+    let mut order: Vec<Ratio> = (0..members.len() as u32)
+        .filter(|&i| i != leaver)
+        .map(|i| Ratio::of(i, own[i as usize], w(i)))
+        .collect();
     // The level: the first k members (by ratio) whose filling reaches the next one's
     // ratio. Usually a handful: order the lowest few (and the one after them) first,
     // and everyone only if the level rises past them.
-    let level_at = |order: &[u32], complete: bool| {
+    let level_at = |order: &[Ratio], complete: bool| {
         let (mut sum_own, mut sum_w) = (0u128, 0u128);
-        for (pos, &m) in order.iter().enumerate() {
-            sum_own += own[m as usize];
-            sum_w += w(m);
-            match order.get(pos + 1) {
-                Some(&next) if (sum_own + amount) * w(next) > own[next as usize] * sum_w => {}
+        for (pos, m) in order.iter().enumerate() {
+            sum_own += own[m.member as usize];
+            sum_w += w(m.member);
+            match order.get(pos + 1).map(|next| next.member) {
+                Some(next) if (sum_own + amount) * w(next) > own[next as usize] * sum_w => {}
                 None if !complete => return None,
                 _ => return Some((pos + 1, sum_own, sum_w)),
             }
@@ -338,7 +365,10 @@ fn fill_lowest(members: &[Member], own: &[u128], leaver: u32, amount: u128) -> V
     let level = sum_own + amount;
     let mut gifts: Vec<(u32, u128)> = order[..k]
         .iter()
-        .map(|&m| (m, (w(m) * level / sum_w).saturating_sub(own[m as usize])))
+        .map(|r| {
+            let m = r.member;
+            (m, (w(m) * level / sum_w).saturating_sub(own[m as usize]))
+        })
         .collect();
     // Flooring under-gives by less than k: one more position each to the lowest.
     let mut short = amount.saturating_sub(gifts.iter().map(|g| g.1).sum::<u128>());

@@ -35,6 +35,11 @@ impl ArcEntry {
         }
     }
 
+    /// The entry's order as one number (compared without branches).
+    fn key(self) -> u128 {
+        (u128::from(self.rank) << 64) | u128::from(self.end)
+    }
+
     fn span(self) -> ArcSpan {
         let len = u128::from(!self.rank) + 1;
         ArcSpan {
@@ -95,7 +100,8 @@ impl<H: Copy + Ord> MemberArcs<H> {
     /// The arcs, largest first (ties: the smaller end first).
     pub(crate) fn largest_first(&self) -> Vec<(ArcSpan, H)> {
         let mut entries = self.arcs.clone();
-        entries.sort_unstable();
+        // Entries are distinct (so are their ends): the order is total.
+        entries.sort_unstable_by_key(|a| a.0.key());
         entries.into_iter().map(|(e, h)| (e.span(), h)).collect()
     }
 
@@ -155,11 +161,9 @@ impl MemberArcs {
 
 /// Index of the largest arc (the least entry), 0 for none.
 fn index_of_largest<H>(arcs: &[(ArcEntry, H)]) -> usize {
-    // The entry's order as one number, compared without branches.
-    let key = |e: &ArcEntry| (u128::from(e.rank) << 64) | u128::from(e.end);
     let (mut best, mut least) = (0, u128::MAX);
     for (i, (entry, _)) in arcs.iter().enumerate() {
-        let k = key(entry);
+        let k = entry.key();
         let less = k < least;
         least = if less { k } else { least };
         best = if less { i } else { best };
