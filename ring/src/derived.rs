@@ -161,14 +161,21 @@ impl MemberArcs {
 
 /// Index of the largest arc (the least entry), 0 for none.
 fn index_of_largest<H>(arcs: &[(ArcEntry, H)]) -> usize {
-    let (mut best, mut least) = (0, u128::MAX);
+    // Four running minima over interleaved arcs (independent, so they overlap), each
+    // kept without branches (a join rescans a list for every donor), then the least.
+    const LANES: usize = 4;
+    let mut least = [(u128::MAX, 0usize); LANES];
     for (i, (entry, _)) in arcs.iter().enumerate() {
-        let k = entry.key();
-        let less = k < least;
-        least = if less { k } else { least };
-        best = if less { i } else { best };
+        let lane = &mut least[i % LANES];
+        let key = entry.key();
+        let take = u128::from(key < lane.0);
+        lane.0 ^= (lane.0 ^ key) & take.wrapping_neg();
+        lane.1 ^= (lane.1 ^ i) & (take as usize).wrapping_neg();
     }
-    best
+    // A lane left at its start `(u128::MAX, 0)` wins only if no arc's key is smaller:
+    // then the list is empty or is the one arc of length 1 that ends at `u64::MAX`
+    // (whose key is `u128::MAX`), at index 0 either way.
+    least.iter().min().map_or(0, |l| l.1)
 }
 
 /// How the member list changed along with the slots.
