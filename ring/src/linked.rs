@@ -32,9 +32,18 @@ const NONE: u32 = u32::MAX;
 #[derive(Clone, Debug)]
 pub struct LinkedRing {
     config: RingConfig,
-    /// Sorted by id; owners index into it.
+    /// Sorted by id: plans name members by index in this list.
     members: Vec<Member>,
+    /// Each member's slot, by index. A node's owner is a slot, which stays the
+    /// member's while it is in the ring: a join or leave renumbers the members after
+    /// it, not every token.
+    slot_of: Vec<u32>,
+    /// Each slot's member index ([`NONE`] for a free slot).
+    index_of: Vec<u32>,
+    /// Free slots, for the next joiners.
+    free_slots: Vec<u32>,
     token: Vec<Token>,
+    /// The slot of the node's owner.
     owner: Vec<u32>,
     /// The node before (counter-clockwise); [`NONE`] for a free node.
     prev: Vec<u32>,
@@ -51,7 +60,7 @@ pub struct LinkedRing {
     head: u32,
     /// Owned arc length per member index.
     own: Vec<u128>,
-    /// Arcs per member index, each with the node of its token.
+    /// Arcs per slot, each with the node of its token.
     arcs: Vec<MemberArcs<u32>>,
 }
 
@@ -68,6 +77,10 @@ impl LinkedRing {
         let mut linked = LinkedRing {
             config: ring.config,
             members: ring.members.clone(),
+            // Slots start as the indices.
+            slot_of: (0..ring.members.len() as u32).collect(),
+            index_of: (0..ring.members.len() as u32).collect(),
+            free_slots: Vec::new(),
             token: ring.slots.iter().map(|s| s.token).collect(),
             owner: ring.slots.iter().map(|s| s.owner).collect(),
             prev: (0..t).map(|i| if i == 0 { t - 1 } else { i - 1 }).collect(),
@@ -92,7 +105,7 @@ impl LinkedRing {
         while x != NONE {
             slots.push(Slot {
                 token: self.token[x as usize],
-                owner: self.owner[x as usize],
+                owner: self.index_of[self.owner[x as usize] as usize],
             });
             x = self.next[x as usize];
             if x == self.head {
@@ -207,47 +220,58 @@ impl LinkedRing {
     /// The leave of member index `leaver` from a ring that keeps two members or more.
     fn remove(&mut self, leaver: usize) {
         let pieces = balanced::plan_leave(self, leaver);
+        let slot = self.slot_of[leaver];
         // Every arc of the leaver goes: unlisted at once. One by one, largest first
         // (the order of the pieces), each would search the rest for the largest.
-        for node in self.arcs[leaver].take_handles() {
+        for node in self.arcs[slot as usize].take_handles() {
             self.pos[node as usize] = NONE;
         }
         self.own[leaver] = 0;
-        // A leave's pieces all go to surviving members, numbered as before the leave.
+        // A leave's pieces all go to surviving members, named by index before the leave.
+        let slot_of = std::mem::take(&mut self.slot_of);
         self.apply(&pieces, |who| match who {
-            Who::Member(o) => o,
+            Who::Member(o) => slot_of[o as usize],
             Who::Joiner | Who::Nobody => 0,
         });
-        debug_assert_eq!(self.arcs[leaver].len(), 0, "the leaver got arcs");
+        self.slot_of = slot_of;
+        debug_assert_eq!(self.arcs[slot as usize].len(), 0, "the leaver got arcs");
         self.members.remove(leaver);
         self.own.remove(leaver);
-        self.arcs.remove(leaver);
-        let leaver = leaver as u32;
-        for o in &mut self.owner {
-            *o -= u32::from(*o > leaver);
-        }
+        self.slot_of.remove(leaver);
+        self.index_of[slot as usize] = NONE;
+        self.free_slots.push(slot);
+        self.renumber(leaver);
     }
 
     /// The join of `member` to a ring of one member or more.
     fn add(&mut self, member: Member) -> Result<(), RingError> {
         let pieces = balanced::plan_join(self, member.weight)?;
         let at = self.members.partition_point(|m| m.id < member.id);
-        let joiner = at as u32;
-        for o in &mut self.owner {
-            *o += u32::from(*o >= joiner);
-        }
+        let slot = match self.free_slots.pop() {
+            Some(slot) => slot,
+            None => {
+                self.arcs.push(MemberArcs::default());
+                self.index_of.push(NONE);
+                (self.arcs.len() - 1) as u32
+            }
+        };
         self.members.insert(at, member);
         self.own.insert(at, 0);
-        self.arcs.insert(at, MemberArcs::default());
-        self.apply(&pieces, |who| match who {
-            Who::Member(o) => o + u32::from(o >= joiner),
-            Who::Joiner | Who::Nobody => joiner,
-        });
+        self.slot_of.insert(at, slot);
+        self.renumber(at);
+        // A join's pieces all go to the joiner.
+        self.apply(&pieces, |_| slot);
         Ok(())
     }
 
-    /// Gives every piece's range to its new owner (`to`, numbered as the members are
-    /// now), drops the tokens that became redundant, and updates the tables at the
+    /// Brings `index_of` up to date for the members from index `from` on.
+    fn renumber(&mut self, from: usize) {
+        for (i, &slot) in self.slot_of.iter().enumerate().skip(from) {
+            self.index_of[slot as usize] = i as u32;
+        }
+    }
+
+    /// Gives every piece's range to its new owner (`to`: its slot), drops the tokens that became redundant, and updates the tables at the
     /// nodes whose arcs changed.
     fn apply(&mut self, pieces: &[Piece], to: impl Fn(Who) -> u32) {
         // A piece ends inside the arc of its node `at`: at the node's own position (the
@@ -336,7 +360,7 @@ impl LinkedRing {
             self.head = after;
         }
         // Free nodes own nothing: renumbering leaves them alone.
-        (self.prev[x as usize], self.owner[x as usize]) = (NONE, 0);
+        self.prev[x as usize] = NONE;
         self.free.push(x);
         self.live -= 1;
     }
@@ -356,9 +380,9 @@ impl LinkedRing {
     /// Adds node `x`'s arc to its owner's share and list.
     fn attach(&mut self, x: u32) {
         let arc = self.arc(x);
-        let owner = self.owner[x as usize] as usize;
-        self.own[owner] += arc.len;
-        self.pos[x as usize] = self.arcs[owner].insert(&arc, x) as u32;
+        let slot = self.owner[x as usize] as usize;
+        self.own[self.index_of[slot] as usize] += arc.len;
+        self.pos[x as usize] = self.arcs[slot].insert(&arc, x) as u32;
     }
 
     /// Takes node `x`'s arc out of its owner's share and list, before a change alters
@@ -369,9 +393,9 @@ impl LinkedRing {
             return;
         }
         let arc = self.arc(x);
-        let owner = self.owner[x as usize] as usize;
-        self.own[owner] -= arc.len;
-        if let Some(moved) = self.arcs[owner].remove_at(i as usize) {
+        let slot = self.owner[x as usize] as usize;
+        self.own[self.index_of[slot] as usize] -= arc.len;
+        if let Some(moved) = self.arcs[slot].remove_at(i as usize) {
             self.pos[moved as usize] = i;
         }
         self.pos[x as usize] = NONE;
@@ -398,20 +422,21 @@ impl Layout for LinkedRing {
     }
 
     fn largest(&self, m: u32) -> Option<(ArcSpan, u32)> {
-        self.arcs[m as usize].largest()
+        self.arcs[self.slot_of[m as usize] as usize].largest()
     }
 
     fn largest_first(&self, m: u32) -> Vec<(ArcSpan, u32)> {
-        self.arcs[m as usize].largest_first()
+        self.arcs[self.slot_of[m as usize] as usize].largest_first()
     }
 
     fn largest_first_lazily(&self, m: u32) -> impl Iterator<Item = (ArcSpan, u32)> {
-        self.arcs[m as usize].largest_first_lazily()
+        self.arcs[self.slot_of[m as usize] as usize].largest_first_lazily()
     }
 
     fn beside(&self, _: Token, at: u32) -> (u32, u32) {
         let (before, after) = (self.prev[at as usize], self.next[at as usize]);
-        (self.owner[before as usize], self.owner[after as usize])
+        let index = |node: u32| self.index_of[self.owner[node as usize] as usize];
+        (index(before), index(after))
     }
 }
 
@@ -438,7 +463,7 @@ mod tests {
             );
             for (arc, node) in linked.largest_first(m) {
                 assert_eq!(linked.arc(node), arc, "the node of an arc of member {m}");
-                assert_eq!(linked.owner[node as usize], m);
+                assert_eq!(linked.index_of[linked.owner[node as usize] as usize], m);
             }
         }
     }
