@@ -27,6 +27,7 @@
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering as AtomicOrdering};
 
 use ringside_ring::{Edits, LinkedRing, Member, Ring, RingConfig, RingError};
 
@@ -84,20 +85,44 @@ pub struct RingLedger {
 
 /// The ring in the form its last change left it. [`RingLedger::apply`] changes a
 /// [`Ring`], which the event needs (before and after). [`RingLedger::advance`] changes
-/// a [`LinkedRing`] (balanced rings): a long run of advances costs the tokens each
-/// change moves, not the ring's size each time, and the `Ring` is built once, when
-/// something asks for it.
+/// a [`LinkedRing`] (balanced rings) once advances come in a run that nobody reads
+/// between: such a run costs the tokens each change moves, not the ring's size each
+/// time, and the `Ring` is built once, when something asks for it. A reader of every
+/// epoch (`ringside replay key-history`) would have it built every time, which costs
+/// more than changing the `Ring` itself: advances go on with the `Ring` when it is read
+/// between them.
 #[derive(Debug, Clone)]
 enum Working {
-    Ring(Ring),
+    /// The ring, and the advances made on it since it was last read.
+    Ring(Ring, Unread),
     /// The linked ring and, once asked for, the `Ring` it makes.
     Linked(Box<LinkedRing>, OnceLock<Ring>),
 }
 
+/// Advances on a `Ring` nobody read after which the ledger moves to a `LinkedRing`.
+const UNREAD_RUN: u32 = 16;
+
+/// A count of advances since the ring was read (reading resets it through `&self`).
+#[derive(Debug, Default)]
+struct Unread(AtomicU32);
+
+impl Clone for Unread {
+    fn clone(&self) -> Self {
+        Unread(AtomicU32::new(self.0.load(AtomicOrdering::Relaxed)))
+    }
+}
+
 impl Working {
+    fn new(ring: Ring) -> Working {
+        Working::Ring(ring, Unread::default())
+    }
+
     fn ring(&self) -> &Ring {
         match self {
-            Working::Ring(ring) => ring,
+            Working::Ring(ring, unread) => {
+                unread.0.store(0, AtomicOrdering::Relaxed);
+                ring
+            }
             Working::Linked(linked, ring) => ring.get_or_init(|| linked.to_ring()),
         }
     }
@@ -106,33 +131,40 @@ impl Working {
     fn ring_mut(&mut self) -> &mut Ring {
         if let Working::Linked(linked, ring) = self {
             let ring = ring.take().unwrap_or_else(|| linked.to_ring());
-            *self = Working::Ring(ring);
+            *self = Working::new(ring);
         }
-        let Working::Ring(ring) = self else {
+        let Working::Ring(ring, _) = self else {
             unreachable!("the linked ring was replaced just above")
         };
         ring
     }
 
-    /// The ring as a `LinkedRing`, to change; `None` for a random ring.
+    /// The ring as a `LinkedRing` to advance, or `None` to advance the `Ring`: a random
+    /// ring, or one read within the last [`UNREAD_RUN`] advances.
     fn linked_mut(&mut self) -> Option<&mut LinkedRing> {
-        if let Working::Ring(ring) = self {
-            let linked = LinkedRing::from_ring(ring)?;
-            *self = Working::Linked(Box::new(linked), OnceLock::new());
+        match self {
+            Working::Linked(_, ring) => {
+                // Built since the last advance: someone reads between advances.
+                if let Some(read) = ring.take() {
+                    *self = Working::new(read);
+                }
+            }
+            Working::Ring(ring, unread) => {
+                if unread.0.fetch_add(1, AtomicOrdering::Relaxed) + 1 >= UNREAD_RUN {
+                    let linked = LinkedRing::from_ring(ring)?;
+                    *self = Working::Linked(Box::new(linked), OnceLock::new());
+                }
+            }
         }
         match self {
-            Working::Linked(linked, ring) => {
-                // About to change: the `Ring` made so far is out of date.
-                ring.take();
-                Some(linked)
-            }
-            Working::Ring(_) => None,
+            Working::Linked(linked, _) => Some(linked),
+            Working::Ring(..) => None,
         }
     }
 
     fn contains(&self, id: &str) -> bool {
         match self {
-            Working::Ring(ring) => ring.contains(id),
+            Working::Ring(ring, _) => ring.contains(id),
             Working::Linked(linked, _) => linked.contains(id),
         }
     }
@@ -155,7 +187,7 @@ impl RingLedger {
     pub fn new(name: RingName, config: RingConfig) -> Self {
         Self {
             name,
-            ring: Working::Ring(Ring::new(config)),
+            ring: Working::new(Ring::new(config)),
             details: BTreeMap::new(),
             epoch: 0,
             membership_sequence: 0,
@@ -173,7 +205,7 @@ impl RingLedger {
             .collect();
         Ok(Self {
             name: RingName::new(snapshot.ring.as_str())?,
-            ring: Working::Ring(ring),
+            ring: Working::new(ring),
             details,
             epoch: snapshot.epoch,
             membership_sequence: snapshot.membership_sequence,
@@ -291,7 +323,7 @@ impl RingLedger {
         // input): the ring goes back all the same.
         let event = self
             .event(&before, &change, &edits, sequence)
-            .inspect_err(|_| self.ring = Working::Ring(before))?;
+            .inspect_err(|_| self.ring = Working::new(before))?;
         self.settle(change);
         Ok(event)
     }

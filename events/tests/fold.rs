@@ -417,19 +417,24 @@ proptest! {
         prop_assert_eq!(&ring, a.ring());
     }
 
-    /// Advancing keeps the ring in another form than applying (see `RingLedger::advance`):
-    /// any mix of the two, with the ring read in between or not, makes the same
+    /// Advancing keeps the ring in another form than applying once advances come in
+    /// runs nobody reads between (see `RingLedger::advance`): any mix of the two, in
+    /// runs long and short, with the ring read in between or not, makes the same
     /// ledger and the same events as applying everything.
     #[test]
     fn advancing_and_applying_mix_freely(
-        events in proptest::collection::vec(arb_event(), 1..60),
-        how in proptest::collection::vec(0u8..3, 60),
+        events in proptest::collection::vec(arb_event(), 1..120),
+        runs in proptest::collection::vec((0u8..3, 1usize..40), 1..12),
     ) {
         let sequences: Vec<u64> = (1..=events.len() as u64).collect();
         let (expected, expected_events) = fold(&events, &sequences, Strategy::Balanced);
         let config = RingConfig::new(Strategy::Balanced, 8).unwrap();
         let mut ledger = RingLedger::new(ring_name(), config);
-        for ((body, seq), how) in events.iter().zip(&sequences).zip(&how) {
+        let how = runs
+            .iter()
+            .flat_map(|&(how, len)| std::iter::repeat_n(how, len))
+            .chain(std::iter::repeat(1));
+        for ((body, seq), how) in events.iter().zip(&sequences).zip(how) {
             match how {
                 0 => {
                     if let Outcome::Rebalanced(event) = ledger.apply(*seq, body) {
