@@ -17,13 +17,18 @@
 //! nodes and the CLI answer [`Ring::owner`] and [`Ring::successors`]; snapshots store
 //! tokens with owner indices ([`Ring::indexed_tokens`]) and come back through
 //! [`Ring::from_indexed_parts`] (or by id: [`Ring::to_parts`], [`Ring::from_parts`]),
-//! checked by [`Ring::checksum`].
+//! checked by [`Ring::checksum`]. A fold that needs no event (a reducer catching up,
+//! a replay to a point) changes a [`LinkedRing`] instead, the same balanced ring kept as
+//! a linked list of tokens whose changes cost the tokens they move, and builds the
+//! [`Ring`] once at the end ([`LinkedRing::to_ring`]).
 //!
 //! # Layout
 //!
 //! - [`ring`](Ring): the ring itself (members, tokens, lookups, snapshots, checksum).
 //! - `random`: token derivation for [`Strategy::Random`].
-//! - `balanced`: the load-aware join and leave of [`Strategy::Balanced`].
+//! - `balanced`: the load-aware join and leave of [`Strategy::Balanced`], planned over a
+//!   `Layout` (what a plan reads of a ring), which [`Ring`] and [`LinkedRing`] provide.
+//! - `linked`: [`LinkedRing`], a balanced ring as a linked list of tokens.
 //! - `derived`: ownership and largest arcs per member, updated from what a change touched.
 //! - `index`: the bucket table that turns a lookup into (mostly) one table read.
 //! - `slots`: the ring's slot list, recycled between changes instead of freed.
