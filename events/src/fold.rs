@@ -150,7 +150,7 @@ impl Working {
                 }
             }
             Working::Ring(ring, unread) => {
-                if unread.0.fetch_add(1, AtomicOrdering::Relaxed) + 1 >= UNREAD_RUN {
+                if unread.0.fetch_add(1, AtomicOrdering::Relaxed) >= UNREAD_RUN - 1 {
                     let linked = LinkedRing::from_ring(ring)?;
                     *self = Working::Linked(Box::new(linked), OnceLock::new());
                 }
@@ -237,7 +237,9 @@ impl RingLedger {
     /// [`RingLedger::apply`] without building the epoch's event: the same ledger
     /// afterwards, for a reader that only needs the state (a reducer catching up with
     /// epochs already stored, a replay to a point). The event of a large ring costs more
-    /// than the change itself, and with no event to build, the ring changes in place.
+    /// than the change itself, and with no event to build, the ring changes in place:
+    /// after a run of advances nobody reads between, a balanced ring changes as a
+    /// [`LinkedRing`] (see `Working`), and [`RingLedger::ring`] builds the `Ring` once.
     pub fn advance(&mut self, sequence: u64, body: &Body) -> Outcome<()> {
         self.step(sequence, body, Self::commit_in_place)
     }
