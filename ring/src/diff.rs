@@ -133,7 +133,10 @@ pub(crate) struct Piece {
     /// Owner after.
     pub(crate) to: Who,
     /// The token whose arc holds the piece, as the planning layout names it (a
-    /// [`crate::LinkedRing`]'s node); 0 where the layout names none.
+    /// [`crate::LinkedRing`]'s node); 0 where the layout names none. The balanced plans
+    /// list the pieces of one arc clockwise, but for the one ending at the arc's own
+    /// token, which may come anywhere: a `LinkedRing` inserts each piece's end just
+    /// before that token, in the order given.
     pub(crate) at: u32,
 }
 
