@@ -21,7 +21,7 @@
 use crate::balanced::{self, Layout};
 use crate::derived::MemberArcs;
 use crate::diff::{Edits, Piece, Who};
-use crate::ring::{ArcSpan, RING, Ring, Slot};
+use crate::ring::{ArcSpan, RING, Ring, Slot, index_by_id};
 use crate::{MAX_TOKENS, Member, RingConfig, RingError, Strategy, Token};
 
 /// No node: the `prev` of a free node, the `pos` of a node whose arc is not listed.
@@ -119,7 +119,7 @@ impl LinkedRing {
 
     /// Whether a member with this id is in the ring.
     pub fn contains(&self, id: &str) -> bool {
-        self.index(id).is_some()
+        index_by_id(&self.members, id).is_some()
     }
 
     /// Number of members.
@@ -148,7 +148,7 @@ impl LinkedRing {
             return Ok(());
         }
         for id in leave {
-            if let Some(leaver) = self.index(id) {
+            if let Some(leaver) = index_by_id(&self.members, id) {
                 self.remove(leaver);
             }
         }
@@ -177,7 +177,7 @@ impl LinkedRing {
         let n = self.members.len();
         let mut gone: Vec<usize> = Vec::with_capacity(leave.len());
         for id in leave {
-            match self.index(id) {
+            match index_by_id(&self.members, id) {
                 Some(i) => gone.push(i),
                 None => return false,
             }
@@ -196,8 +196,7 @@ impl LinkedRing {
             return false;
         }
         let present = |m: &Member| {
-            self.index(&m.id)
-                .is_some_and(|i| gone.binary_search(&i).is_err())
+            index_by_id(&self.members, &m.id).is_some_and(|i| gone.binary_search(&i).is_err())
         };
         if join.iter().any(|m| m.validate().is_err() || present(m)) {
             return false;
@@ -208,13 +207,6 @@ impl LinkedRing {
         let joins: u64 = (stay as u64..).zip(join).map(donors).sum();
         let tokens = self.live as u64 + (gone.len() * n) as u64 + joins;
         tokens <= MAX_TOKENS as u64
-    }
-
-    /// Index of the member with this id.
-    fn index(&self, id: &str) -> Option<usize> {
-        self.members
-            .binary_search_by(|m| m.id.as_str().cmp(id))
-            .ok()
     }
 
     /// The leave of member index `leaver` from a ring that keeps two members or more.

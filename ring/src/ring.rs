@@ -566,9 +566,7 @@ impl Ring {
 
     /// Index of the member with this id.
     pub(crate) fn member_index(&self, id: &str) -> Option<usize> {
-        self.members
-            .binary_search_by(|m| m.id.as_str().cmp(id))
-            .ok()
+        index_by_id(&self.members, id)
     }
 
     /// Index of the first slot at or after `hash`, wrapping to 0 (ring not empty).
@@ -912,6 +910,11 @@ pub(crate) fn arc_at(slots: &[Slot], i: usize) -> ArcSpan {
         end,
         len: arc_len(i, start, end),
     }
+}
+
+/// Index of the member with this id in `members` (sorted by id).
+pub(crate) fn index_by_id(members: &[Member], id: &str) -> Option<usize> {
+    members.binary_search_by(|m| m.id.as_str().cmp(id)).ok()
 }
 
 /// The slot before slot `i` of `len` slots, wrapping to the last (also for `i == len`,

@@ -162,8 +162,9 @@ const BUCKETS_MICROS: [u64; 14] = [
 
 /// A Prometheus histogram of durations, with buckets from 50 µs to 5 s. Each
 /// observation counts in one bucket, the first whose bound it does not pass (the last
-/// one: above all bounds); the cumulative counts are summed when exposed. One event
-/// of the fold loop observes twice, so that is two counters, not thirty.
+/// one: above all bounds); the cumulative counts are summed when exposed. So an
+/// observation is two atomic adds (its bucket, the sum), not one per bucket it is
+/// under: the fold loop observes twice per membership event.
 #[derive(Debug, Default)]
 pub struct Histogram {
     buckets: [AtomicU64; BUCKETS_MICROS.len() + 1],

@@ -17,13 +17,10 @@
 //! a quarter of its decoded size (`just bench reducer` measures a client a whole
 //! buffer behind on a 1000-member ring). An epoch nobody watches is not encoded.
 
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
 use bytes::Bytes;
 use prost::Message;
-
-use std::sync::OnceLock;
-
 use ringside_events::convert::{self, ConvertError};
 use ringside_events::{RingLedger, RingName, pb};
 use ringside_ring::{Ring, Token};
