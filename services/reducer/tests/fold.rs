@@ -47,6 +47,49 @@ async fn folds_a_churn_and_stores_every_epoch_once() {
     reducer.stop().await.unwrap();
 }
 
+/// A reducer started with no snapshot on a long stored history folds it all without
+/// building events (past 16 events in a row, on a `LinkedRing`), checks the stored head,
+/// then serves the ring the offline fold makes and stores the next epochs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_start_on_a_long_history_serves_the_fold_and_goes_on() {
+    let bus = Bus::start().await;
+    let events = common::churn(11, 300, 14);
+    // The first reducer stores every epoch and writes no snapshot while it runs.
+    let never = [("RINGSIDE_REDUCER_SNAPSHOT_EVERY", "1000000")];
+    let first = Running::ready(&bus.reducer_map_with("a", &never)).await;
+    bus.publish(&events[..250]).await;
+    let folded = bus.offline_fold().await;
+    wait_folded(first.metrics, folded.ledger.membership_sequence(), WITHIN).await;
+    assert!(folded.epochs.len() > 100, "{} epochs", folded.epochs.len());
+
+    let second = Running::ready(&bus.reducer_map_with("b", &never)).await;
+    assert_eq!(metric(second.metrics, m::START_SEQUENCE).await, 1.0);
+    let replayed = format!("{}{{how=\"replayed\"}}", m::REBALANCES);
+    let verified = format!("{}{{how=\"verified\"}}", m::REBALANCES);
+    assert_eq!(
+        metric(second.metrics, &replayed).await,
+        (folded.epochs.len() - 1) as f64
+    );
+    assert_eq!(metric(second.metrics, &verified).await, 1.0);
+    let served = common::get_ring(second.grpc).await;
+    assert_eq!(served.checksum, folded.ledger.checksum());
+    assert_eq!(served.epoch, folded.epochs.len() as u64);
+
+    // Both go on: still exactly one stored event per epoch, the offline fold's.
+    bus.publish(&events[250..]).await;
+    let folded = bus.offline_fold().await;
+    let end = folded.ledger.membership_sequence();
+    wait_folded(first.metrics, end, WITHIN).await;
+    wait_folded(second.metrics, end, WITHIN).await;
+    assert_history(&bus.rebalances().await, &folded);
+    assert_eq!(
+        common::get_ring(second.grpc).await.checksum,
+        folded.ledger.checksum()
+    );
+    second.stop().await.unwrap();
+    first.stop().await.unwrap();
+}
+
 /// A `HeartbeatSent` envelope: valid, but not a membership fact.
 fn heartbeat_bytes() -> &'static [u8] {
     let event = ringside_events::Event::new(
