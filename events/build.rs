@@ -34,6 +34,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // well-known types first avoids a duplicate extern path for .google.protobuf.
         .compile_well_known_types(true)
         .extern_path(".google.protobuf", "::pbjson_types")
+        // ... but for Timestamp, whose JSON pbjson-types writes with `+00:00`: ours
+        // writes the `Z` the mapping prescribes (src/timestamp.rs).
+        .extern_path(".google.protobuf.Timestamp", "crate::timestamp::Timestamp")
         .compile_fds(fds)?;
 
     pbjson_build::Builder::new()

@@ -55,6 +55,16 @@ pub enum DecodeError {
     /// It decodes, but breaks a rule of the contract.
     #[error("invalid event")]
     Invalid(#[from] InvalidEvent),
+    /// A valid event that does not belong on the subject it arrived on: another ring's
+    /// event (the envelope's ring is not the subject's ring token), or a kind that
+    /// goes elsewhere (a `ScaleDecided` on the membership subject).
+    #[error("an event of {expected} arrived on {subject}")]
+    WrongSubject {
+        /// The subject it arrived on.
+        subject: String,
+        /// The subject the event belongs on ([`Event::subject`]).
+        expected: String,
+    },
 }
 
 impl DecodeError {
@@ -67,6 +77,7 @@ impl DecodeError {
             Self::UnknownVersion { .. } => "unknown_version",
             Self::MissingEvent => "missing_event",
             Self::Invalid(_) => "invalid",
+            Self::WrongSubject { .. } => "wrong_subject",
         }
     }
 }
@@ -133,6 +144,24 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     check_size(bytes.len())?;
     let envelope = pb::Envelope::decode(bytes).map_err(DecodeError::Malformed)?;
     Event::try_from(envelope)
+}
+
+/// Decodes a message that arrived on `subject`: [`decode`], and the event must belong
+/// there ([`Event::subject`] equals `subject`: same ring, same kind, same node).
+///
+/// Every reader of a subject decodes with this, so an event of another ring, or of a
+/// kind that goes elsewhere, is refused the same way by the reducer, the watchers,
+/// `tail` and `replay`.
+pub fn decode_on(subject: &str, bytes: &[u8]) -> Result<Event, DecodeError> {
+    let event = decode(bytes)?;
+    let expected = event.subject();
+    if expected != subject {
+        return Err(DecodeError::WrongSubject {
+            subject: subject.to_owned(),
+            expected,
+        });
+    }
+    Ok(event)
 }
 
 impl TryFrom<&[u8]> for Event {

@@ -1,7 +1,8 @@
 //! A consumer loop that never dies silently (CONVENTIONS.md #7).
 //!
 //! Each message is decoded; a message that does not decode (garbage, truncated, too
-//! large, unknown version, no event, contract violation) or that the handler rejects
+//! large, unknown version, no event, contract violation, an event that does not
+//! belong on its subject: another ring's, or another kind's) or that the handler rejects
 //! is counted, logged at WARN, copied to `ringside.<ring>.deadletter` with the reason
 //! in headers, and terminated so it is not redelivered; the loop goes on. A handler
 //! that asks for a retry gets the message again after a delay. Errors of the message
@@ -133,8 +134,11 @@ pub enum HandleError {
     },
     /// Stop consuming: the caller must act (the message is delivered again later).
     #[error("fatal handler error")]
-    Fatal(#[source] Box<dyn std::error::Error + Send + Sync>),
+    Fatal(#[source] BoxError),
 }
+
+/// A handler's fatal error.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Handles decoded events. Implemented for async closures `FnMut(Delivery) -> Fut`.
 pub trait Handler: Send {
@@ -143,6 +147,14 @@ pub trait Handler: Send {
         &mut self,
         delivery: Delivery,
     ) -> impl Future<Output = Result<(), HandleError>> + Send;
+
+    /// Called after a message that did not decode was dead-lettered, so a handler that
+    /// tracks its position in the stream sees it pass (the reducer turns ready when the
+    /// last message in the stream is such a one). An error stops the loop, as
+    /// [`HandleError::Fatal`] does. Does nothing by default.
+    fn skipped(&mut self) -> impl Future<Output = Result<(), BoxError>> + Send {
+        async { Ok(()) }
+    }
 }
 
 impl<F, Fut> Handler for F
@@ -249,7 +261,7 @@ pub enum ConsumeError {
         consumer: String,
         /// The handler's error.
         #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
+        source: BoxError,
     },
 }
 
@@ -338,13 +350,20 @@ impl Consumer {
         bump(&self.stats.received);
         let raw = msg.message();
         let position = msg.position();
-        let event = match codec::decode(&raw.payload) {
+        let event = match codec::decode_on(&raw.subject, &raw.payload) {
             Ok(event) => event,
             Err(e) => {
                 bump(&self.stats.decode_failed);
                 tracing::warn!(consumer = %self.name, subject = %raw.subject, size = raw.payload.len(), ?position, reason = e.label(), error = %e, "Undecodable message; dead-lettering it.");
                 self.dead_letter(msg, e.label(), &error_chain(&e)).await;
                 self.settle(msg, Settle::Term).await;
+                if let Err(source) = handler.skipped().await {
+                    tracing::error!(consumer = %self.name, error = %source, "Handler failed fatally after a skipped message; stopping the consumer.");
+                    return Err(ConsumeError::Handler {
+                        consumer: self.name.clone(),
+                        source,
+                    });
+                }
                 return Ok(Processed::DeadLettered);
             }
         };

@@ -8,7 +8,7 @@
 //! [`crate::codec`], which runs the same checks ([`Event::try_from`] a `pb::Envelope`).
 
 use std::fmt::Write as _;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use prost::Message as _;
 
@@ -16,6 +16,7 @@ use crate::codec::DecodeError;
 use crate::names::{NameError, NodeName, RingName};
 use crate::pb;
 use crate::subject::{self, SubjectKind};
+use crate::timestamp::Timestamp;
 
 pub use crate::pb::envelope::Body;
 
@@ -362,13 +363,8 @@ fn check_body(body: &Body) -> Result<(), InvalidEvent> {
 }
 
 /// A `google.protobuf.Timestamp` for a point in time (before 1970 clamps to 0).
-pub fn timestamp(at: SystemTime) -> pbjson_types::Timestamp {
-    let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
-    pbjson_types::Timestamp {
-        seconds: i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
-        // Always below 1e9, so it fits.
-        nanos: i32::try_from(since.subsec_nanos()).unwrap_or(0),
-    }
+pub fn timestamp(at: SystemTime) -> Timestamp {
+    Timestamp::of(at)
 }
 
 /// The deterministic `Nats-Msg-Id` of an event (see [`Event::msg_id`]).
@@ -393,7 +389,7 @@ impl std::fmt::Display for MsgId {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Event {
     ring: RingName,
-    occurred_at: Option<pbjson_types::Timestamp>,
+    occurred_at: Option<Timestamp>,
     producer: String,
     body: Body,
 }
@@ -450,7 +446,7 @@ impl Event {
     }
 
     /// When the producer observed it, if it said.
-    pub fn occurred_at(&self) -> Option<&pbjson_types::Timestamp> {
+    pub fn occurred_at(&self) -> Option<&Timestamp> {
         self.occurred_at.as_ref()
     }
 
@@ -734,6 +730,7 @@ pub(crate) fn sanitize_header_value(s: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::UNIX_EPOCH;
 
     fn ring() -> RingName {
         RingName::new("orders").unwrap()

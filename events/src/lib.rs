@@ -18,6 +18,7 @@
 //! - [`fold`]: [`RingLedger`], the pure fold of membership events into the ring.
 //! - [`convert`]: wire types to and from `ringside-ring`: configurations, snapshots,
 //!   and the `RingRebalanced` of one step (and its inverse, for replay).
+//! - [`timestamp`]: `google.protobuf.Timestamp` with the proto3 JSON form (`...Z`).
 //! - [`users`]: the per-service NATS users and their connect options.
 //! - [`config`]: the settings keys every service shares, [`config::ConfigError`] and
 //!   the map helpers each service's configuration is parsed with.
@@ -39,6 +40,7 @@ pub mod pb;
 pub mod provision;
 pub mod publish;
 pub mod subject;
+pub mod timestamp;
 pub mod users;
 
 pub use codec::{DecodeError, EncodeError};

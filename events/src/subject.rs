@@ -11,6 +11,7 @@
 //! | `ringside.<ring>.deadletter` | copies of undecodable messages | `RINGSIDE_DEADLETTER` |
 //! | `ringside.<ring>.heartbeat.<node>` | `HeartbeatSent` | core NATS only |
 //! | `ringside.<ring>.traffic` | `TrafficSampled` | core NATS only |
+//! | `ringside.<ring>.stored.<kind>` | the server's copy of each event stored on `ringside.<ring>.<kind>` | core NATS only (republished by `RINGSIDE`) |
 
 use crate::names::{NodeName, RingName};
 
@@ -146,6 +147,23 @@ pub fn heartbeat(ring: &RingName, node: &NodeName) -> String {
 /// `ringside.<ring>.heartbeat.*`: every node's heartbeats.
 pub fn heartbeat_any(ring: &RingName) -> String {
     format!("{}.*", ring_subject(ring, SubjectKind::Heartbeat))
+}
+
+/// The token of the copies JetStream republishes of every stored event of the
+/// `RINGSIDE` stream (`republish` in `nats/streams/RINGSIDE.json`).
+pub const STORED: &str = "stored";
+
+/// `ringside.<ring>.stored.<kind>`: the copy of each event stored on
+/// `ringside.<ring>.<kind>`, sent by the server once it is stored, once, with its
+/// stream sequence in the `Nats-Sequence` header. A publish the stream refused (a
+/// losing reducer's epoch) never appears here, unlike on the subject itself.
+pub fn stored(ring: &RingName, kind: SubjectKind) -> String {
+    format!("{PREFIX}.{ring}.{STORED}.{}", kind.token())
+}
+
+/// `ringside.<ring>.stored.>`: the stored copies of every event of one ring.
+pub fn stored_any(ring: &RingName) -> String {
+    format!("{PREFIX}.{ring}.{STORED}.>")
 }
 
 /// `ringside.<ring>.>`: everything of one ring.

@@ -175,10 +175,11 @@ fn json_is_the_proto3_mapping() {
     let events = one_of_each();
     let rebalanced = codec::to_json(&events[3]).unwrap();
     let v: serde_json::Value = serde_json::from_str(&rebalanced).unwrap();
-    // camelCase names, 64-bit integers as strings, enums by name, RFC 3339 time.
+    // camelCase names, 64-bit integers as strings, enums by name, RFC 3339 time in
+    // UTC written with `Z`.
     assert_eq!(v["schemaVersion"], 1);
     assert_eq!(v["ring"], "orders");
-    assert_eq!(v["occurredAt"], "2027-01-15T08:00:01+00:00");
+    assert_eq!(v["occurredAt"], "2027-01-15T08:00:01Z");
     let r = &v["ringRebalanced"];
     assert_eq!(r["epoch"], "41");
     assert_eq!(r["checksum"], u64::MAX.to_string());
@@ -189,6 +190,28 @@ fn json_is_the_proto3_mapping() {
     newer["someFutureField"] = serde_json::json!("x");
     newer["ringRebalanced"]["anotherOne"] = serde_json::json!(1);
     assert_eq!(codec::from_json(&newer.to_string()).unwrap(), events[3]);
+}
+
+#[test]
+fn an_event_is_decoded_only_on_its_own_subject() {
+    for event in one_of_each() {
+        let bytes = codec::encode(&event).unwrap();
+        let subject = event.subject();
+        assert_eq!(codec::decode_on(&subject, &bytes).unwrap(), event);
+        // The same bytes on another ring's subject, or on another kind's.
+        for elsewhere in [
+            subject.replacen("ringside.orders.", "ringside.other.", 1),
+            "ringside.orders.deadletter".to_string(),
+        ] {
+            match codec::decode_on(&elsewhere, &bytes) {
+                Err(e @ DecodeError::WrongSubject { .. }) => {
+                    assert_eq!(e.label(), "wrong_subject");
+                    assert!(e.to_string().contains(&subject), "{e}");
+                }
+                other => panic!("{subject} on {elsewhere}: {other:?}"),
+            }
+        }
+    }
 }
 
 #[test]

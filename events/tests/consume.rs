@@ -1,5 +1,6 @@
 //! The consumer loop against a real server: garbage, truncated, oversized, unknown
-//! and rejected messages are counted and dead-lettered, and the loop goes on.
+//! and rejected messages, and events that do not belong on their subject (another
+//! ring's, another kind's), are counted and dead-lettered, and the loop goes on.
 
 // Helper functions of this test file unwrap too: a failure there fails the test.
 #![allow(clippy::unwrap_used)]
@@ -17,7 +18,8 @@ use ringside_events::codec::{self, MAX_EVENT_BYTES, MAX_PAYLOAD_BYTES};
 use ringside_events::consume::{StatsSnapshot, Stopped};
 use ringside_events::subject::{self, STREAM_DEADLETTER, STREAM_EVENTS};
 use ringside_events::{
-    Body, Consumer, Delivery, HandleError, Publisher, SCHEMA_VERSION, ServiceUser, headers, pb,
+    Body, Consumer, Delivery, Event, HandleError, Publisher, RingName, SCHEMA_VERSION, ServiceUser,
+    headers, pb,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -165,6 +167,24 @@ async fn bad_messages_are_counted_dead_lettered_and_do_not_stop_the_consumer() {
         ..Default::default()
     };
 
+    let other_ring_join = codec::encode(
+        &Event::new(
+            RingName::new("other").unwrap(),
+            common::joined(6).into_body(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let scale = Event::new(
+        ring.clone(),
+        pb::ScaleDecided {
+            current_replicas: 1,
+            desired_replicas: 2,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+
     // (payload, expected dead-letter reason)
     let mut bad: Vec<(Bytes, &str)> = vec![
         (Bytes::from_static(b"\xff\xfe\xfd garbage"), "malformed"),
@@ -172,6 +192,10 @@ async fn bad_messages_are_counted_dead_lettered_and_do_not_stop_the_consumer() {
         (envelope(SCHEMA_VERSION + 1, joined_body), "unknown_version"),
         (envelope(SCHEMA_VERSION, None), "missing_event"),
         (envelope(SCHEMA_VERSION, Some(unsorted.into())), "invalid"),
+        // Another ring's join on this ring's subject: not folded into this ring.
+        (other_ring_join, "wrong_subject"),
+        // A scale decision on the membership subject: it belongs on the scale subject.
+        (codec::encode(&scale).unwrap(), "wrong_subject"),
         // Just under the codec limit, still garbage.
         (Bytes::from(vec![0xffu8; MAX_EVENT_BYTES - 1]), "malformed"),
         // Over the codec limit but under the server's: refused unread; the
@@ -205,17 +229,17 @@ async fn bad_messages_are_counted_dead_lettered_and_do_not_stop_the_consumer() {
     );
     sequences.insert(put(good(3)).await, "good");
 
-    // 1 + 7 bad + 666 + 777 twice + 3.
-    let s = wait_for(&stats, |s| s.handled == 3 && s.dead_lettered == 8).await;
+    // 1 + 9 bad + 666 + 777 twice + 3.
+    let s = wait_for(&stats, |s| s.handled == 3 && s.dead_lettered == 10).await;
     assert_eq!(
         s,
         StatsSnapshot {
-            received: 12,
+            received: 14,
             handled: 3,
-            decode_failed: 7,
+            decode_failed: 9,
             rejected: 1,
             retried: 1,
-            dead_lettered: 8,
+            dead_lettered: 10,
             ..StatsSnapshot::default()
         }
     );
@@ -235,8 +259,8 @@ async fn bad_messages_are_counted_dead_lettered_and_do_not_stop_the_consumer() {
     // The dead-letter stream holds one copy of each bad message, with its reason,
     // origin and (cut short where needed) payload.
     let dead =
-        common::read_subject(&admin, STREAM_DEADLETTER, &subject::deadletter(&ring), 8).await;
-    assert_eq!(dead.len(), 8);
+        common::read_subject(&admin, STREAM_DEADLETTER, &subject::deadletter(&ring), 10).await;
+    assert_eq!(dead.len(), 10);
     for ((_, h, payload), (original, reason)) in dead.iter().zip(&bad) {
         let get = |k: &str| h.get(k).map(|v| v.as_str().to_string()).unwrap_or_default();
         assert_eq!(get(headers::DEADLETTER_REASON), *reason);

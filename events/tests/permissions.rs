@@ -107,6 +107,8 @@ async fn local_conf_permissions_are_enforced() {
         (ServiceUser::Collector, common::rebalanced(2, 3, 8), false),
         (ServiceUser::Bridge, common::joined(4), false),
         (ServiceUser::Bridge, load(), false),
+        // The reducer is the only writer of rebalance events, even for operators.
+        (ServiceUser::Admin, common::rebalanced(2, 3, 8), false),
     ];
     for (user, event, allowed) in cases {
         let (client, errors) = connect_recording(&server, user).await;

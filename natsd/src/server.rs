@@ -160,6 +160,15 @@ impl LocalServer {
             .map_err(io_err("checking the nats-server process"))
     }
 
+    /// Completes when the process exits, whatever ends it (cancel-safe: a supervisor
+    /// selects on it).
+    pub async fn exited(&mut self) -> Result<ExitStatus, NatsdError> {
+        self.child
+            .wait()
+            .await
+            .map_err(io_err("waiting for nats-server"))
+    }
+
     /// SIGTERM, then SIGKILL if it has not exited within `grace`.
     pub async fn stop(mut self, grace: Duration) -> Result<ExitStatus, NatsdError> {
         if let Some(pid) = self.child.id().and_then(|p| i32::try_from(p).ok()) {

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use async_nats::jetstream::{self, consumer, stream};
 use futures::StreamExt;
-use ringside_events::consume::{ConsumeError, Inbound, Settle, Stopped};
+use ringside_events::consume::{BoxError, ConsumeError, Inbound, Settle, Stopped};
 use ringside_events::publish::PublishError;
 use ringside_events::{
     Body, Consumer, Delivery, Event, HandleError, Handler, Outcome, Publisher, RingLedger, codec,
@@ -105,9 +105,14 @@ pub(crate) struct StoredRebalance {
     pub(crate) event: pb::RingRebalanced,
 }
 
-/// Decodes a stored message of the rebalance subject.
-fn decode_rebalance(sequence: u64, payload: &[u8]) -> Result<StoredRebalance, ReducerError> {
-    let event = codec::decode(payload)
+/// Decodes a stored message of the rebalance subject: a `RingRebalanced` of this ring
+/// ([`codec::decode_on`] refuses other rings and kinds), or why it is not one.
+fn decode_rebalance(
+    subject: &str,
+    sequence: u64,
+    payload: &[u8],
+) -> Result<StoredRebalance, ReducerError> {
+    let event = codec::decode_on(subject, payload)
         .map_err(|source| ReducerError::StoredUnreadable { sequence, source })?;
     match event.into_body() {
         Body::RingRebalanced(event) => Ok(StoredRebalance { sequence, event }),
@@ -116,6 +121,83 @@ fn decode_rebalance(sequence: u64, payload: &[u8]) -> Result<StoredRebalance, Re
             kind: ringside_events::EventKind::of(&other),
         }),
     }
+}
+
+/// Counts and logs a stored message of the rebalance subject that is not an epoch of
+/// this ring: it is skipped (`replay verify` reports it too), never fatal.
+fn skipped(metrics: &metrics::Metrics, why: &ReducerError) {
+    metrics::bump(&metrics.invalid_stored);
+    tracing::warn!(reason = %error_chain(why), "Skipping a stored message of the rebalance subject that is not an epoch of this ring (see docs/reducer.md, \"Invalid messages on the rebalance subject\").");
+}
+
+/// The first stored message on `subject` after sequence `after`, if any.
+async fn next_on_subject(
+    stream: &stream::Stream,
+    subject: &str,
+    after: u64,
+) -> Result<Option<(u64, bytes::Bytes)>, stream::LastRawMessageError> {
+    match stream
+        .raw_message_builder()
+        .sequence(after + 1)
+        .next_by_subject(subject.to_owned())
+        .send()
+        .await
+    {
+        Ok(m) => Ok(Some((m.sequence, m.payload))),
+        Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The last stored rebalance event of the ring (the head), skipping messages of the
+/// subject that are not one. The last message is read first; only if it is not an
+/// epoch are the messages from `known` on (the snapshot's rebalance sequence, a valid
+/// one; 0 without a snapshot) read forward to find the last that is.
+async fn find_head(
+    stream: &stream::Stream,
+    subject: &str,
+    known: u64,
+    metrics: &metrics::Metrics,
+) -> Result<Option<StoredRebalance>, ReducerError> {
+    let last = match stream.get_last_raw_message_by_subject(subject).await {
+        Ok(m) => m,
+        Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => return Ok(None),
+        Err(e) => return Err(ReducerError::Head(e)),
+    };
+    let why = match decode_rebalance(subject, last.sequence, &last.payload) {
+        Ok(head) => return Ok(Some(head)),
+        Err(why) => why,
+    };
+    skipped(metrics, &why);
+    let mut head = None;
+    // From the known one itself: it may be the head.
+    let mut at = known.saturating_sub(1);
+    while at < last.sequence {
+        let Some((sequence, payload)) = next_on_subject(stream, subject, at)
+            .await
+            .map_err(ReducerError::Scan)?
+        else {
+            break;
+        };
+        if sequence >= last.sequence {
+            break;
+        }
+        match decode_rebalance(subject, sequence, &payload) {
+            Ok(stored) => head = Some(stored),
+            Err(why) => skipped(metrics, &why),
+        }
+        at = sequence;
+    }
+    Ok(head)
+}
+
+/// What follows the expected last sequence after a single-writer conflict.
+enum AfterConflict {
+    /// The epoch, stored by another reducer.
+    Stored(Box<StoredRebalance>),
+    /// No stored event of the epoch, only messages that are not one: publish again,
+    /// expecting this last sequence of the subject.
+    Expect(u64),
 }
 
 /// Compares our epoch with the stored one; anything but equality is a divergence.
@@ -247,14 +329,7 @@ impl Engine {
             });
         }
         let rebalance_subject = subject::rebalance(&config.ring);
-        let head = match stream
-            .get_last_raw_message_by_subject(&rebalance_subject)
-            .await
-        {
-            Ok(m) => Some(decode_rebalance(m.sequence, &m.payload)?),
-            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => None,
-            Err(e) => return Err(ReducerError::Head(e)),
-        };
+        let head = find_head(&stream, &rebalance_subject, ledger.rebalance_sequence(), m).await?;
         let head_epoch = head.as_ref().map_or(0, |h| h.event.epoch);
         if let Some(h) = &head
             && h.event.config.as_ref() != Some(&configured)
@@ -447,12 +522,19 @@ impl Engine {
             self.fold_new(sequence, &delivery).await?;
         }
         self.record_position();
+        self.passed().await?;
+        m.event.observe(started.elapsed());
+        Ok(())
+    }
+
+    /// After each membership message, folded or skipped: the lag, and readiness once
+    /// nothing is left to fold.
+    async fn passed(&mut self) -> Result<(), ReducerError> {
         let pending = self.pending.load(Ordering::Relaxed);
-        metrics::set(&m.lag, pending);
+        metrics::set(&self.shared.metrics.lag, pending);
         if pending == 0 && !self.ready {
             self.caught_up().await?;
         }
-        m.event.observe(started.elapsed());
         Ok(())
     }
 
@@ -605,7 +687,7 @@ impl Engine {
     async fn store(
         &mut self,
         event: pb::RingRebalanced,
-        expected: u64,
+        mut expected: u64,
     ) -> Result<(pb::RingRebalanced, u64, StoredHow), ReducerError> {
         let epoch = event.epoch;
         let wire = Event::new(self.config.ring.clone(), event)?
@@ -621,13 +703,22 @@ impl Engine {
                         epoch,
                         expected,
                         ?actual,
-                        "Another reducer stored this epoch first; checking and adopting its event."
+                        "The rebalance subject moved on since the last epoch; reading what was stored."
                     );
-                    let stored = self.stored_after(expected).await?;
-                    if let Body::RingRebalanced(ours) = wire.body() {
-                        check_same(&self.shared.metrics, ours, &stored)?;
+                    match self.stored_after(expected, epoch).await? {
+                        AfterConflict::Stored(stored) => {
+                            if let Body::RingRebalanced(ours) = wire.body() {
+                                check_same(&self.shared.metrics, ours, &stored)?;
+                            }
+                            tracing::info!(
+                                epoch,
+                                sequence = stored.sequence,
+                                "Another reducer stored this epoch first; it matches this fold, adopted."
+                            );
+                            break (stored.sequence, StoredHow::Adopted);
+                        }
+                        AfterConflict::Expect(last) => expected = last,
                     }
-                    break (stored.sequence, StoredHow::Adopted);
                 }
                 Err(err @ PublishError::GaveUp { .. }) => {
                     tracing::error!(epoch, error = %error_chain(&err), "Cannot store the epoch (NATS unreachable?); retrying. Later membership events wait.");
@@ -649,27 +740,52 @@ impl Engine {
         }
     }
 
-    /// The first stored rebalance event after sequence `after` (read from the stream
-    /// leader, so never stale). `&mut self` because the engine is `Send` but not `Sync`
-    /// (the ordered consumer it holds is not), and the handler future must be `Send`.
-    async fn stored_after(&mut self, after: u64) -> Result<StoredRebalance, ReducerError> {
-        for attempt in 1..=CONFLICT_READS {
-            let result = self
-                .stream
-                .raw_message_builder()
-                .sequence(after + 1)
-                .next_by_subject(self.rebalance_subject.clone())
-                .send()
-                .await;
-            match result {
-                Ok(m) => return decode_rebalance(m.sequence, &m.payload),
-                Err(e) => {
-                    tracing::warn!(after, attempt, error = %e, "Reading the conflicting rebalance event failed; retrying.");
+    /// Reads the rebalance subject after sequence `after` (read from the stream leader,
+    /// so never stale): the stored event of `epoch`, skipping (and counting) messages
+    /// that are not it, or the subject's last sequence if none is. `&mut self` because
+    /// the engine is `Send` but not `Sync` (the ordered consumer it holds is not), and
+    /// the handler future must be `Send`.
+    async fn stored_after(
+        &mut self,
+        after: u64,
+        epoch: u64,
+    ) -> Result<AfterConflict, ReducerError> {
+        let mut at = after;
+        let mut attempt = 0;
+        loop {
+            match next_on_subject(&self.stream, &self.rebalance_subject, at).await {
+                Ok(Some((sequence, payload))) => {
+                    match decode_rebalance(&self.rebalance_subject, sequence, &payload) {
+                        Ok(stored) if stored.event.epoch == epoch => {
+                            return Ok(AfterConflict::Stored(Box::new(stored)));
+                        }
+                        Ok(stored) => skipped(
+                            &self.shared.metrics,
+                            &ReducerError::OutOfTurn {
+                                sequence,
+                                epoch: stored.event.epoch,
+                                due: epoch,
+                            },
+                        ),
+                        Err(why) => skipped(&self.shared.metrics, &why),
+                    }
+                    at = sequence;
+                }
+                Ok(None) if at > after => return Ok(AfterConflict::Expect(at)),
+                // The conflict said the subject moved on, yet nothing is there: read
+                // again (bounded).
+                Ok(None) | Err(_) if attempt < CONFLICT_READS => {
+                    attempt += 1;
+                    tracing::warn!(
+                        after,
+                        attempt,
+                        "Reading what won a conflict found nothing or failed; retrying."
+                    );
                     tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
                 }
+                Ok(None) | Err(_) => return Err(ReducerError::StoredMissing { after }),
             }
         }
-        Err(ReducerError::StoredMissing { after })
     }
 
     /// First time the reducer has folded everything in the stream: start serving.
@@ -724,6 +840,12 @@ impl Handler for &mut Engine {
         self.fold(delivery)
             .await
             .map_err(|e| HandleError::Fatal(Box::new(HandlerStop(e))))
+    }
+
+    async fn skipped(&mut self) -> Result<(), BoxError> {
+        self.passed()
+            .await
+            .map_err(|e| Box::new(HandlerStop(e)) as BoxError)
     }
 }
 

@@ -130,8 +130,11 @@ pub enum ReducerError {
     /// The message stream of a consumer failed.
     #[error("consuming messages: {0}")]
     Messages(Box<dyn std::error::Error + Send + Sync>),
-    /// A stored rebalance event does not decode.
-    #[error("the stored rebalance event at sequence {sequence} does not decode")]
+    /// A stored message of the rebalance subject does not decode as an event of this
+    /// ring (skipped, not fatal).
+    #[error(
+        "the stored message at sequence {sequence} on the rebalance subject is not an event of this ring"
+    )]
     StoredUnreadable {
         /// Its stream sequence.
         sequence: u64,
@@ -147,6 +150,20 @@ pub enum ReducerError {
         /// What it is.
         kind: ringside_events::EventKind,
     },
+    /// A stored rebalance event of the ring whose epoch is not the one due next.
+    #[error("the rebalance event at sequence {sequence} is epoch {epoch}, but epoch {due} is due")]
+    OutOfTurn {
+        /// Its stream sequence.
+        sequence: u64,
+        /// Its epoch.
+        epoch: u64,
+        /// The epoch due.
+        due: u64,
+    },
+    /// Reading the rebalance subject forward (to skip messages that are not an epoch)
+    /// failed.
+    #[error("reading the rebalance subject")]
+    Scan(#[source] jetstream::stream::LastRawMessageError),
     /// A conflict said another reducer stored an epoch, but it could not be read.
     #[error(
         "no stored rebalance event after sequence {after}, though a conflict said there is one"
@@ -254,7 +271,10 @@ impl Reducer {
         let grpc = tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(health_service)
-                .add_service(pb::ring_service_server::RingServiceServer::new(api))
+                .add_service(
+                    pb::ring_service_server::RingServiceServer::new(api)
+                        .max_decoding_message_size(MAX_REQUEST_BYTES),
+                )
                 .serve_with_incoming_shutdown(
                     tonic::transport::server::TcpIncoming::from(self.grpc),
                     engine::wait_for(shared.stopping()),
@@ -309,6 +329,12 @@ impl Reducer {
     }
 }
 
+/// Largest gRPC request the RingService reads (the transport refuses larger ones with
+/// `OUT_OF_RANGE`). As large as any NATS message: a key too long for
+/// `RINGSIDE_REDUCER_MAX_KEY_BYTES` but under this gets the documented
+/// `INVALID_ARGUMENT` from the service, not the transport's refusal at tonic's 4 MiB.
+pub const MAX_REQUEST_BYTES: usize = ringside_events::codec::MAX_PAYLOAD_BYTES;
+
 pub(crate) async fn set_health(
     health: &tonic_health::server::HealthReporter,
     status: tonic_health::ServingStatus,
@@ -333,13 +359,44 @@ async fn fold(
         Some(password) => ServiceUser::Reducer.connect_options(password.clone()),
         None => async_nats::ConnectOptions::new().name("ringside-reducer"),
     };
+    // Readiness follows the connection: a reducer that cannot reach NATS cannot store
+    // an epoch, so it says so (`/readyz`, gRPC health, `ringside_reducer_ready`).
+    let on_event = {
+        let shared = Arc::clone(&shared);
+        let health = health.clone();
+        move |event: async_nats::Event| {
+            let shared = Arc::clone(&shared);
+            let health = health.clone();
+            async move {
+                let connected = match event {
+                    async_nats::Event::Connected => true,
+                    async_nats::Event::Disconnected => false,
+                    _ => return,
+                };
+                shared.set_connected(connected);
+                if connected {
+                    tracing::info!("Connected to NATS.");
+                } else {
+                    tracing::warn!("Lost the connection to NATS; not ready until it is back.");
+                }
+                let status = if shared.is_ready() {
+                    tonic_health::ServingStatus::Serving
+                } else {
+                    tonic_health::ServingStatus::NotServing
+                };
+                set_health(&health, status).await;
+            }
+        }
+    };
     let client = options
+        .event_callback(on_event)
         .connect(&config.nats_url)
         .await
         .map_err(|source| ReducerError::Nats {
             url: config.nats_url.clone(),
             source,
         })?;
+    shared.set_connected(true);
     let publisher = Publisher::new(client);
     let stream = publisher
         .jetstream()

@@ -29,6 +29,10 @@ pub const REBALANCES: &str = "ringside_reducer_rebalances_total";
 pub const CONFLICTS: &str = "ringside_reducer_conflicts_total";
 /// Stored rebalance events that disagree with this reducer's fold (a determinism bug).
 pub const DIVERGENCES: &str = "ringside_reducer_divergences_total";
+/// Stored messages on the rebalance subject that are not a rebalance event of this
+/// ring's chain (undecodable, another ring's, another kind, an epoch out of turn):
+/// skipped.
+pub const INVALID_STORED: &str = "ringside_reducer_invalid_rebalance_messages_total";
 /// Snapshots written to the KV bucket.
 pub const SNAPSHOTS_WRITTEN: &str = "ringside_reducer_snapshots_written_total";
 /// Snapshot writes that failed (retried at the next snapshot).
@@ -60,7 +64,7 @@ pub const EVENT_SECONDS: &str = "ringside_reducer_event_seconds";
 pub const FOLD_SECONDS: &str = "ringside_reducer_fold_seconds";
 
 /// Every metric name, in exposition order.
-pub const NAMES: [&str; 22] = [
+pub const NAMES: [&str; 23] = [
     MEMBERSHIP_EVENTS,
     MALFORMED,
     DEAD_LETTERED,
@@ -69,6 +73,7 @@ pub const NAMES: [&str; 22] = [
     REBALANCES,
     CONFLICTS,
     DIVERGENCES,
+    INVALID_STORED,
     SNAPSHOTS_WRITTEN,
     SNAPSHOT_FAILURES,
     EPOCH,
@@ -222,6 +227,8 @@ pub struct Metrics {
     pub conflicts: AtomicU64,
     /// See [`DIVERGENCES`].
     pub divergences: AtomicU64,
+    /// See [`INVALID_STORED`].
+    pub invalid_stored: AtomicU64,
     /// See [`SNAPSHOTS_WRITTEN`].
     pub snapshots_written: AtomicU64,
     /// See [`SNAPSHOT_FAILURES`].
@@ -376,6 +383,12 @@ impl Metrics {
             "counter",
             "Stored rebalance events that disagree with this fold (determinism bug).",
             &plain(get(&self.divergences)),
+        );
+        family(
+            INVALID_STORED,
+            "counter",
+            "Stored messages on the rebalance subject that are not an epoch of this ring (skipped).",
+            &plain(get(&self.invalid_stored)),
         );
         family(
             SNAPSHOTS_WRITTEN,

@@ -17,11 +17,14 @@
 //! a quarter of its decoded size (`just bench reducer` measures a client a whole
 //! buffer behind on a 1000-member ring). An epoch nobody watches is not encoded.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use prost::Message;
 use ringside_events::convert::{self, ConvertError};
+use ringside_events::timestamp::Timestamp;
 use ringside_events::{RingLedger, RingName, pb};
 use ringside_ring::{Ring, Token};
 use tokio::sync::{broadcast, watch};
@@ -47,6 +50,8 @@ pub struct View {
     pub membership_sequence: u64,
     /// Stream sequence of this epoch's `RingRebalanced` (0: epoch 0).
     pub rebalance_sequence: u64,
+    /// When this reducer made the view (its snapshots' `taken_at`).
+    pub made_at: SystemTime,
     tokens: OnceLock<Vec<Token>>,
     snapshot: OnceLock<Arc<pb::RingSnapshot>>,
 }
@@ -61,6 +66,7 @@ impl View {
             epoch: ledger.epoch(),
             membership_sequence: ledger.membership_sequence(),
             rebalance_sequence: ledger.rebalance_sequence(),
+            made_at: SystemTime::now(),
             tokens: OnceLock::new(),
             snapshot: OnceLock::new(),
         }
@@ -107,14 +113,16 @@ impl View {
     }
 
     fn build_snapshot(&self) -> Result<pb::RingSnapshot, ConvertError> {
-        convert::ring_to_snapshot(
+        let mut snapshot = convert::ring_to_snapshot(
             &self.name,
             &self.ring,
             &self.members,
             self.epoch,
             self.membership_sequence,
             self.rebalance_sequence,
-        )
+        )?;
+        snapshot.taken_at = Some(Timestamp::of(self.made_at));
+        Ok(snapshot)
     }
 
     /// [`View::snapshot`] off the async workers (it can take milliseconds).
@@ -178,6 +186,8 @@ pub struct Shared {
     view: RwLock<Option<Arc<View>>>,
     updates: broadcast::Sender<Arc<Update>>,
     stopping: watch::Sender<bool>,
+    /// Whether the NATS connection is up.
+    connected: AtomicBool,
     /// Live metrics.
     pub metrics: Arc<Metrics>,
 }
@@ -191,6 +201,7 @@ impl Shared {
             view: RwLock::new(None),
             updates,
             stopping: watch::Sender::new(false),
+            connected: AtomicBool::new(false),
             metrics,
         }
     }
@@ -203,9 +214,16 @@ impl Shared {
             .clone()
     }
 
-    /// Whether the reducer has caught up once (and serves).
+    /// Whether the reducer serves: it has caught up once, and it is connected to NATS
+    /// (without it no epoch can be stored, so the ring it has may be behind).
     pub fn is_ready(&self) -> bool {
-        self.view().is_some()
+        self.connected.load(Ordering::Relaxed) && self.view().is_some()
+    }
+
+    /// Records whether the NATS connection is up (and the ready gauge with it).
+    pub fn set_connected(&self, connected: bool) {
+        self.connected.store(connected, Ordering::Relaxed);
+        metrics::set(&self.metrics.ready, u64::from(self.is_ready()));
     }
 
     /// The current view and a feed of every later epoch, taken atomically (see the
@@ -230,7 +248,8 @@ impl Shared {
             // watching then.
             let _ = self.updates.send(Arc::new(Update::new(event, sequence)));
         }
-        metrics::set(&self.metrics.ready, 1);
+        drop(guard);
+        metrics::set(&self.metrics.ready, u64::from(self.is_ready()));
     }
 
     /// Tells open `WatchRing` streams that the reducer is stopping.
@@ -292,11 +311,19 @@ mod tests {
         assert!(view.member("m9").is_none());
     }
 
+    /// The ledger's snapshot, stamped as the view stamps it.
+    fn stamped(ledger: &RingLedger, view: &View) -> pb::RingSnapshot {
+        pb::RingSnapshot {
+            taken_at: Some(Timestamp::of(view.made_at)),
+            ..ledger.snapshot().unwrap()
+        }
+    }
+
     #[test]
     fn the_lazy_snapshot_is_the_ledgers() {
         let ledger = ledger(3);
         let view = View::of(&ledger);
-        assert_eq!(*view.snapshot().unwrap(), ledger.snapshot().unwrap());
+        assert_eq!(*view.snapshot().unwrap(), stamped(&ledger, &view));
         assert!(Arc::ptr_eq(
             &view.snapshot().unwrap(),
             &view.snapshot().unwrap()
@@ -307,10 +334,7 @@ mod tests {
     fn the_snapshot_to_store_is_the_same_and_not_kept() {
         let ledger = ledger(3);
         let view = View::of(&ledger);
-        assert_eq!(
-            view.snapshot_to_store().unwrap(),
-            ledger.snapshot().unwrap()
-        );
+        assert_eq!(view.snapshot_to_store().unwrap(), stamped(&ledger, &view));
         assert!(view.snapshot.get().is_none(), "the view kept it");
         // Once a server has built it, the writer gets a copy of that one.
         let kept = view.snapshot().unwrap();
@@ -336,6 +360,13 @@ mod tests {
         let update = rx.try_recv().unwrap();
         assert_eq!((update.epoch, update.sequence), (2, 9));
         assert_eq!(update.event().unwrap(), *event, "the event as it was made");
+        // Serving needs the NATS connection too.
+        assert!(!shared.is_ready());
+        shared.set_connected(true);
         assert!(shared.is_ready());
+        assert_eq!(shared.metrics.ready.load(Ordering::Relaxed), 1);
+        shared.set_connected(false);
+        assert!(!shared.is_ready());
+        assert_eq!(shared.metrics.ready.load(Ordering::Relaxed), 0);
     }
 }

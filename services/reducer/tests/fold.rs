@@ -90,27 +90,36 @@ async fn a_cold_start_on_a_long_history_serves_the_fold_and_goes_on() {
     first.stop().await.unwrap();
 }
 
-/// A `HeartbeatSent` envelope: valid, but not a membership fact.
-fn heartbeat_bytes() -> &'static [u8] {
-    let event = ringside_events::Event::new(
-        common::ring(),
-        ringside_events::pb::HeartbeatSent {
-            member: Some(ringside_events::pb::Member {
-                id: "node-99".into(),
-                weight: 1,
-                ..Default::default()
-            }),
-            beat: 1,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+/// The encoded envelope of `body` for `ring`, leaked for `publish_raw`.
+fn envelope_bytes(ring: &str, body: impl Into<ringside_events::Body>) -> &'static [u8] {
+    let event =
+        ringside_events::Event::new(ringside_events::RingName::new(ring).unwrap(), body).unwrap();
     Box::leak(
         ringside_events::codec::encode(&event)
             .unwrap()
             .to_vec()
             .into_boxed_slice(),
     )
+}
+
+/// A `HeartbeatSent` envelope: valid, but it belongs on a heartbeat subject.
+fn heartbeat_bytes() -> &'static [u8] {
+    envelope_bytes(
+        "orders",
+        ringside_events::pb::HeartbeatSent {
+            member: Some(member("node-99")),
+            beat: 1,
+            ..Default::default()
+        },
+    )
+}
+
+fn member(id: &str) -> ringside_events::pb::Member {
+    ringside_events::pb::Member {
+        id: id.into(),
+        weight: 1,
+        ..Default::default()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -120,8 +129,14 @@ async fn malformed_messages_are_skipped_counted_and_do_not_stop_the_reducer() {
     bus.publish(&events[..20]).await;
     bus.publish_raw(b"\xff\xfe not protobuf").await;
     bus.publish(&events[20..40]).await;
-    // Decodes, but the fold refuses it (not a membership fact).
+    // Decodes, but does not belong on the membership subject.
     bus.publish_raw(heartbeat_bytes()).await;
+    // Another ring's join on this ring's subject: it must not make a member here.
+    let intruder = ringside_events::pb::MembersJoined {
+        members: vec![member("intruder")],
+        ..Default::default()
+    };
+    bus.publish_raw(envelope_bytes("other", intruder)).await;
     let reducer = Running::ready(&bus.reducer_map("a")).await;
     // Truncated protobuf, while live.
     bus.publish_raw(b"\x0a\x05ab").await;
@@ -129,25 +144,66 @@ async fn malformed_messages_are_skipped_counted_and_do_not_stop_the_reducer() {
     let folded = bus.offline_fold().await;
     wait_folded(reducer.metrics, folded.ledger.membership_sequence(), WITHIN).await;
     assert_history(&bus.rebalances().await, &folded);
-    assert_eq!(metric(reducer.metrics, m::MALFORMED).await, 2.0);
-    assert_eq!(metric(reducer.metrics, m::DEAD_LETTERED).await, 2.0);
-    assert_eq!(
-        metric(
-            reducer.metrics,
-            &format!("{}{{outcome=\"rejected\"}}", m::MEMBERSHIP_EVENTS)
-        )
-        .await,
-        1.0
-    );
+    assert!(!folded.ledger.ring().contains("intruder"));
+    let served = common::get_ring(reducer.grpc).await;
+    assert!(served.members.iter().all(|m| m.id != "intruder"));
+    assert_eq!(metric(reducer.metrics, m::MALFORMED).await, 4.0);
+    assert_eq!(metric(reducer.metrics, m::DEAD_LETTERED).await, 4.0);
     let dead = bus
         .read_stream(
             ringside_events::subject::STREAM_DEADLETTER,
             ringside_events::subject::deadletter(&common::ring()),
         )
         .await;
-    assert_eq!(dead.len(), 2);
+    assert_eq!(dead.len(), 4);
     assert!(!reducer.is_finished());
     reducer.stop().await.unwrap();
+}
+
+/// Messages on the rebalance subject that are not an epoch of the ring (garbage,
+/// another ring's event, a copy of an old epoch) are skipped and counted: live, when
+/// the next epoch's publish finds the subject moved on, and at a restart, when the
+/// last message of the subject is one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn junk_on_the_rebalance_subject_is_skipped_live_and_at_a_restart() {
+    let bus = Bus::start().await;
+    let events = common::churn(5, 60, 8);
+    let first = Running::ready(&bus.reducer_map("a")).await;
+    bus.publish(&events[..20]).await;
+    let folded = bus.offline_fold().await;
+    wait_folded(first.metrics, folded.ledger.membership_sequence(), WITHIN).await;
+
+    let stored = bus.rebalances().await;
+    let old_epoch = ringside_events::codec::encode(
+        &ringside_events::Event::new(common::ring(), stored[0].1.clone()).unwrap(),
+    )
+    .unwrap();
+    let other_ring = envelope_bytes("other", stored[1].1.clone());
+    let mut junk = vec![
+        bus.publish_raw_rebalance("garbage \u{1}".into()).await,
+        bus.publish_raw_rebalance(other_ring.into()).await,
+        bus.publish_raw_rebalance(old_epoch).await,
+    ];
+    bus.publish(&events[20..40]).await;
+    let folded = bus.offline_fold().await;
+    wait_folded(first.metrics, folded.ledger.membership_sequence(), WITHIN).await;
+    assert_history(&bus.rebalances_but(&junk).await, &folded);
+    assert_eq!(metric(first.metrics, m::INVALID_STORED).await, 3.0);
+    first.stop().await.unwrap();
+
+    // The last message of the subject is junk when the next reducer starts.
+    junk.push(bus.publish_raw_rebalance("more garbage".into()).await);
+    let second = Running::ready(&bus.reducer_map("b")).await;
+    assert_eq!(metric(second.metrics, m::INVALID_STORED).await, 1.0);
+    bus.publish(&events[40..]).await;
+    let folded = bus.offline_fold().await;
+    wait_folded(second.metrics, folded.ledger.membership_sequence(), WITHIN).await;
+    assert_history(&bus.rebalances_but(&junk).await, &folded);
+    assert_eq!(
+        common::get_ring(second.grpc).await.checksum,
+        folded.ledger.checksum()
+    );
+    second.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -237,8 +293,9 @@ async fn a_stored_head_from_another_membership_event_stops_the_reducer() {
     assert!(folded.epochs.len() > 5, "the churn makes enough epochs");
     let mut history: Vec<_> = folded.epochs[..4].to_vec();
     history[3].membership_sequence = folded.epochs[5].membership_sequence;
+    let reducer = ringside_events::Publisher::new(bus.reducer.clone());
     for epoch in history {
-        bus.publisher
+        reducer
             .publish(&ringside_events::Event::new(common::ring(), epoch).unwrap())
             .await
             .unwrap();
@@ -265,10 +322,14 @@ async fn a_nats_restart_is_ridden_out_in_order() {
     wait_folded(reducer.metrics, folded.ledger.membership_sequence(), WITHIN).await;
 
     // SIGKILL the server, bring it back on the same store and port: the reducer's
-    // connection, consumer and publisher recover by themselves.
+    // connection, consumer and publisher recover by themselves. Meanwhile it says it
+    // is not ready (it could not store an epoch), and says so again once it can.
     bus.server.kill().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    common::wait_readyz(reducer.metrics, 503, WITHIN).await;
+    assert_eq!(metric(reducer.metrics, m::READY).await, 0.0);
     bus.server.restart().await.unwrap();
+    common::wait_readyz(reducer.metrics, 200, WITHIN).await;
+    assert_eq!(metric(reducer.metrics, m::READY).await, 1.0);
     bus.publish(&events[60..]).await;
     let folded = bus.offline_fold().await;
     wait_folded(reducer.metrics, folded.ledger.membership_sequence(), WITHIN).await;

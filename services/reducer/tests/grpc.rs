@@ -25,6 +25,7 @@ async fn started(bus: &Bus, events: &[ringside_events::Event]) -> Running {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_agree_with_the_ring_crate() {
+    let began = std::time::SystemTime::now();
     let bus = Bus::start().await;
     let reducer = started(&bus, &common::churn(31, 80, 10)).await;
     let folded = bus.offline_fold().await;
@@ -47,6 +48,11 @@ async fn answers_agree_with_the_ring_crate() {
         folded.ledger.membership_sequence()
     );
     assert_eq!(snapshot.rebalance_sequence, last.0);
+    // Stamped with when this reducer made the epoch's view: since the test began.
+    let taken = snapshot.taken_at.expect("taken_at is set");
+    let began = ringside_events::timestamp::Timestamp::of(began);
+    let now = ringside_events::timestamp::Timestamp::of(std::time::SystemTime::now());
+    assert!(began <= taken && taken <= now, "{taken:?}");
     let ring = convert::snapshot_to_ring(&snapshot).unwrap();
     let expected = folded.ledger.ring();
     let members: Vec<&pb::Member> = folded.ledger.members().collect();
@@ -129,6 +135,23 @@ async fn bad_inputs_get_the_right_status_codes() {
     assert_eq!(
         code(client.lookup(lookup("", &[7; 65])).await),
         Code::InvalidArgument
+    );
+    // Past tonic's default 4 MiB, the service still answers; past the request limit,
+    // the transport refuses.
+    assert_eq!(
+        code(client.lookup(lookup("", &vec![7; 5 << 20])).await),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        code(
+            client
+                .lookup(lookup(
+                    "",
+                    &vec![7; ringside_reducer::MAX_REQUEST_BYTES + 1]
+                ))
+                .await
+        ),
+        Code::OutOfRange
     );
     assert_eq!(
         code(client.lookup(lookup("payments", b"k")).await),

@@ -1,5 +1,6 @@
 //! Two reducers racing over the same stream: exactly one event per epoch, each epoch
-//! stored by one of them and adopted by the other, both on the same ring.
+//! stored by one of them and adopted by the other, both on the same ring; a plain
+//! subscriber of the stored copies sees each stored epoch once.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -8,6 +9,9 @@ mod common;
 use std::time::Duration;
 
 use common::{Bus, Running, assert_history, metric, wait_folded};
+use futures::StreamExt;
+use ringside_events::subject::{self, SubjectKind};
+use ringside_events::{Body, codec};
 use ringside_reducer::metrics as m;
 
 const WITHIN: Duration = Duration::from_secs(120);
@@ -19,6 +23,13 @@ async fn stored_by(addr: std::net::SocketAddr, how: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_reducers_store_exactly_one_event_per_epoch() {
     let bus = Bus::start().await;
+    // A plain core subscriber (what `nats sub` is) of the stored copies.
+    let stored_copies = bus
+        .admin
+        .subscribe(subject::stored(&common::ring(), SubjectKind::Rebalance))
+        .await
+        .unwrap();
+    bus.admin.flush().await.unwrap();
     let a = Running::ready(&bus.reducer_map("a")).await;
     let b = Running::ready(&bus.reducer_map("b")).await;
     // Bursts, so both have work in hand at the same time.
@@ -58,6 +69,48 @@ async fn two_reducers_store_exactly_one_event_per_epoch() {
     assert_eq!(rings[0], rings[1]);
     a.stop().await.unwrap();
     b.stop().await.unwrap();
+
+    // The stored copies are exactly the stored events, each once, in order, with their
+    // stream sequence: never a losing reducer's refused epoch.
+    let stored = bus.rebalances().await;
+    let copies = received(stored_copies, stored.len()).await;
+    assert_eq!(copies, stored);
+}
+
+/// The first `n` messages of a subscription to stored copies of rebalance events
+/// (and any that follow within a moment): (the `Nats-Sequence` header, the event).
+async fn received(
+    mut sub: async_nats::Subscriber,
+    n: usize,
+) -> Vec<(u64, ringside_events::pb::RingRebalanced)> {
+    let mut out = Vec::new();
+    loop {
+        let wait = if out.len() < n {
+            WITHIN
+        } else {
+            Duration::from_millis(500)
+        };
+        let Ok(Some(m)) = tokio::time::timeout(wait, sub.next()).await else {
+            break;
+        };
+        let headers = m.headers.as_ref().unwrap();
+        let sequence = headers
+            .get("Nats-Sequence")
+            .unwrap()
+            .as_str()
+            .parse()
+            .unwrap();
+        assert_eq!(
+            headers.get("Nats-Subject").unwrap().as_str(),
+            subject::rebalance(&common::ring())
+        );
+        let event = codec::decode_on(&subject::rebalance(&common::ring()), &m.payload).unwrap();
+        match event.into_body() {
+            Body::RingRebalanced(r) => out.push((sequence, r)),
+            other => panic!("not a rebalance event: {other:?}"),
+        }
+    }
+    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

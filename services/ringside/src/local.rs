@@ -88,13 +88,35 @@ impl StateDir {
         }
         Ok(conf.join("local.conf"))
     }
+}
 
+/// What a state directory's `up.json` says.
+#[derive(Debug)]
+pub(crate) enum Recorded {
+    /// No record: no `up` ran here, or it stopped cleanly.
+    Absent,
+    /// The `up` that wrote it is running.
+    Running(Running),
+    /// Its `up` is gone without removing it (killed): its URL may now be another
+    /// system's.
+    Stale(Running),
+}
+
+impl StateDir {
     /// The running system recorded here, if its process is still alive.
     pub(crate) fn running(&self) -> anyhow::Result<Option<Running>> {
+        Ok(match self.record_of_up()? {
+            Recorded::Running(running) => Some(running),
+            Recorded::Absent | Recorded::Stale(_) => None,
+        })
+    }
+
+    /// What `up.json` says: nothing, a running `up`, or one that is gone.
+    pub(crate) fn record_of_up(&self) -> anyhow::Result<Recorded> {
         let path = self.running_file();
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Recorded::Absent),
             Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
         };
         let running: Running = serde_json::from_str(&text).with_context(|| {
@@ -103,7 +125,16 @@ impl StateDir {
                 path.display()
             )
         })?;
-        Ok(process_alive(running.pid).then_some(running))
+        Ok(if is_ringside(running.pid) {
+            Recorded::Running(running)
+        } else {
+            Recorded::Stale(running)
+        })
+    }
+
+    /// The record's path (`up.json`), for messages.
+    pub(crate) fn record_path(&self) -> PathBuf {
+        self.running_file()
     }
 
     /// Records the running system.
@@ -138,12 +169,19 @@ impl StateDir {
     }
 }
 
-/// Whether a process with this pid exists (signal 0 probes without signalling).
-fn process_alive(pid: u32) -> bool {
-    let Ok(pid) = i32::try_from(pid) else {
+/// Whether a process with this pid exists (signal 0 probes without signalling) and
+/// is a `ringside` (not another program that got the pid of an `up` long gone).
+fn is_ringside(pid: u32) -> bool {
+    let Ok(raw) = i32::try_from(pid) else {
         return false;
     };
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+    if nix::sys::signal::kill(nix::unistd::Pid::from_raw(raw), None).is_err() {
+        return false;
+    }
+    // Without /proc (not Linux), the pid alone has to do.
+    std::fs::read(format!("/proc/{pid}/cmdline")).map_or(true, |cmdline| {
+        String::from_utf8_lossy(&cmdline).contains("ringside")
+    })
 }
 
 #[cfg(test)]

@@ -8,17 +8,17 @@
 
 use std::time::Duration;
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 use clap::Args;
 use ringside_events::ServiceUser;
 
-use crate::local::StateDir;
+use crate::local::{Recorded, StateDir};
 
 /// Connection flags shared by `tail` and `replay`.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct NatsArgs {
     /// NATS server URL [default: the running `ringside up`'s, else
-    /// nats://127.0.0.1:4222].
+    /// nats://127.0.0.1:4222; refused if `up.json` is left by an `up` that is gone].
     #[arg(long, global = true, env = "RINGSIDE_NATS_URL")]
     pub(crate) nats_url: Option<String>,
     /// NATS user (admin, or bridge for read-only access).
@@ -52,15 +52,39 @@ fn parse_user(name: &str) -> Result<ServiceUser, String> {
 }
 
 impl NatsArgs {
-    /// The server URL: the flag, else the running `ringside up`'s, else the default.
-    pub(crate) fn url(&self) -> anyhow::Result<String> {
+    /// The server URL and where it came from: the flag, else the running `ringside
+    /// up`'s, else the default. A record left by an `up` that is gone is refused: its
+    /// port may now be another system's.
+    pub(crate) fn url(&self) -> anyhow::Result<(String, String)> {
         if let Some(url) = &self.nats_url {
-            return Ok(url.clone());
+            return Ok((url.clone(), "--nats-url or $RINGSIDE_NATS_URL".to_string()));
         }
         let state = StateDir::new(&self.state_dir);
-        Ok(state
-            .running()?
-            .map_or_else(|| DEFAULT_NATS_URL.to_string(), |running| running.nats_url))
+        match state.record_of_up()? {
+            Recorded::Running(running) => Ok((
+                running.nats_url,
+                format!(
+                    "the ringside up running with state in {} (pid {})",
+                    state.root().display(),
+                    running.pid
+                ),
+            )),
+            Recorded::Stale(running) => bail!(
+                "{} was left by a ringside up (pid {}) that is no longer running, so its \
+                 server {} is gone; start it again (`ringside up`), pass --nats-url for \
+                 another server, or delete the file",
+                state.record_path().display(),
+                running.pid,
+                running.nats_url
+            ),
+            Recorded::Absent => Ok((
+                DEFAULT_NATS_URL.to_string(),
+                format!(
+                    "the default: no ringside up runs with state in {}; --nats-url chooses",
+                    state.root().display()
+                ),
+            )),
+        }
     }
 
     /// The password: the flag, the user's variable, else the local `credentials.env`.
@@ -82,7 +106,9 @@ impl NatsArgs {
 
     /// Connects, failing after a few seconds if the server does not answer.
     pub(crate) async fn connect(&self) -> anyhow::Result<async_nats::Client> {
-        let url = self.url()?;
+        let (url, origin) = self.url()?;
+        // Say which system is read: the answer is only as good as the server asked.
+        eprintln!("ringside: reading {url} ({origin}).");
         let password = self.password()?;
         let options = match password {
             Some(password) => self.user.connect_options(password),

@@ -85,6 +85,13 @@ pub(crate) struct ScaleArgs {
     wait: u64,
 }
 
+/// How long the services get to stop after Ctrl-C before they are aborted.
+const STOP_WITHIN: Duration = Duration::from_secs(8);
+/// Of [`STOP_WITHIN`], how long the stand-ins' goodbyes get to be folded.
+const GOODBYES_WITHIN: Duration = Duration::from_secs(5);
+/// How long nats-server gets to stop after SIGTERM before SIGKILL.
+const SERVER_GRACE: Duration = Duration::from_secs(5);
+
 /// Most stand-ins `up` runs (each beats on core NATS; this is a local demo).
 const MAX_STAND_INS: u32 = 200;
 
@@ -117,13 +124,13 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
     }
     let config_file = state.prepare()?;
     let passwords = Passwords::load_or_generate(&state.credentials())?;
-    let server = start_server(&args, &state, config_file, &passwords).await?;
-    let url = server.url();
+    let mut nats = Nats::start(&args, &state, config_file, &passwords).await?;
+    let url = nats.url();
     let system = System::start(&args, &ring, &url, &passwords).await;
     let system = match system {
         Ok(system) => system,
         Err(e) => {
-            let _ = server.stop(Duration::from_secs(10)).await;
+            let _ = nats.server.stop(SERVER_GRACE).await;
             return Err(e);
         }
     };
@@ -135,8 +142,10 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
         metrics: system.metrics,
     })?;
     print_banner(&args, &ring, &url, &system);
-    let outcome = system.run_until_signal(&ring, &url, &passwords).await;
-    let server_stop = server.stop(Duration::from_secs(10)).await;
+    let outcome = system
+        .run_until_signal(&ring, &url, &passwords, &mut nats)
+        .await;
+    let server_stop = nats.server.stop(SERVER_GRACE).await;
     state.clear();
     outcome?;
     server_stop.context("stopping nats-server")?;
@@ -144,35 +153,71 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn start_server(
-    args: &UpArgs,
-    state: &StateDir,
-    config_file: PathBuf,
-    passwords: &Passwords,
-) -> anyhow::Result<LocalServer> {
-    let cwd = std::env::current_dir().context("cannot read the current directory")?;
-    let exe = std::env::current_exe().context("cannot locate the ringside binary")?;
-    let mut roots: Vec<&std::path::Path> = vec![&cwd];
-    roots.extend(exe.ancestors().skip(1));
-    let binary = ringside_natsd::find_binary(&roots)?;
-    let config = ServerConfig {
-        binary,
-        config_file,
-        store_dir: state.store(),
-        log_file: state.server_log(),
-        port: args.nats_port,
-        passwords: passwords.clone(),
-        startup_timeout: Duration::from_secs(30),
-        memory_limit_bytes: 1 << 30,
-    };
-    LocalServer::start(&config).await.map_err(|e| match e {
-        NatsdError::NotReady { .. } => anyhow::Error::new(e).context(format!(
-            "nats-server did not start; if its store is damaged, `ringside up --fresh` \
-             starts over (log: {})",
-            state.server_log().display()
-        )),
-        other => other.into(),
-    })
+/// The nats-server child of `up`, and what it takes to start it again.
+struct Nats {
+    config: ServerConfig,
+    server: LocalServer,
+    log: PathBuf,
+}
+
+/// Restarts of nats-server in a row, each within [`RESTART_WINDOW`] of the previous
+/// one, after which `up` gives up and stops.
+const MAX_QUICK_RESTARTS: u32 = 5;
+/// A restart this long after the previous one starts the count again.
+const RESTART_WINDOW: Duration = Duration::from_secs(60);
+
+impl Nats {
+    async fn start(
+        args: &UpArgs,
+        state: &StateDir,
+        config_file: PathBuf,
+        passwords: &Passwords,
+    ) -> anyhow::Result<Self> {
+        let cwd = std::env::current_dir().context("cannot read the current directory")?;
+        let exe = std::env::current_exe().context("cannot locate the ringside binary")?;
+        let mut roots: Vec<&std::path::Path> = vec![&cwd];
+        roots.extend(exe.ancestors().skip(1));
+        let binary = ringside_natsd::find_binary(&roots)?;
+        let mut config = ServerConfig {
+            binary,
+            config_file,
+            store_dir: state.store(),
+            log_file: state.server_log(),
+            port: args.nats_port,
+            passwords: passwords.clone(),
+            startup_timeout: Duration::from_secs(30),
+            memory_limit_bytes: 1 << 30,
+        };
+        let server = Self::launch(&config).await?;
+        // A restart takes the same port, so the services' URL stays right.
+        config.port = server.port();
+        Ok(Self {
+            log: config.log_file.clone(),
+            config,
+            server,
+        })
+    }
+
+    async fn launch(config: &ServerConfig) -> anyhow::Result<LocalServer> {
+        LocalServer::start(config).await.map_err(|e| match e {
+            NatsdError::NotReady { .. } => anyhow::Error::new(e).context(format!(
+                "nats-server did not start; if its store is damaged, `ringside up --fresh` \
+                 starts over (log: {})",
+                config.log_file.display()
+            )),
+            other => other.into(),
+        })
+    }
+
+    fn url(&self) -> String {
+        self.server.url()
+    }
+
+    /// Starts the server again after it died, on the same port and store.
+    async fn restart(&mut self) -> anyhow::Result<()> {
+        self.server = Self::launch(&self.config).await?;
+        Ok(())
+    }
 }
 
 /// The services of a running `up`, each a task with its own stop signal.
@@ -204,14 +249,24 @@ impl Service {
         }
     }
 
-    async fn stop(self) -> anyhow::Result<()> {
+    /// Asks the task to stop and waits for it until `deadline`; past it, the task is
+    /// aborted (a service stuck on an unreachable NATS must not hold `up` open).
+    async fn stop_by(mut self, deadline: tokio::time::Instant) -> anyhow::Result<()> {
         let _ = self.stop.send(true);
-        match self.task.await {
-            Ok(result) => result.with_context(|| format!("the {} failed", self.name)),
-            Err(e) => Err(anyhow::anyhow!(
+        match tokio::time::timeout_at(deadline, &mut self.task).await {
+            Ok(Ok(result)) => result.with_context(|| format!("the {} failed", self.name)),
+            Ok(Err(e)) => Err(anyhow::anyhow!(
                 "the {} task ended abnormally: {e}",
                 self.name
             )),
+            Err(_) => {
+                self.task.abort();
+                tracing::warn!(
+                    service = self.name,
+                    "Did not stop in time; aborted it (it resumes from the stream at the next start)."
+                );
+                Ok(())
+            }
         }
     }
 }
@@ -301,16 +356,20 @@ impl System {
         })
     }
 
-    /// Follows scale decisions until SIGINT/SIGTERM, then stops in reverse order.
+    /// Follows scale decisions and restarts nats-server when it dies, until
+    /// SIGINT/SIGTERM; then stops in reverse order, within [`STOP_WITHIN`].
     async fn run_until_signal(
         mut self,
         ring: &RingName,
         url: &str,
         passwords: &Passwords,
+        nats: &mut Nats,
     ) -> anyhow::Result<()> {
         let mut signal = std::pin::pin!(crate::service::signalled());
         let admin = connect(url, ServiceUser::Admin, passwords).await?;
         let mut decisions = scale_decisions(admin, ring).await?;
+        let mut quick_restarts = 0;
+        let mut last_restart: Option<tokio::time::Instant> = None;
         let outcome = loop {
             tokio::select! {
                 () = &mut signal => break Ok(()),
@@ -322,6 +381,27 @@ impl System {
                     }
                     None => break Err(anyhow::anyhow!("the scale subscription ended; is nats-server still running?")),
                 },
+                status = nats.server.exited() => {
+                    let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
+                    let now = tokio::time::Instant::now();
+                    quick_restarts = match last_restart {
+                        Some(at) if now.duration_since(at) < RESTART_WINDOW => quick_restarts + 1,
+                        _ => 1,
+                    };
+                    last_restart = Some(now);
+                    if quick_restarts > MAX_QUICK_RESTARTS {
+                        break Err(anyhow::anyhow!(
+                            "nats-server exited ({status}) {quick_restarts} times within {} s; giving up (log: {})",
+                            RESTART_WINDOW.as_secs(),
+                            nats.log.display()
+                        ));
+                    }
+                    println!("nats-server exited ({status}); restarting it on {url} (the store is on disk, the services reconnect).");
+                    match nats.restart().await {
+                        Ok(()) => println!("nats-server is back on {url}."),
+                        Err(e) => break Err(e.context("nats-server exited and could not be restarted")),
+                    }
+                }
                 () = wait_finished(&self.reducer), if !self.reducer.task.is_finished() => {
                     break Err(anyhow::anyhow!("the reducer stopped unexpectedly"));
                 }
@@ -331,22 +411,45 @@ impl System {
             }
         };
         println!(
-            "Stopping: stand-ins say goodbye, then the watcher, the reducer and nats-server stop."
+            "Stopping: stand-ins say goodbye, then the watcher, the reducer and nats-server stop \
+             (within {} s; Ctrl-C again to stop at once).",
+            STOP_WITHIN.as_secs()
         );
+        let deadline = tokio::time::Instant::now() + STOP_WITHIN;
+        let stopping = self.stop_by(ring, outcome.is_ok(), deadline);
+        tokio::select! {
+            stopped = stopping => outcome.and(stopped),
+            () = crate::service::signalled() => {
+                println!("Stopping at once.");
+                outcome
+            }
+        }
+    }
+
+    /// The stop sequence: stand-ins' goodbyes folded (when all is well), then the
+    /// watcher and the reducer, each bounded by `deadline`.
+    async fn stop_by(
+        mut self,
+        ring: &RingName,
+        fold_goodbyes: bool,
+        deadline: tokio::time::Instant,
+    ) -> anyhow::Result<()> {
         let leaving = self.stand_ins.len();
         self.stand_ins.scale_to(0);
         self.stand_ins.drain().await;
-        if leaving > 0 && outcome.is_ok() {
+        if leaving > 0 && fold_goodbyes {
             // Let the goodbyes become leaves and the leaves epochs before the watcher
             // and the reducer stop; bounded, as whatever is left is caught up on the
             // next start.
-            if let Err(e) = wait_ring_size(self.grpc, ring, 0, Duration::from_secs(5)).await {
+            let within = GOODBYES_WITHIN
+                .min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+            if let Err(e) = wait_ring_size(self.grpc, ring, 0, within).await {
                 tracing::warn!(error = %format!("{e:#}"), "The goodbyes were not all folded before stopping; the next start catches up.");
             }
         }
-        let watcher = self.watcher.stop().await;
-        let reducer = self.reducer.stop().await;
-        outcome.and(watcher).and(reducer)
+        let watcher = self.watcher.stop_by(deadline).await;
+        let reducer = self.reducer.stop_by(deadline).await;
+        watcher.and(reducer)
     }
 }
 
@@ -396,7 +499,8 @@ impl StandIns {
                 // Stopping makes the beacon send its goodbye; don't wait here.
                 let _ = service.stop.send(true);
                 tokio::spawn(async move {
-                    if let Err(e) = service.stop().await {
+                    let deadline = tokio::time::Instant::now() + STOP_WITHIN;
+                    if let Err(e) = service.stop_by(deadline).await {
                         tracing::warn!(error = %format!("{e:#}"), "A stand-in member failed.");
                     }
                 });
@@ -406,7 +510,8 @@ impl StandIns {
 
     /// Waits (bounded) for stopped stand-ins to have sent their goodbyes.
     async fn drain(&mut self) {
-        let _ = self.client.flush().await;
+        // A flush waits for the server, which may be gone.
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.client.flush()).await;
         tokio::time::sleep(self.interval.min(Duration::from_millis(300))).await;
     }
 }
@@ -441,7 +546,7 @@ async fn scale_decisions(
                 return None;
             }
         };
-        match codec::decode(&message.payload).map(Event::into_body) {
+        match codec::decode_on(&message.subject, &message.payload).map(Event::into_body) {
             Ok(Body::ScaleDecided(decision)) => Some(decision.desired_replicas),
             Ok(_) => None,
             Err(e) => {
@@ -478,7 +583,7 @@ fn print_banner(args: &UpArgs, ring: &RingName, url: &str, system: &System) {
          \n  ringside tail                       # decoded events, live\
          \n  ringside scale 5 --wait 30          # 5 stand-in members (joins flow through the pipeline)\
          \n  ringside replay state               # the ring now; replay verify checks the whole history\
-         \n  nats sub 'ringside.>' -s {url} --user admin --password $RINGSIDE_NATS_PASSWORD_ADMIN\
+         \n  nats sub 'ringside.{ring}.stored.>' -s {url} --user admin --password $RINGSIDE_NATS_PASSWORD_ADMIN\
          \n       (nats CLI, optional; the password is in {dir}/credentials.env)\
          \n\nCtrl-C stops everything.",
         args.members,

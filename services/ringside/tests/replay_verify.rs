@@ -9,7 +9,7 @@ use std::path::Path;
 
 use async_nats::jetstream;
 use replay_support::{Stack, failure, ok_json, ringside_offline};
-use ringside_events::{RingName, codec, subject};
+use ringside_events::{Event, RingName, codec, pb, subject};
 
 const EVENTS: usize = 300;
 
@@ -228,4 +228,97 @@ async fn bad_input_is_one_clear_error() {
     assert!(err.contains("not a ringside export"), "{err}");
     let err = file_failure("state", Path::new("/nonexistent/x"));
     assert!(err.contains("cannot open /nonexistent/x"), "{err}");
+}
+
+/// An event of another ring stored on this ring's membership subject is not folded:
+/// `state` and `verify` skip it as the reducer does, `events` shows why.
+#[tokio::test]
+async fn another_rings_event_on_the_subject_is_skipped() {
+    let stack = Stack::start().await;
+    let ring = RingName::new("orders").unwrap();
+    let written = stack.write_churn(&ring, 40, 1000, None).await;
+    let intruder = Event::new(
+        RingName::new("other").unwrap(),
+        pb::MembersJoined {
+            members: vec![pb::Member {
+                id: "intruder".into(),
+                weight: 1,
+                ..Default::default()
+            }],
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let seq = jetstream::new(stack.client.clone())
+        .publish(
+            subject::membership(&ring),
+            codec::encode(&intruder).unwrap(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap()
+        .sequence;
+
+    let v = ok_json(&stack.ringside(&["replay", "state", "--ring", "orders", "--output", "json"]));
+    let last = written.epochs.last().unwrap();
+    assert_eq!(v["checksum"], replay_support::hex(last.checksum));
+    assert!(
+        v["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["id"] != "intruder"),
+        "{v}"
+    );
+    let ok = stack.ringside(&["replay", "verify", "--ring", "orders"]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+    let at = seq.to_string();
+    let v = ok_json(&stack.ringside(&[
+        "replay", "events", "--ring", "orders", "--output", "json", "--from", &at, "--to", &at,
+    ]));
+    let error = v[0]["undecodable"]["error"].as_str().unwrap();
+    assert!(
+        error.contains("ringside.other.membership arrived on ringside.orders.membership"),
+        "{error}"
+    );
+}
+
+/// Without `--nats-url` the tools say which server they read, and refuse the record of
+/// an `up` that is gone (its port may be another system's now).
+#[test]
+fn the_tools_say_which_server_they_read_and_refuse_a_stale_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().to_str().unwrap();
+    // Nothing recorded: the default, said so (the connection itself may fail).
+    let out = ringside_offline(&["replay", "state", "--state-dir", state]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("reading nats://127.0.0.1:4222 (the default: no ringside up runs"),
+        "{stderr}"
+    );
+    // A record whose process is gone.
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    let pid = gone.id();
+    gone.wait().unwrap();
+    let record = format!(
+        r#"{{"pid":{pid},"ring":"default","nats_url":"nats://127.0.0.1:4999","grpc":"127.0.0.1:7420","metrics":"127.0.0.1:9420"}}"#
+    );
+    std::fs::write(dir.path().join("up.json"), record).unwrap();
+    for command in [["replay", "state"], ["tail", "--count"]] {
+        let mut args = command.to_vec();
+        if command[0] == "tail" {
+            args.push("1");
+        }
+        args.extend(["--state-dir", state]);
+        let err = failure(&ringside_offline(&args));
+        assert!(
+            err.contains("no longer running") && err.contains("nats://127.0.0.1:4999"),
+            "{err}"
+        );
+    }
 }

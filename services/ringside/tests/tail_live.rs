@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
-use replay_support::{Stack, churn, write_history};
+use replay_support::{Stack, churn};
 use ringside_events::{RingName, ServiceUser, subject};
 use ringside_ring::RingConfig;
 
@@ -57,14 +57,9 @@ fn tail(stack: &Stack, args: &[&str], count: usize) -> (Vec<String>, String) {
 async fn tail_prints_each_stored_event_decoded_and_survives_garbage() {
     let stack = Stack::start().await;
     let ring = RingName::new("orders").unwrap();
-    let written = write_history(
-        &stack.client,
-        &churn(&ring, 25),
-        RingConfig::default(),
-        1000,
-        None,
-    )
-    .await;
+    let written = stack
+        .write_history(&churn(&ring, 25), RingConfig::default(), 1000, None)
+        .await;
     // Garbage on the membership subject: stored, but not an event.
     let js = jetstream::new(stack.client.clone());
     let garbage = js
@@ -177,14 +172,9 @@ async fn tail_prints_each_stored_event_decoded_and_survives_garbage() {
 async fn tail_since_a_time_and_bad_arguments() {
     let stack = Stack::start().await;
     let ring = RingName::new("orders").unwrap();
-    write_history(
-        &stack.client,
-        &churn(&ring, 5),
-        RingConfig::default(),
-        1000,
-        None,
-    )
-    .await;
+    stack
+        .write_history(&churn(&ring, 5), RingConfig::default(), 1000, None)
+        .await;
     let (lines, stderr) = tail(
         &stack,
         &["--ring", "orders", "--since", "2000-01-01T00:00:00Z"],
@@ -206,7 +196,9 @@ async fn tail_since_a_time_and_bad_arguments() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.starts_with("error: cannot connect") && !err.contains("panicked"),
+        err.starts_with("ringside: reading nats://127.0.0.1:1 (--nats-url")
+            && err.contains("\nerror: cannot connect")
+            && !err.contains("panicked"),
         "{err}"
     );
 }

@@ -52,6 +52,17 @@ impl Up {
         up
     }
 
+    fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    /// The pid of its nats-server child.
+    fn nats_server(&self) -> i32 {
+        let found = nats_servers_of(self.pid());
+        assert_eq!(found.len(), 1, "one nats-server: {found:?}");
+        found[0]
+    }
+
     fn record(&self) -> serde_json::Value {
         serde_json::from_str(&std::fs::read_to_string(self.state.join("up.json")).unwrap()).unwrap()
     }
@@ -135,17 +146,50 @@ fn ok(output: &Output) -> String {
 
 /// Processes whose command line mentions `needle` (our state dir), other than us.
 fn processes_mentioning(needle: &str) -> Vec<String> {
+    pids_mentioning(needle)
+        .into_iter()
+        .map(|(_, cmdline)| cmdline)
+        .collect()
+}
+
+/// (pid, command line) of the live processes whose command line mentions `needle`.
+fn pids_mentioning(needle: &str) -> Vec<(i32, String)> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse().ok()) else {
+            continue;
+        };
         let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
             continue;
         };
         let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        // A zombie has an empty command line: it is not running.
         if cmdline.contains(needle) && !cmdline.contains("cargo") {
-            found.push(cmdline);
+            found.push((pid, cmdline));
         }
     }
     found
+}
+
+/// The parent pid of `pid` (field 4 of /proc/PID/stat), if it is alive.
+fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `pid (comm) state ppid ...`; comm may hold spaces, so split after its ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The pids of the nats-server children of process `parent`.
+fn nats_servers_of(parent: i32) -> Vec<i32> {
+    pids_mentioning("nats-server")
+        .into_iter()
+        .filter(|(pid, _)| parent_of(*pid) == Some(parent))
+        .map(|(pid, _)| pid)
+        .collect()
+}
+
+fn signal(pid: i32, signal: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).unwrap();
 }
 
 #[test]
@@ -174,12 +218,14 @@ fn up_scales_stops_cleanly_and_resumes_its_history() {
     assert!(two.epoch > five.epoch);
 
     let nats_url = up.record()["nats_url"].as_str().unwrap().to_string();
+    let nats = up.nats_server();
     let output = up.interrupt();
     let stdout = ok(&output);
     assert!(stdout.contains("Stopped."), "{stdout}");
     assert!(!state.join("up.json").exists(), "the record is removed");
     let leftovers = processes_mentioning(&state.display().to_string());
     assert!(leftovers.is_empty(), "processes left behind: {leftovers:?}");
+    assert!(parent_of(nats).is_none(), "nats-server was left behind");
     let port: u16 = nats_url.rsplit(':').next().unwrap().parse().unwrap();
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
 
@@ -255,4 +301,48 @@ fn a_second_up_on_the_same_state_is_refused_and_scale_needs_a_running_up() {
     let stderr = String::from_utf8_lossy(&again.stderr);
     assert!(stderr.contains("already running"), "{stderr}");
     ok(&up.interrupt());
+}
+
+#[test]
+fn a_killed_nats_server_comes_back_and_ctrl_c_stops_up_in_every_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let up = Up::start(&state, 2);
+    let grpc = up.record()["grpc"].as_str().unwrap().to_string();
+    wait_for(Duration::from_secs(30), "2 members", || {
+        get_ring(&grpc).members.len() == 2
+    });
+    let before = get_ring(&grpc);
+
+    // SIGKILL: `up` notices at once, starts it again on the same port and store, and
+    // the services reconnect: the ring goes on changing.
+    let first = up.nats_server();
+    signal(first, nix::sys::signal::Signal::SIGKILL);
+    wait_for(Duration::from_secs(30), "a new nats-server", || {
+        nats_servers_of(up.pid()).iter().any(|pid| *pid != first)
+    });
+    ok(&up.ringside(&["scale", "3", "--wait", "60"]));
+    let after = get_ring(&grpc);
+    assert_eq!(after.members.len(), 3);
+    assert!(after.epoch > before.epoch);
+
+    // A server that hangs (SIGSTOP: no exit, no answers) does not hold up Ctrl-C.
+    let hung = up.nats_server();
+    signal(hung, nix::sys::signal::Signal::SIGSTOP);
+    let started = Instant::now();
+    let output = up.interrupt();
+    let stopped_in = started.elapsed();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stopped_in < Duration::from_secs(25),
+        "stopping took {stopped_in:?}: {stdout}"
+    );
+    assert!(
+        stdout.contains("nats-server exited (signal: 9") && stdout.contains("restarting it"),
+        "{stdout}"
+    );
+    assert!(
+        parent_of(hung).is_none(),
+        "the hung nats-server was left behind"
+    );
 }

@@ -16,7 +16,9 @@ use async_nats::jetstream::{self, consumer};
 use futures::StreamExt;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use ringside_events::{Body, Event, Outcome, Publisher, RingLedger, RingName, codec, pb, subject};
+use ringside_events::{
+    Body, Event, Outcome, Publisher, RingLedger, RingName, ServiceUser, codec, pb, subject,
+};
 use ringside_testkit::NatsServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -36,6 +38,9 @@ pub(crate) struct Bus {
     pub(crate) admin: async_nats::Client,
     /// Publisher on the admin client.
     pub(crate) publisher: Publisher,
+    /// A client of the reducer user, the only one allowed to store rebalance events
+    /// (forged or junk ones, in tests).
+    pub(crate) reducer: async_nats::Client,
 }
 
 impl Bus {
@@ -44,10 +49,12 @@ impl Bus {
         let server = NatsServer::start_local_conf().await.unwrap();
         let admin = server.connect_provisioned().await.unwrap();
         let publisher = Publisher::new(admin.clone());
+        let reducer = server.connect_as(ServiceUser::Reducer).await.unwrap();
         Bus {
             server,
             admin,
             publisher,
+            reducer,
         }
     }
 
@@ -142,11 +149,29 @@ impl Bus {
         out
     }
 
+    /// Stores raw bytes on the rebalance subject, as the reducer user (a buggy or
+    /// hostile writer), without a message id.
+    pub(crate) async fn publish_raw_rebalance(&self, payload: bytes::Bytes) -> u64 {
+        jetstream::new(self.reducer.clone())
+            .publish(subject::rebalance(&ring()), payload)
+            .await
+            .unwrap()
+            .await
+            .unwrap()
+            .sequence
+    }
+
     /// Every stored rebalance event of the test ring: (sequence, event).
     pub(crate) async fn rebalances(&self) -> Vec<(u64, pb::RingRebalanced)> {
+        self.rebalances_but(&[]).await
+    }
+
+    /// Every stored rebalance event of the test ring but those at `junk` sequences.
+    pub(crate) async fn rebalances_but(&self, junk: &[u64]) -> Vec<(u64, pb::RingRebalanced)> {
         self.read_subject(subject::rebalance(&ring()))
             .await
             .into_iter()
+            .filter(|(seq, _)| !junk.contains(seq))
             .map(
                 |(seq, payload)| match codec::decode(&payload).unwrap().into_body() {
                     Body::RingRebalanced(r) => (seq, r),
@@ -163,8 +188,9 @@ impl Bus {
         let mut ledger = RingLedger::new(ring(), config);
         let mut epochs = Vec::new();
         for (seq, payload) in self.read_subject(subject::membership(&ring())).await {
-            // Undecodable messages are skipped by every reader alike.
-            let Ok(event) = codec::decode(&payload) else {
+            // Undecodable messages, and events that do not belong on the subject, are
+            // skipped by every reader alike.
+            let Ok(event) = codec::decode_on(&subject::membership(&ring()), &payload) else {
                 continue;
             };
             if let Outcome::Rebalanced(r) = ledger.apply(seq, event.body()) {
@@ -179,7 +205,7 @@ impl Bus {
     pub(crate) async fn publish_forged_first_epoch(&self) {
         let mut forged = self.offline_fold().await.epochs[0].clone();
         forged.checksum ^= 1;
-        self.publisher
+        Publisher::new(self.reducer.clone())
             .publish(&Event::new(ring(), forged).unwrap())
             .await
             .unwrap();
@@ -381,6 +407,22 @@ pub(crate) async fn metrics(addr: SocketAddr) -> String {
 /// One sample of `/metrics` (0 when absent).
 pub(crate) async fn metric(addr: SocketAddr, name_and_labels: &str) -> f64 {
     ringside_reducer::metrics::sample(&metrics(addr).await, name_and_labels).unwrap_or(0.0)
+}
+
+/// Waits until `/readyz` answers `status`.
+pub(crate) async fn wait_readyz(addr: SocketAddr, status: u16, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let got = http_get(addr, "/readyz").await.0;
+        if got == status {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/readyz of {addr} still {got}, not {status}, after {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Waits until `/readyz` says ready.

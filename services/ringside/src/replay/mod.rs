@@ -175,7 +175,7 @@ async fn run_async(args: ReplayArgs, out: &mut dyn Write) -> anyhow::Result<()> 
                 Some(ring) => ring,
                 None => parse_ring(DEFAULT_RING).map_err(anyhow::Error::msg)?,
             };
-            Source::nats(client, &common.nats.url()?, ring).await?
+            Source::nats(client, &common.nats.url()?.0, ring).await?
         }
     };
     source.check_ring().await?;

@@ -33,7 +33,7 @@ pub(crate) struct Record {
 impl Record {
     /// A record from a stored payload, decoding it.
     pub(crate) fn decode(seq: u64, time: OffsetDateTime, subject: String, raw: Bytes) -> Self {
-        let event = codec::decode(&raw).map_err(|e| error_chain(&e));
+        let event = codec::decode_on(&subject, &raw).map_err(|e| error_chain(&e));
         Self {
             seq,
             time,

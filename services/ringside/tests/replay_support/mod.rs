@@ -38,8 +38,7 @@ impl Stack {
         snapshot_every: u64,
         tamper: Tamper<'_>,
     ) -> Written {
-        write_history(
-            &self.client,
+        self.write_history(
             &churn(ring, events),
             RingConfig::default(),
             snapshot_every,
@@ -83,9 +82,14 @@ pub(crate) fn ok_json(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("JSON output")
 }
 
-/// The stderr of a failed run, which must be a clear error and not a panic.
+/// The stderr of a failed run (after the line naming the server read, if any), which
+/// must be a clear error and not a panic.
 pub(crate) fn failure(out: &Output) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let stderr = match stderr.split_once('\n') {
+        Some((first, rest)) if first.starts_with("ringside: reading ") => rest.to_string(),
+        _ => stderr,
+    };
     assert!(
         !out.status.success(),
         "should fail; stdout: {}",
@@ -196,60 +200,65 @@ pub(crate) struct Written {
     pub(crate) snapshots: Vec<String>,
 }
 
-/// Stores `events` the way the reducer does: each membership event, then (if it made
-/// an epoch) its `RingRebalanced` with the single-writer publish, and a snapshot to
-/// the KV bucket every `snapshot_every` epochs (and `<ring>.latest`). `tamper` may
-/// alter the rebalance event of one epoch before it is stored.
-pub(crate) async fn write_history(
-    client: &async_nats::Client,
-    events: &[Event],
-    config: RingConfig,
-    snapshot_every: u64,
-    tamper: Tamper<'_>,
-) -> Written {
-    let ring = events[0].ring().clone();
-    let publisher = Publisher::new(client.clone());
-    let kv = jetstream::new(client.clone())
-        .get_key_value(subject::KV_SNAPSHOTS)
-        .await
-        .unwrap();
-    let mut ledger = RingLedger::new(ring.clone(), config);
-    let mut written = Written::default();
-    let mut last_rebalance = 0;
-    for event in events {
-        let seq = publisher.publish(event).await.unwrap().sequence;
-        if let Outcome::Rebalanced(mut r) = ledger.apply(seq, event.body()) {
-            if let Some((epoch, change)) = tamper
-                && r.epoch == epoch
-            {
-                change(&mut r);
-            }
-            let stored = publisher
-                .publish_expecting(&Event::new(ring.clone(), *r).unwrap(), last_rebalance)
-                .await
-                .unwrap();
-            last_rebalance = stored.sequence;
-            ledger.record_rebalance_sequence(stored.sequence);
-            written.epochs.push(Epoch {
-                epoch: ledger.epoch(),
-                membership_sequence: seq,
-                rebalance_sequence: stored.sequence,
-                checksum: ledger.checksum(),
-                ring: ledger.ring().clone(),
-            });
-            if ledger.epoch().is_multiple_of(snapshot_every) {
-                let bytes = codec::encode_snapshot(&ledger.snapshot().unwrap()).unwrap();
-                let key = subject::snapshot_key(&ring, ledger.epoch());
-                kv.put(&key, bytes.clone()).await.unwrap();
-                kv.put(subject::latest_snapshot_key(&ring), bytes)
+impl Stack {
+    /// Stores `events` the way the reducer does: each membership event (as admin), then
+    /// (if it made an epoch) its `RingRebalanced` with the single-writer publish, and a
+    /// snapshot to the KV bucket every `snapshot_every` epochs (and `<ring>.latest`), as
+    /// the reducer user (the only one allowed to). `tamper` may alter the rebalance event
+    /// of one epoch before it is stored.
+    pub(crate) async fn write_history(
+        &self,
+        events: &[Event],
+        config: RingConfig,
+        snapshot_every: u64,
+        tamper: Tamper<'_>,
+    ) -> Written {
+        let ring = events[0].ring().clone();
+        let publisher = Publisher::new(self.client.clone());
+        let reducer = self.server.connect_as(ServiceUser::Reducer).await.unwrap();
+        let rebalances = Publisher::new(reducer.clone());
+        let kv = jetstream::new(reducer)
+            .get_key_value(subject::KV_SNAPSHOTS)
+            .await
+            .unwrap();
+        let mut ledger = RingLedger::new(ring.clone(), config);
+        let mut written = Written::default();
+        let mut last_rebalance = 0;
+        for event in events {
+            let seq = publisher.publish(event).await.unwrap().sequence;
+            if let Outcome::Rebalanced(mut r) = ledger.apply(seq, event.body()) {
+                if let Some((epoch, change)) = tamper
+                    && r.epoch == epoch
+                {
+                    change(&mut r);
+                }
+                let stored = rebalances
+                    .publish_expecting(&Event::new(ring.clone(), *r).unwrap(), last_rebalance)
                     .await
                     .unwrap();
-                written.snapshots.push(key);
+                last_rebalance = stored.sequence;
+                ledger.record_rebalance_sequence(stored.sequence);
+                written.epochs.push(Epoch {
+                    epoch: ledger.epoch(),
+                    membership_sequence: seq,
+                    rebalance_sequence: stored.sequence,
+                    checksum: ledger.checksum(),
+                    ring: ledger.ring().clone(),
+                });
+                if ledger.epoch().is_multiple_of(snapshot_every) {
+                    let bytes = codec::encode_snapshot(&ledger.snapshot().unwrap()).unwrap();
+                    let key = subject::snapshot_key(&ring, ledger.epoch());
+                    kv.put(&key, bytes.clone()).await.unwrap();
+                    kv.put(subject::latest_snapshot_key(&ring), bytes)
+                        .await
+                        .unwrap();
+                    written.snapshots.push(key);
+                }
             }
+            written.after.push((seq, ledger.epoch(), ledger.checksum()));
         }
-        written.after.push((seq, ledger.epoch(), ledger.checksum()));
+        written
     }
-    written
 }
 
 /// A checksum as the tools print it.

@@ -27,7 +27,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use futures::StreamExt;
-use ringside_events::{Body, Publisher, codec, subject};
+use ringside_events::{Body, Publisher, codec, error_chain, subject};
 use tokio::sync::{oneshot, watch};
 use tokio::time::{Instant, sleep_until};
 
@@ -249,10 +249,12 @@ impl Session {
 
     /// Decodes and checks a heartbeat message and feeds it to the tracker.
     fn take_beat(&mut self, msg: &async_nats::Message, now: Instant) -> Option<Body> {
-        let event = match codec::decode(&msg.payload) {
+        // A node beats on its own subject, for this ring (the subscription is this
+        // ring's): anything else is a misconfigured (or impersonating) sender.
+        let event = match codec::decode_on(&msg.subject, &msg.payload) {
             Ok(event) => event,
             Err(e) => {
-                self.refuse(&msg.subject, &e.to_string());
+                self.refuse(&msg.subject, &error_chain(&e));
                 return None;
             }
         };
@@ -260,12 +262,6 @@ impl Session {
             self.refuse(&msg.subject, "not a heartbeat");
             return None;
         };
-        // A node beats on its own subject, for this ring: anything else is a
-        // misconfigured (or impersonating) sender.
-        if event.ring() != self.publisher.ring() || event.subject() != msg.subject.as_str() {
-            self.refuse(&msg.subject, "the member does not match the subject");
-            return None;
-        }
         match self.tracker.beat(hb, now) {
             Ok(fact) => fact,
             Err(why) => {
