@@ -214,6 +214,14 @@ async fn histogram(reducer: &ReducerProcess, name: &str) -> (f64, f64) {
     )
 }
 
+/// The reducer's default `WatchRing` buffer, in epochs.
+fn default_watch_buffer() -> usize {
+    ringside_reducer::config::WATCH_BUFFER
+        .default_value()
+        .and_then(|v| v.parse().ok())
+        .expect("the watch buffer has a numeric default")
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
@@ -245,8 +253,8 @@ async fn cold_replay(args: &Args) -> Replay {
         let r = spawn(args, &bus, &ring, &format!("replay-{round}")).await;
         common::wait_ready(r.metrics, Duration::from_secs(600)).await;
         let took = start.elapsed();
-        epochs = metric(&r, m::EPOCH).await as u64;
-        let folded = metric(&r, m::MEMBERSHIP_SEQUENCE).await as u64;
+        epochs = metric(&r, m::EPOCH.name).await as u64;
+        let folded = metric(&r, m::MEMBERSHIP_SEQUENCE.name).await as u64;
         assert_eq!(folded, *sequences.last().unwrap(), "not caught up");
         reducer.push(per_second(events.len(), took));
         r.stop().await;
@@ -398,8 +406,8 @@ async fn latency(args: &Args) -> Latency {
     let mut rounds = Vec::with_capacity(args.rounds);
     let mut publishes = Vec::with_capacity(args.rounds * args.latency_samples);
     let before = (
-        histogram(&reducer, m::EVENT_SECONDS).await,
-        histogram(&reducer, m::FOLD_SECONDS).await,
+        histogram(&reducer, m::EVENT_SECONDS.name).await,
+        histogram(&reducer, m::FOLD_SECONDS.name).await,
     );
     let mut k = 0usize;
     for round in 0..args.rounds {
@@ -421,8 +429,8 @@ async fn latency(args: &Args) -> Latency {
         rounds.push((p50, p99, samples[samples.len() - 1]));
     }
     let after = (
-        histogram(&reducer, m::EVENT_SECONDS).await,
-        histogram(&reducer, m::FOLD_SECONDS).await,
+        histogram(&reducer, m::EVENT_SECONDS.name).await,
+        histogram(&reducer, m::FOLD_SECONDS.name).await,
     );
     let mean_ms = |(sum0, count0): (f64, f64), (sum1, count1): (f64, f64)| {
         (sum1 - sum0) / (count1 - count0) * 1000.0
@@ -434,7 +442,7 @@ async fn latency(args: &Args) -> Latency {
         &reducer,
         (n, k),
         &mut rebalances,
-        ringside_reducer::config::DEFAULT_WATCH_BUFFER,
+        default_watch_buffer(),
     )
     .await;
     reducer.stop().await;
@@ -563,7 +571,7 @@ async fn main() {
             mb(latency.hwm),
             pass(mb(latency.rss) <= 50.0)
         );
-        let buffer = ringside_reducer::config::DEFAULT_WATCH_BUFFER;
+        let buffer = default_watch_buffer();
         let held = latency.rss_lagging.saturating_sub(latency.rss);
         println!(
             "  with a WatchRing client {buffer} epochs behind (the default watch buffer): RSS {:.1} MB, {:.1} MB more, {:.0} KB per buffered epoch",

@@ -1,108 +1,112 @@
 //! [`ReducerConfig`]: the reducer's settings, parsed from a map of strings.
 //!
-//! The binary passes its environment (with command-line flags laid over it) as the map;
-//! tests pass a literal map (never `set_var`). Every key is listed in [`KEYS`] with its
-//! meaning and default (docs/reducer.md shows the same table), and a misspelled
-//! `RINGSIDE_REDUCER_*` key is an error rather than a silently ignored setting. Keys of
-//! other services in the same map are ignored.
+//! Every setting is one [`Setting`] constant in [`SCHEMA`] (key, flag, default,
+//! meaning): the binary's flags, docs/reducer.md's table and `ringside up` all come
+//! from it. The binary passes its environment with the flags laid over it; tests pass
+//! a literal map (never `set_var`). A misspelled `RINGSIDE_REDUCER_*` key is an error
+//! rather than a silently ignored setting; keys of other services are ignored.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use ringside_events::RingName;
-use ringside_events::config::{check_known, get, invalid};
+use ringside_kit::settings::{HOSTNAME, NATS_URL, RING, invalid};
+use ringside_kit::{ConfigError, Schema, Setting, Settings};
 use ringside_ring::{RingConfig, Strategy};
 
-// The ring, NATS and host name keys (and their defaults) are every service's, and the
-// error is the one all services' settings share.
-pub use ringside_events::config::{
-    ConfigError, DEFAULT_NATS_URL, DEFAULT_RING, KEY_HOSTNAME, KEY_NATS_URL, KEY_RING,
+/// Password of the `reducer` NATS user (`ServiceUser::Reducer.password_env()`).
+pub const NATS_PASSWORD: Setting = Setting::env_only(
+    "RINGSIDE_NATS_PASSWORD_REDUCER",
+    "connect without credentials",
+    "password of the `reducer` NATS user",
+);
+/// Instance name: suffix of this reducer's durable consumer, and its producer name.
+pub const INSTANCE: Setting = Setting::optional(
+    "RINGSIDE_REDUCER_INSTANCE",
+    "instance",
+    "`HOSTNAME` if it is a valid instance name, else random",
+    "instance name, `A-Z a-z 0-9 _ -`, unique per running reducer",
+);
+/// gRPC listen address (RingService and the gRPC health service).
+pub const GRPC_ADDR: Setting = Setting::new(
+    "RINGSIDE_REDUCER_GRPC_ADDR",
+    "grpc-addr",
+    "127.0.0.1:7420",
+    "gRPC listen address (port 0 picks a free port)",
+);
+/// HTTP listen address of `/metrics`, `/livez` and `/readyz`.
+pub const METRICS_ADDR: Setting = Setting::new(
+    "RINGSIDE_REDUCER_METRICS_ADDR",
+    "metrics-addr",
+    "127.0.0.1:9420",
+    "HTTP listen address of /metrics, /livez, /readyz",
+);
+/// Token strategy of a new ring.
+pub const STRATEGY: Setting = Setting::new(
+    "RINGSIDE_REDUCER_STRATEGY",
+    "strategy",
+    "balanced",
+    "token strategy of a new ring: `balanced` or `random`",
+);
+/// Virtual nodes per unit of weight of a new ring.
+pub const VNODES: Setting = Setting::new(
+    "RINGSIDE_REDUCER_VNODES",
+    "vnodes",
+    "160",
+    "virtual nodes per unit of weight of a new ring",
+);
+/// Write a snapshot every this many epochs (bounds the cold start).
+pub const SNAPSHOT_EVERY: Setting = Setting::new(
+    "RINGSIDE_REDUCER_SNAPSHOT_EVERY",
+    "snapshot-every",
+    "100",
+    "write a snapshot every N epochs",
+);
+/// Per-epoch snapshots kept in the bucket.
+pub const SNAPSHOT_KEEP: Setting = Setting::new(
+    "RINGSIDE_REDUCER_SNAPSHOT_KEEP",
+    "snapshot-keep",
+    "50",
+    "per-epoch snapshots kept in the bucket (with a snapshot every 100 epochs, replay of the last 5,000 epochs starts near its point)",
+);
+/// Largest key `Lookup` and `Successors` accept, in bytes.
+pub const MAX_KEY_BYTES: Setting = Setting::new(
+    "RINGSIDE_REDUCER_MAX_KEY_BYTES",
+    "max-key-bytes",
+    "4096",
+    "largest key Lookup and Successors accept, in bytes",
+);
+/// Epochs a `WatchRing` client may fall behind before its stream is closed.
+pub const WATCH_BUFFER: Setting = Setting::new(
+    "RINGSIDE_REDUCER_WATCH_BUFFER",
+    "watch-buffer",
+    "256",
+    "epochs a WatchRing client may lag before its stream is closed",
+);
+
+/// Every setting of the reducer, in the order docs/reducer.md lists them.
+pub const SCHEMA: Schema = Schema {
+    service: "reducer",
+    prefixes: &["RINGSIDE_REDUCER_"],
+    settings: &[
+        &RING,
+        &NATS_URL,
+        &NATS_PASSWORD,
+        &HOSTNAME,
+        &INSTANCE,
+        &GRPC_ADDR,
+        &METRICS_ADDR,
+        &STRATEGY,
+        &VNODES,
+        &SNAPSHOT_EVERY,
+        &SNAPSHOT_KEEP,
+        &MAX_KEY_BYTES,
+        &WATCH_BUFFER,
+    ],
 };
 
-/// Password of the `reducer` NATS user (`ServiceUser::Reducer.password_env()`).
-pub const KEY_NATS_PASSWORD: &str = "RINGSIDE_NATS_PASSWORD_REDUCER";
-/// Instance name: suffix of this reducer's durable consumer, and its producer name.
-pub const KEY_INSTANCE: &str = "RINGSIDE_REDUCER_INSTANCE";
-/// gRPC listen address (RingService and the gRPC health service).
-pub const KEY_GRPC_ADDR: &str = "RINGSIDE_REDUCER_GRPC_ADDR";
-/// HTTP listen address of `/metrics`, `/healthz` and `/readyz`.
-pub const KEY_METRICS_ADDR: &str = "RINGSIDE_REDUCER_METRICS_ADDR";
-/// Token strategy of a new ring.
-pub const KEY_STRATEGY: &str = "RINGSIDE_REDUCER_STRATEGY";
-/// Virtual nodes per unit of weight of a new ring.
-pub const KEY_VNODES: &str = "RINGSIDE_REDUCER_VNODES";
-/// Write a snapshot every this many epochs.
-pub const KEY_SNAPSHOT_EVERY: &str = "RINGSIDE_REDUCER_SNAPSHOT_EVERY";
-/// Per-epoch snapshots kept in the bucket.
-pub const KEY_SNAPSHOT_KEEP: &str = "RINGSIDE_REDUCER_SNAPSHOT_KEEP";
-/// Largest key `Lookup` and `Successors` accept, in bytes.
-pub const KEY_MAX_KEY_BYTES: &str = "RINGSIDE_REDUCER_MAX_KEY_BYTES";
-/// Epochs a `WatchRing` client may fall behind before its stream is closed.
-pub const KEY_WATCH_BUFFER: &str = "RINGSIDE_REDUCER_WATCH_BUFFER";
-
-/// Default gRPC address.
-pub const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:7420";
-/// Default metrics address.
-pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9420";
-/// Default snapshot interval, in epochs: bounds the cold start.
-pub const DEFAULT_SNAPSHOT_EVERY: u64 = 100;
-/// Default number of per-epoch snapshots kept.
-pub const DEFAULT_SNAPSHOT_KEEP: usize = 50;
-/// Default key size limit: 4 KiB.
-pub const DEFAULT_MAX_KEY_BYTES: usize = 4096;
-/// Default `WatchRing` buffer, in epochs.
-pub const DEFAULT_WATCH_BUFFER: usize = 256;
 /// Longest instance name (it becomes part of a consumer name).
 pub const MAX_INSTANCE_LEN: usize = 64;
-
-/// Every key the reducer reads: (key, meaning and default). The docs table is this list.
-pub const KEYS: &[(&str, &str)] = &[
-    (KEY_RING, "ring name (default `default`)"),
-    (
-        KEY_NATS_URL,
-        "NATS server URL (default `nats://127.0.0.1:4222`)",
-    ),
-    (
-        KEY_NATS_PASSWORD,
-        "password of the `reducer` NATS user (default: connect without credentials)",
-    ),
-    (
-        KEY_INSTANCE,
-        "instance name, `A-Z a-z 0-9 _ -`, unique per running reducer (default: `HOSTNAME`, else random)",
-    ),
-    (
-        KEY_GRPC_ADDR,
-        "gRPC listen address (default `127.0.0.1:7420`; port 0 picks a free port)",
-    ),
-    (
-        KEY_METRICS_ADDR,
-        "HTTP listen address of /metrics, /healthz, /readyz (default `127.0.0.1:9420`)",
-    ),
-    (
-        KEY_STRATEGY,
-        "token strategy of a new ring: `balanced` or `random` (default `balanced`)",
-    ),
-    (
-        KEY_VNODES,
-        "virtual nodes per unit of weight of a new ring (default 160)",
-    ),
-    (
-        KEY_SNAPSHOT_EVERY,
-        "write a snapshot every N epochs (default 100)",
-    ),
-    (
-        KEY_SNAPSHOT_KEEP,
-        "per-epoch snapshots kept in the bucket (default 50: with a snapshot every 100 epochs, replay of the last 5,000 epochs starts near its point)",
-    ),
-    (
-        KEY_MAX_KEY_BYTES,
-        "largest key Lookup and Successors accept, in bytes (default 4096)",
-    ),
-    (
-        KEY_WATCH_BUFFER,
-        "epochs a WatchRing client may lag before its stream is closed (default 256)",
-    ),
-];
 
 /// The reducer's settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -134,63 +138,35 @@ pub struct ReducerConfig {
 impl ReducerConfig {
     /// Parses the settings from `map` (typically the process environment).
     pub fn from_map(map: &BTreeMap<String, String>) -> Result<ReducerConfig, ConfigError> {
-        check_known(map, "reducer", "RINGSIDE_REDUCER_", KEYS)?;
-        let get = |key: &str| get(map, key);
-
-        let ring =
-            RingName::new(get(KEY_RING).unwrap_or(DEFAULT_RING)).map_err(ConfigError::Ring)?;
-        let instance = match get(KEY_INSTANCE) {
-            Some(raw) => check_instance(KEY_INSTANCE, raw)?,
+        let s = Settings::new(&SCHEMA, map)?;
+        let instance = match s.given(&INSTANCE) {
+            Some(raw) => check_instance(INSTANCE.key, raw)?,
             // A pod name is a valid DNS label, so a valid instance name when short
             // enough; anything else falls back to a random name.
-            None => match get(KEY_HOSTNAME).and_then(|h| check_instance(KEY_HOSTNAME, h).ok()) {
+            None => match s
+                .given(&HOSTNAME)
+                .and_then(|h| check_instance(HOSTNAME.key, h).ok())
+            {
                 Some(host) => host,
                 None => format!("{:08x}", rand::random::<u32>()),
             },
         };
-        let strategy = match get(KEY_STRATEGY) {
-            None => Strategy::Balanced,
-            Some(raw) => raw
-                .parse::<Strategy>()
-                .map_err(|e| invalid(KEY_STRATEGY, raw, &e.to_string()))?,
-        };
-        let vnodes = parse_number(get(KEY_VNODES), KEY_VNODES, RingConfig::DEFAULT_VNODES)?;
+        let strategy: Strategy = s.parse(&STRATEGY)?;
+        let vnodes: u32 = s.parse(&VNODES)?;
         let ring_config = RingConfig::new(strategy, vnodes)
-            .map_err(|e| invalid(KEY_VNODES, &vnodes.to_string(), &e.to_string()))?;
-
+            .map_err(|e| invalid(VNODES.key, &vnodes.to_string(), e.to_string()))?;
         Ok(ReducerConfig {
-            ring,
-            nats_url: get(KEY_NATS_URL).unwrap_or(DEFAULT_NATS_URL).to_owned(),
-            // Not trimmed or filtered like the others: a password is taken as given.
-            nats_password: map.get(KEY_NATS_PASSWORD).cloned(),
+            ring: s.ring()?,
+            nats_url: s.parse(&NATS_URL)?,
+            nats_password: s.secret(&NATS_PASSWORD),
             instance,
-            grpc_addr: parse_addr(get(KEY_GRPC_ADDR), KEY_GRPC_ADDR, DEFAULT_GRPC_ADDR)?,
-            metrics_addr: parse_addr(
-                get(KEY_METRICS_ADDR),
-                KEY_METRICS_ADDR,
-                DEFAULT_METRICS_ADDR,
-            )?,
+            grpc_addr: s.addr(&GRPC_ADDR)?,
+            metrics_addr: s.addr(&METRICS_ADDR)?,
             ring_config,
-            snapshot_every: at_least_one(
-                get(KEY_SNAPSHOT_EVERY),
-                KEY_SNAPSHOT_EVERY,
-                DEFAULT_SNAPSHOT_EVERY,
-            )?,
-            snapshot_keep: at_least_one(
-                get(KEY_SNAPSHOT_KEEP),
-                KEY_SNAPSHOT_KEEP,
-                DEFAULT_SNAPSHOT_KEEP,
-            )?,
-            max_key_bytes: at_least_one(
-                get(KEY_MAX_KEY_BYTES),
-                KEY_MAX_KEY_BYTES,
-                DEFAULT_MAX_KEY_BYTES,
-            )?,
-            watch_buffer: at_least_one(
-                get(KEY_WATCH_BUFFER),
-                KEY_WATCH_BUFFER,
-                DEFAULT_WATCH_BUFFER,
-            )?,
+            snapshot_every: s.number(&SNAPSHOT_EVERY, 1..=u64::MAX)?,
+            snapshot_keep: s.number(&SNAPSHOT_KEEP, 1..=usize::MAX)?,
+            max_key_bytes: s.number(&MAX_KEY_BYTES, 1..=usize::MAX)?,
+            watch_buffer: s.number(&WATCH_BUFFER, 1..=usize::MAX)?,
         })
     }
 
@@ -216,7 +192,7 @@ fn check_instance(key: &'static str, raw: &str) -> Result<String, ConfigError> {
         return Err(invalid(
             key,
             raw,
-            &format!("at most {MAX_INSTANCE_LEN} characters"),
+            format!("at most {MAX_INSTANCE_LEN} characters"),
         ));
     }
     if !raw
@@ -228,40 +204,6 @@ fn check_instance(key: &'static str, raw: &str) -> Result<String, ConfigError> {
     Ok(raw.to_owned())
 }
 
-fn parse_number<T: std::str::FromStr>(
-    raw: Option<&str>,
-    key: &'static str,
-    default: T,
-) -> Result<T, ConfigError> {
-    match raw {
-        None => Ok(default),
-        Some(raw) => raw
-            .parse::<T>()
-            .map_err(|_| invalid(key, raw, "expected a whole number")),
-    }
-}
-
-fn at_least_one<T>(raw: Option<&str>, key: &'static str, default: T) -> Result<T, ConfigError>
-where
-    T: std::str::FromStr + PartialOrd + From<u8>,
-{
-    let value = parse_number(raw, key, default)?;
-    if value < T::from(1) {
-        return Err(invalid(key, raw.unwrap_or_default(), "must be at least 1"));
-    }
-    Ok(value)
-}
-
-fn parse_addr(
-    raw: Option<&str>,
-    key: &'static str,
-    default: &str,
-) -> Result<SocketAddr, ConfigError> {
-    let raw = raw.unwrap_or(default);
-    raw.parse::<SocketAddr>()
-        .map_err(|_| invalid(key, raw, "expected IP:PORT, e.g. 127.0.0.1:0"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -269,15 +211,15 @@ mod tests {
 
     #[test]
     fn defaults() {
-        let c = ReducerConfig::from_map(&map(&[(KEY_HOSTNAME, "reducer-0")])).unwrap();
+        let c = ReducerConfig::from_map(&map(&[(HOSTNAME.key, "reducer-0")])).unwrap();
         assert_eq!(c.ring.as_str(), "default");
-        assert_eq!(c.nats_url, DEFAULT_NATS_URL);
+        assert_eq!(c.nats_url, "nats://127.0.0.1:4222");
         assert_eq!(c.nats_password, None);
         assert_eq!(c.instance, "reducer-0");
         assert_eq!(c.durable_name(), "reducer-default-reducer-0");
         assert_eq!(c.producer(), "reducer/reducer-0");
-        assert_eq!(c.grpc_addr, DEFAULT_GRPC_ADDR.parse().unwrap());
-        assert_eq!(c.metrics_addr, DEFAULT_METRICS_ADDR.parse().unwrap());
+        assert_eq!(c.grpc_addr, "127.0.0.1:7420".parse().unwrap());
+        assert_eq!(c.metrics_addr, "127.0.0.1:9420".parse().unwrap());
         assert_eq!(c.ring_config, RingConfig::default());
         assert_eq!(c.snapshot_every, 100);
         assert_eq!(c.snapshot_keep, 50);
@@ -288,18 +230,18 @@ mod tests {
     #[test]
     fn every_key_is_read() {
         let c = ReducerConfig::from_map(&map(&[
-            (KEY_RING, "orders"),
-            (KEY_NATS_URL, "nats://10.0.0.1:4222"),
-            (KEY_NATS_PASSWORD, " secret "),
-            (KEY_INSTANCE, "a_1"),
-            (KEY_GRPC_ADDR, "127.0.0.1:0"),
-            (KEY_METRICS_ADDR, "0.0.0.0:9000"),
-            (KEY_STRATEGY, "random"),
-            (KEY_VNODES, "16"),
-            (KEY_SNAPSHOT_EVERY, "7"),
-            (KEY_SNAPSHOT_KEEP, "2"),
-            (KEY_MAX_KEY_BYTES, "10"),
-            (KEY_WATCH_BUFFER, "3"),
+            (RING.key, "orders"),
+            (NATS_URL.key, "nats://10.0.0.1:4222"),
+            (NATS_PASSWORD.key, " secret "),
+            (INSTANCE.key, "a_1"),
+            (GRPC_ADDR.key, "127.0.0.1:0"),
+            (METRICS_ADDR.key, "0.0.0.0:9000"),
+            (STRATEGY.key, "random"),
+            (VNODES.key, "16"),
+            (SNAPSHOT_EVERY.key, "7"),
+            (SNAPSHOT_KEEP.key, "2"),
+            (MAX_KEY_BYTES.key, "10"),
+            (WATCH_BUFFER.key, "3"),
         ]))
         .unwrap();
         assert_eq!(c.ring.as_str(), "orders");
@@ -328,30 +270,40 @@ mod tests {
         let a = ReducerConfig::from_map(&map(&[])).unwrap();
         assert_eq!(a.instance.len(), 8);
         // A host name that is no valid instance name falls back to a random one.
-        let b = ReducerConfig::from_map(&map(&[(KEY_HOSTNAME, "host.example")])).unwrap();
+        let b = ReducerConfig::from_map(&map(&[(HOSTNAME.key, "host.example")])).unwrap();
         assert_eq!(b.instance.len(), 8);
     }
 
     #[test]
     fn bad_values_are_refused() {
         for (key, value) in [
-            (KEY_RING, "a.b"),
-            (KEY_INSTANCE, "a.b"),
-            (KEY_INSTANCE, &"x".repeat(65)),
-            (KEY_GRPC_ADDR, "localhost:1"),
-            (KEY_METRICS_ADDR, "127.0.0.1"),
-            (KEY_STRATEGY, "jump"),
-            (KEY_VNODES, "0"),
-            (KEY_VNODES, "5000"),
-            (KEY_VNODES, "-1"),
-            (KEY_SNAPSHOT_EVERY, "0"),
-            (KEY_SNAPSHOT_KEEP, "0"),
-            (KEY_MAX_KEY_BYTES, "lots"),
-            (KEY_WATCH_BUFFER, "0"),
+            (RING.key, "a.b"),
+            (INSTANCE.key, "a.b"),
+            (INSTANCE.key, &"x".repeat(65)),
+            (GRPC_ADDR.key, "localhost:1"),
+            (METRICS_ADDR.key, "127.0.0.1"),
+            (STRATEGY.key, "jump"),
+            (VNODES.key, "0"),
+            (VNODES.key, "5000"),
+            (VNODES.key, "-1"),
+            (SNAPSHOT_EVERY.key, "0"),
+            (SNAPSHOT_KEEP.key, "0"),
+            (MAX_KEY_BYTES.key, "lots"),
+            (WATCH_BUFFER.key, "0"),
         ] {
             let err = ReducerConfig::from_map(&map(&[(key, value)])).unwrap_err();
             assert!(err.to_string().contains(key), "{key}={value}: {err}");
         }
+    }
+
+    #[test]
+    fn the_docs_list_every_setting_with_its_default() {
+        let docs = include_str!("../../../docs/reducer.md");
+        let table = SCHEMA.markdown_table();
+        assert!(
+            docs.contains(&table),
+            "docs/reducer.md must contain this table:\n{table}"
+        );
     }
 
     #[test]

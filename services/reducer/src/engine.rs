@@ -126,7 +126,7 @@ fn decode_rebalance(
 /// Counts and logs a stored message of the rebalance subject that is not an epoch of
 /// this ring: it is skipped (`replay verify` reports it too), never fatal.
 fn skipped(metrics: &metrics::Metrics, why: &ReducerError) {
-    metrics::bump(&metrics.invalid_stored);
+    metrics.invalid_stored();
     tracing::warn!(reason = %error_chain(why), "Skipping a stored message of the rebalance subject that is not an epoch of this ring (see docs/reducer.md, \"Invalid messages on the rebalance subject\").");
 }
 
@@ -233,7 +233,7 @@ fn diverged(
     stored_sequence: u64,
     detail: String,
 ) -> ReducerError {
-    metrics::bump(&metrics.divergences);
+    metrics.divergence();
     let err = ReducerError::Divergence {
         epoch,
         stored_sequence,
@@ -270,7 +270,7 @@ pub(crate) struct Engine {
     /// which the fold must reach and match before it publishes anything.
     catch_up: Option<StoredRebalance>,
     shared: Arc<Shared>,
-    health: tonic_health::server::HealthReporter,
+    caught_up: ringside_kit::Condition,
     snapshots: Arc<SnapshotSlot>,
     /// Position (epoch, membership sequence) of the newest snapshot written or loaded.
     snapshot_at: (u64, u64),
@@ -289,7 +289,7 @@ impl Engine {
         stream: stream::Stream,
         loaded: Option<crate::snapshots::Loaded>,
         shared: Arc<Shared>,
-        health: tonic_health::server::HealthReporter,
+        caught_up: ringside_kit::Condition,
         snapshots: Arc<SnapshotSlot>,
         stop: watch::Receiver<bool>,
     ) -> Result<Self, ReducerError> {
@@ -381,7 +381,7 @@ impl Engine {
             rebalance_subject,
             catch_up,
             shared,
-            health,
+            caught_up,
             snapshots,
             snapshot_at,
             pending: Arc::new(AtomicU64::new(0)),
@@ -698,7 +698,7 @@ impl Engine {
                 Ok(stored) if stored.duplicate => break (stored.sequence, StoredHow::Duplicate),
                 Ok(stored) => break (stored.sequence, StoredHow::Published),
                 Err(PublishError::Conflict { actual, .. }) => {
-                    metrics::bump(&self.shared.metrics.conflicts);
+                    self.shared.metrics.conflict();
                     tracing::info!(
                         epoch,
                         expected,
@@ -805,7 +805,7 @@ impl Engine {
         }
         self.ready = true;
         self.shared.publish(Arc::new(View::of(&self.ledger)), None);
-        crate::set_health(&self.health, tonic_health::ServingStatus::Serving).await;
+        self.caught_up.set(true);
         tracing::info!(
             epoch = self.ledger.epoch(),
             membership_sequence = self.ledger.membership_sequence(),

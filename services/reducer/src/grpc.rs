@@ -21,7 +21,7 @@ use tokio::sync::{broadcast, watch};
 use tonic::{Request, Response, Status};
 
 use crate::engine::wait_for;
-use crate::metrics::{self, Metrics};
+use crate::metrics::Metrics;
 use crate::state::{Shared, Update, View};
 
 /// The `RingService` implementation.
@@ -213,7 +213,9 @@ struct OpenWatcher(Arc<Metrics>);
 
 impl OpenWatcher {
     fn new(metrics: Arc<Metrics>) -> Self {
-        metrics::bump(&metrics.watchers);
+        metrics
+            .watchers
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Self(metrics)
     }
 }
@@ -282,7 +284,7 @@ impl Watching {
                 }
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     let metrics = Arc::clone(&self.open.0);
-                    metrics::bump(&metrics.watchers_lagged);
+                    metrics.watcher_lagged();
                     let status = Status::aborted(format!(
                         "this watcher fell {missed} epochs behind the reducer; reconnect for a fresh snapshot"
                     ));

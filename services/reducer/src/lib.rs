@@ -6,8 +6,8 @@
 //! reducers may run for availability: exactly one event per epoch is stored, the loser
 //! checks and adopts it), writes snapshots to the KV bucket so a restart resumes near
 //! the end of the stream, and serves the ring over gRPC (`RingService`, plus the gRPC
-//! health protocol) and HTTP (`/metrics`, `/healthz`, `/readyz`). docs/reducer.md is
-//! the operator's guide.
+//! health protocol) and HTTP (`/metrics`, `/livez`, `/readyz`, from the service kit).
+//! docs/reducer.md is the operator's guide.
 //!
 //! # Layout
 //! - [`config`]: [`ReducerConfig`] parsed from a map of strings.
@@ -16,8 +16,7 @@
 //! - [`snapshots`]: [`SnapshotStore`], the KV side of snapshots.
 //! - [`state`]: the served [`View`] and the feed of epochs behind `WatchRing`.
 //! - [`grpc`]: [`RingApi`], the `RingService` implementation.
-//! - [`http`]: the metrics and probe routes.
-//! - [`metrics`]: metric names (defined once) and the text exposition.
+//! - [`metrics`]: the metrics (each described once) as OpenTelemetry instruments.
 //!
 //! # How it fits
 //! Membership sources (the watchers) publish membership events; the reducer is their
@@ -28,7 +27,6 @@
 pub mod config;
 mod engine;
 pub mod grpc;
-pub mod http;
 pub mod metrics;
 pub mod snapshots;
 pub mod state;
@@ -39,10 +37,12 @@ use std::sync::Arc;
 
 use async_nats::jetstream;
 use ringside_events::{Consumer, Publisher, ServiceUser, pb, subject};
+use ringside_kit::{Condition, Readiness, Telemetry, TelemetryError};
 use tokio::net::TcpListener;
 
-pub use config::{ConfigError, ReducerConfig};
+pub use config::ReducerConfig;
 pub use grpc::RingApi;
+pub use ringside_kit::ConfigError;
 pub use snapshots::{SnapshotError, SnapshotSlot, SnapshotStore};
 pub use state::View;
 
@@ -74,14 +74,11 @@ pub enum ReducerError {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// Connecting to NATS failed.
-    #[error("connecting to NATS at {url}")]
-    Nats {
-        /// The server URL.
-        url: String,
-        /// The connection error.
-        #[source]
-        source: async_nats::ConnectError,
-    },
+    #[error("connecting to NATS")]
+    Nats(#[from] ringside_kit::nats::ConnectError),
+    /// The metrics could not be set up.
+    #[error("setting up metrics")]
+    Telemetry(#[from] TelemetryError),
     /// The `RINGSIDE` stream could not be opened (not provisioned: run `ringside up` or
     /// provision as in docs/nats.md).
     #[error("opening stream {}", subject::STREAM_EVENTS)]
@@ -243,11 +240,14 @@ impl Reducer {
     /// Runs until `shutdown` completes (then finishes the event in hand, writes a
     /// snapshot and returns `Ok`) or a fatal error.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ReducerError> {
+        let telemetry = Telemetry::new("reducer")?;
+        let readiness = Readiness::new();
+        telemetry.export_readiness(&readiness);
         let shared = Arc::new(Shared::new(
             self.config.watch_buffer,
-            Arc::new(Metrics::default()),
+            Metrics::new(&telemetry),
         ));
-        let work = std::pin::pin!(self.serve(Arc::clone(&shared)));
+        let work = std::pin::pin!(self.serve(Arc::clone(&shared), telemetry, readiness));
         let mut work = work;
         let shutdown = std::pin::pin!(shutdown);
         tokio::select! {
@@ -260,9 +260,15 @@ impl Reducer {
         work.await
     }
 
-    async fn serve(self, shared: Arc<Shared>) -> Result<(), ReducerError> {
+    async fn serve(
+        self,
+        shared: Arc<Shared>,
+        telemetry: Telemetry,
+        readiness: Readiness,
+    ) -> Result<(), ReducerError> {
+        let caught_up = readiness.condition("caught_up");
         let (health, health_service) = tonic_health::server::health_reporter();
-        set_health(&health, tonic_health::ServingStatus::NotServing).await;
+        let health = tokio::spawn(mirror_health(readiness.clone(), health, shared.stopping()));
         let api = RingApi::new(
             Arc::clone(&shared),
             self.config.ring.clone(),
@@ -280,53 +286,96 @@ impl Reducer {
                     engine::wait_for(shared.stopping()),
                 ),
         );
-        let http = tokio::spawn(
-            axum::serve(self.http, http::router(Arc::clone(&shared)))
-                .with_graceful_shutdown(engine::wait_for(shared.stopping()))
-                .into_future(),
-        );
+        let http = tokio::spawn(ringside_kit::http::serve(
+            self.http,
+            ringside_kit::http::router(&readiness, &telemetry),
+            engine::wait_for(shared.stopping()),
+        ));
         tracing::info!(grpc = %self.grpc_addr, metrics = %self.metrics_addr, ring = %self.config.ring, instance = %self.config.instance, "Reducer listening.");
 
         let folded = fold(
             Arc::clone(&self.config),
             Arc::clone(&shared),
-            health.clone(),
+            &readiness,
+            caught_up,
         )
         .await;
         // Whatever ended the fold, stop serving: a reducer that no longer folds must not
         // answer with a ring that silently stops moving.
-        set_health(&health, tonic_health::ServingStatus::NotServing).await;
         shared.stop();
         let grpc = grpc.await;
         let http = http.await;
+        if let Err(e) = health.await {
+            tracing::warn!(error = %e, "The health mirror failed.");
+        }
         folded?;
+        let failed = |what, source: Box<dyn std::error::Error + Send + Sync>| {
+            Err(ReducerError::Serve { what, source })
+        };
         match grpc {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                return Err(ReducerError::Serve {
-                    what: "gRPC",
-                    source: Box::new(e),
-                });
-            }
-            Err(e) => {
-                return Err(ReducerError::Serve {
-                    what: "gRPC",
-                    source: Box::new(e),
-                });
-            }
+            Ok(Err(e)) => return failed("gRPC", Box::new(e)),
+            Err(e) => return failed("gRPC", Box::new(e)),
         }
         match http {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(ReducerError::Serve {
-                what: "metrics",
-                source: Box::new(e),
-            }),
-            Err(e) => Err(ReducerError::Serve {
-                what: "metrics",
-                source: Box::new(e),
-            }),
+            Ok(Err(e)) => failed("metrics", Box::new(e)),
+            Err(e) => failed("metrics", Box::new(e)),
         }
     }
+}
+
+impl ringside_kit::Service for Reducer {
+    const NAME: &'static str = "reducer";
+    const SCHEMA: &'static ringside_kit::Schema = &config::SCHEMA;
+    type Config = ReducerConfig;
+    type Error = ReducerError;
+
+    fn config(
+        map: &std::collections::BTreeMap<String, String>,
+    ) -> Result<ReducerConfig, ConfigError> {
+        ReducerConfig::from_map(map)
+    }
+
+    async fn bind(config: ReducerConfig) -> Result<Self, ReducerError> {
+        Reducer::bind(config).await
+    }
+
+    fn listeners(&self) -> Vec<(&'static str, SocketAddr)> {
+        vec![("grpc", self.grpc_addr), ("metrics", self.metrics_addr)]
+    }
+
+    async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ReducerError> {
+        Reducer::run(self, shutdown).await
+    }
+}
+
+/// Keeps the gRPC health status equal to the readiness (`/readyz`) until the reducer
+/// stops, then says `NOT_SERVING`.
+async fn mirror_health(
+    readiness: Readiness,
+    health: tonic_health::server::HealthReporter,
+    stopping: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut changes = readiness.changed();
+    let stop = engine::wait_for(stopping);
+    tokio::pin!(stop);
+    loop {
+        let status = if *changes.borrow_and_update() {
+            tonic_health::ServingStatus::Serving
+        } else {
+            tonic_health::ServingStatus::NotServing
+        };
+        set_health(&health, status).await;
+        tokio::select! {
+            () = &mut stop => break,
+            changed = changes.changed() => if changed.is_err() { break },
+        }
+    }
+    set_health(&health, tonic_health::ServingStatus::NotServing).await;
 }
 
 /// Largest gRPC request the RingService reads (the transport refuses larger ones with
@@ -353,50 +402,18 @@ pub(crate) async fn set_health(
 async fn fold(
     config: Arc<ReducerConfig>,
     shared: Arc<Shared>,
-    health: tonic_health::server::HealthReporter,
+    readiness: &Readiness,
+    caught_up: Condition,
 ) -> Result<(), ReducerError> {
-    let options = match &config.nats_password {
-        Some(password) => ServiceUser::Reducer.connect_options(password.clone()),
-        None => async_nats::ConnectOptions::new().name("ringside-reducer"),
-    };
     // Readiness follows the connection: a reducer that cannot reach NATS cannot store
     // an epoch, so it says so (`/readyz`, gRPC health, `ringside_reducer_ready`).
-    let on_event = {
-        let shared = Arc::clone(&shared);
-        let health = health.clone();
-        move |event: async_nats::Event| {
-            let shared = Arc::clone(&shared);
-            let health = health.clone();
-            async move {
-                let connected = match event {
-                    async_nats::Event::Connected => true,
-                    async_nats::Event::Disconnected => false,
-                    _ => return,
-                };
-                shared.set_connected(connected);
-                if connected {
-                    tracing::info!("Connected to NATS.");
-                } else {
-                    tracing::warn!("Lost the connection to NATS; not ready until it is back.");
-                }
-                let status = if shared.is_ready() {
-                    tonic_health::ServingStatus::Serving
-                } else {
-                    tonic_health::ServingStatus::NotServing
-                };
-                set_health(&health, status).await;
-            }
-        }
-    };
-    let client = options
-        .event_callback(on_event)
-        .connect(&config.nats_url)
-        .await
-        .map_err(|source| ReducerError::Nats {
-            url: config.nats_url.clone(),
-            source,
-        })?;
-    shared.set_connected(true);
+    let client = ringside_kit::nats::connect(
+        ServiceUser::Reducer,
+        config.nats_password.clone(),
+        &config.nats_url,
+        readiness,
+    )
+    .await?;
     let publisher = Publisher::new(client);
     let stream = publisher
         .jetstream()
@@ -424,7 +441,7 @@ async fn fold(
         stream,
         loaded,
         Arc::clone(&shared),
-        health,
+        caught_up,
         Arc::clone(&snapshots),
         shared.stopping(),
     )
@@ -454,15 +471,11 @@ async fn write_snapshots(mut store: SnapshotStore, slot: Arc<SnapshotSlot>, metr
         };
         match written {
             Ok(()) => {
-                metrics::bump(&metrics.snapshots_written);
-                metrics::set(
-                    &metrics.snapshot_taken_ms,
-                    metrics::unix_millis(std::time::SystemTime::now()),
-                );
+                metrics.snapshot_written(std::time::SystemTime::now());
                 tracing::info!(epoch, membership_sequence, "Snapshot written.");
             }
             Err(e) => {
-                metrics::bump(&metrics.snapshot_failures);
+                metrics.snapshot_failed();
                 tracing::warn!(epoch, error = %error_chain(&e), "Writing a snapshot failed; the next one will try again.");
             }
         }

@@ -17,7 +17,6 @@
 //! a quarter of its decoded size (`just bench reducer` measures a client a whole
 //! buffer behind on a 1000-member ring). An epoch nobody watches is not encoded.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::SystemTime;
 
@@ -29,7 +28,7 @@ use ringside_events::{RingLedger, RingName, pb};
 use ringside_ring::{Ring, Token};
 use tokio::sync::{broadcast, watch};
 
-use crate::metrics::{self, Metrics};
+use crate::metrics::Metrics;
 
 /// The ring at one stored epoch, ready for lookups. Immutable; replaced whole.
 ///
@@ -186,8 +185,6 @@ pub struct Shared {
     view: RwLock<Option<Arc<View>>>,
     updates: broadcast::Sender<Arc<Update>>,
     stopping: watch::Sender<bool>,
-    /// Whether the NATS connection is up.
-    connected: AtomicBool,
     /// Live metrics.
     pub metrics: Arc<Metrics>,
 }
@@ -201,7 +198,6 @@ impl Shared {
             view: RwLock::new(None),
             updates,
             stopping: watch::Sender::new(false),
-            connected: AtomicBool::new(false),
             metrics,
         }
     }
@@ -214,16 +210,10 @@ impl Shared {
             .clone()
     }
 
-    /// Whether the reducer serves: it has caught up once, and it is connected to NATS
-    /// (without it no epoch can be stored, so the ring it has may be behind).
-    pub fn is_ready(&self) -> bool {
-        self.connected.load(Ordering::Relaxed) && self.view().is_some()
-    }
-
-    /// Records whether the NATS connection is up (and the ready gauge with it).
-    pub fn set_connected(&self, connected: bool) {
-        self.connected.store(connected, Ordering::Relaxed);
-        metrics::set(&self.metrics.ready, u64::from(self.is_ready()));
+    /// Whether the reducer has caught up once and serves a ring (readiness for the
+    /// probes is the service's `Readiness`, which also follows the NATS connection).
+    pub fn is_serving(&self) -> bool {
+        self.view().is_some()
     }
 
     /// The current view and a feed of every later epoch, taken atomically (see the
@@ -248,8 +238,6 @@ impl Shared {
             // watching then.
             let _ = self.updates.send(Arc::new(Update::new(event, sequence)));
         }
-        drop(guard);
-        metrics::set(&self.metrics.ready, u64::from(self.is_ready()));
     }
 
     /// Tells open `WatchRing` streams that the reducer is stopping.
@@ -343,7 +331,8 @@ mod tests {
 
     #[test]
     fn subscribers_see_updates_after_their_view_only() {
-        let shared = Shared::new(4, Arc::default());
+        let telemetry = ringside_kit::Telemetry::new("reducer").unwrap();
+        let shared = Shared::new(4, crate::metrics::Metrics::new(&telemetry));
         assert!(shared.subscribe().is_none());
         let mut ledger = ledger(2);
         shared.publish(Arc::new(View::of(&ledger)), None);
@@ -360,13 +349,6 @@ mod tests {
         let update = rx.try_recv().unwrap();
         assert_eq!((update.epoch, update.sequence), (2, 9));
         assert_eq!(update.event().unwrap(), *event, "the event as it was made");
-        // Serving needs the NATS connection too.
-        assert!(!shared.is_ready());
-        shared.set_connected(true);
-        assert!(shared.is_ready());
-        assert_eq!(shared.metrics.ready.load(Ordering::Relaxed), 1);
-        shared.set_connected(false);
-        assert!(!shared.is_ready());
-        assert_eq!(shared.metrics.ready.load(Ordering::Relaxed), 0);
+        assert!(shared.is_serving());
     }
 }

@@ -41,7 +41,7 @@ async fn folds_a_churn_and_stores_every_epoch_once() {
     );
     assert!(last > 200);
     assert_eq!(
-        metric(reducer.metrics, m::EPOCH).await,
+        metric(reducer.metrics, m::EPOCH.name).await,
         folded.epochs.len() as f64
     );
     reducer.stop().await.unwrap();
@@ -63,9 +63,9 @@ async fn a_cold_start_on_a_long_history_serves_the_fold_and_goes_on() {
     assert!(folded.epochs.len() > 100, "{} epochs", folded.epochs.len());
 
     let second = Running::ready(&bus.reducer_map_with("b", &never)).await;
-    assert_eq!(metric(second.metrics, m::START_SEQUENCE).await, 1.0);
-    let replayed = format!("{}{{how=\"replayed\"}}", m::REBALANCES);
-    let verified = format!("{}{{how=\"verified\"}}", m::REBALANCES);
+    assert_eq!(metric(second.metrics, m::START_SEQUENCE.name).await, 1.0);
+    let replayed = format!("{}{{how=\"replayed\"}}", m::REBALANCES.name);
+    let verified = format!("{}{{how=\"verified\"}}", m::REBALANCES.name);
     assert_eq!(
         metric(second.metrics, &replayed).await,
         (folded.epochs.len() - 1) as f64
@@ -147,8 +147,8 @@ async fn malformed_messages_are_skipped_counted_and_do_not_stop_the_reducer() {
     assert!(!folded.ledger.ring().contains("intruder"));
     let served = common::get_ring(reducer.grpc).await;
     assert!(served.members.iter().all(|m| m.id != "intruder"));
-    assert_eq!(metric(reducer.metrics, m::MALFORMED).await, 4.0);
-    assert_eq!(metric(reducer.metrics, m::DEAD_LETTERED).await, 4.0);
+    assert_eq!(metric(reducer.metrics, m::MALFORMED.name).await, 4.0);
+    assert_eq!(metric(reducer.metrics, m::DEAD_LETTERED.name).await, 4.0);
     let dead = bus
         .read_stream(
             ringside_events::subject::STREAM_DEADLETTER,
@@ -188,13 +188,13 @@ async fn junk_on_the_rebalance_subject_is_skipped_live_and_at_a_restart() {
     let folded = bus.offline_fold().await;
     wait_folded(first.metrics, folded.ledger.membership_sequence(), WITHIN).await;
     assert_history(&bus.rebalances_but(&junk).await, &folded);
-    assert_eq!(metric(first.metrics, m::INVALID_STORED).await, 3.0);
+    assert_eq!(metric(first.metrics, m::INVALID_STORED.name).await, 3.0);
     first.stop().await.unwrap();
 
     // The last message of the subject is junk when the next reducer starts.
     junk.push(bus.publish_raw_rebalance("more garbage".into()).await);
     let second = Running::ready(&bus.reducer_map("b")).await;
-    assert_eq!(metric(second.metrics, m::INVALID_STORED).await, 1.0);
+    assert_eq!(metric(second.metrics, m::INVALID_STORED.name).await, 1.0);
     bus.publish(&events[40..]).await;
     let folded = bus.offline_fold().await;
     wait_folded(second.metrics, folded.ledger.membership_sequence(), WITHIN).await;
@@ -218,18 +218,18 @@ async fn a_graceful_stop_snapshots_and_the_next_start_resumes_after_it() {
         ],
     );
     let first = Running::ready(&map).await;
-    assert_eq!(metric(first.metrics, m::START_SEQUENCE).await, 1.0);
+    assert_eq!(metric(first.metrics, m::START_SEQUENCE.name).await, 1.0);
     bus.publish(&events[..100]).await;
     let folded = bus.offline_fold().await;
     let at = folded.ledger.membership_sequence();
     wait_folded(first.metrics, at, WITHIN).await;
-    assert!(metric(first.metrics, m::SNAPSHOTS_WRITTEN).await >= 1.0);
+    assert!(metric(first.metrics, m::SNAPSHOTS_WRITTEN.name).await >= 1.0);
     first.stop().await.unwrap();
 
     // The stop wrote a snapshot of everything folded: the next start begins after it.
     let second = Running::ready(&map).await;
     assert_resumed_after(second.metrics, &folded).await;
-    assert!(metric(second.metrics, m::SNAPSHOT_AGE).await < 60.0);
+    assert!(metric(second.metrics, m::SNAPSHOT_AGE.name).await < 60.0);
     bus.publish(&events[100..]).await;
     let folded = bus.offline_fold().await;
     wait_folded(second.metrics, folded.ledger.membership_sequence(), WITHIN).await;
@@ -326,10 +326,10 @@ async fn a_nats_restart_is_ridden_out_in_order() {
     // is not ready (it could not store an epoch), and says so again once it can.
     bus.server.kill().await.unwrap();
     common::wait_readyz(reducer.metrics, 503, WITHIN).await;
-    assert_eq!(metric(reducer.metrics, m::READY).await, 0.0);
+    assert_eq!(metric(reducer.metrics, m::READY.name).await, 0.0);
     bus.server.restart().await.unwrap();
     common::wait_readyz(reducer.metrics, 200, WITHIN).await;
-    assert_eq!(metric(reducer.metrics, m::READY).await, 1.0);
+    assert_eq!(metric(reducer.metrics, m::READY.name).await, 1.0);
     bus.publish(&events[60..]).await;
     let folded = bus.offline_fold().await;
     wait_folded(reducer.metrics, folded.ledger.membership_sequence(), WITHIN).await;

@@ -298,7 +298,11 @@ async fn a_watcher_that_falls_behind_is_told_to_reconnect() {
     let status = status.expect("the stream ended without an error");
     assert_eq!(status.code(), Code::Aborted, "{status}");
     assert_eq!(
-        common::metric(reducer.metrics, ringside_reducer::metrics::WATCHERS_LAGGED).await,
+        common::metric(
+            reducer.metrics,
+            ringside_reducer::metrics::WATCHERS_LAGGED.name
+        )
+        .await,
         1.0
     );
     reducer.stop().await.unwrap();

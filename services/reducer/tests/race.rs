@@ -17,7 +17,7 @@ use ringside_reducer::metrics as m;
 const WITHIN: Duration = Duration::from_secs(120);
 
 async fn stored_by(addr: std::net::SocketAddr, how: &str) -> f64 {
-    metric(addr, &format!("{}{{how=\"{how}\"}}", m::REBALANCES)).await
+    metric(addr, &format!("{}{{how=\"{how}\"}}", m::REBALANCES.name)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -136,7 +136,7 @@ async fn a_late_reducer_checks_the_history_and_joins_the_race() {
     wait_folded(a.metrics, at, WITHIN).await;
     wait_folded(b.metrics, at, WITHIN).await;
     assert_history(&bus.rebalances().await, &folded);
-    assert_eq!(metric(b.metrics, m::DIVERGENCES).await, 0.0);
+    assert_eq!(metric(b.metrics, m::DIVERGENCES.name).await, 0.0);
     a.stop().await.unwrap();
     b.stop().await.unwrap();
 }

@@ -39,7 +39,7 @@ pub(crate) struct Running {
     pub(crate) nats_url: String,
     /// The reducer's gRPC RingService.
     pub(crate) grpc: SocketAddr,
-    /// The reducer's /metrics, /healthz, /readyz.
+    /// The reducer's /metrics, /livez, /readyz.
     pub(crate) metrics: SocketAddr,
 }
 

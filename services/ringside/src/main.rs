@@ -8,7 +8,7 @@
 //! - `ring_cmd`: `ringside ring lookup|plan`, what-if planning without any server.
 //! - `tail_cmd`: `ringside tail`, the ring's events live, decoded.
 //! - `replay`: `ringside replay ...`, post-mortems from the stream or an export.
-//! - `reducer_cmd`: `ringside reducer`, the ring reducer service.
+//! - `services`: `ringside <service>` (reducer, watcher) and the list `up` supervises.
 //! - `up`: `ringside up` (the whole system locally) and `ringside scale`.
 //! - `local`: the state directory `ringside up` keeps and the other commands read.
 //! - `service`: logs, runtime and stop signal of the long-running commands.
@@ -26,10 +26,10 @@
 mod local;
 mod nats_args;
 mod output;
-mod reducer_cmd;
 mod replay;
 mod ring_cmd;
 mod service;
+mod services;
 mod tail_cmd;
 mod up;
 mod watcher_cmd;
@@ -59,14 +59,13 @@ enum Command {
     Tail(tail_cmd::TailArgs),
     /// Post-mortems: the ring at any point, a key's owners, diffs, export, verify.
     Replay(replay::ReplayArgs),
-    /// The ring reducer service: folds membership into the ring, serves RingService.
-    Reducer(reducer_cmd::ReducerArgs),
+    /// A long-running service, as it runs in a pod.
+    #[command(flatten)]
+    Service(services::ServiceCommand),
     /// Run the whole system locally: nats-server, reducer, heartbeat watcher, members.
     Up(up::UpArgs),
     /// Change the number of stand-in members of the running `ringside up`.
     Scale(up::ScaleArgs),
-    /// A membership source: `kubernetes` (pods) or `heartbeat` (node heartbeats).
-    Watcher(watcher_cmd::WatcherArgs),
 }
 
 fn main() -> ExitCode {
@@ -75,13 +74,12 @@ fn main() -> ExitCode {
         Command::Ring(args) => ring_cmd::run(args, &mut std::io::stdout().lock()),
         Command::Tail(args) => tail_cmd::run(args, &mut std::io::stdout().lock()),
         Command::Replay(args) => replay::run(args, &mut std::io::stdout().lock()),
-        Command::Reducer(args) => reducer_cmd::run(args),
+        Command::Service(service) => service.run(),
         Command::Up(args) => {
             service::init_logs();
             service::block_on(up::up(args))
         }
         Command::Scale(args) => service::block_on(up::scale(args)),
-        Command::Watcher(args) => watcher_cmd::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

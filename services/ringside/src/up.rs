@@ -55,7 +55,7 @@ pub(crate) struct UpArgs {
     /// Reducer gRPC address (RingService); port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:7420")]
     grpc: SocketAddr,
-    /// Reducer metrics address (/metrics, /healthz, /readyz); port 0 picks a free port.
+    /// Reducer metrics address (/metrics, /livez, /readyz); port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:9420")]
     metrics: SocketAddr,
     /// Token strategy of a new ring.

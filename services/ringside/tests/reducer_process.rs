@@ -26,8 +26,8 @@ async fn sigterm_snapshots_exits_zero_and_the_next_start_resumes_after_the_snaps
     let folded = bus.offline_fold().await;
     let at = folded.ledger.membership_sequence();
     wait_folded(first.metrics, at, WITHIN).await;
-    assert_eq!(metric(first.metrics, m::START_SEQUENCE).await, 1.0);
-    assert_eq!(metric(first.metrics, m::SNAPSHOTS_WRITTEN).await, 0.0);
+    assert_eq!(metric(first.metrics, m::START_SEQUENCE.name).await, 1.0);
+    assert_eq!(metric(first.metrics, m::SNAPSHOTS_WRITTEN.name).await, 0.0);
     first.signal(Signal::SIGTERM);
     let status = first.exited(WITHIN).await;
     assert!(status.success(), "{status}\n{}", first.log());

@@ -70,7 +70,7 @@ async fn sigkilled_reducers_end_on_the_offline_fold() {
     let snapshot = common::get_ring(reducer.grpc).await;
     assert_eq!(snapshot.checksum, folded.ledger.checksum());
     assert_eq!(snapshot.epoch, folded.ledger.epoch());
-    assert_eq!(metric(reducer.metrics, m::DIVERGENCES).await, 0.0);
+    assert_eq!(metric(reducer.metrics, m::DIVERGENCES.name).await, 0.0);
     // Restarts began from snapshots, not from the first event.
     assert!(resumed_from_snapshot > 0, "no restart used a snapshot");
     reducer.kill().await;
@@ -80,7 +80,7 @@ async fn sigkilled_reducers_end_on_the_offline_fold() {
 /// is killed before they do).
 async fn metric_when_up(reducer: &Reducer) -> f64 {
     for _ in 0..100 {
-        let value = metric(reducer.metrics, m::START_SEQUENCE).await;
+        let value = metric(reducer.metrics, m::START_SEQUENCE.name).await;
         if value > 0.0 {
             return value;
         }

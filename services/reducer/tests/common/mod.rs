@@ -280,11 +280,11 @@ pub(crate) fn assert_history(stored: &[(u64, pb::RingRebalanced)], folded: &Fold
 /// folded epoch.
 pub(crate) async fn assert_resumed_after(metrics: SocketAddr, folded: &Folded) {
     assert_eq!(
-        metric(metrics, ringside_reducer::metrics::START_SEQUENCE).await,
+        metric(metrics, ringside_reducer::metrics::START_SEQUENCE.name).await,
         (folded.ledger.membership_sequence() + 1) as f64
     );
     assert_eq!(
-        metric(metrics, ringside_reducer::metrics::START_EPOCH).await,
+        metric(metrics, ringside_reducer::metrics::START_EPOCH.name).await,
         folded.epochs.len() as f64
     );
 }
@@ -447,7 +447,11 @@ pub(crate) async fn wait_ready(addr: SocketAddr, within: Duration) {
 pub(crate) async fn wait_folded(metrics_addr: SocketAddr, seq: u64, within: Duration) {
     let deadline = Instant::now() + within;
     loop {
-        let at = metric(metrics_addr, ringside_reducer::metrics::MEMBERSHIP_SEQUENCE).await;
+        let at = metric(
+            metrics_addr,
+            ringside_reducer::metrics::MEMBERSHIP_SEQUENCE.name,
+        )
+        .await;
         if at >= seq as f64 {
             return;
         }

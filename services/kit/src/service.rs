@@ -1,0 +1,88 @@
+//! [`Service`]: what a long-running service gives the binary, so that every service
+//! runs the same way ([`main`]): settings from the environment and flags, logs, bound
+//! listeners announced on stdout, then `run` until SIGTERM or SIGINT.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+
+use crate::settings::{ConfigError, Schema};
+
+/// A ringside service, as `ringside <name>` runs it in a pod and `ringside up` runs it
+/// locally.
+pub trait Service: Sized + Send + 'static {
+    /// Its name: the `ringside <name>` command, the metric prefix, the announcement.
+    const NAME: &'static str;
+    /// Its settings.
+    const SCHEMA: &'static Schema;
+    /// Its parsed configuration.
+    type Config: Send;
+    /// Why it stops.
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Parses and checks the configuration map.
+    fn config(map: &BTreeMap<String, String>) -> Result<Self::Config, ConfigError>;
+
+    /// Binds its listeners (port 0 picks a free one); nothing runs yet.
+    fn bind(config: Self::Config) -> impl Future<Output = Result<Self, Self::Error>> + Send;
+
+    /// The bound listeners, by name (`metrics`, `grpc`), for the announcement.
+    fn listeners(&self) -> Vec<(&'static str, SocketAddr)>;
+
+    /// Runs until `shutdown` completes (then stops cleanly and returns `Ok`) or a
+    /// fatal error.
+    fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+}
+
+/// Why `ringside <service>` stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum MainError {
+    /// The configuration was refused (nothing started).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The async runtime could not start, or stdout could not be written.
+    #[error("{what}")]
+    Io {
+        /// What failed.
+        what: &'static str,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The service failed.
+    #[error("the {service} failed")]
+    Service {
+        /// Which.
+        service: &'static str,
+        /// Its error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// Runs service `S` with the configuration `map`: parse (before anything starts), logs,
+/// bind, announce (`<name> listening metrics=... grpc=...` on stdout), run until SIGTERM
+/// or SIGINT.
+pub fn main<S: Service>(map: &BTreeMap<String, String>) -> Result<(), MainError> {
+    let config = S::config(map)?;
+    crate::run::init_logs();
+    let runtime = tokio::runtime::Runtime::new().map_err(|source| MainError::Io {
+        what: "cannot start the async runtime",
+        source,
+    })?;
+    let failed = |source: S::Error| MainError::Service {
+        service: S::NAME,
+        source: Box::new(source),
+    };
+    runtime.block_on(async {
+        let service = S::bind(config).await.map_err(failed)?;
+        crate::run::announce(S::NAME, &service.listeners()).map_err(|source| MainError::Io {
+            what: "cannot write the listening line to stdout",
+            source,
+        })?;
+        service.run(crate::run::signalled()).await.map_err(failed)
+    })
+}

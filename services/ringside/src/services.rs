@@ -1,0 +1,76 @@
+//! The services of the binary, one list (in the way of Loki's `-target`):
+//! `ringside <service>` runs one as it runs in a pod, and `ringside up` supervises
+//! them all locally ([`Target`]), each as its own process and NATS user.
+
+use clap::Subcommand;
+use ringside_events::ServiceUser;
+use ringside_kit::{Flags, Service};
+use ringside_reducer::Reducer;
+
+use crate::watcher_cmd;
+
+/// `ringside <service>`: every long-running service.
+#[derive(Debug, Subcommand)]
+pub(crate) enum ServiceCommand {
+    /// The ring reducer: folds membership into the ring, serves RingService.
+    Reducer(Flags<Reducer>),
+    /// A membership source: `kubernetes` (pods) or `heartbeat` (node heartbeats).
+    Watcher(watcher_cmd::WatcherArgs),
+}
+
+impl ServiceCommand {
+    /// Runs the service until SIGTERM or SIGINT.
+    pub(crate) fn run(self) -> anyhow::Result<()> {
+        match self {
+            Self::Reducer(flags) => main::<Reducer>(&flags),
+            Self::Watcher(args) => watcher_cmd::run(args),
+        }
+    }
+}
+
+fn main<S: Service>(flags: &Flags<S>) -> anyhow::Result<()> {
+    Ok(ringside_kit::service::main::<S>(&flags.config_map())?)
+}
+
+/// A service `ringside up` runs, as `ringside <argv>`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// `ringside reducer`.
+    Reducer,
+    /// `ringside watcher heartbeat`.
+    HeartbeatWatcher,
+}
+
+impl Target {
+    /// Its name in messages.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Reducer => "reducer",
+            Self::HeartbeatWatcher => "heartbeat watcher",
+        }
+    }
+
+    /// The arguments after `ringside`.
+    pub(crate) fn argv(self) -> &'static [&'static str] {
+        match self {
+            Self::Reducer => &["reducer"],
+            Self::HeartbeatWatcher => &["watcher", "heartbeat"],
+        }
+    }
+
+    /// The announcement's first word (`<service> listening ...`).
+    pub(crate) fn service(self) -> &'static str {
+        match self {
+            Self::Reducer => Reducer::NAME,
+            Self::HeartbeatWatcher => "watcher",
+        }
+    }
+
+    /// Its NATS user: it gets that user's password, and only that one.
+    pub(crate) fn user(self) -> ServiceUser {
+        match self {
+            Self::Reducer => ServiceUser::Reducer,
+            Self::HeartbeatWatcher => ServiceUser::Watcher,
+        }
+    }
+}
