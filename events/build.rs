@@ -25,6 +25,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let fds = protox::compile(PROTOS, [&root])?;
     let descriptors = fds.encode_to_vec();
+    // For gRPC server reflection (`grpcurl list`): the files and everything they import.
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(out.join("ringside_descriptors.bin"), &descriptors)?;
 
     tonic_prost_build::configure()
         // Deterministic encoding: map fields iterate in key order, never hash order.

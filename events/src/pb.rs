@@ -7,4 +7,9 @@
 #![allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
 
 include!(concat!(env!("OUT_DIR"), "/ringside.v1.rs"));
+
+/// The encoded `FileDescriptorSet` of `proto/` and its imports, for gRPC server
+/// reflection (what `grpcurl list` and `grpcurl describe` ask).
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/ringside_descriptors.bin"));
 include!(concat!(env!("OUT_DIR"), "/ringside.v1.serde.rs"));

@@ -1,9 +1,13 @@
-//! [`LocalServer`]: `nats-server` as a supervised child process on loopback.
+//! [`LocalServer`]: `nats-server` as a supervised child process on loopback, the one
+//! way this project starts a server (`ringside up` and every test, through
+//! `ringside-testkit`).
 //!
 //! The child runs under `setpriv --pdeathsig KILL` when `setpriv` exists, so it dies
 //! with us even if we are SIGKILLed; it is also killed when the handle is dropped. Its
-//! Go runtime is capped with `GOMEMLIMIT`. A graceful [`LocalServer::stop`] sends
-//! SIGTERM (the server flushes and closes its store) and SIGKILLs after a grace period.
+//! Go runtime is capped with `GOMEMLIMIT`. Readiness and the port it picked (`-p -1`)
+//! are read from its log ("Server is ready"). A graceful [`LocalServer::stop`] sends
+//! SIGTERM (the server flushes and closes its store) and SIGKILLs after a grace period;
+//! [`LocalServer::kill`] is the crash a test plays.
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -21,21 +25,24 @@ use crate::{NatsdError, Passwords, STORE_DIR_ENV, io_err};
 pub struct ServerConfig {
     /// The `nats-server` binary ([`crate::find_binary`]).
     pub binary: PathBuf,
-    /// The config file (`nats/local.conf`); it reads the store dir and passwords from
-    /// the environment this module passes.
-    pub config_file: PathBuf,
+    /// The config file (`nats/local.conf`), which reads the store dir and passwords
+    /// from the environment this module passes; `None`: a plain server with JetStream
+    /// in `store_dir` and no authentication (`-js -sd`).
+    pub config_file: Option<PathBuf>,
     /// JetStream store directory (kept across runs).
     pub store_dir: PathBuf,
     /// The server's log file (appended to).
     pub log_file: PathBuf,
     /// Client port on 127.0.0.1; 0 lets the server pick a free one.
     pub port: u16,
-    /// Service passwords.
-    pub passwords: Passwords,
+    /// Service passwords (`nats/local.conf` reads them); `None` for a plain server.
+    pub passwords: Option<Passwords>,
     /// How long to wait for "Server is ready".
     pub startup_timeout: Duration,
     /// Soft memory cap of the server's Go runtime (`GOMEMLIMIT`), in bytes.
     pub memory_limit_bytes: u64,
+    /// More environment for the server process.
+    pub env: Vec<(String, String)>,
 }
 
 /// A running local server.
@@ -77,11 +84,17 @@ impl LocalServer {
         } else {
             Command::new(&config.binary)
         };
-        cmd.args(["-a", "127.0.0.1", "-p", &port, "-c"])
-            .arg(&config.config_file)
-            .env(STORE_DIR_ENV, &store_dir)
+        cmd.args(["-a", "127.0.0.1", "-p", &port]);
+        match &config.config_file {
+            // A config file sets JetStream up itself (the server refuses a second
+            // store_dir); it finds the store in $RINGSIDE_NATS_STORE_DIR.
+            Some(file) => cmd.arg("-c").arg(file),
+            None => cmd.args(["-js", "-sd"]).arg(&store_dir),
+        };
+        cmd.env(STORE_DIR_ENV, &store_dir)
             .env("GOMEMLIMIT", config.memory_limit_bytes.to_string())
-            .envs(config.passwords.env())
+            .envs(config.passwords.iter().flat_map(Passwords::env))
+            .envs(config.env.iter().cloned())
             .stdin(Stdio::null())
             .stdout(
                 log.try_clone()
@@ -151,6 +164,19 @@ impl LocalServer {
     /// The log file.
     pub fn log_file(&self) -> &Path {
         &self.log_file
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// SIGKILLs the server and reaps it (a crash, for tests).
+    pub async fn kill(&mut self) -> Result<(), NatsdError> {
+        self.child
+            .kill()
+            .await
+            .map_err(io_err("killing nats-server"))
     }
 
     /// Whether the process has exited (and how), without waiting.

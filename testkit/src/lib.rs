@@ -10,6 +10,7 @@
 //!   `ringside-natsd`, which `ringside up` uses too.
 //! - [`kube_fake`]: an HTTP fake of the Kubernetes list/watch API for the pod watcher.
 //! - [`bench`](mod@bench): the benchmarks' shared flag reader, min/median summary and JSON writer.
+//! - [`prometheus`]: `promtool check metrics` on a service's `/metrics` page.
 //! - [`workspace_root`]: where `nats/`, `.venv/` and the other shared files live.
 //! - [`settings`]: a settings map from literal pairs, what tests pass to the services'
 //!   `from_map` (never `set_var`).
@@ -24,6 +25,7 @@
 pub mod bench;
 pub mod kube_fake;
 pub mod nats;
+pub mod prometheus;
 
 pub use nats::{LocalAuth, NatsServer, ServerOptions, TestkitError};
 

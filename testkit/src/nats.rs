@@ -2,28 +2,26 @@
 //! SIGKILL and restart, cleanup on drop.
 //!
 //! # How it works
-//! Each [`NatsServer`] owns a supervisor thread that spawns the process, kills it and
-//! reaps it. The process runs under `setpriv --pdeathsig KILL` when `setpriv` exists,
-//! so it dies with that thread even if the test process is killed; the supervisor also
-//! SIGKILLs it once [`ServerOptions::max_lifetime`] has passed, and the Go runtime is
-//! capped with `GOMEMLIMIT`. Readiness is read from the server's log ("Server is ready"),
-//! which also gives the port the server picked (`-p -1`) on the first start; restarts
-//! reuse that port and the same store.
+//! The process is a [`ringside_natsd::LocalServer`], the same supervised child `ringside
+//! up` runs (under `setpriv --pdeathsig KILL`, `GOMEMLIMIT`, readiness and the port it
+//! picked read from its log). On top of it: a temporary store and log, removed on drop;
+//! restarts on the same port and store; and a watchdog thread that SIGKILLs the server
+//! once [`ServerOptions::max_lifetime`] has passed, whatever the test does.
 
 use std::collections::BTreeMap;
-use std::ffi::OsString;
-use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 use ringside_events::{Definitions, ServiceUser, provision};
-use ringside_natsd::log::{Startup, read_from, startup, tail};
+use ringside_natsd::log::read_from;
+use ringside_natsd::{LocalServer, NatsdError, ServerConfig};
 use tempfile::TempDir;
-use tokio::sync::oneshot;
 
 pub use ringside_natsd::{NATS_SERVER_ENV, SERVICE_USERS, STORE_DIR_ENV};
 
@@ -34,9 +32,10 @@ pub type LocalAuth = ringside_natsd::Passwords;
 /// Errors of the test harness. Each says what to do about it.
 #[derive(Debug, thiserror::Error)]
 pub enum TestkitError {
-    /// No usable `nats-server` binary (missing, too old, or not answering).
+    /// No usable `nats-server` binary (missing, too old, or not answering), or the
+    /// server did not start (its error carries the log's tail).
     #[error(transparent)]
-    Binary(#[from] ringside_natsd::NatsdError),
+    Server(#[from] NatsdError),
     /// Starting a process, reading its log or making a directory failed.
     #[error("{what}")]
     Io {
@@ -46,19 +45,6 @@ pub enum TestkitError {
         #[source]
         source: io::Error,
     },
-    /// The server did not report readiness in time (or exited first).
-    #[error("nats-server not ready after {waited:?}: {reason}\n--- log tail ---\n{log_tail}")]
-    NotReady {
-        /// How long the harness waited.
-        waited: Duration,
-        /// Why it gave up (timeout, or the exit status).
-        reason: String,
-        /// The end of the server's log.
-        log_tail: String,
-    },
-    /// The supervisor thread is gone (lifetime exceeded, or it panicked).
-    #[error("the nats-server supervisor has stopped (max lifetime exceeded?)")]
-    SupervisorGone,
     /// [`NatsServer::password`] named a user the server was not started with.
     #[error("no credentials for user '{0}' (start the server with ServerOptions::local_conf)")]
     UnknownUser(String),
@@ -132,110 +118,75 @@ pub fn server_binary() -> Result<PathBuf, TestkitError> {
     Ok(ringside_natsd::find_binary(&[&crate::workspace_root()])?)
 }
 
-enum Request {
-    Spawn {
-        program: PathBuf,
-        args: Vec<OsString>,
-        env: Vec<(String, String)>,
-        log: File,
-        reply: oneshot::Sender<io::Result<u32>>,
-    },
-    Kill {
-        reply: oneshot::Sender<io::Result<Option<ExitStatus>>>,
-    },
-    Status {
-        reply: oneshot::Sender<Option<ExitStatus>>,
-    },
+/// SIGKILLs the server whose pid it holds once the lifetime has passed; ends when told
+/// (or when its sender is dropped).
+struct Watchdog {
+    pid: Arc<AtomicI32>,
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
 }
 
-/// Owns the child process; see the module docs for why a thread.
-fn supervise(requests: mpsc::Receiver<Request>, max_lifetime: Duration) {
-    let deadline = Instant::now() + max_lifetime;
-    let mut child: Option<Child> = None;
-    let pdeathsig = Path::new("/usr/bin/setpriv").is_file();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match requests.recv_timeout(left) {
-            Ok(Request::Spawn {
-                program,
-                args,
-                env,
-                log,
-                reply,
-            }) => {
-                let result = spawn(&program, &args, env, log, pdeathsig).map(|c| {
-                    let pid = c.id();
-                    child = Some(c);
-                    pid
-                });
-                let _ = reply.send(result);
-            }
-            Ok(Request::Kill { reply }) => {
-                let _ = reply.send(kill(&mut child));
-            }
-            Ok(Request::Status { reply }) => {
-                let status = child.as_mut().and_then(|c| c.try_wait().ok().flatten());
-                let _ = reply.send(status);
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                eprintln!(
-                    "testkit: nats-server exceeded its max lifetime of {max_lifetime:?}; killing it."
-                );
-                let _ = kill(&mut child);
-                return;
-            }
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                let _ = kill(&mut child);
-                return;
-            }
+impl Watchdog {
+    fn start(lifetime: Duration) -> Result<Self, TestkitError> {
+        let pid = Arc::new(AtomicI32::new(0));
+        let (stop, stopped) = mpsc::channel::<()>();
+        let watched = Arc::clone(&pid);
+        let thread = std::thread::Builder::new()
+            .name("nats-server-watchdog".into())
+            .spawn(move || {
+                if let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(lifetime) {
+                    eprintln!(
+                        "testkit: nats-server exceeded its max lifetime of {lifetime:?}; killing it."
+                    );
+                    sigkill(watched.load(Ordering::Relaxed));
+                }
+            })
+            .map_err(io_err("spawning the watchdog thread"))?;
+        Ok(Self {
+            pid,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    fn watch(&self, pid: Option<u32>) {
+        let pid = pid.and_then(|p| i32::try_from(p).ok()).unwrap_or(0);
+        self.pid.store(pid, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
         }
     }
 }
 
-fn spawn(
-    program: &Path,
-    args: &[OsString],
-    env: Vec<(String, String)>,
-    log: File,
-    pdeathsig: bool,
-) -> io::Result<Child> {
-    let mut cmd = if pdeathsig {
-        let mut c = Command::new("/usr/bin/setpriv");
-        c.args(["--pdeathsig", "KILL", "--"]).arg(program);
-        c
-    } else {
-        Command::new(program)
-    };
-    cmd.args(args)
-        .envs(env)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log);
-    cmd.spawn()
+/// SIGKILL to `pid` (0: nobody).
+fn sigkill(pid: i32) {
+    if pid > 0 {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    }
 }
 
-fn kill(child: &mut Option<Child>) -> io::Result<Option<ExitStatus>> {
-    match child.take() {
-        Some(mut c) => {
-            // SIGKILL on unix; an already exited child is fine, wait() reaps it either way.
-            let _ = c.kill();
-            c.wait().map(Some)
-        }
-        None => Ok(None),
-    }
+/// Whether `pid` is a live process (not gone, not a zombie).
+fn alive(pid: i32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // `pid (comm) state ...`: the state follows the last ')'.
+    let state = stat
+        .rfind(')')
+        .and_then(|i| stat[i + 1..].split_whitespace().next());
+    !matches!(state, None | Some("Z"))
 }
 
 /// A running (or killed, awaiting restart) `nats-server` with its own store.
 pub struct NatsServer {
-    requests: Option<mpsc::Sender<Request>>,
-    supervisor: Option<JoinHandle<()>>,
-    binary: PathBuf,
+    config: ServerConfig,
     options: ServerOptions,
-    port: Option<u16>,
-    pid: Option<u32>,
-    running: bool,
-    log_path: PathBuf,
-    store: PathBuf,
+    server: Option<LocalServer>,
+    watchdog: Watchdog,
     // Dropped last (fields drop in order, after Drop::drop has killed the process).
     _dir: TempDir,
 }
@@ -243,9 +194,9 @@ pub struct NatsServer {
 impl std::fmt::Debug for NatsServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NatsServer")
-            .field("port", &self.port)
-            .field("running", &self.running)
-            .field("store", &self.store)
+            .field("port", &self.config.port)
+            .field("running", &self.server.is_some())
+            .field("store", &self.config.store_dir)
             .finish()
     }
 }
@@ -268,159 +219,79 @@ impl NatsServer {
             .prefix("ringside-nats-")
             .tempdir()
             .map_err(io_err("creating the server's temp dir"))?;
-        let store = dir.path().join("jetstream");
-        std::fs::create_dir_all(&store).map_err(io_err("creating the JetStream store dir"))?;
-        let (tx, rx) = mpsc::channel();
-        let lifetime = options.max_lifetime;
-        let supervisor = std::thread::Builder::new()
-            .name("nats-server-supervisor".into())
-            .spawn(move || supervise(rx, lifetime))
-            .map_err(io_err("spawning the supervisor thread"))?;
-        let mut server = Self {
-            requests: Some(tx),
-            supervisor: Some(supervisor),
+        let config = ServerConfig {
             binary,
+            config_file: options.config_file.clone(),
+            store_dir: dir.path().join("jetstream"),
+            log_file: dir.path().join("nats-server.log"),
+            port: 0,
+            passwords: options.auth.clone(),
+            startup_timeout: options.startup_timeout,
+            memory_limit_bytes: options.memory_limit_bytes,
+            env: options.env.clone().into_iter().collect(),
+        };
+        let mut server = Self {
+            watchdog: Watchdog::start(options.max_lifetime)?,
+            config,
             options,
-            port: None,
-            pid: None,
-            running: false,
-            log_path: dir.path().join("nats-server.log"),
-            store,
+            server: None,
             _dir: dir,
         };
         server.launch().await?;
         Ok(server)
     }
 
-    async fn request<T>(
-        &self,
-        make: impl FnOnce(oneshot::Sender<T>) -> Request,
-    ) -> Result<T, TestkitError> {
-        let (reply, answer) = oneshot::channel();
-        self.requests
-            .as_ref()
-            .ok_or(TestkitError::SupervisorGone)?
-            .send(make(reply))
-            .map_err(|_| TestkitError::SupervisorGone)?;
-        answer.await.map_err(|_| TestkitError::SupervisorGone)
-    }
-
     async fn launch(&mut self) -> Result<(), TestkitError> {
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log_path)
-            .map_err(io_err("opening the server log"))?;
-        let log_offset = log.metadata().map(|m| m.len()).unwrap_or(0);
-        let port = self
-            .port
-            .map_or_else(|| "-1".to_string(), |p| p.to_string());
-        let mut args: Vec<OsString> = ["-a", "127.0.0.1", "-p", &port].map(OsString::from).into();
-        match &self.options.config_file {
-            // A config file sets up JetStream itself (the server refuses a second
-            // store_dir); it finds the store in $RINGSIDE_NATS_STORE_DIR.
-            Some(config) => args.extend(["-c".into(), config.clone().into_os_string()]),
-            None => {
-                args.extend(["-js", "-sd"].map(OsString::from));
-                args.push(self.store.clone().into_os_string());
-            }
-        }
-        let mut env: Vec<(String, String)> = vec![
-            (
-                "GOMEMLIMIT".into(),
-                self.options.memory_limit_bytes.to_string(),
-            ),
-            (STORE_DIR_ENV.into(), self.store.display().to_string()),
-        ];
-        if let Some(auth) = &self.options.auth {
-            env.extend(auth.env());
-        }
-        env.extend(self.options.env.clone());
-        let program = self.binary.clone();
-        let pid = self
-            .request(|reply| Request::Spawn {
-                program,
-                args,
-                env,
-                log,
-                reply,
-            })
-            .await?
-            .map_err(io_err(format!("spawning {}", self.binary.display())))?;
-        self.pid = Some(pid);
-        self.running = true;
-        let port = self.wait_ready(log_offset).await?;
-        self.port = Some(port);
+        let server = LocalServer::start(&self.config).await?;
+        // Restarts keep the port the first start picked.
+        self.config.port = server.port();
+        self.watchdog.watch(server.pid());
+        self.server = Some(server);
         Ok(())
-    }
-
-    /// Polls the log (from this start's offset) for readiness and the client port.
-    async fn wait_ready(&mut self, offset: u64) -> Result<u16, TestkitError> {
-        let started = Instant::now();
-        loop {
-            let text = read_from(&self.log_path, offset);
-            if let Startup::Ready(port) = startup(&text) {
-                return Ok(port);
-            }
-            let waited = started.elapsed();
-            let exited = self.request(|reply| Request::Status { reply }).await?;
-            if exited.is_some() || waited > self.options.startup_timeout {
-                let _ = self.kill().await;
-                return Err(TestkitError::NotReady {
-                    waited,
-                    reason: exited
-                        .map_or_else(|| "timed out".to_string(), |s| format!("exited: {s}")),
-                    log_tail: tail(&text, 30),
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
     }
 
     /// `nats://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port.unwrap_or(0))
+        format!("nats://127.0.0.1:{}", self.config.port)
     }
 
     /// The client port (stable across restarts).
     pub fn port(&self) -> u16 {
-        self.port.unwrap_or(0)
+        self.config.port
     }
 
     /// The server's process id while it runs.
     pub fn pid(&self) -> Option<u32> {
-        self.pid.filter(|_| self.running)
+        self.server.as_ref().and_then(LocalServer::pid)
     }
 
     /// The JetStream store directory (kept across restarts, removed on drop).
     pub fn store_dir(&self) -> &Path {
-        &self.store
+        &self.config.store_dir
     }
 
     /// Whether the server process is supposed to be running.
     pub fn is_running(&self) -> bool {
-        self.running
+        self.server.is_some()
     }
 
     /// The whole server log so far (all starts).
     pub fn log(&self) -> String {
-        read_from(&self.log_path, 0)
+        read_from(&self.config.log_file, 0)
     }
 
     /// SIGKILLs the server and reaps it; the store and port stay for [`Self::restart`].
     pub async fn kill(&mut self) -> Result<(), TestkitError> {
-        self.running = false;
-        self.request(|reply| Request::Kill { reply })
-            .await?
-            .map_err(io_err("killing nats-server"))?;
+        self.watchdog.watch(None);
+        if let Some(mut server) = self.server.take() {
+            server.kill().await?;
+        }
         Ok(())
     }
 
     /// Starts the server again on the same port and store (killing it first if needed).
     pub async fn restart(&mut self) -> Result<(), TestkitError> {
-        if self.running {
-            self.kill().await?;
-        }
+        self.kill().await?;
         self.launch().await
     }
 
@@ -439,7 +310,7 @@ impl NatsServer {
         &self,
         options: async_nats::ConnectOptions,
     ) -> Result<async_nats::Client, TestkitError> {
-        if !self.running {
+        if self.server.is_none() {
             return Err(TestkitError::NotRunning);
         }
         let url = self.url();
@@ -479,11 +350,15 @@ impl NatsServer {
 
 impl Drop for NatsServer {
     fn drop(&mut self) {
-        // Closing the channel makes the supervisor SIGKILL and reap the server; joining it
-        // means no zombie and no stray process outlives the test.
-        drop(self.requests.take());
-        if let Some(handle) = self.supervisor.take() {
-            let _ = handle.join();
+        // Kill it now and wait (bounded) until it is gone, so no stray server outlives
+        // the test; the runtime reaps the zombie.
+        let Some(pid) = self.pid().and_then(|p| i32::try_from(p).ok()) else {
+            return;
+        };
+        sigkill(pid);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while alive(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 }

@@ -70,9 +70,9 @@ async fn a_config_error_is_reported_with_the_log() {
     };
     let err = NatsServer::start_with_config(options).await.unwrap_err();
     match err {
-        TestkitError::NotReady {
+        TestkitError::Server(ringside_natsd::NatsdError::NotReady {
             reason, log_tail, ..
-        } => {
+        }) => {
             assert!(reason.starts_with("exited"), "{reason}");
             assert!(!log_tail.is_empty());
         }

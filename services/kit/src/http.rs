@@ -119,6 +119,7 @@ mod tests {
         let (status, page) = get_text(addr, "/metrics").await;
         assert_eq!(status, 200);
         assert!(page.contains("ringside_probe_ready 1"), "{page}");
+        ringside_testkit::prometheus::check_metrics(&page).unwrap();
         stop.send(()).unwrap();
         server.await.unwrap().unwrap();
     }

@@ -233,6 +233,17 @@ pub fn names_on_page(page: &str) -> Vec<String> {
         .collect()
 }
 
+/// The metric names a docs page lists: the first cell of each table row that starts
+/// with `` `<prefix>``, without its label part (`` `x_total{how}` `` is `x_total`).
+pub fn names_in_docs(page: &str, prefix: &str) -> Vec<String> {
+    let start = format!("| `{prefix}");
+    page.lines()
+        .filter(|l| l.starts_with(&start))
+        .filter_map(|l| l.strip_prefix("| `")?.split('`').next())
+        .map(|name| name.split('{').next().unwrap_or(name).to_owned())
+        .collect()
+}
+
 /// One sample's value on a Prometheus text page: `name_and_labels` is what precedes
 /// the value (`ringside_reducer_epoch`, `x_total{how="published"}`).
 pub fn sample(page: &str, name_and_labels: &str) -> Option<f64> {

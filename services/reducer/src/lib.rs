@@ -274,9 +274,18 @@ impl Reducer {
             self.config.ring.clone(),
             self.config.max_key_bytes,
         );
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| ReducerError::Serve {
+                what: "gRPC reflection",
+                source: Box::new(e),
+            })?;
         let grpc = tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(health_service)
+                .add_service(reflection)
                 .add_service(
                     pb::ring_service_server::RingServiceServer::new(api)
                         .max_decoding_message_size(MAX_REQUEST_BYTES),

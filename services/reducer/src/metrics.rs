@@ -478,6 +478,16 @@ mod tests {
     }
 
     #[test]
+    fn the_docs_list_exactly_these_metrics() {
+        let docs = include_str!("../../../docs/reducer.md");
+        let mut documented = ringside_kit::telemetry::names_in_docs(docs, "ringside_reducer_");
+        documented.sort();
+        let mut listed: Vec<String> = ALL.iter().map(|m| m.name.to_owned()).collect();
+        listed.sort();
+        assert_eq!(documented, listed);
+    }
+
+    #[test]
     fn without_a_snapshot_the_age_has_no_sample() {
         assert_eq!(snapshot_age(0, SystemTime::now()), None);
         let telemetry = Telemetry::new("reducer").unwrap();

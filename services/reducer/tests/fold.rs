@@ -44,6 +44,9 @@ async fn folds_a_churn_and_stores_every_epoch_once() {
         metric(reducer.metrics, m::EPOCH.name).await,
         folded.epochs.len() as f64
     );
+    // The page is what Prometheus's own linter accepts.
+    let page = common::metrics(reducer.metrics).await;
+    ringside_testkit::prometheus::check_metrics(&page).unwrap();
     reducer.stop().await.unwrap();
 }
 

@@ -343,3 +343,60 @@ async fn health_says_serving_once_caught_up_and_watchers_end_at_shutdown() {
     }
     stopping.await.unwrap().unwrap();
 }
+
+/// gRPC server reflection answers what `grpcurl list` and `grpcurl describe` ask.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reflection_lists_and_describes_the_ring_service() {
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+
+    let bus = Bus::start().await;
+    let reducer = started(&bus, &common::churn(36, 10, 4)).await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", reducer.grpc))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = ServerReflectionClient::new(channel);
+    let ask = |request| ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(request),
+    };
+    let requests = futures::stream::iter([
+        ask(MessageRequest::ListServices(String::new())),
+        ask(MessageRequest::FileContainingSymbol(
+            "ringside.v1.RingService".into(),
+        )),
+    ]);
+    let mut answers = client
+        .server_reflection_info(requests)
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(MessageResponse::ListServicesResponse(list)) =
+        answers.next().await.unwrap().unwrap().message_response
+    else {
+        panic!("not a service list");
+    };
+    let names: Vec<&str> = list.service.iter().map(|s| s.name.as_str()).collect();
+    assert!(names.contains(&"ringside.v1.RingService"), "{names:?}");
+    assert!(names.contains(&"grpc.health.v1.Health"), "{names:?}");
+    let Some(MessageResponse::FileDescriptorResponse(files)) =
+        answers.next().await.unwrap().unwrap().message_response
+    else {
+        panic!("not a file descriptor");
+    };
+    let file = <prost_types::FileDescriptorProto as prost::Message>::decode(
+        files.file_descriptor_proto[0].as_slice(),
+    )
+    .unwrap();
+    assert_eq!(file.package(), "ringside.v1");
+    assert!(
+        file.service.iter().any(|s| s.name() == "RingService"
+            && s.method.iter().any(|m| m.name() == "WatchRing")),
+        "{file:?}"
+    );
+    reducer.stop().await.unwrap();
+}

@@ -41,6 +41,10 @@ pub(crate) struct Running {
     pub(crate) grpc: SocketAddr,
     /// The reducer's /metrics, /livez, /readyz.
     pub(crate) metrics: SocketAddr,
+    /// Every listener of the system by `<service>.<listener>` (`up.status`,
+    /// `reducer.grpc`, `watcher.metrics`, ...), for tools and scrapers.
+    #[serde(default)]
+    pub(crate) endpoints: std::collections::BTreeMap<String, SocketAddr>,
 }
 
 impl StateDir {
@@ -167,6 +171,25 @@ impl StateDir {
         }
         Ok(())
     }
+}
+
+/// The status code of `GET path` on `addr` (loopback probes: `/readyz`), or `None` if
+/// nothing answered properly within 2 s.
+pub(crate) async fn http_status(addr: std::net::SocketAddr, path: &str) -> Option<u16> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).await.ok()?;
+        // `HTTP/1.1 200`
+        std::str::from_utf8(head.get(9..12)?).ok()?.parse().ok()
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(2), exchange)
+        .await
+        .ok()
+        .flatten()
 }
 
 /// Whether a process with this pid exists (signal 0 probes without signalling) and

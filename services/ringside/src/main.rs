@@ -10,6 +10,7 @@
 //! - `replay`: `ringside replay ...`, post-mortems from the stream or an export.
 //! - `services`: `ringside <service>` (reducer, watcher) and the list `up` supervises.
 //! - `up`: `ringside up` (the whole system locally) and `ringside scale`.
+//! - `supervisor`: the child processes `up` runs its services as.
 //! - `local`: the state directory `ringside up` keeps and the other commands read.
 //! - `service`: logs, runtime and stop signal of the long-running commands.
 //! - `watcher_cmd`: `ringside watcher kubernetes|heartbeat`, the membership sources.
@@ -30,6 +31,7 @@ mod replay;
 mod ring_cmd;
 mod service;
 mod services;
+mod supervisor;
 mod tail_cmd;
 mod up;
 mod watcher_cmd;

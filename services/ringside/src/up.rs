@@ -3,9 +3,11 @@
 //!
 //! `up` starts `nats-server` as a child process (store under the state directory,
 //! loopback only, per-service passwords generated on first run), provisions the
-//! streams and buckets, then runs the reducer, the heartbeat watcher and the stand-in
-//! members as tasks of this process. They still talk only through NATS, each as its
-//! own NATS user, exactly as they would as separate processes.
+//! streams and buckets, then runs each service of [`Target`] as its own child process
+//! under the [`Supervisor`] (`ringside reducer`, `ringside watcher heartbeat`: the same
+//! commands a pod runs, each as its own NATS user with only its own password), and the
+//! stand-in members as tasks of this process. Everything talks only through NATS.
+//! nats-server and the services are started again when they die.
 //!
 //! Stand-in members only heartbeat: they are labelled `stand-in` and exist so that
 //! joins and leaves flow through the real pipeline until real nodes exist.
@@ -28,14 +30,15 @@ use futures::StreamExt as _;
 use ringside_events::{
     Body, Definitions, Event, Publisher, RingName, ServiceUser, codec, pb, provision, subject,
 };
+use ringside_kit::{Condition, Readiness, Setting, Telemetry, settings};
 use ringside_natsd::{LocalServer, NatsdError, Passwords, ServerConfig};
-use ringside_reducer::{Reducer, ReducerConfig};
 use ringside_ring::{RingConfig, Strategy};
-use ringside_watcher::heartbeat::{self, Beacon, HeartbeatConfig, new_incarnation};
+use ringside_watcher::heartbeat::{Beacon, new_incarnation};
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use crate::local::{Running, StateDir};
+use crate::services::Target;
+use crate::supervisor::{Spec, Supervisor};
 
 /// `ringside up`
 #[derive(Debug, Args)]
@@ -44,7 +47,7 @@ pub(crate) struct UpArgs {
     #[arg(long, default_value_t = 3)]
     members: u32,
     /// Ring name.
-    #[arg(long, default_value = "default")]
+    #[arg(long, default_value = settings::RING.default_value())]
     ring: String,
     /// State directory: NATS store, passwords, logs.
     #[arg(long, default_value = ".ringside", env = "RINGSIDE_STATE_DIR")]
@@ -53,11 +56,15 @@ pub(crate) struct UpArgs {
     #[arg(long, default_value_t = 4222)]
     nats_port: u16,
     /// Reducer gRPC address (RingService); port 0 picks a free port.
-    #[arg(long, default_value = "127.0.0.1:7420")]
+    #[arg(long, default_value = ringside_reducer::config::GRPC_ADDR.default_value())]
     grpc: SocketAddr,
     /// Reducer metrics address (/metrics, /livez, /readyz); port 0 picks a free port.
-    #[arg(long, default_value = "127.0.0.1:9420")]
+    #[arg(long, default_value = ringside_reducer::config::METRICS_ADDR.default_value())]
     metrics: SocketAddr,
+    /// `up`'s own /livez, /readyz (200 while nats-server and every service run) and
+    /// /metrics (services that exited); port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:9400")]
+    status: SocketAddr,
     /// Token strategy of a new ring.
     #[arg(long, default_value_t = RingConfig::default().strategy)]
     strategy: Strategy,
@@ -124,9 +131,24 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
     }
     let config_file = state.prepare()?;
     let passwords = Passwords::load_or_generate(&state.credentials())?;
-    let mut nats = Nats::start(&args, &state, config_file, &passwords).await?;
+    let telemetry = Telemetry::new("up")?;
+    let readiness = Readiness::new();
+    telemetry.export_readiness(&readiness);
+    let status = ringside_kit::http::bind(args.status)
+        .await
+        .with_context(|| format!("cannot listen on {} (--status)", args.status))?;
+    let status_addr = status.local_addr()?;
+    let (stop_status, status_stopped) = tokio::sync::oneshot::channel::<()>();
+    let status_server = tokio::spawn(ringside_kit::http::serve(
+        status,
+        ringside_kit::http::router(&readiness, &telemetry),
+        async move {
+            let _ = status_stopped.await;
+        },
+    ));
+    let mut nats = Nats::start(&args, &state, config_file, &passwords, &readiness).await?;
     let url = nats.url();
-    let system = System::start(&args, &ring, &url, &passwords).await;
+    let system = System::start(&args, &ring, &url, &passwords, &readiness, &telemetry).await;
     let system = match system {
         Ok(system) => system,
         Err(e) => {
@@ -134,18 +156,23 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
             return Err(e);
         }
     };
+    let mut endpoints = system.supervisor.endpoints();
+    endpoints.insert("up.status".to_owned(), status_addr);
     state.record(&Running {
         pid: std::process::id(),
         ring: ring.to_string(),
         nats_url: url.clone(),
         grpc: system.grpc,
         metrics: system.metrics,
+        endpoints,
     })?;
-    print_banner(&args, &ring, &url, &system);
+    print_banner(&args, &ring, &url, &system, status_addr);
     let outcome = system
         .run_until_signal(&ring, &url, &passwords, &mut nats)
         .await;
     let server_stop = nats.server.stop(SERVER_GRACE).await;
+    let _ = stop_status.send(());
+    let _ = status_server.await;
     state.clear();
     outcome?;
     server_stop.context("stopping nats-server")?;
@@ -158,6 +185,8 @@ struct Nats {
     config: ServerConfig,
     server: LocalServer,
     log: PathBuf,
+    /// Holds while the server runs (a readiness condition of `up`).
+    up: Condition,
 }
 
 /// Restarts of nats-server in a row, each within [`RESTART_WINDOW`] of the previous
@@ -172,6 +201,7 @@ impl Nats {
         state: &StateDir,
         config_file: PathBuf,
         passwords: &Passwords,
+        readiness: &Readiness,
     ) -> anyhow::Result<Self> {
         let cwd = std::env::current_dir().context("cannot read the current directory")?;
         let exe = std::env::current_exe().context("cannot locate the ringside binary")?;
@@ -180,21 +210,25 @@ impl Nats {
         let binary = ringside_natsd::find_binary(&roots)?;
         let mut config = ServerConfig {
             binary,
-            config_file,
+            config_file: Some(config_file),
             store_dir: state.store(),
             log_file: state.server_log(),
             port: args.nats_port,
-            passwords: passwords.clone(),
+            passwords: Some(passwords.clone()),
             startup_timeout: Duration::from_secs(30),
             memory_limit_bytes: 1 << 30,
+            env: Vec::new(),
         };
         let server = Self::launch(&config).await?;
         // A restart takes the same port, so the services' URL stays right.
         config.port = server.port();
+        let up = readiness.condition("nats-server");
+        up.set(true);
         Ok(Self {
             log: config.log_file.clone(),
             config,
             server,
+            up,
         })
     }
 
@@ -215,75 +249,96 @@ impl Nats {
 
     /// Starts the server again after it died, on the same port and store.
     async fn restart(&mut self) -> anyhow::Result<()> {
+        self.up.set(false);
         self.server = Self::launch(&self.config).await?;
+        self.up.set(true);
         Ok(())
     }
 }
 
-/// The services of a running `up`, each a task with its own stop signal.
+/// The services of a running `up`: supervised child processes, and the stand-ins.
 struct System {
+    supervisor: Supervisor,
     grpc: SocketAddr,
     metrics: SocketAddr,
-    reducer: Service,
-    watcher: Service,
     stand_ins: StandIns,
 }
 
-/// A running task and the switch that asks it to stop.
-struct Service {
-    name: &'static str,
-    stop: watch::Sender<bool>,
-    task: JoinHandle<anyhow::Result<()>>,
+/// What every child's settings start from: the ring, the server, and its own user's
+/// password (no other).
+fn base_settings(
+    ring: &RingName,
+    url: &str,
+    password: &Setting,
+    user: ServiceUser,
+    passwords: &Passwords,
+) -> anyhow::Result<BTreeMap<String, String>> {
+    let secret = passwords
+        .password(user.name())
+        .with_context(|| format!("no password for NATS user '{}'", user.name()))?;
+    Ok(BTreeMap::from([
+        (settings::RING.key.to_owned(), ring.to_string()),
+        (settings::NATS_URL.key.to_owned(), url.to_owned()),
+        (password.key.to_owned(), secret.to_owned()),
+    ]))
 }
 
-impl Service {
-    fn spawn<F>(name: &'static str, run: impl FnOnce(watch::Receiver<bool>) -> F) -> Self
-    where
-        F: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
-    {
-        let (stop, stopped) = watch::channel(false);
-        Self {
-            name,
-            stop,
-            task: tokio::spawn(run(stopped)),
-        }
-    }
-
-    /// Asks the task to stop and waits for it until `deadline`; past it, the task is
-    /// aborted (a service stuck on an unreachable NATS must not hold `up` open).
-    async fn stop_by(mut self, deadline: tokio::time::Instant) -> anyhow::Result<()> {
-        let _ = self.stop.send(true);
-        match tokio::time::timeout_at(deadline, &mut self.task).await {
-            Ok(Ok(result)) => result.with_context(|| format!("the {} failed", self.name)),
-            Ok(Err(e)) => Err(anyhow::anyhow!(
-                "the {} task ended abnormally: {e}",
-                self.name
-            )),
-            Err(_) => {
-                self.task.abort();
-                tracing::warn!(
-                    service = self.name,
-                    "Did not stop in time; aborted it (it resumes from the stream at the next start)."
-                );
-                Ok(())
-            }
-        }
-    }
-}
-
-/// Resolves when the switch turns on (or its sender is gone).
-async fn stopped(mut rx: watch::Receiver<bool>) {
-    let _ = rx.wait_for(|stop| *stop).await;
-}
-
-/// The shared part of every service's configuration map.
-fn base_map(ring: &RingName, url: &str, passwords: &Passwords) -> BTreeMap<String, String> {
-    let mut map = BTreeMap::from([
-        ("RINGSIDE_RING".to_string(), ring.to_string()),
-        ("RINGSIDE_NATS_URL".to_string(), url.to_string()),
+/// The services `up` runs, in start order.
+fn specs(
+    args: &UpArgs,
+    ring: &RingName,
+    url: &str,
+    passwords: &Passwords,
+) -> anyhow::Result<Vec<Spec>> {
+    use ringside_reducer::config as reducer;
+    use ringside_watcher::heartbeat::config as heartbeat;
+    let mut reducer_settings = base_settings(
+        ring,
+        url,
+        &reducer::NATS_PASSWORD,
+        ServiceUser::Reducer,
+        passwords,
+    )?;
+    reducer_settings.extend([
+        (reducer::INSTANCE.key.to_owned(), "local".to_owned()),
+        (reducer::GRPC_ADDR.key.to_owned(), args.grpc.to_string()),
+        (reducer::METRICS_ADDR.key.to_owned(), args.metrics.to_string()),
+        (reducer::STRATEGY.key.to_owned(), args.strategy.to_string()),
+        (reducer::VNODES.key.to_owned(), args.vnodes.to_string()),
     ]);
-    map.extend(passwords.env());
-    map
+    let mut watcher_settings = base_settings(
+        ring,
+        url,
+        &ringside_watcher::config::NATS_PASSWORD,
+        ServiceUser::Watcher,
+        passwords,
+    )?;
+    watcher_settings.extend([
+        (
+            heartbeat::INTERVAL.key.to_owned(),
+            format!("{}ms", args.heartbeat_ms),
+        ),
+        (
+            ringside_watcher::config::METRICS_ADDR.key.to_owned(),
+            "127.0.0.1:0".to_owned(),
+        ),
+        (settings::HOSTNAME.key.to_owned(), "ringside-up".to_owned()),
+    ]);
+    Ok(vec![
+        Spec {
+            target: Target::Reducer,
+            settings: reducer_settings,
+            listeners: vec![
+                ("grpc", &reducer::GRPC_ADDR),
+                ("metrics", &reducer::METRICS_ADDR),
+            ],
+        },
+        Spec {
+            target: Target::HeartbeatWatcher,
+            settings: watcher_settings,
+            listeners: vec![("metrics", &ringside_watcher::config::METRICS_ADDR)],
+        },
+    ])
 }
 
 impl System {
@@ -292,52 +347,28 @@ impl System {
         ring: &RingName,
         url: &str,
         passwords: &Passwords,
+        readiness: &Readiness,
+        telemetry: &Telemetry,
     ) -> anyhow::Result<Self> {
         let admin = connect(url, ServiceUser::Admin, passwords).await?;
         provision(&jetstream::new(admin), &Definitions::builtin()?)
             .await
             .context("cannot provision the streams and buckets")?;
-
-        let mut map = base_map(ring, url, passwords);
-        map.extend([
-            ("RINGSIDE_REDUCER_INSTANCE".to_string(), "local".to_string()),
-            (
-                "RINGSIDE_REDUCER_GRPC_ADDR".to_string(),
-                args.grpc.to_string(),
-            ),
-            (
-                "RINGSIDE_REDUCER_METRICS_ADDR".to_string(),
-                args.metrics.to_string(),
-            ),
-            (
-                "RINGSIDE_REDUCER_STRATEGY".to_string(),
-                args.strategy.to_string(),
-            ),
-            (
-                "RINGSIDE_REDUCER_VNODES".to_string(),
-                args.vnodes.to_string(),
-            ),
-        ]);
-        let reducer = Reducer::bind(ReducerConfig::from_map(&map)?)
-            .await
-            .context("cannot start the reducer (is the gRPC or metrics port in use? see --grpc, --metrics)")?;
-        let (grpc, metrics) = (reducer.grpc_addr(), reducer.metrics_addr());
-        let reducer = Service::spawn("reducer", |stop| async move {
-            reducer.run(stopped(stop)).await.map_err(Into::into)
-        });
-
-        map.insert(
-            "RINGSIDE_HEARTBEAT_INTERVAL".to_string(),
-            format!("{}ms", args.heartbeat_ms),
-        );
-        map.insert("HOSTNAME".to_string(), "ringside-up".to_string());
-        let watcher_config = HeartbeatConfig::from_map(&map)?;
-        let watcher = Service::spawn("heartbeat watcher", |stop| async move {
-            heartbeat::run(watcher_config, stopped(stop))
-                .await
-                .map_err(Into::into)
-        });
-
+        let exe = std::env::current_exe().context("cannot locate the ringside binary")?;
+        let supervisor = Supervisor::start(
+            &exe,
+            specs(args, ring, url, passwords)?,
+            readiness,
+            telemetry,
+        )
+        .await
+            .context("cannot start the services (is the gRPC or metrics port in use? see --grpc, --metrics)")?;
+        let listener = |name| {
+            supervisor
+                .listener(Target::Reducer, name)
+                .with_context(|| format!("the reducer announced no {name} listener"))
+        };
+        let (grpc, metrics) = (listener("grpc")?, listener("metrics")?);
         let node = connect(url, ServiceUser::Node, passwords).await?;
         let mut stand_ins = StandIns {
             beacon: Beacon::new(node.clone(), ring.clone()),
@@ -346,17 +377,15 @@ impl System {
             running: Vec::new(),
         };
         stand_ins.scale_to(args.members);
-        wait_serving(grpc, ring).await?;
         Ok(Self {
+            supervisor,
             grpc,
             metrics,
-            reducer,
-            watcher,
             stand_ins,
         })
     }
 
-    /// Follows scale decisions and restarts nats-server when it dies, until
+    /// Follows scale decisions, restarts what dies (nats-server, a service), until
     /// SIGINT/SIGTERM; then stops in reverse order, within [`STOP_WITHIN`].
     async fn run_until_signal(
         mut self,
@@ -365,7 +394,7 @@ impl System {
         passwords: &Passwords,
         nats: &mut Nats,
     ) -> anyhow::Result<()> {
-        let mut signal = std::pin::pin!(crate::service::signalled());
+        let mut signal = std::pin::pin!(ringside_kit::run::signalled());
         let admin = connect(url, ServiceUser::Admin, passwords).await?;
         let mut decisions = scale_decisions(admin, ring).await?;
         let mut quick_restarts = 0;
@@ -402,11 +431,10 @@ impl System {
                         Err(e) => break Err(e.context("nats-server exited and could not be restarted")),
                     }
                 }
-                () = wait_finished(&self.reducer), if !self.reducer.task.is_finished() => {
-                    break Err(anyhow::anyhow!("the reducer stopped unexpectedly"));
-                }
-                () = wait_finished(&self.watcher), if !self.watcher.task.is_finished() => {
-                    break Err(anyhow::anyhow!("the heartbeat watcher stopped unexpectedly"));
+                exit = self.supervisor.exited() => {
+                    if let Err(e) = self.supervisor.restart(exit).await {
+                        break Err(e);
+                    }
                 }
             }
         };
@@ -418,8 +446,8 @@ impl System {
         let deadline = tokio::time::Instant::now() + STOP_WITHIN;
         let stopping = self.stop_by(ring, outcome.is_ok(), deadline);
         tokio::select! {
-            stopped = stopping => outcome.and(stopped),
-            () = crate::service::signalled() => {
+            () = stopping => outcome,
+            () = ringside_kit::run::signalled() => {
                 println!("Stopping at once.");
                 outcome
             }
@@ -427,13 +455,8 @@ impl System {
     }
 
     /// The stop sequence: stand-ins' goodbyes folded (when all is well), then the
-    /// watcher and the reducer, each bounded by `deadline`.
-    async fn stop_by(
-        mut self,
-        ring: &RingName,
-        fold_goodbyes: bool,
-        deadline: tokio::time::Instant,
-    ) -> anyhow::Result<()> {
+    /// services in reverse order, each bounded by `deadline`.
+    async fn stop_by(mut self, ring: &RingName, fold_goodbyes: bool, deadline: tokio::time::Instant) {
         let leaving = self.stand_ins.len();
         self.stand_ins.scale_to(0);
         self.stand_ins.drain().await;
@@ -441,22 +464,12 @@ impl System {
             // Let the goodbyes become leaves and the leaves epochs before the watcher
             // and the reducer stop; bounded, as whatever is left is caught up on the
             // next start.
-            let within = GOODBYES_WITHIN
-                .min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+            let within = GOODBYES_WITHIN.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
             if let Err(e) = wait_ring_size(self.grpc, ring, 0, within).await {
                 tracing::warn!(error = %format!("{e:#}"), "The goodbyes were not all folded before stopping; the next start catches up.");
             }
         }
-        let watcher = self.watcher.stop_by(deadline).await;
-        let reducer = self.reducer.stop_by(deadline).await;
-        watcher.and(reducer)
-    }
-}
-
-/// Polls until the task has finished (used to notice a crashed service).
-async fn wait_finished(service: &Service) {
-    while !service.task.is_finished() {
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        self.supervisor.stop(deadline).await;
     }
 }
 
@@ -465,7 +478,9 @@ struct StandIns {
     beacon: Beacon,
     client: async_nats::Client,
     interval: Duration,
-    running: Vec<Service>,
+    /// The switch of each running stand-in's beacon task: turned on, the beacon says
+    /// goodbye and its task ends.
+    running: Vec<watch::Sender<bool>>,
 }
 
 impl StandIns {
@@ -488,22 +503,20 @@ impl StandIns {
             };
             let beacon = self.beacon.clone();
             let interval = self.interval;
-            self.running
-                .push(Service::spawn("stand-in", |stop| async move {
-                    beacon.run(member, interval, stopped(stop)).await?;
-                    Ok(())
-                }));
+            let (stop, mut stopped) = watch::channel(false);
+            tokio::spawn(async move {
+                let stopped = async move {
+                    let _ = stopped.wait_for(|stop| *stop).await;
+                };
+                if let Err(e) = beacon.run(member, interval, stopped).await {
+                    tracing::warn!(error = %e, "A stand-in member failed.");
+                }
+            });
+            self.running.push(stop);
         }
         while self.running.len() > count {
-            if let Some(service) = self.running.pop() {
-                // Stopping makes the beacon send its goodbye; don't wait here.
-                let _ = service.stop.send(true);
-                tokio::spawn(async move {
-                    let deadline = tokio::time::Instant::now() + STOP_WITHIN;
-                    if let Err(e) = service.stop_by(deadline).await {
-                        tracing::warn!(error = %format!("{e:#}"), "A stand-in member failed.");
-                    }
-                });
+            if let Some(stop) = self.running.pop() {
+                let _ = stop.send(true);
             }
         }
     }
@@ -572,13 +585,14 @@ async fn connect(
         .with_context(|| format!("cannot connect to {url} as '{}'", user.name()))
 }
 
-fn print_banner(args: &UpArgs, ring: &RingName, url: &str, system: &System) {
+fn print_banner(args: &UpArgs, ring: &RingName, url: &str, system: &System, status: SocketAddr) {
     let dir = args.state_dir.display();
     println!(
         "\nringside is up: ring '{ring}', {} stand-in members (they only heartbeat).\n\
          \n  NATS        {url}  (store and passwords in {dir}/)\
          \n  gRPC        {grpc}  (ringside.v1.RingService: GetRing, Lookup, Successors, WatchRing)\
-         \n  metrics     http://{metrics}/metrics\
+         \n  metrics     http://{metrics}/metrics  (the reducer's; every service's: {dir}/up.json)\
+         \n  status      http://{status}/readyz  (200 while nats-server and every service run)\
          \n\nIn another terminal:\
          \n  ringside tail                       # decoded events, live\
          \n  ringside scale 5 --wait 30          # 5 stand-in members (joins flow through the pipeline)\
@@ -660,21 +674,6 @@ async fn ring_state(client: &mut RingClient, ring: &RingName) -> anyhow::Result<
         u32::try_from(snapshot.members.len()).unwrap_or(u32::MAX),
         snapshot.epoch,
     ))
-}
-
-/// Waits (at most 30 s) until the reducer answers GetRing, i.e. has caught up.
-async fn wait_serving(grpc: SocketAddr, ring: &RingName) -> anyhow::Result<()> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let mut client = ring_client(grpc).await?;
-    loop {
-        match ring_state(&mut client, ring).await {
-            Ok(_) => return Ok(()),
-            Err(e) if tokio::time::Instant::now() > deadline => {
-                return Err(e.context("the reducer did not catch up within 30 s"));
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
 }
 
 /// Waits until the served ring has `size` members; returns its epoch.
