@@ -178,7 +178,8 @@ pub(crate) fn run(args: WatcherArgs) -> anyhow::Result<()> {
             init_logs();
             block_on(async move {
                 let (ready, readiness) = watch::channel(false);
-                let work = ringside_watcher::run_with_readiness(config, ready, signalled());
+                let work =
+                    ringside_watcher::kubernetes::run_with_readiness(config, ready, signalled());
                 supervise(work, Readiness::Kubernetes(readiness), health).await
             })
         }

@@ -14,7 +14,9 @@ use std::time::Duration;
 use ringside_events::config::{check_known, get, invalid};
 use ringside_events::{RingName, ServiceUser};
 
-use crate::member::{DEFAULT_PORT_NAME, DEFAULT_WEIGHT_ANNOTATION, MemberRule, PortSource};
+use crate::kubernetes::member::{
+    DEFAULT_PORT_NAME, DEFAULT_WEIGHT_ANNOTATION, MemberRule, PortSource,
+};
 
 // The ring, NATS and host name keys (and their defaults) are every service's, and the
 // error is the one all services' settings share.

@@ -9,16 +9,13 @@
 //! duplicates), so retries and restarts never store a fact twice.
 //!
 //! # Layout
-//! - [`member`]: the membership rule (pod -> [`Member`] or why not). Pure.
-//! - [`tracker`]: [`PodTracker`], watcher events -> [`MembershipChange`]s with their
-//!   ids. Pure, synchronous, unit-tested without any server.
-//! - [`ids`]: sync fact ids, shared by both sources.
-//! - [`config`]: [`WatcherConfig`] and [`NatsSettings`], parsed from a map of strings.
-//! - [`source`]: the Kubernetes edge: client discovery and [`pod_events`].
-//! - [`publish`]: the NATS edge: [`MembershipPublisher`].
+//! - [`kubernetes`]: the Kubernetes source (membership rule, pod tracker, kube edge,
+//!   run loop).
 //! - [`heartbeat`]: the heartbeat source (tracker, lease, run loop) and the
 //!   [`heartbeat::Beacon`] nodes beat with.
-//! - [`run`] / [`run_with_readiness`]: the Kubernetes loop joining them.
+//! - [`ids`]: sync fact ids, shared by both sources.
+//! - [`config`]: [`WatcherConfig`] and [`NatsSettings`], parsed from a map of strings.
+//! - [`publish`]: the NATS edge: [`MembershipPublisher`].
 //!
 //! # How it fits
 //! The watchers only produce membership events; the reducer folds them into the ring.
@@ -28,24 +25,17 @@
 pub mod config;
 pub mod heartbeat;
 pub mod ids;
-pub mod member;
+pub mod kubernetes;
 pub mod publish;
-pub mod source;
-pub mod tracker;
 
 use std::fmt::Display;
 use std::future::Future;
 use std::time::Duration;
 
-use futures::StreamExt;
 use ringside_events::{Event, PublishError, Publisher, Stored};
-use tokio::sync::watch;
 
 pub use config::{ConfigError, NatsSettings, WatcherConfig};
-pub use member::{Member, MemberRule, NotMember, PodState, PortSource};
 pub use publish::MembershipPublisher;
-pub use source::{kube_client, pod_api, pod_events};
-pub use tracker::{Change, MembershipChange, PodTracker, SyncCause};
 
 /// Pause before trying again a change the publisher gave up on (it already retried
 /// with backoff for about 20 s).
@@ -114,63 +104,6 @@ pub enum WatcherError {
     /// The lease keeper task ended while the watcher ran (it panicked).
     #[error("the lease keeper stopped")]
     LeaseKeeperEnded,
-}
-
-/// Runs the Kubernetes watcher until `shutdown` completes.
-pub async fn run(
-    config: WatcherConfig,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), WatcherError> {
-    run_with_readiness(config, watch::Sender::new(false), shutdown).await
-}
-
-/// Runs the Kubernetes watcher until `shutdown` completes; `ready` turns true once the
-/// first full sync is stored (the ring has seen the truth at least once) and stays true.
-pub async fn run_with_readiness(
-    config: WatcherConfig,
-    ready: watch::Sender<bool>,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), WatcherError> {
-    let mut shutdown = std::pin::pin!(shutdown);
-    let publisher = tokio::select! {
-        () = &mut shutdown => return Ok(()),
-        p = connect(&config.nats) => p?,
-    };
-    // The head makes the first sync of a restart that sees nothing new a duplicate.
-    let head = publisher.head().await?;
-    let client = kube_client(&config).await?;
-    let mut tracker =
-        PodTracker::new(config.nats.ring.as_str(), config.rule.clone()).with_head(head);
-    let mut events = std::pin::pin!(pod_events(pod_api(client, &config), &config.label_selector));
-    tracing::info!(
-        ring = %config.nats.ring,
-        selector = %config.label_selector,
-        namespace = config.namespace.as_deref().unwrap_or("(client default)"),
-        "Watching pods."
-    );
-    loop {
-        let event = tokio::select! {
-            () = &mut shutdown => return Ok(()),
-            event = events.next() => match event {
-                Some(event) => event,
-                // kube's watcher stream is endless; ending is a bug worth a loud exit.
-                None => return Err(WatcherError::WatchEnded),
-            },
-        };
-        let Some(change) = tracker.apply(event) else {
-            continue;
-        };
-        let event = publisher.event(change.body())?;
-        if store(&publisher, &event, &change, shutdown.as_mut())
-            .await?
-            .is_err()
-        {
-            return Ok(());
-        }
-        if matches!(change.change, Change::Synced { .. }) {
-            ready.send_replace(true);
-        }
-    }
 }
 
 /// Connects as the `watcher` user and wraps the connection in a publisher for the ring.

@@ -116,7 +116,7 @@ impl Harness {
         let (ready_tx, ready_rx) = watch::channel(false);
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let config = self.config.clone();
-        let task = tokio::spawn(ringside_watcher::run_with_readiness(
+        let task = tokio::spawn(ringside_watcher::kubernetes::run_with_readiness(
             config,
             ready_tx,
             async move {

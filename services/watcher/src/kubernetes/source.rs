@@ -2,7 +2,7 @@
 //!
 //! [`pod_events`] runs kube's watcher (list, then watch; re-list after a 410 Gone or a
 //! desync; bookmarks on; `default_backoff` between failed attempts); the caller feeds
-//! the events to a [`crate::PodTracker`]. API errors never end the stream: the watcher
+//! the events to a [`super::PodTracker`]. API errors never end the stream: the watcher
 //! recovers by itself, and each error is logged at a level saying who must act.
 
 use futures::{Stream, StreamExt};
