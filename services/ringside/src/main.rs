@@ -12,7 +12,6 @@
 //! - `up`: `ringside up` (the whole system locally) and `ringside scale`.
 //! - `local`: the state directory `ringside up` keeps and the other commands read.
 //! - `service`: logs, runtime and stop signal of the long-running commands.
-//! - `watcher_cmd`: `ringside watcher kubernetes|heartbeat`, the membership sources.
 //! - `nats_args`: the NATS connection flags of `tail` and `replay`.
 //! - `output`: the `--output table|json` switch shared by the tools.
 //!
@@ -32,7 +31,6 @@ mod service;
 mod services;
 mod tail_cmd;
 mod up;
-mod watcher_cmd;
 
 use std::process::ExitCode;
 
