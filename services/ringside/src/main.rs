@@ -13,7 +13,6 @@
 //! - `supervisor`: the child processes `up` runs its services as.
 //! - `local`: the state directory `ringside up` keeps and the other commands read.
 //! - `service`: logs, runtime and stop signal of the long-running commands.
-//! - `watcher_cmd`: `ringside watcher kubernetes|heartbeat`, the membership sources.
 //! - `nats_args`: the NATS connection flags of `tail` and `replay`.
 //! - `output`: the `--output table|json` switch shared by the tools.
 //!
@@ -34,7 +33,6 @@ mod services;
 mod supervisor;
 mod tail_cmd;
 mod up;
-mod watcher_cmd;
 
 use std::process::ExitCode;
 

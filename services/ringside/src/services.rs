@@ -6,8 +6,7 @@ use clap::Subcommand;
 use ringside_events::ServiceUser;
 use ringside_kit::{Flags, Service};
 use ringside_reducer::Reducer;
-
-use crate::watcher_cmd;
+use ringside_watcher::{HeartbeatWatcher, KubernetesWatcher};
 
 /// `ringside <service>`: every long-running service.
 #[derive(Debug, Subcommand)]
@@ -15,7 +14,18 @@ pub(crate) enum ServiceCommand {
     /// The ring reducer: folds membership into the ring, serves RingService.
     Reducer(Flags<Reducer>),
     /// A membership source: `kubernetes` (pods) or `heartbeat` (node heartbeats).
-    Watcher(watcher_cmd::WatcherArgs),
+    // The usage line names the sources, so an unknown one's error lists them.
+    #[command(subcommand, subcommand_value_name = "kubernetes|heartbeat")]
+    Watcher(WatcherSource),
+}
+
+/// `ringside watcher <source>`: the membership sources.
+#[derive(Debug, Subcommand)]
+pub(crate) enum WatcherSource {
+    /// Kubernetes pods: members are the Ready node pods of one namespace.
+    Kubernetes(Flags<KubernetesWatcher>),
+    /// Node heartbeats on NATS: members are the nodes that beat (local mode, VMs).
+    Heartbeat(Flags<HeartbeatWatcher>),
 }
 
 impl ServiceCommand {
@@ -23,7 +33,8 @@ impl ServiceCommand {
     pub(crate) fn run(self) -> anyhow::Result<()> {
         match self {
             Self::Reducer(flags) => main::<Reducer>(&flags),
-            Self::Watcher(args) => watcher_cmd::run(args),
+            Self::Watcher(WatcherSource::Kubernetes(flags)) => main::<KubernetesWatcher>(&flags),
+            Self::Watcher(WatcherSource::Heartbeat(flags)) => main::<HeartbeatWatcher>(&flags),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The NATS edge: membership bodies become `ringside-events` events, stored through
-//! its [`Publisher`] (acked, retried with the same message id).
+//! its [`Publisher`] (acked, retried with the same message id) and counted
+//! ([`Metrics`]); [`store`] keeps trying one event while NATS is unreachable.
 //!
 //! The events crate derives each `Nats-Msg-Id` from the event's content; the sources
 //! make the content name the fact through `source_version` (joins, leaves) and
@@ -8,12 +9,40 @@
 //! the last stored membership event back as a fact id, so that a sync of an unchanged
 //! set dedups against it.
 
+use std::fmt::Display;
+use std::future::Future;
+use std::time::Duration;
+
 use async_nats::jetstream::stream::DirectGetErrorKind;
 use ringside_events::subject::{self, STREAM_EVENTS};
-use ringside_events::{Body, Event, Publisher, RingName, Stored, codec, headers};
+use ringside_events::{
+    Body, Event, PublishError, Publisher, RingName, ServiceUser, Stored, codec, headers,
+};
+use ringside_kit::Readiness;
 
 use crate::WatcherError;
+use crate::config::NatsSettings;
 use crate::ids::SYNC_PREFIX;
+use crate::metrics::Metrics;
+
+/// Pause before trying again a change the publisher gave up on (it already retried
+/// with backoff for about 20 s).
+const REPUBLISH_PAUSE: Duration = Duration::from_secs(2);
+
+/// Connects as the `watcher` user; registers the `nats` condition on `readiness`,
+/// which follows the connection.
+pub async fn connect(
+    nats: &NatsSettings,
+    readiness: &Readiness,
+) -> Result<async_nats::Client, WatcherError> {
+    Ok(ringside_kit::nats::connect(
+        ServiceUser::Watcher,
+        nats.password.clone(),
+        &nats.url,
+        readiness,
+    )
+    .await?)
+}
 
 /// Publishes one ring's membership facts.
 #[derive(Clone, Debug)]
@@ -21,15 +50,18 @@ pub struct MembershipPublisher {
     publisher: Publisher,
     ring: RingName,
     producer: String,
+    metrics: Metrics,
 }
 
 impl MembershipPublisher {
-    /// A publisher for `ring`, naming itself `producer` in every event.
-    pub fn new(publisher: Publisher, ring: RingName, producer: String) -> Self {
+    /// A publisher for the ring of `nats`, naming itself by its producer in every
+    /// event, counting on `metrics`.
+    pub fn new(client: async_nats::Client, nats: &NatsSettings, metrics: Metrics) -> Self {
         MembershipPublisher {
-            publisher,
-            ring,
-            producer,
+            publisher: Publisher::new(client),
+            ring: nats.ring.clone(),
+            producer: nats.producer.clone(),
+            metrics,
         }
     }
 
@@ -78,8 +110,45 @@ impl MembershipPublisher {
     }
 
     /// Stores an event (the events publisher retries with the same message id).
-    pub async fn publish(&self, event: &Event) -> Result<Stored, WatcherError> {
-        Ok(self.publisher.publish(event).await?)
+    pub async fn publish(&self, event: &Event) -> Result<Stored, PublishError> {
+        let result = self.publisher.publish(event).await;
+        match &result {
+            Ok(stored) => self.metrics.stored(event.body(), stored),
+            Err(_) => self.metrics.publish_failed(),
+        }
+        result
+    }
+}
+
+/// Stores `event`, trying again (forever, with a pause) while the server is
+/// unreachable: later facts must not overtake it. `Err(why)` (in `Ok`) if `stop`
+/// completed first with `why`.
+pub async fn store<T>(
+    publisher: &MembershipPublisher,
+    event: &Event,
+    what: &(dyn Display + Sync),
+    stop: impl Future<Output = T>,
+) -> Result<Result<Stored, T>, WatcherError> {
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        let result = tokio::select! {
+            why = stop.as_mut() => return Ok(Err(why)),
+            r = publisher.publish(event) => r,
+        };
+        match result {
+            Ok(stored) => {
+                tracing::info!(change = %what, msg_id = %event.msg_id(), sequence = stored.sequence, duplicate = stored.duplicate, "Membership change stored.");
+                return Ok(Ok(stored));
+            }
+            Err(err @ PublishError::GaveUp { .. }) => {
+                tracing::error!(error = %err, change = %what, "NATS unreachable; the change waits, later ones queue behind it.");
+                tokio::select! {
+                    why = stop.as_mut() => return Ok(Err(why)),
+                    () = tokio::time::sleep(REPUBLISH_PAUSE) => {}
+                }
+            }
+            Err(err) => return Err(err.into()),
+        }
     }
 }
 

@@ -17,14 +17,17 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use common::{Nats, Row, StoredFold};
+use std::net::SocketAddr;
+
+use common::{Nats, Page, Row, StoredFold, http_get};
 use futures::StreamExt;
 use ringside_events::{Body, RingName, ServiceUser, codec, pb, subject};
-use ringside_watcher::config::KEY_HOSTNAME;
-use ringside_watcher::heartbeat::config::{
-    KEY_INTERVAL, KEY_LEASE_TTL, KEY_MISSED_BEATS, KEY_SYNC_INTERVAL,
+use ringside_kit::settings::HOSTNAME;
+use ringside_watcher::heartbeat::config::{INTERVAL, LEASE_TTL, MISSED_BEATS, SYNC_INTERVAL};
+use ringside_watcher::heartbeat::{
+    self, Beacon, HeartbeatConfig, HeartbeatWatcher, LeaseKeeper, LeaseState, Status,
 };
-use ringside_watcher::heartbeat::{self, Beacon, HeartbeatConfig, LeaseKeeper, LeaseState, Status};
+use ringside_watcher::metrics;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -39,29 +42,41 @@ struct Watcher {
     task: JoinHandle<Result<(), ringside_watcher::WatcherError>>,
     stop: oneshot::Sender<()>,
     status: watch::Receiver<Status>,
+    metrics: SocketAddr,
 }
 
 impl Watcher {
     /// Starts a watcher named `host` (its events' producer is `watcher/<host>`):
     /// 100 ms beats, 5 missed beats make a leave, 1 s lease, `sync` between syncs.
-    fn start(nats: &Nats, host: &str, sync: &str) -> Watcher {
+    async fn start(nats: &Nats, host: &str, sync: &str) -> Watcher {
         let map = nats.watcher_map(
             RING,
             &[
-                (KEY_HOSTNAME, host),
-                (KEY_INTERVAL, "100ms"),
-                (KEY_MISSED_BEATS, "5"),
-                (KEY_LEASE_TTL, "1s"),
-                (KEY_SYNC_INTERVAL, sync),
+                (HOSTNAME.key, host),
+                (INTERVAL.key, "100ms"),
+                (MISSED_BEATS.key, "5"),
+                (LEASE_TTL.key, "1s"),
+                (SYNC_INTERVAL.key, sync),
             ],
         );
         let config = HeartbeatConfig::from_map(&map).expect("valid config");
-        let (status_tx, status) = watch::channel(Status::Starting);
+        let watcher = HeartbeatWatcher::bind(config).await.expect("bind");
+        let (status, metrics) = (watcher.status(), watcher.metrics_addr());
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(heartbeat::run_with_status(config, status_tx, async move {
+        let task = tokio::spawn(watcher.run(async move {
             let _ = stopped.await;
         }));
-        Watcher { task, stop, status }
+        Watcher {
+            task,
+            stop,
+            status,
+            metrics,
+        }
+    }
+
+    /// The watcher's `/metrics` page.
+    async fn page(&self) -> Page {
+        Page::scrape(self.metrics).await
     }
 
     /// Waits until the watcher's status satisfies `want`.
@@ -219,7 +234,7 @@ impl Harness {
 #[tokio::test]
 async fn first_beats_join_missed_beats_leave() {
     let mut h = Harness::new().await;
-    let mut w = Watcher::start(&h.nats, "one", "30s");
+    let mut w = Watcher::start(&h.nats, "one", "30s").await;
     w.wait_leading().await;
     assert_eq!(
         h.settle().await,
@@ -242,6 +257,49 @@ async fn first_beats_join_missed_beats_leave() {
     // A node with the same id but a new incarnation joins anew.
     h.add("b").await;
     assert_eq!(h.settle().await, ["join"]);
+
+    // Something that is no heartbeat, on a heartbeat subject: refused, and counted.
+    h.nats
+        .admin
+        .publish("ringside.beats.heartbeat.junk", "not a heartbeat".into())
+        .await
+        .unwrap();
+    h.nats.admin.flush().await.unwrap();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let page = loop {
+        let page = w.page().await;
+        if page.value(metrics::HEARTBEATS_REFUSED.name) == 1.0 {
+            break page;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{}", page.0);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // The page: exactly the metrics docs/watcher.md lists for this source, counting
+    // what was stored above.
+    page.assert_names(&[&metrics::SHARED, &metrics::HEARTBEAT]);
+    page.assert_values(&[
+        (
+            "ringside_watcher_events_published_total{kind=\"synced\"}",
+            1.0,
+        ),
+        (
+            "ringside_watcher_events_published_total{kind=\"joined\"}",
+            3.0,
+        ),
+        (
+            "ringside_watcher_events_published_total{kind=\"left\"}",
+            1.0,
+        ),
+        (metrics::DUPLICATES.name, 0.0),
+        (metrics::PUBLISH_ERRORS.name, 0.0),
+        (metrics::LEASE_HELD.name, 1.0),
+        (metrics::READY.name, 1.0),
+    ]);
+    assert!(page.value(metrics::LAST_SYNC.name) > 1.0e9, "{}", page.0);
+    assert_eq!(
+        http_get(w.metrics, "/readyz").await,
+        (200, "ready\n".into())
+    );
     w.stop().await;
     for (_, m) in std::mem::take(&mut h.members) {
         m.stop().await;
@@ -251,7 +309,7 @@ async fn first_beats_join_missed_beats_leave() {
 #[tokio::test]
 async fn a_goodbye_is_an_immediate_leave() {
     let mut h = Harness::new().await;
-    let mut w = Watcher::start(&h.nats, "one", "30s");
+    let mut w = Watcher::start(&h.nats, "one", "30s").await;
     w.wait_leading().await;
     h.add("a").await;
     h.add("b").await;
@@ -270,7 +328,7 @@ async fn a_restarted_watcher_resyncs_without_evicting_live_members() {
     h.add("a").await;
     h.add("b").await;
     h.add("c").await;
-    let mut w = Watcher::start(&h.nats, "one", "30s");
+    let mut w = Watcher::start(&h.nats, "one", "30s").await;
     w.wait_leading().await;
     // The first sync waits for the listening window, so it already has every member.
     assert_eq!(h.settle().await, ["sync"]);
@@ -288,13 +346,13 @@ async fn a_restarted_watcher_resyncs_without_evicting_live_members() {
     // Back: one sync, after listening, with a, b and d. A sync before the listening
     // window would have stated a partial set, evicting live members (and settle()
     // would see joins bring them back).
-    let mut w = Watcher::start(&h.nats, "one", "30s");
+    let mut w = Watcher::start(&h.nats, "one", "30s").await;
     w.wait_leading().await;
     assert_eq!(h.settle().await, ["sync"]);
 
     // An idle restart: the sync is the same fact as the last one, stored once.
     w.stop().await;
-    let mut w = Watcher::start(&h.nats, "one", "30s");
+    let mut w = Watcher::start(&h.nats, "one", "30s").await;
     w.wait_leading().await;
     assert_eq!(h.settle().await, Vec::<&str>::new());
     w.stop().await;
@@ -304,7 +362,7 @@ async fn a_restarted_watcher_resyncs_without_evicting_live_members() {
 async fn periodic_syncs_repair_a_ring_someone_else_changed() {
     let mut h = Harness::new().await;
     h.add("a").await;
-    let mut w = Watcher::start(&h.nats, "one", "300ms");
+    let mut w = Watcher::start(&h.nats, "one", "300ms").await;
     w.wait_leading().await;
     assert_eq!(h.settle().await, ["sync"]);
     // Nothing changes: the periodic syncs find their own fact at the head and store
@@ -334,11 +392,11 @@ async fn a_second_instance_stands_by_and_takes_over_when_the_first_dies() {
     let mut h = Harness::new().await;
     h.add("x").await;
     h.add("y").await;
-    let mut first = Watcher::start(&h.nats, "first", "30s");
+    let mut first = Watcher::start(&h.nats, "first", "30s").await;
     first.wait_leading().await;
     assert_eq!(h.settle().await, ["sync"]);
 
-    let mut second = Watcher::start(&h.nats, "second", "30s");
+    let mut second = Watcher::start(&h.nats, "second", "30s").await;
     second
         .wait_for("the second instance to listen", |s| s == Status::Standby)
         .await;
@@ -347,6 +405,11 @@ async fn a_second_instance_stands_by_and_takes_over_when_the_first_dies() {
     // Several lease periods: the second instance never leads and publishes nothing.
     assert_eq!(h.quiet(Duration::from_secs(2)).await, Vec::<&str>::new());
     assert_eq!(*second.status.borrow(), Status::Standby);
+    // A standby is ready (it listens, to take over at once) but holds no lease.
+    assert_eq!(http_get(second.metrics, "/readyz").await.0, 200);
+    let page = second.page().await;
+    assert_eq!(page.value(metrics::LEASE_HELD.name), 0.0);
+    assert_eq!(page.value(metrics::READY.name), 1.0);
     assert!(
         h.fold.stored.iter().all(|s| s.producer == "watcher/first"),
         "{:?}",

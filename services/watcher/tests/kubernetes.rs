@@ -15,14 +15,17 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{Nats, Row, StoredFold};
+use common::{Nats, Page, Row, StoredFold, http_get};
 use k8s_openapi::api::core::v1::Pod;
+use ringside_kit::Readiness;
 use ringside_testkit::kube_fake::{KubeFake, PodBuilder};
-use ringside_watcher::WatcherConfig;
-use ringside_watcher::config::{KEY_KUBE_API_URL, KEY_NAMESPACE};
-use tokio::sync::{oneshot, watch};
+use ringside_watcher::kubernetes::config::{KUBE_API_URL, NAMESPACE};
+use ringside_watcher::kubernetes::{KubernetesConfig, KubernetesWatcher};
+use ringside_watcher::metrics;
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 const NS: &str = "ring-test";
@@ -78,17 +81,17 @@ fn truth(pods: &[Pod]) -> BTreeSet<Row> {
         .collect()
 }
 
-/// The spawned `run_with_readiness`.
+/// The spawned `KubernetesWatcher::run`.
 type WatcherTask = JoinHandle<Result<(), ringside_watcher::WatcherError>>;
 
-/// The API fake, a real NATS server, the watcher under test, and the fold of what
-/// JetStream stored.
+/// The API fake, a real NATS server, the watcher under test (its task, its stop, its
+/// metrics address), and the fold of what JetStream stored.
 struct Harness {
     fake: KubeFake,
     _nats: Nats,
-    config: WatcherConfig,
-    watcher: Option<(WatcherTask, oneshot::Sender<()>)>,
-    ready: Option<watch::Receiver<bool>>,
+    config: KubernetesConfig,
+    watcher: Option<(WatcherTask, oneshot::Sender<()>, SocketAddr)>,
+    readiness: Option<Readiness>,
     fold: StoredFold,
 }
 
@@ -98,39 +101,43 @@ impl Harness {
         let nats = Nats::start().await;
         let map = nats.watcher_map(
             RING,
-            &[(KEY_NAMESPACE, NS), (KEY_KUBE_API_URL, fake.url().as_str())],
+            &[(NAMESPACE.key, NS), (KUBE_API_URL.key, fake.url().as_str())],
         );
-        let config = WatcherConfig::from_map(&map).expect("valid config");
+        let config = KubernetesConfig::from_map(&map).expect("valid config");
         let fold = nats.fold(RING).await;
         Harness {
             fake,
             _nats: nats,
             config,
             watcher: None,
-            ready: None,
+            readiness: None,
             fold,
         }
     }
 
-    fn start_watcher(&mut self) {
-        let (ready_tx, ready_rx) = watch::channel(false);
+    async fn start_watcher(&mut self) {
+        let watcher = KubernetesWatcher::bind(self.config.clone())
+            .await
+            .expect("bind");
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let config = self.config.clone();
-        let task = tokio::spawn(ringside_watcher::run_with_readiness(
-            config,
-            ready_tx,
-            async move {
-                // A dropped sender (the harness gone) also means stop.
-                let _ = stop_rx.await;
-            },
-        ));
-        self.watcher = Some((task, stop_tx));
-        self.ready = Some(ready_rx);
+        self.readiness = Some(watcher.readiness().clone());
+        let metrics = watcher.metrics_addr();
+        let task = tokio::spawn(watcher.run(async move {
+            // A dropped sender (the harness gone) also means stop.
+            let _ = stop_rx.await;
+        }));
+        self.watcher = Some((task, stop_tx, metrics));
+    }
+
+    /// The running watcher's `/metrics` page.
+    async fn page(&self) -> Page {
+        let (_, _, addr) = self.watcher.as_ref().expect("a running watcher");
+        Page::scrape(*addr).await
     }
 
     /// Graceful stop: the shutdown future completes, `run` returns Ok.
     async fn stop_watcher(&mut self) {
-        let (task, stop) = self.watcher.take().expect("a running watcher");
+        let (task, stop, _) = self.watcher.take().expect("a running watcher");
         let _ = stop.send(());
         let result = tokio::time::timeout(DEADLINE, task)
             .await
@@ -141,13 +148,13 @@ impl Harness {
 
     /// Hard stop, as a crash or SIGKILL: the task is dropped wherever it is.
     async fn kill_watcher(&mut self) {
-        let (task, _stop) = self.watcher.take().expect("a running watcher");
+        let (task, _stop, _) = self.watcher.take().expect("a running watcher");
         task.abort();
         let _ = task.await;
     }
 
     fn is_ready(&self) -> bool {
-        self.ready.as_ref().is_some_and(|r| *r.borrow())
+        self.readiness.as_ref().is_some_and(Readiness::is_ready)
     }
 
     /// Waits until the stored events fold into the fake's truth, then a little longer
@@ -203,19 +210,39 @@ async fn initial_list_is_one_sync_of_the_ready_addressed_selected_pods() {
             .build(),
     );
     assert!(!h.is_ready());
-    h.start_watcher();
+    h.start_watcher().await;
     assert_eq!(h.settle().await, ["sync"]);
     assert_eq!(h.fold.ids(), ["a", "d"]);
     assert!(h.fold.rows().iter().any(|r| r.0 == "d" && r.2 == 3));
     assert_eq!(h.fake.list_calls(), 1);
     assert!(h.is_ready(), "ready once the first sync is stored");
+
+    // The page: exactly the metrics docs/watcher.md lists for this source.
+    let page = h.page().await;
+    page.assert_names(&[&metrics::SHARED, &metrics::KUBERNETES]);
+    page.assert_values(&[
+        (
+            "ringside_watcher_events_published_total{kind=\"synced\"}",
+            1.0,
+        ),
+        (
+            "ringside_watcher_events_published_total{kind=\"joined\"}",
+            0.0,
+        ),
+        (metrics::POD_LISTS.name, 1.0),
+        (metrics::DUPLICATES.name, 0.0),
+        (metrics::READY.name, 1.0),
+    ]);
+    let (_, _, addr) = h.watcher.as_ref().unwrap();
+    assert_eq!(http_get(*addr, "/readyz").await, (200, "ready\n".into()));
+    assert_eq!(http_get(*addr, "/livez").await.0, 200);
     h.stop_watcher().await;
 }
 
 #[tokio::test]
 async fn readiness_and_ip_assignment_are_joins_and_leaves() {
     let mut h = Harness::new().await;
-    h.start_watcher();
+    h.start_watcher().await;
     assert_eq!(h.settle().await, ["sync"]);
 
     h.fake.upsert_pod(node("a").build());
@@ -248,7 +275,7 @@ async fn readiness_and_ip_assignment_are_joins_and_leaves() {
 async fn terminating_deleted_and_unselected_pods_leave_once() {
     let mut h = Harness::new().await;
     h.add_ready_nodes(&[("a", "10.0.0.1"), ("b", "10.0.0.2")]);
-    h.start_watcher();
+    h.start_watcher().await;
     h.settle().await;
 
     h.fake.mark_terminating("a");
@@ -278,7 +305,7 @@ async fn a_bookmark_lets_the_watch_resume_without_a_relist() {
     h.fake
         .upsert_pod(node("a").ready(true).ip("10.0.0.1").build());
     h.fake.upsert_pod(PodBuilder::new("unrelated").build());
-    h.start_watcher();
+    h.start_watcher().await;
     h.settle().await;
     h.wait_for("the first watch", |f| f.open_watches() == 1)
         .await;
@@ -312,7 +339,7 @@ async fn a_resumed_watch_replays_what_a_stalled_one_missed() {
     let mut h = Harness::new().await;
     h.fake
         .upsert_pod(node("a").ready(true).ip("10.0.0.1").build());
-    h.start_watcher();
+    h.start_watcher().await;
     h.settle().await;
     h.wait_for("the first watch", |f| f.open_watches() == 1)
         .await;
@@ -331,7 +358,7 @@ async fn a_resumed_watch_replays_what_a_stalled_one_missed() {
 async fn gone_410_forces_a_relist_that_catches_up_on_missed_changes() {
     let mut h = Harness::new().await;
     h.add_ready_nodes(&[("a", "10.0.0.1"), ("b", "10.0.0.2")]);
-    h.start_watcher();
+    h.start_watcher().await;
     assert_eq!(h.settle().await, ["sync"]);
     h.wait_for("the first watch", |f| f.open_watches() == 1)
         .await;
@@ -371,6 +398,21 @@ async fn gone_410_forces_a_relist_that_catches_up_on_missed_changes() {
     })
     .await;
     assert_eq!(h.settle().await, NOTHING);
+
+    // Three expiries, each a re-list and a sync; the last one's sync a duplicate.
+    let page = h.page().await;
+    page.assert_values(&[
+        (
+            "ringside_watcher_watch_errors_total{reason=\"expired\"}",
+            3.0,
+        ),
+        (metrics::POD_LISTS.name, 4.0),
+        (
+            "ringside_watcher_events_published_total{kind=\"synced\"}",
+            3.0,
+        ),
+        (metrics::DUPLICATES.name, 1.0),
+    ]);
     h.stop_watcher().await;
 }
 
@@ -378,7 +420,7 @@ async fn gone_410_forces_a_relist_that_catches_up_on_missed_changes() {
 async fn restarts_while_pods_change_resync_and_an_idle_restart_stores_nothing() {
     let mut h = Harness::new().await;
     h.add_ready_nodes(&[("a", "10.0.0.1"), ("b", "10.0.0.2")]);
-    h.start_watcher();
+    h.start_watcher().await;
     h.settle().await;
     h.fake
         .upsert_pod(node("c").ready(true).ip("10.0.0.3").build());
@@ -390,13 +432,13 @@ async fn restarts_while_pods_change_resync_and_an_idle_restart_stores_nothing() 
     h.fake.set_ready("a", false);
     h.fake
         .upsert_pod(node("d").ready(true).ip("10.0.0.4").build());
-    h.start_watcher();
+    h.start_watcher().await;
     assert_eq!(h.settle().await, ["sync"]);
 
     // A restart that sees the same pods: its sync is the stored head, kept once.
     h.stop_watcher().await;
     let (lists, watches) = (h.fake.list_calls(), h.fake.watch_calls());
-    h.start_watcher();
+    h.start_watcher().await;
     // The watch starts only after the list's sync was acknowledged.
     h.wait_for("the restarted watcher's list and watch", |f| {
         f.list_calls() > lists && f.watch_calls() > watches
@@ -413,7 +455,7 @@ async fn restarts_while_pods_change_resync_and_an_idle_restart_stores_nothing() 
     assert_eq!(h.settle().await, ["join"]);
     h.kill_watcher().await;
     h.fake.delete_pod("c");
-    h.start_watcher();
+    h.start_watcher().await;
     assert_eq!(h.settle().await, ["sync"]);
     h.stop_watcher().await;
 }

@@ -1,35 +1,54 @@
 //! [`HeartbeatConfig`]: the heartbeat source's settings, parsed from a map of strings.
 //!
-//! Same rules as the Kubernetes watcher's [`crate::WatcherConfig`]: the binary passes
-//! its environment, tests a literal map; the ring and NATS keys are shared
-//! ([`crate::config::NATS_KEYS`]), and a misspelled `RINGSIDE_HEARTBEAT_*` key is an
-//! error.
+//! Same rules as the Kubernetes source's
+//! ([`crate::kubernetes::config::KubernetesConfig`]): every setting is one [`Setting`]
+//! constant in [`SCHEMA`], the shared ones of [`crate::config`] first; the binary passes
+//! its environment, tests a literal map; a misspelled `RINGSIDE_HEARTBEAT_*` key is an
+//! error. Durations are a whole number and a unit: `250ms`, `1s`, `2m`.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use ringside_events::config::{check_known, get, invalid};
+use ringside_kit::{ConfigError, Schema, Setting, Settings};
 
-use crate::config::{ConfigError, NatsSettings, parse_duration};
+use crate::config::{METRICS_ADDR, NatsSettings, source_schema};
 
 /// Expected beat interval of the nodes (used for beats that do not state theirs, and
 /// for the listening window before the first sync).
-pub const KEY_INTERVAL: &str = "RINGSIDE_HEARTBEAT_INTERVAL";
+pub const INTERVAL: Setting = Setting::new(
+    "RINGSIDE_HEARTBEAT_INTERVAL",
+    "interval",
+    "1s",
+    "expected beat interval, for beats that state none and for the listening window (10ms..60s)",
+);
 /// Beat intervals without a beat after which a member leaves.
-pub const KEY_MISSED_BEATS: &str = "RINGSIDE_HEARTBEAT_MISSED_BEATS";
+pub const MISSED_BEATS: Setting = Setting::new(
+    "RINGSIDE_HEARTBEAT_MISSED_BEATS",
+    "missed-beats",
+    "3",
+    "beat intervals without a beat after which a member leaves (1..100)",
+);
 /// How often the lease holder restates the member set.
-pub const KEY_SYNC_INTERVAL: &str = "RINGSIDE_HEARTBEAT_SYNC_INTERVAL";
+pub const SYNC_INTERVAL: Setting = Setting::new(
+    "RINGSIDE_HEARTBEAT_SYNC_INTERVAL",
+    "sync-interval",
+    "30s",
+    "how often the lease holder checks and restates the member set (at least 100ms)",
+);
 /// How long a lease lasts without renewal.
-pub const KEY_LEASE_TTL: &str = "RINGSIDE_HEARTBEAT_LEASE_TTL";
+pub const LEASE_TTL: Setting = Setting::new(
+    "RINGSIDE_HEARTBEAT_LEASE_TTL",
+    "lease-ttl",
+    "6s",
+    "lease time-to-live, renewed every third of it (150ms..10s)",
+);
 
-/// Default expected beat interval (the nodes beat every second).
-pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
-/// Default number of missed beats that make a leave.
-pub const DEFAULT_MISSED_BEATS: u32 = 3;
-/// Default period of the restating sync.
-pub const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_secs(30);
-/// Default lease time-to-live.
-pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(6);
+/// Every setting of the heartbeat source, in the order docs/watcher.md lists them.
+pub const SCHEMA: Schema = source_schema!(
+    "RINGSIDE_HEARTBEAT_",
+    [&INTERVAL, &MISSED_BEATS, &SYNC_INTERVAL, &LEASE_TTL]
+);
 
 /// Shortest beat interval taken from a node or the configuration.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(10);
@@ -46,32 +65,13 @@ pub const MAX_LEASE_TTL: Duration = Duration::from_secs(10);
 /// Shortest sync period.
 pub const MIN_SYNC_INTERVAL: Duration = Duration::from_millis(100);
 
-/// Every `RINGSIDE_HEARTBEAT_*` key: (key, meaning and default). The docs table is
-/// this list plus [`crate::config::NATS_KEYS`].
-pub const KEYS: &[(&str, &str)] = &[
-    (
-        KEY_INTERVAL,
-        "expected beat interval, for beats that do not state one and for the listening window (default `1s`)",
-    ),
-    (
-        KEY_MISSED_BEATS,
-        "beat intervals without a beat after which a member leaves (default `3`)",
-    ),
-    (
-        KEY_SYNC_INTERVAL,
-        "how often the lease holder restates the member set (default `30s`)",
-    ),
-    (
-        KEY_LEASE_TTL,
-        "lease time-to-live, renewed every third of it, at most `10s` (default `6s`)",
-    ),
-];
-
 /// The heartbeat source's settings.
 #[derive(Clone, Debug)]
 pub struct HeartbeatConfig {
     /// Ring, NATS server and credentials, producer name.
     pub nats: NatsSettings,
+    /// HTTP (metrics, health) listen address.
+    pub metrics_addr: SocketAddr,
     /// Expected beat interval (beats that state their own interval use theirs).
     pub interval: Duration,
     /// Beat intervals without a beat after which a member leaves.
@@ -85,51 +85,14 @@ pub struct HeartbeatConfig {
 impl HeartbeatConfig {
     /// Parses the settings from `map` (typically the process environment).
     pub fn from_map(map: &BTreeMap<String, String>) -> Result<HeartbeatConfig, ConfigError> {
-        // Its errors name the watcher: the heartbeat source is one of its two sources.
-        check_known(map, "watcher", "RINGSIDE_HEARTBEAT_", KEYS)?;
-        let duration = |key: &'static str, default: Duration, min: Duration, max: Duration| {
-            let Some(raw) = get(map, key) else {
-                return Ok(default);
-            };
-            let d = parse_duration(key, raw)?;
-            if d < min || d > max {
-                return Err(invalid(
-                    key,
-                    raw,
-                    &format!("expected between {min:?} and {max:?}"),
-                ));
-            }
-            Ok(d)
-        };
-        let missed_beats = match get(map, KEY_MISSED_BEATS) {
-            None => DEFAULT_MISSED_BEATS,
-            Some(raw) => match raw.parse::<u32>() {
-                Ok(n) if (1..=MAX_MISSED_BEATS).contains(&n) => n,
-                _ => {
-                    return Err(invalid(
-                        KEY_MISSED_BEATS,
-                        raw,
-                        &format!("expected an integer 1..={MAX_MISSED_BEATS}"),
-                    ));
-                }
-            },
-        };
+        let s = Settings::new(&SCHEMA, map)?;
         Ok(HeartbeatConfig {
-            nats: NatsSettings::from_map(map)?,
-            interval: duration(KEY_INTERVAL, DEFAULT_INTERVAL, MIN_INTERVAL, MAX_INTERVAL)?,
-            missed_beats,
-            sync_interval: duration(
-                KEY_SYNC_INTERVAL,
-                DEFAULT_SYNC_INTERVAL,
-                MIN_SYNC_INTERVAL,
-                Duration::MAX,
-            )?,
-            lease_ttl: duration(
-                KEY_LEASE_TTL,
-                DEFAULT_LEASE_TTL,
-                MIN_LEASE_TTL,
-                MAX_LEASE_TTL,
-            )?,
+            nats: NatsSettings::from_settings(&s)?,
+            metrics_addr: s.addr(&METRICS_ADDR)?,
+            interval: s.duration(&INTERVAL, MIN_INTERVAL..=MAX_INTERVAL)?,
+            missed_beats: s.number(&MISSED_BEATS, 1..=MAX_MISSED_BEATS)?,
+            sync_interval: s.duration(&SYNC_INTERVAL, MIN_SYNC_INTERVAL..=Duration::MAX)?,
+            lease_ttl: s.duration(&LEASE_TTL, MIN_LEASE_TTL..=MAX_LEASE_TTL)?,
         })
     }
 }
@@ -137,35 +100,40 @@ impl HeartbeatConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{KEY_HOSTNAME, KEY_RING};
+    use ringside_kit::settings::{HOSTNAME, RING};
+    use ringside_testkit::settings as map;
 
     fn parse(pairs: &[(&str, &str)]) -> Result<HeartbeatConfig, ConfigError> {
-        HeartbeatConfig::from_map(&ringside_testkit::settings(pairs))
+        HeartbeatConfig::from_map(&map(pairs))
     }
 
     #[test]
     fn defaults() {
         let c = parse(&[("RINGSIDE_WATCHER_NAMESPACE", "ignored here")]).unwrap();
         assert_eq!(c.nats.ring.as_str(), "default");
-        assert_eq!(c.interval, DEFAULT_INTERVAL);
+        assert_eq!(c.nats.producer, "watcher");
+        assert_eq!(c.metrics_addr, "127.0.0.1:9421".parse().unwrap());
+        assert_eq!(c.interval, Duration::from_secs(1));
         assert_eq!(c.missed_beats, 3);
         assert_eq!(c.sync_interval, Duration::from_secs(30));
-        assert_eq!(c.lease_ttl, DEFAULT_LEASE_TTL);
+        assert_eq!(c.lease_ttl, Duration::from_secs(6));
     }
 
     #[test]
     fn every_key_is_read() {
         let c = parse(&[
-            (KEY_RING, "blue"),
-            (KEY_HOSTNAME, "vm-3"),
-            (KEY_INTERVAL, "100ms"),
-            (KEY_MISSED_BEATS, "5"),
-            (KEY_SYNC_INTERVAL, "2m"),
-            (KEY_LEASE_TTL, "900ms"),
+            (RING.key, "blue"),
+            (HOSTNAME.key, "vm-3"),
+            (METRICS_ADDR.key, "127.0.0.1:0"),
+            (INTERVAL.key, "100ms"),
+            (MISSED_BEATS.key, "5"),
+            (SYNC_INTERVAL.key, "2m"),
+            (LEASE_TTL.key, "900ms"),
         ])
         .unwrap();
         assert_eq!(c.nats.ring.as_str(), "blue");
         assert_eq!(c.nats.producer, "watcher/vm-3");
+        assert_eq!(c.metrics_addr.port(), 0);
         assert_eq!(c.interval, Duration::from_millis(100));
         assert_eq!(c.missed_beats, 5);
         assert_eq!(c.sync_interval, Duration::from_secs(120));
@@ -174,22 +142,18 @@ mod tests {
 
     #[test]
     fn bad_values_are_errors() {
-        for pairs in [
-            &[(KEY_INTERVAL, "1ms")][..],
-            &[(KEY_INTERVAL, "2m")],
-            &[(KEY_INTERVAL, "1")],
-            &[(KEY_MISSED_BEATS, "0")],
-            &[(KEY_MISSED_BEATS, "101")],
-            &[(KEY_MISSED_BEATS, "three")],
-            &[(KEY_SYNC_INTERVAL, "10ms")],
-            &[(KEY_LEASE_TTL, "11s")],
-            &[(KEY_LEASE_TTL, "100ms")],
-        ] {
-            assert!(
-                matches!(parse(pairs), Err(ConfigError::Invalid { .. })),
-                "{pairs:?}"
-            );
-        }
+        crate::service::assert_invalid::<crate::heartbeat::Heartbeats>(&[
+            (INTERVAL.key, "1ms"),
+            (INTERVAL.key, "2m"),
+            (INTERVAL.key, "1"),
+            (MISSED_BEATS.key, "0"),
+            (MISSED_BEATS.key, "101"),
+            (MISSED_BEATS.key, "three"),
+            (SYNC_INTERVAL.key, "10ms"),
+            (LEASE_TTL.key, "11s"),
+            (LEASE_TTL.key, "100ms"),
+            (METRICS_ADDR.key, "127.0.0.1"),
+        ]);
         assert!(matches!(
             parse(&[("RINGSIDE_HEARTBEAT_TTL", "1s")]),
             Err(ConfigError::UnknownKey { .. })

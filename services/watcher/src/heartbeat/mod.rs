@@ -11,23 +11,29 @@
 //! stale, starting with a sync.
 //!
 //! # Layout
-//! - [`config`]: [`HeartbeatConfig`] from a map of strings.
+//! - [`config`]: [`HeartbeatConfig`] and its settings.
 //! - [`tracker`]: [`HeartbeatTracker`], heartbeats and deadlines -> facts. Pure.
 //! - [`lease`]: [`LeaseKeeper`], the per-ring lease in the KV bucket `RINGSIDE_LEASES`.
 //! - [`beacon`]: [`Beacon`], the sending side (nodes, stand-in members).
-//! - [`run`] / [`run_with_status`]: the loop joining them.
+//! - [`Heartbeats`]: the source as the service runs it ([`HeartbeatWatcher`]): its
+//!   [`Status`], its readiness (`listening`: subscribed with the lease keeper running,
+//!   as holder or standby), its metrics, and the loop joining the parts; [`run`] runs
+//!   it without the metrics address.
 
 pub mod beacon;
 pub mod config;
 pub mod lease;
 pub mod tracker;
 
+use std::collections::BTreeMap;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::time::Duration;
 
 use futures::StreamExt;
-use ringside_events::{Body, Publisher, codec, error_chain, subject};
+use ringside_events::{Body, codec, error_chain, subject};
+use ringside_kit::{Condition, ConfigError, Readiness, Schema, Telemetry};
 use tokio::sync::{oneshot, watch};
 use tokio::time::{Instant, sleep_until};
 
@@ -36,8 +42,10 @@ pub use config::HeartbeatConfig;
 pub use lease::{LeaseKeeper, LeaseState};
 pub use tracker::{HeartbeatTracker, Refused};
 
-use crate::publish::{MembershipPublisher, fact_name};
-use crate::{WatcherError, connect_client, store};
+use crate::WatcherError;
+use crate::metrics::{HeartbeatMetrics, Metrics};
+use crate::publish::{MembershipPublisher, connect, fact_name, store};
+use crate::service::{Source, Watcher};
 
 /// At most one warning about refused heartbeats per this period (a misconfigured node
 /// beats every second).
@@ -45,7 +53,8 @@ const REFUSAL_LOG_PERIOD: Duration = Duration::from_secs(10);
 /// Wait before trying a sync again after the last stored fact could not be read.
 const HEAD_RETRY: Duration = Duration::from_secs(1);
 
-/// What a heartbeat watcher is doing.
+/// What a heartbeat watcher is doing: its role. Its readiness follows it (`listening`
+/// from `Standby` on), and so does `ringside_watcher_lease_held`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Status {
     /// Connecting, subscribing, opening the lease bucket.
@@ -61,38 +70,113 @@ pub enum Status {
 }
 
 impl Status {
-    /// Ready: listening, as a standby or as the leader.
-    pub fn is_ready(self) -> bool {
+    /// Listening, as a standby or as the leader.
+    pub fn is_listening(self) -> bool {
         !matches!(self, Status::Starting)
     }
 }
 
-/// Runs the heartbeat watcher until `shutdown` completes.
+/// The heartbeat watcher: `ringside watcher heartbeat`.
+pub type HeartbeatWatcher = Watcher<Heartbeats>;
+
+impl HeartbeatWatcher {
+    /// What the watcher is doing, as it changes.
+    pub fn status(&self) -> watch::Receiver<Status> {
+        self.source().reports.status.subscribe()
+    }
+}
+
+/// The heartbeat source, set up and not yet running.
+#[derive(Debug)]
+pub struct Heartbeats {
+    config: HeartbeatConfig,
+    reports: Reports,
+}
+
+impl Source for Heartbeats {
+    const SCHEMA: &'static Schema = &config::SCHEMA;
+    type Config = HeartbeatConfig;
+
+    fn config(map: &BTreeMap<String, String>) -> Result<HeartbeatConfig, ConfigError> {
+        HeartbeatConfig::from_map(map)
+    }
+
+    fn metrics_addr(config: &HeartbeatConfig) -> SocketAddr {
+        config.metrics_addr
+    }
+
+    fn new(config: HeartbeatConfig, readiness: &Readiness, telemetry: &Telemetry) -> Heartbeats {
+        Heartbeats {
+            config,
+            reports: Reports::new(readiness, telemetry),
+        }
+    }
+
+    async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), WatcherError> {
+        listen(self.config, self.reports, shutdown).await
+    }
+}
+
+/// Runs the heartbeat source alone, without a metrics address (its readiness and
+/// metrics stay inside), until `shutdown` completes: for a process that embeds it.
 pub async fn run(
     config: HeartbeatConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), WatcherError> {
-    run_with_status(config, watch::Sender::new(Status::Starting), shutdown).await
+    let telemetry = Telemetry::new(crate::NAME)?;
+    listen(
+        config,
+        Reports::new(&Readiness::new(), &telemetry),
+        shutdown,
+    )
+    .await
 }
 
-/// Runs the heartbeat watcher until `shutdown` completes, reporting what it does on
-/// `status`. On the way out it releases the lease if it holds it.
-pub async fn run_with_status(
-    config: HeartbeatConfig,
+/// Where a running heartbeat source reports what it does.
+#[derive(Debug)]
+struct Reports {
+    readiness: Readiness,
+    listening: Condition,
     status: watch::Sender<Status>,
+    metrics: Metrics,
+    heartbeats: HeartbeatMetrics,
+}
+
+impl Reports {
+    fn new(readiness: &Readiness, telemetry: &Telemetry) -> Reports {
+        let listening = readiness.condition("listening");
+        let (status, watched) = watch::channel(Status::Starting);
+        Reports {
+            readiness: readiness.clone(),
+            listening,
+            status,
+            metrics: Metrics::new(telemetry),
+            heartbeats: HeartbeatMetrics::new(telemetry, move || {
+                matches!(*watched.borrow(), Status::Leading { .. })
+            }),
+        }
+    }
+
+    fn set(&self, status: Status) {
+        self.status.send_replace(status);
+        self.listening.set(status.is_listening());
+    }
+}
+
+/// The loop, until `shutdown` completes; on the way out it releases the lease if it
+/// holds it.
+async fn listen(
+    config: HeartbeatConfig,
+    reports: Reports,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), WatcherError> {
     let mut shutdown = std::pin::pin!(shutdown);
     let client = tokio::select! {
         () = &mut shutdown => return Ok(()),
-        c = connect_client(&config.nats) => c?,
+        c = connect(&config.nats, &reports.readiness) => c?,
     };
     let ring = config.nats.ring.clone();
-    let publisher = MembershipPublisher::new(
-        Publisher::new(client.clone()),
-        ring.clone(),
-        config.nats.producer.clone(),
-    );
+    let publisher = MembershipPublisher::new(client.clone(), &config.nats, reports.metrics.clone());
     let holder = format!("{}#{}", config.nats.producer, new_incarnation());
     let keeper = LeaseKeeper::open(client.clone(), &ring, holder, config.lease_ttl).await?;
     let beats = client
@@ -119,11 +203,11 @@ pub async fn run_with_status(
         publisher,
         lease: lease_rx,
         leading: None,
-        status,
+        reports,
         refused: 0,
         refusal_logged: None,
     };
-    session.status.send_replace(Status::Standby);
+    session.reports.set(Status::Standby);
     let result = session.run(beats, shutdown.as_mut()).await;
     let _ = release.send(());
     if let Some(task) = keeper.0.take()
@@ -131,7 +215,7 @@ pub async fn run_with_status(
     {
         tracing::error!(error = %e, "The lease keeper failed.");
     }
-    session.status.send_replace(Status::Starting);
+    session.reports.set(Status::Starting);
     result
 }
 
@@ -182,7 +266,7 @@ struct Session {
     publisher: MembershipPublisher,
     lease: watch::Receiver<LeaseState>,
     leading: Option<Leading>,
-    status: watch::Sender<Status>,
+    reports: Reports,
     refused: u64,
     refusal_logged: Option<Instant>,
 }
@@ -274,6 +358,7 @@ impl Session {
     /// Counts a refused heartbeat and warns, at most once per [`REFUSAL_LOG_PERIOD`].
     fn refuse(&mut self, subject: &str, why: &str) {
         self.refused += 1;
+        self.reports.heartbeats.refused();
         let now = Instant::now();
         if self
             .refusal_logged
@@ -296,7 +381,7 @@ impl Session {
                     next_sync,
                     last_fact: None,
                 });
-                self.status.send_replace(Status::Leading { synced: false });
+                self.reports.set(Status::Leading { synced: false });
             }
             (false, true) => self.step_down(),
             _ => {}
@@ -306,7 +391,7 @@ impl Session {
     fn step_down(&mut self) {
         if self.leading.take().is_some() {
             tracing::info!(ring = %self.publisher.ring(), "Standing by: another instance may lead.");
-            self.status.send_replace(Status::Standby);
+            self.reports.set(Status::Standby);
         }
     }
 
@@ -357,7 +442,7 @@ impl Session {
             leading.synced = true;
             leading.next_sync = Instant::now() + self.config.sync_interval;
             if first {
-                self.status.send_replace(Status::Leading { synced: true });
+                self.reports.set(Status::Leading { synced: true });
             }
         }
         Ok(flow)

@@ -1,6 +1,7 @@
 //! Shared by the watcher's end-to-end tests: a real nats-server with the project's
-//! `nats/local.conf` (service users and permissions) and provisioned streams, and the
-//! fold of what JetStream stored, with the very [`RingLedger`] the reducer uses.
+//! `nats/local.conf` (service users and permissions) and provisioned streams, the fold
+//! of what JetStream stored, with the very [`RingLedger`] the reducer uses, and a
+//! running watcher's `/metrics` page.
 
 #![allow(
     dead_code,
@@ -9,6 +10,7 @@
 )]
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, stream::DirectGetErrorKind};
@@ -16,9 +18,12 @@ use ringside_events::subject::{self, STREAM_EVENTS};
 use ringside_events::{
     Body, Definitions, Outcome, RingLedger, RingName, ServiceUser, codec, headers, provision,
 };
+use ringside_kit::Metric;
+use ringside_kit::settings::{NATS_URL, RING};
 use ringside_ring::{RingConfig, Strategy};
 use ringside_testkit::NatsServer;
-use ringside_watcher::config::{KEY_NATS_PASSWORD, KEY_NATS_URL, KEY_RING};
+use ringside_watcher::config::{METRICS_ADDR, NATS_PASSWORD};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 /// (id, address, weight, uid): what a member is, compared as plain values.
 pub type Row = (String, String, u32, String);
@@ -59,15 +64,16 @@ impl Nats {
     }
 
     /// The configuration map of a watcher of `ring` on this server (as the `watcher`
-    /// user), plus `extra` keys.
+    /// user, metrics on a free port), plus `extra` keys.
     pub fn watcher_map(&self, ring: &str, extra: &[(&str, &str)]) -> BTreeMap<String, String> {
         let mut map: BTreeMap<String, String> = [
-            (KEY_RING, ring),
-            (KEY_NATS_URL, self.server.url().as_str()),
+            (RING.key, ring),
+            (NATS_URL.key, self.server.url().as_str()),
             (
-                KEY_NATS_PASSWORD,
+                NATS_PASSWORD.key,
                 self.server.password(ServiceUser::Watcher.name()).unwrap(),
             ),
+            (METRICS_ADDR.key, "127.0.0.1:0"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -225,5 +231,53 @@ impl StoredFold {
     /// The folded member ids.
     pub fn ids(&self) -> Vec<String> {
         self.ledger.members().map(|m| m.id.clone()).collect()
+    }
+}
+
+/// `GET path` on `addr`: the status code and the body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, body.to_owned())
+}
+
+/// A running watcher's `/metrics` page.
+pub struct Page(pub String);
+
+impl Page {
+    pub async fn scrape(addr: SocketAddr) -> Page {
+        let (status, page) = http_get(addr, "/metrics").await;
+        assert_eq!(status, 200, "{page}");
+        Page(page)
+    }
+
+    /// The value of one sample (`name` or `name{labels}`); panics if absent.
+    pub fn value(&self, series: &str) -> f64 {
+        ringside_kit::telemetry::sample(&self.0, series)
+            .unwrap_or_else(|| panic!("no sample {series} on the page:\n{}", self.0))
+    }
+
+    /// Checks each `(series, value)`.
+    pub fn assert_values(&self, expected: &[(&str, f64)]) {
+        for (series, value) in expected {
+            assert_eq!(self.value(series), *value, "{series}: {}", self.0);
+        }
+    }
+
+    /// Checks the page shows exactly `lists`' metrics.
+    pub fn assert_names(&self, lists: &[&[&Metric]]) {
+        let mut on_page = ringside_kit::telemetry::names_on_page(&self.0);
+        on_page.sort();
+        let mut listed: Vec<String> = lists
+            .iter()
+            .flat_map(|l| l.iter().map(|m| m.name.to_owned()))
+            .collect();
+        listed.sort();
+        assert_eq!(on_page, listed, "{}", self.0);
     }
 }

@@ -1,4 +1,4 @@
-//! The membership rule: which pod is a ring member, and as which [`Member`].
+//! The membership rule: which pod is a ring member, and as which [`PodMember`].
 //!
 //! Pure functions over a `Pod` object; no client, no clock. [`MemberRule::classify`] is
 //! the single place that decides membership, so the tracker, the docs and the tests
@@ -19,9 +19,9 @@ pub const DEFAULT_WEIGHT: u32 = 1;
 /// annotation must not be able to blow up the ring.
 pub const MAX_WEIGHT: u32 = 1000;
 
-/// A ring member as the watcher sees it.
+/// A pod as a ring member: what the membership rule makes of a pod that qualifies.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Member {
+pub struct PodMember {
     /// Member id: the pod name (unique within the namespace).
     pub id: String,
     /// Where the node serves: pod IP and the configured port.
@@ -32,7 +32,7 @@ pub struct Member {
     pub uid: String,
 }
 
-impl Member {
+impl PodMember {
     /// The member as the event contract carries it.
     pub fn to_pb(&self) -> ringside_events::pb::Member {
         ringside_events::pb::Member {
@@ -93,7 +93,7 @@ impl fmt::Display for NotMember {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PodState {
     /// The pod is a member.
-    Member(Member),
+    Member(PodMember),
     /// The pod is not a member, for this reason.
     NotMember(NotMember),
 }
@@ -142,7 +142,7 @@ impl MemberRule {
         let Some(port) = self.port(pod) else {
             return PodState::NotMember(NotMember::NoPort);
         };
-        PodState::Member(Member {
+        PodState::Member(PodMember {
             id: name.clone(),
             address: SocketAddr::new(ip, port),
             weight: self.weight(pod, name),
@@ -244,7 +244,7 @@ mod tests {
         p
     }
 
-    fn member(p: &Pod) -> Member {
+    fn member(p: &Pod) -> PodMember {
         match MemberRule::default().classify(p) {
             PodState::Member(m) => m,
             PodState::NotMember(why) => panic!("expected a member, got {why}"),

@@ -30,25 +30,25 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::watcher::Event;
 use ringside_events::{Body, pb};
 
+use super::member::{MemberRule, NotMember, PodMember, PodState};
 use crate::ids;
-use crate::member::{Member, MemberRule, NotMember, PodState};
 
 /// What changed in the ring's membership.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Change {
     /// A pod became a member.
-    Joined(Member),
+    Joined(PodMember),
     /// A member stopped being one.
     Left {
         /// The member as it was while it was one.
-        member: Member,
+        member: PodMember,
         /// Why it left.
         reason: NotMember,
     },
     /// The full member set, sorted by id.
     Synced {
         /// Every member, sorted by id.
-        members: Vec<Member>,
+        members: Vec<PodMember>,
         /// What caused the sync.
         cause: SyncCause,
     },
@@ -96,7 +96,7 @@ impl MembershipChange {
                 source_version: self.source_version.clone(),
             }),
             Change::Synced { members, .. } => Body::from(pb::MembershipSynced {
-                members: members.iter().map(Member::to_pb).collect(),
+                members: members.iter().map(PodMember::to_pb).collect(),
                 source,
                 resource_version: self.source_version.clone(),
             }),
@@ -105,7 +105,7 @@ impl MembershipChange {
 
     /// Applies this change to a member set keyed by member id: what a consumer's fold
     /// does with it (a sync replaces the whole set).
-    pub fn apply_to(&self, set: &mut BTreeMap<String, Member>) {
+    pub fn apply_to(&self, set: &mut BTreeMap<String, PodMember>) {
         match &self.change {
             Change::Joined(m) => {
                 set.insert(m.id.clone(), m.clone());
@@ -157,9 +157,9 @@ pub struct PodTracker {
     ring: String,
     rule: MemberRule,
     /// The membership the emitted changes imply, keyed by pod name.
-    members: BTreeMap<String, Member>,
+    members: BTreeMap<String, PodMember>,
     /// The members seen so far by the list in progress (`Init` .. `InitDone`).
-    listing: Option<BTreeMap<String, Member>>,
+    listing: Option<BTreeMap<String, PodMember>>,
     /// Id of the last change on the ring's subject (emitted here or seeded).
     head: Option<String>,
     synced: bool,
@@ -216,7 +216,7 @@ impl PodTracker {
     }
 
     /// The members the emitted changes imply, sorted by id.
-    pub fn members(&self) -> impl Iterator<Item = &Member> {
+    pub fn members(&self) -> impl Iterator<Item = &PodMember> {
         self.members.values()
     }
 
@@ -278,7 +278,7 @@ impl PodTracker {
     }
 
     fn sync(&mut self, cause: SyncCause) -> MembershipChange {
-        let wire: Vec<_> = self.members.values().map(Member::to_pb).collect();
+        let wire: Vec<_> = self.members.values().map(PodMember::to_pb).collect();
         let fact_id = ids::sync_fact_id(&self.ring, &wire, self.head.as_deref());
         let members = self.members.values().cloned().collect();
         self.emit(fact_id.clone(), fact_id, Change::Synced { members, cause })
@@ -318,8 +318,8 @@ mod tests {
             .build()
     }
 
-    fn member(name: &str, ip: &str) -> Member {
-        Member {
+    fn member(name: &str, ip: &str) -> PodMember {
+        PodMember {
             id: name.to_owned(),
             address: format!("{ip}:7000").parse().unwrap(),
             weight: 1,
@@ -340,7 +340,7 @@ mod tests {
         t.apply(Event::InitDone).expect("InitDone always syncs")
     }
 
-    fn synced(members: Vec<Member>) -> Change {
+    fn synced(members: Vec<PodMember>) -> Change {
         Change::Synced {
             members,
             cause: SyncCause::Listed,
@@ -664,10 +664,10 @@ mod tests {
                 let mut incarnation = 0u32;
                 let mut stored_ids: BTreeSet<String> = BTreeSet::new();
                 let mut head: Option<String> = None;
-                let mut folded: BTreeMap<String, Member> = BTreeMap::new();
+                let mut folded: BTreeMap<String, PodMember> = BTreeMap::new();
                 let mut t = PodTracker::new(RING, rule.clone());
 
-                let mut store = |c: MembershipChange, folded: &mut BTreeMap<String, Member>, head: &mut Option<String>| {
+                let mut store = |c: MembershipChange, folded: &mut BTreeMap<String, PodMember>, head: &mut Option<String>| {
                     let event = ringside_events::Event::new(
                         ringside_events::RingName::new(RING).unwrap(),
                         c.body(),
@@ -731,7 +731,7 @@ mod tests {
                             for c in relist(&mut t, &cluster) {
                                 store(c, &mut folded, &mut head);
                             }
-                            let truth: BTreeMap<String, Member> = cluster
+                            let truth: BTreeMap<String, PodMember> = cluster
                                 .values()
                                 .filter_map(|p| match rule.classify(p) {
                                     PodState::Member(m) => Some((m.id.clone(), m)),
@@ -741,7 +741,7 @@ mod tests {
                             prop_assert_eq!(&folded, &truth);
                         }
                     }
-                    let view: BTreeMap<String, Member> =
+                    let view: BTreeMap<String, PodMember> =
                         t.members().map(|m| (m.id.clone(), m.clone())).collect();
                     prop_assert_eq!(&folded, &view);
                 }
