@@ -15,13 +15,14 @@ fn root() -> PathBuf {
 fn config(dir: &Path, port: u16) -> ServerConfig {
     ServerConfig {
         binary: find_binary(&[&root()]).unwrap(),
-        config_file: root().join("nats/local.conf"),
+        config_file: Some(root().join("nats/local.conf")),
         store_dir: dir.join("store"),
         log_file: dir.join(format!("nats-{port}.log")),
         port,
-        passwords: Passwords::load_or_generate(&dir.join("credentials.env")).unwrap(),
+        passwords: Some(Passwords::load_or_generate(&dir.join("credentials.env")).unwrap()),
         startup_timeout: Duration::from_secs(15),
         memory_limit_bytes: 512 << 20,
+        env: Vec::new(),
     }
 }
 
@@ -53,7 +54,7 @@ async fn starts_refuses_a_taken_port_and_stops_gracefully() {
 async fn a_missing_config_is_reported_with_the_log_tail() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path(), 0);
-    cfg.config_file = dir.path().join("missing.conf");
+    cfg.config_file = Some(dir.path().join("missing.conf"));
     let err = LocalServer::start(&cfg).await.unwrap_err();
     assert!(matches!(err, NatsdError::NotReady { .. }), "{err}");
     assert!(err.to_string().contains("missing.conf"), "{err}");

@@ -308,11 +308,12 @@ impl<'a> Settings<'a> {
             )
         })?;
         if !range.contains(&d) {
-            return Err(invalid(
-                setting.key,
-                raw,
-                format!("expected from {:?} to {:?}", range.start(), range.end()),
-            ));
+            let expected = if *range.end() == Duration::MAX {
+                format!("expected at least {:?}", range.start())
+            } else {
+                format!("expected from {:?} to {:?}", range.start(), range.end())
+            };
+            return Err(invalid(setting.key, raw, expected));
         }
         Ok(d)
     }

@@ -280,6 +280,11 @@ pub struct Metrics {
     consumer: OnceLock<Arc<ConsumerStats>>,
 }
 
+/// How a gauge reads its value off the metrics (`None`: no sample).
+type ReadGauge = fn(&Metrics) -> Option<f64>;
+/// Which consumer counter a counter reads.
+type ReadCount = fn(&ConsumerStats) -> &AtomicU64;
+
 /// Reads an atomic.
 fn get(c: &AtomicU64) -> u64 {
     c.load(Ordering::Relaxed)
@@ -306,7 +311,7 @@ impl Metrics {
     /// a stopped reducer's values leave the page).
     pub fn new(telemetry: &Telemetry) -> Arc<Metrics> {
         Arc::new_cyclic(|me: &Weak<Metrics>| {
-            let gauges: [(&'static Metric, fn(&Metrics) -> Option<f64>); 8] = [
+            let gauges: [(&'static Metric, ReadGauge); 8] = [
                 (&EPOCH, |m| Some(get(&m.epoch) as f64)),
                 (&MEMBERSHIP_SEQUENCE, |m| {
                     Some(get(&m.membership_sequence) as f64)
@@ -331,7 +336,7 @@ impl Metrics {
                         .unwrap_or_default()
                 });
             }
-            let consumer: [(&'static Metric, fn(&ConsumerStats) -> &AtomicU64); 4] = [
+            let consumer: [(&'static Metric, ReadCount); 4] = [
                 (&MALFORMED, |s| &s.decode_failed),
                 (&DEAD_LETTERED, |s| &s.dead_lettered),
                 (&DEAD_LETTER_FAILED, |s| &s.deadletter_failed),

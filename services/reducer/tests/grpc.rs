@@ -347,10 +347,10 @@ async fn health_says_serving_once_caught_up_and_watchers_end_at_shutdown() {
 /// gRPC server reflection answers what `grpcurl list` and `grpcurl describe` ask.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reflection_lists_and_describes_the_ring_service() {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-    use tonic_reflection::pb::v1::ServerReflectionRequest;
 
     let bus = Bus::start().await;
     let reducer = started(&bus, &common::churn(36, 10, 4)).await;
@@ -394,8 +394,9 @@ async fn reflection_lists_and_describes_the_ring_service() {
     .unwrap();
     assert_eq!(file.package(), "ringside.v1");
     assert!(
-        file.service.iter().any(|s| s.name() == "RingService"
-            && s.method.iter().any(|m| m.name() == "WatchRing")),
+        file.service
+            .iter()
+            .any(|s| s.name() == "RingService" && s.method.iter().any(|m| m.name() == "WatchRing")),
         "{file:?}"
     );
     reducer.stop().await.unwrap();

@@ -224,6 +224,7 @@ mod tests {
             nats_url: "nats://127.0.0.1:4222".into(),
             grpc: "127.0.0.1:7420".parse().unwrap(),
             metrics: "127.0.0.1:9420".parse().unwrap(),
+            endpoints: [("reducer.grpc".to_owned(), "127.0.0.1:7420".parse().unwrap())].into(),
         };
         state.record(&running).unwrap();
         assert_eq!(state.running().unwrap(), Some(running.clone()));

@@ -12,7 +12,7 @@
 //! - `up`: `ringside up` (the whole system locally) and `ringside scale`.
 //! - `supervisor`: the child processes `up` runs its services as.
 //! - `local`: the state directory `ringside up` keeps and the other commands read.
-//! - `service`: logs, runtime and stop signal of the long-running commands.
+//! - `service`: the runtime of `up`, `scale` and the tools.
 //! - `nats_args`: the NATS connection flags of `tail` and `replay`.
 //! - `output`: the `--output table|json` switch shared by the tools.
 //!
@@ -76,7 +76,7 @@ fn main() -> ExitCode {
         Command::Replay(args) => replay::run(args, &mut std::io::stdout().lock()),
         Command::Service(service) => service.run(),
         Command::Up(args) => {
-            service::init_logs();
+            ringside_kit::run::init_logs();
             service::block_on(up::up(args))
         }
         Command::Scale(args) => service::block_on(up::scale(args)),

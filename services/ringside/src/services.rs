@@ -73,7 +73,7 @@ impl Target {
     pub(crate) fn service(self) -> &'static str {
         match self {
             Self::Reducer => Reducer::NAME,
-            Self::HeartbeatWatcher => "watcher",
+            Self::HeartbeatWatcher => ringside_watcher::NAME,
         }
     }
 
@@ -82,6 +82,27 @@ impl Target {
         match self {
             Self::Reducer => ServiceUser::Reducer,
             Self::HeartbeatWatcher => ServiceUser::Watcher,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `up` gives each target its user's password under `password_env()`: that key must
+    /// be a setting the service reads.
+    #[test]
+    fn each_target_reads_its_users_password() {
+        for (target, schema) in [
+            (Target::Reducer, Reducer::SCHEMA),
+            (
+                Target::HeartbeatWatcher,
+                <ringside_watcher::HeartbeatWatcher as Service>::SCHEMA,
+            ),
+        ] {
+            let key = target.user().password_env();
+            assert!(schema.knows(&key), "{target:?} does not read {key}");
         }
     }
 }

@@ -107,7 +107,9 @@ impl Supervisor {
             match supervisor.launch(spec, up).await {
                 Ok(running) => supervisor.running.push(running),
                 Err(e) => {
-                    supervisor.stop(Instant::now() + Duration::from_secs(8)).await;
+                    supervisor
+                        .stop(Instant::now() + Duration::from_secs(8))
+                        .await;
                     return Err(e);
                 }
             }
@@ -183,7 +185,8 @@ impl Supervisor {
         let mut spec = running.spec.clone();
         for (listener, setting) in &spec.listeners {
             if let Some((_, addr)) = running.listeners.iter().find(|(n, _)| n == listener) {
-                spec.settings.insert(setting.key.to_owned(), addr.to_string());
+                spec.settings
+                    .insert(setting.key.to_owned(), addr.to_string());
             }
         }
         let (exits, last_exit, up) = (running.exits, running.last_exit, running.up.clone());

@@ -30,7 +30,7 @@ use futures::StreamExt as _;
 use ringside_events::{
     Body, Definitions, Event, Publisher, RingName, ServiceUser, codec, pb, provision, subject,
 };
-use ringside_kit::{Condition, Readiness, Setting, Telemetry, settings};
+use ringside_kit::{Condition, Readiness, Telemetry, settings};
 use ringside_natsd::{LocalServer, NatsdError, Passwords, ServerConfig};
 use ringside_ring::{RingConfig, Strategy};
 use ringside_watcher::heartbeat::{Beacon, new_incarnation};
@@ -269,17 +269,17 @@ struct System {
 fn base_settings(
     ring: &RingName,
     url: &str,
-    password: &Setting,
-    user: ServiceUser,
+    target: Target,
     passwords: &Passwords,
 ) -> anyhow::Result<BTreeMap<String, String>> {
+    let user = target.user();
     let secret = passwords
         .password(user.name())
         .with_context(|| format!("no password for NATS user '{}'", user.name()))?;
     Ok(BTreeMap::from([
         (settings::RING.key.to_owned(), ring.to_string()),
         (settings::NATS_URL.key.to_owned(), url.to_owned()),
-        (password.key.to_owned(), secret.to_owned()),
+        (user.password_env(), secret.to_owned()),
     ]))
 }
 
@@ -292,27 +292,18 @@ fn specs(
 ) -> anyhow::Result<Vec<Spec>> {
     use ringside_reducer::config as reducer;
     use ringside_watcher::heartbeat::config as heartbeat;
-    let mut reducer_settings = base_settings(
-        ring,
-        url,
-        &reducer::NATS_PASSWORD,
-        ServiceUser::Reducer,
-        passwords,
-    )?;
+    let mut reducer_settings = base_settings(ring, url, Target::Reducer, passwords)?;
     reducer_settings.extend([
         (reducer::INSTANCE.key.to_owned(), "local".to_owned()),
         (reducer::GRPC_ADDR.key.to_owned(), args.grpc.to_string()),
-        (reducer::METRICS_ADDR.key.to_owned(), args.metrics.to_string()),
+        (
+            reducer::METRICS_ADDR.key.to_owned(),
+            args.metrics.to_string(),
+        ),
         (reducer::STRATEGY.key.to_owned(), args.strategy.to_string()),
         (reducer::VNODES.key.to_owned(), args.vnodes.to_string()),
     ]);
-    let mut watcher_settings = base_settings(
-        ring,
-        url,
-        &ringside_watcher::config::NATS_PASSWORD,
-        ServiceUser::Watcher,
-        passwords,
-    )?;
+    let mut watcher_settings = base_settings(ring, url, Target::HeartbeatWatcher, passwords)?;
     watcher_settings.extend([
         (
             heartbeat::INTERVAL.key.to_owned(),
@@ -362,7 +353,9 @@ impl System {
             telemetry,
         )
         .await
-            .context("cannot start the services (is the gRPC or metrics port in use? see --grpc, --metrics)")?;
+        .context(
+            "cannot start the services (is the gRPC or metrics port in use? see --grpc, --metrics)",
+        )?;
         let listener = |name| {
             supervisor
                 .listener(Target::Reducer, name)
@@ -456,7 +449,12 @@ impl System {
 
     /// The stop sequence: stand-ins' goodbyes folded (when all is well), then the
     /// services in reverse order, each bounded by `deadline`.
-    async fn stop_by(mut self, ring: &RingName, fold_goodbyes: bool, deadline: tokio::time::Instant) {
+    async fn stop_by(
+        mut self,
+        ring: &RingName,
+        fold_goodbyes: bool,
+        deadline: tokio::time::Instant,
+    ) {
         let leaving = self.stand_ins.len();
         self.stand_ins.scale_to(0);
         self.stand_ins.drain().await;
@@ -464,7 +462,8 @@ impl System {
             // Let the goodbyes become leaves and the leaves epochs before the watcher
             // and the reducer stop; bounded, as whatever is left is caught up on the
             // next start.
-            let within = GOODBYES_WITHIN.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+            let within = GOODBYES_WITHIN
+                .min(deadline.saturating_duration_since(tokio::time::Instant::now()));
             if let Err(e) = wait_ring_size(self.grpc, ring, 0, within).await {
                 tracing::warn!(error = %format!("{e:#}"), "The goodbyes were not all folded before stopping; the next start catches up.");
             }

@@ -117,21 +117,6 @@ impl Source for Heartbeats {
     }
 }
 
-/// Runs the heartbeat source alone, without a metrics address (its readiness and
-/// metrics stay inside), until `shutdown` completes: for a process that embeds it.
-pub async fn run(
-    config: HeartbeatConfig,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), WatcherError> {
-    let telemetry = Telemetry::new(crate::NAME)?;
-    listen(
-        config,
-        Reports::new(&Readiness::new(), &telemetry),
-        shutdown,
-    )
-    .await
-}
-
 /// Where a running heartbeat source reports what it does.
 #[derive(Debug)]
 struct Reports {
