@@ -30,7 +30,7 @@ pub struct ClientConfig {
 
 impl ClientConfig {
     /// Changes a subscription may fall behind by default before it is re-synced
-    /// ([`ClientConfig::buffer`]).
+    /// ([`ClientConfig::buffer`]): 64.
     pub const DEFAULT_BUFFER: NonZeroUsize = NonZeroUsize::MIN.saturating_add(63);
 
     /// Follow `ring`, with the default buffer and no label.
