@@ -32,6 +32,7 @@
 //! Failed NATS operations are counted, logged (WARN, ERROR once the backoff is at its
 //! longest) and retried with backoff; the readers keep the last ring meanwhile.
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -90,8 +91,10 @@ impl Backoff {
     }
 }
 
-/// A message that stopped the chain, and the ring it stopped at.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A message that stopped the chain, and the ring it stopped at. The chain is
+/// deterministic, so meeting the same message at the same ring again (after the
+/// re-sync it caused) means it will never fit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct StoppedAt {
     sequence: u64,
     epoch: u64,
@@ -118,11 +121,11 @@ enum Ahead {
     Unknown,
 }
 
-/// Why a session of the follower ended: a re-sync, and whether it had applied
-/// anything (a re-sync without progress waits before the next).
+/// Why a session of the follower ended (a re-sync), and the position it reached: a
+/// re-sync that got no further than the one before waits before the next.
 struct Resync {
     reason: SyncReason,
-    progressed: bool,
+    position: u64,
 }
 
 /// The half of a ring client that follows the stream; see the module docs. Made by
@@ -187,7 +190,12 @@ impl Follower {
         let mut reason = SyncReason::Start;
         let mut failures = Backoff::default();
         let mut resyncs = Backoff::default();
-        let mut stopped_at = None;
+        let mut furthest = 0;
+        // Every message that stopped the chain (a handful at most): each causes one
+        // re-sync, and is skipped when met again at the same ring. One remembered
+        // message would not do: with a snapshot older than two of them, each re-sync
+        // would forget the other and re-sync again, forever.
+        let mut stopped = BTreeSet::new();
         loop {
             let (stream, chain) = match self.start(js).await {
                 Ok(started) => started,
@@ -197,13 +205,15 @@ impl Follower {
                 }
             };
             failures.reset();
-            let resync = self.consume(&stream, chain, reason, &mut stopped_at).await;
+            let resync = self.consume(&stream, chain, reason, &mut stopped).await;
             self.shared.counters.add(Count::Resynced);
             reason = resync.reason;
-            if resync.progressed {
+            if resync.position > furthest {
+                furthest = resync.position;
                 resyncs.reset();
             } else {
-                // Re-syncing again and again without getting anywhere: do it slowly.
+                // Re-syncing again and again without getting any further (a stream
+                // that keeps leaving the same gap): do it slowly.
                 resyncs.wait().await;
             }
         }
@@ -367,10 +377,9 @@ impl Follower {
         stream: &stream::Stream,
         mut chain: Chain,
         reason: SyncReason,
-        stopped_at: &mut Option<StoppedAt>,
+        stopped: &mut BTreeSet<StoppedAt>,
     ) -> Resync {
         let mut syncing = Some(reason);
-        let mut progressed = false;
         let mut backoff = Backoff::default();
         loop {
             let (mut messages, pending) = match self.open(stream, &chain).await {
@@ -409,8 +418,6 @@ impl Follower {
                 match chain.offer(sequence, &message.payload) {
                     Step::Applied(rebalance) => {
                         self.shared.counters.add(Count::Applied);
-                        progressed = true;
-                        *stopped_at = None;
                         if syncing.is_none() {
                             let view = Arc::clone(chain.view());
                             self.shared.publish(view, Update::Rebalanced(rebalance));
@@ -433,38 +440,32 @@ impl Follower {
                                 tracing::warn!(ring = %self.config.ring, sequence, epoch = got, expected, missed, "Epochs are missing from what the stream delivered; re-syncing the ring from the newest snapshot.");
                                 return Resync {
                                     reason: SyncReason::Gap,
-                                    progressed,
+                                    position: chain.position(),
                                 };
                             }
                             Ahead::Unknown => {
-                                let here = StoppedAt::of(&chain, sequence);
-                                if *stopped_at == Some(here) {
-                                    chain.skip(sequence);
-                                    self.skipped(sequence, &out_of_turn);
-                                } else {
-                                    *stopped_at = Some(here);
+                                if stopped.insert(StoppedAt::of(&chain, sequence)) {
                                     tracing::warn!(ring = %self.config.ring, sequence, epoch = got, expected, "An epoch further on than the next arrived; re-syncing the ring from the newest snapshot.");
                                     return Resync {
                                         reason: SyncReason::Gap,
-                                        progressed,
+                                        position: chain.position(),
                                     };
                                 }
+                                chain.skip(sequence);
+                                self.skipped(sequence, &out_of_turn);
                             }
                         }
                     }
                     Step::Broken(broken) => {
-                        let here = StoppedAt::of(&chain, sequence);
-                        if *stopped_at == Some(here) {
-                            chain.skip(sequence);
-                            self.skipped(sequence, &NotAnEpoch::StillBroken(broken));
-                        } else {
-                            *stopped_at = Some(here);
+                        if stopped.insert(StoppedAt::of(&chain, sequence)) {
                             self.broken(sequence, &broken);
                             return Resync {
                                 reason: SyncReason::Mismatch,
-                                progressed,
+                                position: chain.position(),
                             };
                         }
+                        chain.skip(sequence);
+                        self.skipped(sequence, &NotAnEpoch::StillBroken(broken));
                     }
                 }
                 if pending == 0
