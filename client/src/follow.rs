@@ -328,7 +328,7 @@ impl Follower {
         stream: &stream::Stream,
         chain: &Chain,
     ) -> Result<(consumer::pull::Stream, u64), ClientError> {
-        let start = chain.position() + 1;
+        let start = chain.position().saturating_add(1);
         let description = match &self.config.label {
             Some(who) => format!("ringside client of ring {} ({who})", self.config.ring),
             None => format!("ringside client of ring {}", self.config.ring),
@@ -486,7 +486,7 @@ impl Follower {
     /// Whether an epoch further on than the next, at `sequence`, follows a gap: the
     /// first message of the subject after the position is it, or one before it.
     async fn ahead(&self, stream: &stream::Stream, chain: &Chain, sequence: u64) -> Ahead {
-        let from = chain.position() + 1;
+        let from = chain.position().saturating_add(1);
         match stream
             .direct_get_next_for_subject(chain.subject(), Some(from))
             .await

@@ -26,15 +26,15 @@
 //! can follow (`node`, `bridge`, `admin`; docs/nats.md).
 //!
 //! # Layout
-//! - [`client`](RingClient): [`follow`], [`ClientConfig`], [`RingClient`] (current
+//! - `client`: [`follow`], [`ClientConfig`], [`RingClient`] (current
 //!   ring, lookups, readiness, counters), [`Subscription`] and [`Change`].
 //! - `follow`: [`Follower`], the loop that syncs from a snapshot, consumes the
 //!   rebalance subject and decides between skip and re-sync.
 //! - `chain`: the pure rule of what one stored message does to the ring (tested
 //!   without a server).
-//! - [`view`](RingView): [`RingView`], the immutable ring at one epoch with its
+//! - `view`: [`RingView`], the immutable ring at one epoch with its
 //!   members' details; [`KeyRange`].
-//! - [`rebalance`](Rebalance): [`Rebalance`], one applied epoch, and the ranges each
+//! - `rebalance`: [`Rebalance`], one applied epoch, and the ranges each
 //!   member gained and lost in it.
 //! - `error`: [`ClientError`], [`LookupError`].
 //! - `stats`: [`ClientStats`], the follower's counters.

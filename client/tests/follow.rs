@@ -56,7 +56,10 @@ async fn follows_every_epoch_once_from_the_first() {
     following.wait_for_epoch(last).await;
     assert_same_ring(&following.client, &reducer.ring_at(last).await);
 
+    assert_eq!(bus.client_consumers().await.len(), 1);
     let seen = following.stop().await;
+    // A clean stop leaves no consumer behind.
+    assert_eq!(bus.client_consumers().await, Vec::<String>::new());
     assert_eq!(assert_every_epoch_once(&seen.all, last), 0);
     for changes in seen.by_member.values() {
         assert_every_epoch_once(changes, last);
