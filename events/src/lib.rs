@@ -20,8 +20,6 @@
 //!   and the `RingRebalanced` of one step (and its inverse, for replay).
 //! - [`timestamp`]: `google.protobuf.Timestamp` with the proto3 JSON form (`...Z`).
 //! - [`users`]: the per-service NATS users and their connect options.
-//! - [`config`]: the settings keys every service shares, [`config::ConfigError`] and
-//!   the map helpers each service's configuration is parsed with.
 //!
 //! # How it fits
 //! Watchers publish membership events, the reducer folds them ([`RingLedger`]) and publishes rebalance events with [`Publisher::publish_expecting`], nodes
@@ -29,7 +27,6 @@
 //! decode through [`codec`] and consume through [`Consumer`].
 
 pub mod codec;
-pub mod config;
 pub mod consume;
 pub mod convert;
 pub mod event;

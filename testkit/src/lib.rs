@@ -8,6 +8,7 @@
 //! - [`nats`]: [`NatsServer`] and its [`ServerOptions`]; the binary lookup, the
 //!   per-service credentials ([`LocalAuth`]) and log reading come from
 //!   `ringside-natsd`, which `ringside up` uses too.
+//! - [`http`]: a plain `GET` of a service's endpoint.
 //! - [`kube_fake`]: an HTTP fake of the Kubernetes list/watch API for the pod watcher.
 //! - [`bench`](mod@bench): the benchmarks' shared flag reader, min/median summary and JSON writer.
 //! - [`prometheus`]: `promtool check metrics` on a service's `/metrics` page.
@@ -23,6 +24,7 @@
 //! and use the same provisioning and publishing code as production.
 
 pub mod bench;
+pub mod http;
 pub mod kube_fake;
 pub mod nats;
 pub mod prometheus;

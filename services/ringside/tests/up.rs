@@ -34,6 +34,8 @@ impl Up {
                 "127.0.0.1:0",
                 "--metrics",
                 "127.0.0.1:0",
+                "--status",
+                "127.0.0.1:0",
             ])
             .args(["--heartbeat-ms", "200"])
             .env("RUST_LOG", "warn")
@@ -344,5 +346,86 @@ fn a_killed_nats_server_comes_back_and_ctrl_c_stops_up_in_every_state() {
     assert!(
         parent_of(hung).is_none(),
         "the hung nats-server was left behind"
+    );
+}
+
+/// The processes whose parent is `parent`, with their command lines.
+fn children_of(parent: i32) -> Vec<(i32, String)> {
+    pids_mentioning("")
+        .into_iter()
+        .filter(|(pid, _)| parent_of(*pid) == Some(parent))
+        .collect()
+}
+
+#[test]
+fn up_supervises_each_service_as_a_process_and_every_page_passes_promtool() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let up = Up::start(&state, 2);
+    let grpc = up.record()["grpc"].as_str().unwrap().to_string();
+    wait_for(Duration::from_secs(30), "2 members", || {
+        get_ring(&grpc).members.len() == 2
+    });
+
+    // Every service serves /livez, /readyz and /metrics the same way, and every page
+    // is one Prometheus's linter accepts.
+    let endpoints = up.record()["endpoints"].clone();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    for name in ["up.status", "reducer.metrics", "watcher.metrics"] {
+        let addr: std::net::SocketAddr = endpoints[name].as_str().unwrap().parse().unwrap();
+        runtime.block_on(async {
+            for path in ["/livez", "/readyz"] {
+                let (status, body) = ringside_testkit::http::get(addr, path).await.unwrap();
+                assert_eq!(status, 200, "{name}{path}: {body}");
+            }
+            let (status, page) = ringside_testkit::http::get(addr, "/metrics").await.unwrap();
+            assert_eq!(status, 200, "{name}");
+            ringside_testkit::prometheus::check_metrics(&page)
+                .unwrap_or_else(|e| panic!("{name}: {e}\n{page}"));
+        });
+    }
+
+    // Each service is its own process, and no password shows in a command line.
+    let passwords = std::fs::read_to_string(state.join("credentials.env")).unwrap();
+    let secrets: Vec<&str> = passwords
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(_, v)| v.trim_matches('\'')))
+        .filter(|v| v.len() >= 8)
+        .collect();
+    assert!(!secrets.is_empty());
+    let children = children_of(up.pid());
+    for service in ["reducer", "watcher heartbeat"] {
+        assert!(
+            children
+                .iter()
+                .any(|(_, c)| c.contains(&format!("ringside {service}"))),
+            "no {service} process: {children:?}"
+        );
+    }
+    for (_, cmdline) in &children {
+        assert!(
+            secrets.iter().all(|s| !cmdline.contains(s)),
+            "a password in {cmdline}"
+        );
+    }
+
+    // A SIGKILLed service is started again on the same addresses; the ring goes on.
+    let (reducer, _) = children
+        .iter()
+        .find(|(_, c)| c.contains("ringside reducer"))
+        .unwrap()
+        .clone();
+    signal(reducer, nix::sys::signal::Signal::SIGKILL);
+    wait_for(Duration::from_secs(60), "a new reducer", || {
+        children_of(up.pid())
+            .iter()
+            .any(|(pid, c)| *pid != reducer && c.contains("ringside reducer"))
+    });
+    ok(&up.ringside(&["scale", "3", "--wait", "60"]));
+    assert_eq!(get_ring(&grpc).members.len(), 3);
+    let stdout = ok(&up.interrupt());
+    assert!(
+        stdout.contains("The reducer exited (signal: 9") && stdout.contains("The reducer is back."),
+        "{stdout}"
     );
 }

@@ -26,25 +26,11 @@ use ringside_testkit::NatsServer;
 use ringside_testkit::kube_fake::{KubeFake, PodBuilder};
 use ringside_watcher::heartbeat::Beacon;
 use ringside_watcher::metrics;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 
 const RING: &str = "proc";
 const DEADLINE: Duration = Duration::from_secs(20);
-
-/// `GET path` on `addr`: the status code and the body.
-async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.ok()?;
-    let (head, body) = response.split_once("\r\n\r\n")?;
-    Some((
-        head.split_whitespace().nth(1)?.parse().ok()?,
-        body.to_owned(),
-    ))
-}
 
 /// A real nats-server with the streams and buckets provisioned.
 struct Bus {
@@ -138,12 +124,12 @@ impl Watcher {
 
     async fn wait_ready(&self) {
         assert_eq!(
-            http_get(self.metrics, "/livez").await,
+            ringside_testkit::http::get(self.metrics, "/livez").await,
             Some((200, "ok\n".into()))
         );
         let deadline = tokio::time::Instant::now() + DEADLINE;
         loop {
-            match http_get(self.metrics, "/readyz").await {
+            match ringside_testkit::http::get(self.metrics, "/readyz").await {
                 Some((200, _)) => return,
                 // Not ready says what is missing.
                 Some((503, body)) => assert!(body.starts_with("not ready: "), "{body}"),
@@ -156,7 +142,9 @@ impl Watcher {
 
     /// Checks the `/metrics` page: valid for promtool, exactly `lists`' metrics, ready.
     async fn check_page(&self, lists: &[&[&Metric]]) -> String {
-        let (status, page) = http_get(self.metrics, "/metrics").await.unwrap();
+        let (status, page) = ringside_testkit::http::get(self.metrics, "/metrics")
+            .await
+            .unwrap();
         assert_eq!(status, 200, "{page}");
         promtool_check(&page).await;
         let mut on_page = names_on_page(&page);

@@ -20,7 +20,6 @@ use ringside_events::{
     Body, Event, Outcome, Publisher, RingLedger, RingName, ServiceUser, codec, pb, subject,
 };
 use ringside_testkit::NatsServer;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The ring every test uses.
 pub(crate) fn ring() -> RingName {
@@ -382,21 +381,9 @@ pub(crate) fn churn_with(seed: u64, n: usize, pool: usize, sync_percent: u32) ->
 
 /// `GET http://addr/path` over a plain TCP connection: (status, body).
 pub(crate) async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
-    conn.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    conn.read_to_string(&mut response).await.unwrap();
-    let status = response
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    ringside_testkit::http::get(addr, path)
+        .await
+        .unwrap_or_else(|| panic!("no HTTP answer from {addr}{path}"))
 }
 
 /// The `/metrics` page.

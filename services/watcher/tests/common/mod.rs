@@ -23,7 +23,6 @@ use ringside_kit::settings::{NATS_URL, RING};
 use ringside_ring::{RingConfig, Strategy};
 use ringside_testkit::NatsServer;
 use ringside_watcher::config::{METRICS_ADDR, NATS_PASSWORD};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 /// (id, address, weight, uid): what a member is, compared as plain values.
 pub type Row = (String, String, u32, String);
@@ -236,14 +235,9 @@ impl StoredFold {
 
 /// `GET path` on `addr`: the status code and the body.
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap();
-    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (status, body.to_owned())
+    ringside_testkit::http::get(addr, path)
+        .await
+        .unwrap_or_else(|| panic!("no HTTP answer from {addr}{path}"))
 }
 
 /// A running watcher's `/metrics` page.
