@@ -64,7 +64,7 @@ Try next, in another terminal (the tools find the running system in .ringside/):
   target/release/ringside replay diff --from 1 --to 3
   target/release/ringside replay key-history user:42
   target/release/ringside ring plan --members a,b,c --add d     # what-if, no server
-  nats sub 'ringside.>' ...   (optional nats CLI; see README)
+  nats sub 'ringside.default.stored.>' ...   (optional nats CLI; see README)
 TXT
 
 if [ "${RINGSIDE_DEMO_HOLD:-1}" != 0 ] && [ -t 0 ]; then

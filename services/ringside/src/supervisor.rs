@@ -371,3 +371,16 @@ fn signal(child: &Child, signal: Signal) {
 fn describe(status: ExitStatus) -> String {
     status.to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_runbook_lists_ups_metrics() {
+        let docs = include_str!("../../../docs/runbook.md");
+        let mut listed = ringside_kit::telemetry::names_in_docs(docs, "ringside_up_");
+        listed.sort();
+        assert_eq!(listed, ["ringside_up_ready", RESTARTS.name]);
+    }
+}
