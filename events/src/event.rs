@@ -348,7 +348,11 @@ fn check_body(body: &Body) -> Result<(), InvalidEvent> {
         }
         Body::KeysHandedOff(h) => {
             node("from", &h.from)?;
-            node("to", &h.to).map(drop)
+            node("to", &h.to)?;
+            if h.range_starts.len() != h.range_ends.len() {
+                return Err(rule("range_ends", "as many range ends as range starts"));
+            }
+            Ok(())
         }
         Body::ScaleDecided(s) => {
             check_finite("metric_value", s.metric_value)?;
@@ -680,11 +684,23 @@ fn write_summary(out: &mut String, body: &Body) -> std::fmt::Result {
             l.cpu_ratio,
             l.keys_held
         ),
-        Body::KeysHandedOff(h) => write!(
-            out,
-            "epoch {}: {} -> {}, {} keys ({} bytes)",
-            h.epoch, h.from, h.to, h.count, h.bytes
-        ),
+        Body::KeysHandedOff(h) => {
+            write!(
+                out,
+                "epoch {}: {} -> {}, {} keys ({} bytes) in {} ranges",
+                h.epoch,
+                h.from,
+                h.to,
+                h.count,
+                h.bytes,
+                h.range_starts.len()
+            )?;
+            if let Some(d) = &h.duration {
+                let ms = d.seconds as f64 * 1e3 + f64::from(d.nanos) / 1e6;
+                write!(out, ", {ms:.0} ms")?;
+            }
+            Ok(())
+        }
         Body::ScaleDecided(s) => write!(
             out,
             "scale {} -> {}: {} {:.1} vs target {:.1} ({})",

@@ -90,6 +90,9 @@ fn one_of_each() -> Vec<Event> {
             cpu_ratio: 0.35,
             keys_held: 9000,
             epoch: 41,
+            bytes_held: 9_216_000,
+            pod: "node-00001".into(),
+            namespace: "ring".into(),
         }
         .into(),
         pb::KeysHandedOff {
@@ -98,6 +101,12 @@ fn one_of_each() -> Vec<Event> {
             to: "node-00004".into(),
             count: 1234,
             bytes: 56789,
+            range_starts: vec![10, 1 << 40],
+            range_ends: vec![20, 1 << 41],
+            duration: Some(pbjson_types::Duration {
+                seconds: 0,
+                nanos: 250_000_000,
+            }),
         }
         .into(),
         pb::ScaleDecided {

@@ -6,6 +6,7 @@
 //! must follow (the reducer's gRPC health) waits on [`Readiness::changed`]. Conditions
 //! start false: a service is not ready until each has said so.
 
+use std::borrow::Cow;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::watch;
@@ -18,7 +19,7 @@ pub struct Readiness {
 
 #[derive(Debug)]
 struct Inner {
-    conditions: Mutex<Vec<(&'static str, bool)>>,
+    conditions: Mutex<Vec<(Cow<'static, str>, bool)>>,
     ready: watch::Sender<bool>,
 }
 
@@ -47,9 +48,9 @@ impl Readiness {
     }
 
     /// Adds a condition, false until set.
-    pub fn condition(&self, name: &'static str) -> Condition {
+    pub fn condition(&self, name: impl Into<Cow<'static, str>>) -> Condition {
         let mut conditions = self.lock();
-        conditions.push((name, false));
+        conditions.push((name.into(), false));
         let index = conditions.len() - 1;
         drop(conditions);
         self.update();
@@ -65,11 +66,11 @@ impl Readiness {
     }
 
     /// The conditions that do not hold, in the order they were added.
-    pub fn missing(&self) -> Vec<&'static str> {
+    pub fn missing(&self) -> Vec<String> {
         self.lock()
             .iter()
             .filter(|(_, ok)| !ok)
-            .map(|(name, _)| *name)
+            .map(|(name, _)| name.to_string())
             .collect()
     }
 
@@ -84,7 +85,7 @@ impl Readiness {
         let _ = self.changed().wait_for(|ready| *ready).await;
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(&'static str, bool)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(Cow<'static, str>, bool)>> {
         self.inner
             .conditions
             .lock()

@@ -5,6 +5,7 @@
 use clap::Subcommand;
 use ringside_events::ServiceUser;
 use ringside_kit::{Flags, Service};
+use ringside_node::NodeService;
 use ringside_reducer::Reducer;
 use ringside_watcher::{HeartbeatWatcher, KubernetesWatcher};
 
@@ -17,6 +18,8 @@ pub(crate) enum ServiceCommand {
     // The usage line names the sources, so an unknown one's error lists them.
     #[command(subcommand, subcommand_value_name = "kubernetes|heartbeat")]
     Watcher(WatcherSource),
+    /// A ring member: keyed requests, forwarding to the owner, replicas, handoff.
+    Node(Flags<NodeService>),
 }
 
 /// `ringside watcher <source>`: the membership sources.
@@ -35,6 +38,7 @@ impl ServiceCommand {
             Self::Reducer(flags) => main::<Reducer>(&flags),
             Self::Watcher(WatcherSource::Kubernetes(flags)) => main::<KubernetesWatcher>(&flags),
             Self::Watcher(WatcherSource::Heartbeat(flags)) => main::<HeartbeatWatcher>(&flags),
+            Self::Node(flags) => main::<NodeService>(&flags),
         }
     }
 }
@@ -50,14 +54,17 @@ pub(crate) enum Target {
     Reducer,
     /// `ringside watcher heartbeat`.
     HeartbeatWatcher,
+    /// `ringside node`, the n-th (`node-<n>`, from 1).
+    Node(u32),
 }
 
 impl Target {
-    /// Its name in messages.
-    pub(crate) fn name(self) -> &'static str {
+    /// Its name in messages (`reducer`, `node-2`).
+    pub(crate) fn name(self) -> String {
         match self {
-            Self::Reducer => "reducer",
-            Self::HeartbeatWatcher => "heartbeat watcher",
+            Self::Reducer => "reducer".to_owned(),
+            Self::HeartbeatWatcher => "heartbeat watcher".to_owned(),
+            Self::Node(n) => format!("node-{n}"),
         }
     }
 
@@ -66,6 +73,7 @@ impl Target {
         match self {
             Self::Reducer => &["reducer"],
             Self::HeartbeatWatcher => &["watcher", "heartbeat"],
+            Self::Node(_) => &["node"],
         }
     }
 
@@ -74,6 +82,7 @@ impl Target {
         match self {
             Self::Reducer => Reducer::NAME,
             Self::HeartbeatWatcher => ringside_watcher::NAME,
+            Self::Node(_) => NodeService::NAME,
         }
     }
 
@@ -82,6 +91,7 @@ impl Target {
         match self {
             Self::Reducer => ServiceUser::Reducer,
             Self::HeartbeatWatcher => ServiceUser::Watcher,
+            Self::Node(_) => ServiceUser::Node,
         }
     }
 }
@@ -100,6 +110,7 @@ mod tests {
                 Target::HeartbeatWatcher,
                 <ringside_watcher::HeartbeatWatcher as Service>::SCHEMA,
             ),
+            (Target::Node(1), NodeService::SCHEMA),
         ] {
             let key = target.user().password_env();
             assert!(schema.knows(&key), "{target:?} does not read {key}");

@@ -103,18 +103,55 @@ impl Supervisor {
             exits: telemetry.counter(&RESTARTS),
         };
         for spec in specs {
-            let up = supervisor.readiness.condition(spec.target.name());
-            match supervisor.launch(spec, up).await {
-                Ok(running) => supervisor.running.push(running),
-                Err(e) => {
-                    supervisor
-                        .stop(Instant::now() + Duration::from_secs(8))
-                        .await;
-                    return Err(e);
-                }
+            if let Err(e) = supervisor.add(spec).await {
+                supervisor
+                    .stop(Instant::now() + Duration::from_secs(8))
+                    .await;
+                return Err(e);
             }
         }
         Ok(supervisor)
+    }
+
+    /// Starts one more service (waits until it is ready).
+    pub(crate) async fn add(&mut self, spec: Spec) -> anyhow::Result<()> {
+        let up = self.readiness.condition(spec.target.name());
+        let running = self.launch(spec, up).await?;
+        self.running.push(running);
+        Ok(())
+    }
+
+    /// Starts services at once (waits until all are ready; on a failure, the others
+    /// that started keep running).
+    pub(crate) async fn add_all(&mut self, specs: Vec<Spec>) -> anyhow::Result<()> {
+        let launches = specs.into_iter().map(|spec| {
+            let up = self.readiness.condition(spec.target.name());
+            self.launch(spec, up)
+        });
+        let mut failed = None;
+        for launched in futures::future::join_all(launches).await {
+            match launched {
+                Ok(running) => self.running.push(running),
+                Err(e) => failed = Some(e),
+            }
+        }
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// How many of the running services `matches` picks.
+    pub(crate) fn count(&self, matches: impl Fn(Target) -> bool) -> usize {
+        self.running
+            .iter()
+            .filter(|r| matches(r.spec.target))
+            .count()
+    }
+
+    /// Stops one service (SIGTERM; SIGKILL at `deadline`) and forgets it.
+    pub(crate) async fn remove(&mut self, target: Target, deadline: Instant) {
+        if let Some(i) = self.running.iter().position(|r| r.spec.target == target) {
+            let running = self.running.remove(i);
+            stop_one(running, deadline).await;
+        }
     }
 
     /// Every announced listener, as `<service>.<listener>`.
@@ -122,9 +159,9 @@ impl Supervisor {
         self.running
             .iter()
             .flat_map(|r| {
-                r.listeners
-                    .iter()
-                    .map(|(name, addr)| (format!("{}.{name}", r.spec.target.service()), *addr))
+                r.listeners.iter().map(|(name, addr)| {
+                    (format!("{}.{name}", endpoint_prefix(r.spec.target)), *addr)
+                })
             })
             .collect()
     }
@@ -201,26 +238,16 @@ impl Supervisor {
         Ok(())
     }
 
-    /// Stops every child, the last started first: SIGTERM, then SIGKILL for those
-    /// still running at `deadline`.
+    /// Stops every child: the nodes together first (each leaves the ring and hands
+    /// its keys over), then the others, the last started first. SIGTERM, then SIGKILL
+    /// for those still running at `deadline`.
     pub(crate) async fn stop(&mut self, deadline: Instant) {
-        while let Some(mut running) = self.running.pop() {
-            let name = running.spec.target.name();
-            running.up.set(false);
-            signal(&running.child, Signal::SIGTERM);
-            match tokio::time::timeout_at(deadline, running.child.wait()).await {
-                Ok(Ok(status)) if !status.success() => {
-                    tracing::warn!(service = name, status = %describe(status), "Stopped with an error.");
-                }
-                Ok(_) => {}
-                Err(_) => {
-                    tracing::warn!(
-                        service = name,
-                        "Did not stop in time; killed (it resumes from the stream at the next start)."
-                    );
-                    let _ = running.child.kill().await;
-                }
-            }
+        let (nodes, others): (Vec<Running>, Vec<Running>) = std::mem::take(&mut self.running)
+            .into_iter()
+            .partition(|r| matches!(r.spec.target, Target::Node(_)));
+        futures::future::join_all(nodes.into_iter().map(|r| stop_one(r, deadline))).await;
+        for running in others.into_iter().rev() {
+            stop_one(running, deadline).await;
         }
     }
 
@@ -263,12 +290,12 @@ impl Supervisor {
         let listeners = tokio::select! {
             announced = tokio::time::timeout_at(deadline, announcement(spec.target, stdout)) => match announced {
                 Ok(Ok(listeners)) => listeners,
-                Ok(Err(e)) => return Err(failed_start(name, &e.to_string(), &recent)),
-                Err(_) => return Err(failed_start(name, "did not announce its listeners in time", &recent)),
+                Ok(Err(e)) => return Err(failed_start(&name, &e.to_string(), &recent)),
+                Err(_) => return Err(failed_start(&name, "did not announce its listeners in time", &recent)),
             },
             status = child.wait() => {
                 let status = status.map_or_else(|e| e.to_string(), describe);
-                return Err(failed_start(name, &format!("exited ({status})"), &recent));
+                return Err(failed_start(&name, &format!("exited ({status})"), &recent));
             }
         };
         let metrics = listeners
@@ -280,15 +307,15 @@ impl Supervisor {
             ready = wait_ready(metrics, deadline) => {
                 if !ready {
                     let _ = child.kill().await;
-                    return Err(failed_start(name, "was not ready in time (its /readyz)", &recent));
+                    return Err(failed_start(&name, "was not ready in time (its /readyz)", &recent));
                 }
             }
             status = child.wait() => {
                 let status = status.map_or_else(|e| e.to_string(), describe);
-                return Err(failed_start(name, &format!("exited ({status})"), &recent));
+                return Err(failed_start(&name, &format!("exited ({status})"), &recent));
             }
         }
-        tracing::info!(service = name, pid = child.id(), ?listeners, "Started.");
+        tracing::info!(service = %name, pid = child.id(), ?listeners, "Started.");
         up.set(true);
         Ok(Running {
             spec,
@@ -299,6 +326,34 @@ impl Supervisor {
             exits: 0,
             last_exit: None,
         })
+    }
+}
+
+/// How a target's listeners are named in `up.json` (`reducer.grpc`, `node-2.api`).
+fn endpoint_prefix(target: Target) -> String {
+    match target {
+        Target::Node(_) => target.name(),
+        other => other.service().to_owned(),
+    }
+}
+
+/// SIGTERM, then SIGKILL if it still runs at `deadline`.
+async fn stop_one(mut running: Running, deadline: Instant) {
+    let name = running.spec.target.name();
+    running.up.set(false);
+    signal(&running.child, Signal::SIGTERM);
+    match tokio::time::timeout_at(deadline, running.child.wait()).await {
+        Ok(Ok(status)) if !status.success() => {
+            tracing::warn!(service = %name, status = %describe(status), "Stopped with an error.");
+        }
+        Ok(_) => {}
+        Err(_) => {
+            tracing::warn!(
+                service = %name,
+                "Did not stop in time; killed (it resumes from the stream at the next start)."
+            );
+            let _ = running.child.kill().await;
+        }
     }
 }
 

@@ -1,22 +1,21 @@
-//! `ringside up`: the event-sourced core running locally in one command, and
-//! `ringside scale`, which changes the number of stand-in members it runs.
+//! `ringside up`: the whole system running locally in one command, and `ringside
+//! scale`, which changes the number of nodes it runs.
 //!
 //! `up` starts `nats-server` as a child process (store under the state directory,
 //! loopback only, per-service passwords generated on first run), provisions the
 //! streams and buckets, then runs each service of [`Target`] as its own child process
-//! under the [`Supervisor`] (`ringside reducer`, `ringside watcher heartbeat`: the same
-//! commands a pod runs, each as its own NATS user with only its own password), and the
-//! stand-in members as tasks of this process. Everything talks only through NATS.
-//! nats-server and the services are started again when they die.
+//! under the [`Supervisor`] (`ringside reducer`, `ringside watcher heartbeat`, the
+//! nodes: the same commands pods run, each as its own NATS user with only its own
+//! password), among them the
+//! nodes (`ringside node`). Everything talks only through NATS (and the nodes to each
+//! other, by address). nats-server and the services are started again when they die.
 //!
-//! Stand-in members only heartbeat: they are labelled `stand-in` and exist so that
-//! joins and leaves flow through the real pipeline until real nodes exist.
 //! `ringside scale N` publishes a `ScaleDecided` event on the ring's scale subject;
-//! `up` follows those events and starts or stops stand-ins to match.
+//! `up` follows those events and starts nodes (they join through their heartbeats) or
+//! stops the newest (each says goodbye, hands its keys over and exits).
 //!
-//! Stopping (Ctrl-C or SIGTERM) runs the start in reverse: stand-ins say goodbye,
-//! the watcher records their leaves and the reducer folds them (bounded wait), then
-//! the watcher, the reducer (which writes a snapshot) and the server stop.
+//! Stopping (Ctrl-C or SIGTERM) runs the start in reverse: the nodes leave, then the
+//! watcher, the reducer (which writes a snapshot) and the server stop.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -33,8 +32,6 @@ use ringside_events::{
 use ringside_kit::{Condition, Readiness, Telemetry, settings};
 use ringside_natsd::{LocalServer, NatsdError, Passwords, ServerConfig};
 use ringside_ring::{RingConfig, Strategy};
-use ringside_watcher::heartbeat::{Beacon, new_incarnation};
-use tokio::sync::watch;
 
 use crate::local::{Running, StateDir};
 use crate::services::Target;
@@ -43,9 +40,12 @@ use crate::supervisor::{Spec, Supervisor};
 /// `ringside up`
 #[derive(Debug, Args)]
 pub(crate) struct UpArgs {
-    /// Stand-in members to start with (they only heartbeat; see `ringside scale`).
-    #[arg(long, default_value_t = 3)]
-    members: u32,
+    /// Nodes to start with (`ringside scale` changes how many run).
+    #[arg(long, visible_alias = "members", default_value_t = 3)]
+    nodes: u32,
+    /// Copies of each key (the owner and R-1 successors).
+    #[arg(long, default_value_t = 2)]
+    replicas: u32,
     /// Ring name.
     #[arg(long, default_value = settings::RING.default_value())]
     ring: String,
@@ -71,7 +71,7 @@ pub(crate) struct UpArgs {
     /// Virtual nodes per member of a new ring.
     #[arg(long, default_value_t = RingConfig::default().vnodes)]
     vnodes: u32,
-    /// Heartbeat interval of the stand-ins, in milliseconds.
+    /// Heartbeat interval of the nodes, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     heartbeat_ms: u64,
     /// Start over: delete the stored history (stream, snapshots) first.
@@ -82,8 +82,8 @@ pub(crate) struct UpArgs {
 /// `ringside scale`
 #[derive(Debug, Args)]
 pub(crate) struct ScaleArgs {
-    /// Number of stand-in members wanted.
-    replicas: u32,
+    /// Number of nodes wanted.
+    nodes: u32,
     /// State directory of the running `ringside up`.
     #[arg(long, default_value = ".ringside", env = "RINGSIDE_STATE_DIR")]
     state_dir: PathBuf,
@@ -92,23 +92,20 @@ pub(crate) struct ScaleArgs {
     wait: u64,
 }
 
-/// How long the services get to stop after Ctrl-C before they are aborted.
+/// How long the services get to stop after Ctrl-C before they are killed.
 const STOP_WITHIN: Duration = Duration::from_secs(8);
-/// Of [`STOP_WITHIN`], how long the stand-ins' goodbyes get to be folded.
-const GOODBYES_WITHIN: Duration = Duration::from_secs(5);
+/// How long a node scaled away gets to hand its keys over and stop.
+const LEAVE_WITHIN: Duration = Duration::from_secs(30);
 /// How long nats-server gets to stop after SIGTERM before SIGKILL.
 const SERVER_GRACE: Duration = Duration::from_secs(5);
 
-/// Most stand-ins `up` runs (each beats on core NATS; this is a local demo).
-const MAX_STAND_INS: u32 = 200;
+/// Most nodes `up` runs (each is a process; this is one machine).
+const MAX_NODES: u32 = 32;
 
 /// Runs `ringside up` until SIGINT or SIGTERM.
 pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
-    if args.members > MAX_STAND_INS {
-        bail!(
-            "--members {} is more than {MAX_STAND_INS} stand-ins",
-            args.members
-        );
+    if args.nodes > MAX_NODES {
+        bail!("--nodes {} is more than {MAX_NODES} nodes", args.nodes);
     }
     let ring = RingName::new(args.ring.as_str())
         .with_context(|| format!("invalid ring name '{}'", args.ring))?;
@@ -256,12 +253,52 @@ impl Nats {
     }
 }
 
-/// The services of a running `up`: supervised child processes, and the stand-ins.
+/// The services of a running `up`: supervised child processes.
 struct System {
     supervisor: Supervisor,
     grpc: SocketAddr,
     metrics: SocketAddr,
-    stand_ins: StandIns,
+    /// How to start node `n`.
+    node: NodeSpecs,
+}
+
+/// What every node's settings share; [`NodeSpecs::spec`] adds its id.
+struct NodeSpecs {
+    settings: BTreeMap<String, String>,
+}
+
+impl NodeSpecs {
+    fn new(
+        args: &UpArgs,
+        ring: &RingName,
+        url: &str,
+        passwords: &Passwords,
+    ) -> anyhow::Result<Self> {
+        use ringside_node::config as node;
+        let mut settings = base_settings(ring, url, Target::Node(0), passwords)?;
+        settings.extend([
+            (node::ADDR.key.to_owned(), "127.0.0.1:0".to_owned()),
+            (node::REPLICAS.key.to_owned(), args.replicas.to_string()),
+            (
+                node::HEARTBEAT.key.to_owned(),
+                format!("{}ms", args.heartbeat_ms),
+            ),
+        ]);
+        Ok(Self { settings })
+    }
+
+    /// Node `n` (`node-<n>`).
+    fn spec(&self, n: u32) -> Spec {
+        use ringside_node::config as node;
+        let target = Target::Node(n);
+        let mut settings = self.settings.clone();
+        settings.insert(node::ID.key.to_owned(), target.name());
+        Spec {
+            target,
+            settings,
+            listeners: vec![("api", &node::ADDR), ("metrics", &node::ADDR)],
+        }
+    }
 }
 
 /// What every child's settings start from: the ring, the server, and its own user's
@@ -362,20 +399,34 @@ impl System {
                 .with_context(|| format!("the reducer announced no {name} listener"))
         };
         let (grpc, metrics) = (listener("grpc")?, listener("metrics")?);
-        let node = connect(url, ServiceUser::Node, passwords).await?;
-        let mut stand_ins = StandIns {
-            beacon: Beacon::new(node.clone(), ring.clone()),
-            client: node,
-            interval: Duration::from_millis(args.heartbeat_ms.max(50)),
-            running: Vec::new(),
-        };
-        stand_ins.scale_to(args.members);
-        Ok(Self {
+        let mut system = Self {
             supervisor,
             grpc,
             metrics,
-            stand_ins,
-        })
+            node: NodeSpecs::new(args, ring, url, passwords)?,
+        };
+        system.scale_to(args.nodes).await?;
+        Ok(system)
+    }
+
+    /// The nodes that run.
+    fn nodes(&self) -> u32 {
+        u32::try_from(self.supervisor.count(|t| matches!(t, Target::Node(_)))).unwrap_or(u32::MAX)
+    }
+
+    /// Starts nodes (`node-<n+1>`, ...) or stops the newest (each leaves the ring and
+    /// hands its keys over) until `desired` run.
+    async fn scale_to(&mut self, desired: u32) -> anyhow::Result<()> {
+        let running = self.nodes();
+        if desired > running {
+            let specs = (running + 1..=desired).map(|n| self.node.spec(n)).collect();
+            self.supervisor.add_all(specs).await?;
+        }
+        for n in (desired + 1..=running).rev() {
+            let deadline = tokio::time::Instant::now() + LEAVE_WITHIN;
+            self.supervisor.remove(Target::Node(n), deadline).await;
+        }
+        Ok(())
     }
 
     /// Follows scale decisions, restarts what dies (nats-server, a service), until
@@ -397,9 +448,11 @@ impl System {
                 () = &mut signal => break Ok(()),
                 decision = decisions.next() => match decision {
                     Some(desired) => {
-                        let desired = desired.min(MAX_STAND_INS);
-                        println!("scale: {} -> {desired} stand-in members", self.stand_ins.len());
-                        self.stand_ins.scale_to(desired);
+                        let desired = desired.min(MAX_NODES);
+                        println!("scale: {} -> {desired} nodes", self.nodes());
+                        if let Err(e) = self.scale_to(desired).await {
+                            break Err(e.context("scaling the nodes"));
+                        }
                     }
                     None => break Err(anyhow::anyhow!("the scale subscription ended; is nats-server still running?")),
                 },
@@ -432,12 +485,12 @@ impl System {
             }
         };
         println!(
-            "Stopping: stand-ins say goodbye, then the watcher, the reducer and nats-server stop \
+            "Stopping: the nodes leave, then the watcher, the reducer and nats-server stop \
              (within {} s; Ctrl-C again to stop at once).",
             STOP_WITHIN.as_secs()
         );
         let deadline = tokio::time::Instant::now() + STOP_WITHIN;
-        let stopping = self.stop_by(ring, outcome.is_ok(), deadline);
+        let stopping = self.supervisor.stop(deadline);
         tokio::select! {
             () = stopping => outcome,
             () = ringside_kit::run::signalled() => {
@@ -445,86 +498,6 @@ impl System {
                 outcome
             }
         }
-    }
-
-    /// The stop sequence: stand-ins' goodbyes folded (when all is well), then the
-    /// services in reverse order, each bounded by `deadline`.
-    async fn stop_by(
-        mut self,
-        ring: &RingName,
-        fold_goodbyes: bool,
-        deadline: tokio::time::Instant,
-    ) {
-        let leaving = self.stand_ins.len();
-        self.stand_ins.scale_to(0);
-        self.stand_ins.drain().await;
-        if leaving > 0 && fold_goodbyes {
-            // Let the goodbyes become leaves and the leaves epochs before the watcher
-            // and the reducer stop; bounded, as whatever is left is caught up on the
-            // next start.
-            let within = GOODBYES_WITHIN
-                .min(deadline.saturating_duration_since(tokio::time::Instant::now()));
-            if let Err(e) = wait_ring_size(self.grpc, ring, 0, within).await {
-                tracing::warn!(error = %format!("{e:#}"), "The goodbyes were not all folded before stopping; the next start catches up.");
-            }
-        }
-        self.supervisor.stop(deadline).await;
-    }
-}
-
-/// Stand-in members: heartbeat beacons named `stand-in-1`, `stand-in-2`, ...
-struct StandIns {
-    beacon: Beacon,
-    client: async_nats::Client,
-    interval: Duration,
-    /// The switch of each running stand-in's beacon task: turned on, the beacon says
-    /// goodbye and its task ends.
-    running: Vec<watch::Sender<bool>>,
-}
-
-impl StandIns {
-    fn len(&self) -> usize {
-        self.running.len()
-    }
-
-    /// Starts or stops stand-ins (the newest first) to have `count`.
-    fn scale_to(&mut self, count: u32) {
-        let count = count as usize;
-        while self.running.len() < count {
-            let index = self.running.len() + 1;
-            let member = pb::Member {
-                id: format!("stand-in-{index}"),
-                address: format!("127.0.0.1:{}", 17000 + index),
-                weight: 1,
-                uid: Some(new_incarnation()),
-                labels: BTreeMap::from([("role".to_string(), "stand-in".to_string())]),
-                ..Default::default()
-            };
-            let beacon = self.beacon.clone();
-            let interval = self.interval;
-            let (stop, mut stopped) = watch::channel(false);
-            tokio::spawn(async move {
-                let stopped = async move {
-                    let _ = stopped.wait_for(|stop| *stop).await;
-                };
-                if let Err(e) = beacon.run(member, interval, stopped).await {
-                    tracing::warn!(error = %e, "A stand-in member failed.");
-                }
-            });
-            self.running.push(stop);
-        }
-        while self.running.len() > count {
-            if let Some(stop) = self.running.pop() {
-                let _ = stop.send(true);
-            }
-        }
-    }
-
-    /// Waits (bounded) for stopped stand-ins to have sent their goodbyes.
-    async fn drain(&mut self) {
-        // A flush waits for the server, which may be gone.
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.client.flush()).await;
-        tokio::time::sleep(self.interval.min(Duration::from_millis(300))).await;
     }
 }
 
@@ -587,19 +560,21 @@ async fn connect(
 fn print_banner(args: &UpArgs, ring: &RingName, url: &str, system: &System, status: SocketAddr) {
     let dir = args.state_dir.display();
     println!(
-        "\nringside is up: ring '{ring}', {} stand-in members (they only heartbeat).\n\
+        "\nringside is up: ring '{ring}', {} nodes, {} copies of each key.\n\
          \n  NATS        {url}  (store and passwords in {dir}/)\
          \n  gRPC        {grpc}  (ringside.v1.RingService: GetRing, Lookup, Successors, WatchRing)\
          \n  metrics     http://{metrics}/metrics  (the reducer's; every service's: {dir}/up.json)\
          \n  status      http://{status}/readyz  (200 while nats-server and every service run)\
          \n\nIn another terminal:\
          \n  ringside tail                       # decoded events, live\
-         \n  ringside scale 5 --wait 30          # 5 stand-in members (joins flow through the pipeline)\
+         \n  ringside load --duration 30s        # keyed traffic from many client addresses\
+         \n  ringside scale 5 --wait 30          # 5 nodes: joins, rebalances, key handoffs\
          \n  ringside replay state               # the ring now; replay verify checks the whole history\
          \n  nats sub 'ringside.{ring}.stored.>' -s {url} --user admin --password $RINGSIDE_NATS_PASSWORD_ADMIN\
          \n       (nats CLI, optional; the password is in {dir}/credentials.env)\
          \n\nCtrl-C stops everything.",
-        args.members,
+        system.nodes(),
+        args.replicas,
         grpc = system.grpc,
         metrics = system.metrics,
     );
@@ -607,8 +582,8 @@ fn print_banner(args: &UpArgs, ring: &RingName, url: &str, system: &System, stat
 
 /// Runs `ringside scale N`: records the decision; `up` acts on it.
 pub(crate) async fn scale(args: ScaleArgs) -> anyhow::Result<()> {
-    if args.replicas > MAX_STAND_INS {
-        bail!("{} is more than {MAX_STAND_INS} stand-ins", args.replicas);
+    if args.nodes > MAX_NODES {
+        bail!("{} is more than {MAX_NODES} nodes", args.nodes);
     }
     let state = StateDir::new(&args.state_dir);
     let running = state.running()?.with_context(|| {
@@ -625,7 +600,7 @@ pub(crate) async fn scale(args: ScaleArgs) -> anyhow::Result<()> {
     let now = SystemTime::now();
     let decision = pb::ScaleDecided {
         current_replicas: current,
-        desired_replicas: args.replicas,
+        desired_replicas: args.nodes,
         metric: "manual".to_string(),
         evaluated_at: Some(ringside_events::event::timestamp(now)),
         reason: "ringside scale".to_string(),
@@ -636,18 +611,18 @@ pub(crate) async fn scale(args: ScaleArgs) -> anyhow::Result<()> {
         .with_producer("ringside-scale");
     let stored = Publisher::new(admin).publish(&event).await?;
     println!(
-        "Asked for {} stand-in members (the ring has {current}); decision stored at sequence {}.",
-        args.replicas, stored.sequence
+        "Asked for {} nodes (the ring has {current}); decision stored at sequence {}.",
+        args.nodes, stored.sequence
     );
     if args.wait > 0 {
         let epoch = wait_ring_size(
             running.grpc,
             &ring,
-            args.replicas,
+            args.nodes,
             Duration::from_secs(args.wait),
         )
         .await?;
-        println!("The ring has {} members at epoch {epoch}.", args.replicas);
+        println!("The ring has {} members at epoch {epoch}.", args.nodes);
     }
     Ok(())
 }
