@@ -7,7 +7,10 @@
 //! work is bounded by the snapshot interval, not by the length of the stream.
 //! `verify` alone starts from the first event, since checking the snapshots is its
 //! job. The handle holds no state that a question changes: questions may run
-//! concurrently, and one dropped halfway leaves the handle as it was.
+//! concurrently, and one dropped halfway leaves the handle as it was. Each question
+//! reads through an ordered consumer of its own (deleted when it is done), and a
+//! server limits consumers: a caller serving many users bounds how many questions
+//! run at once.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -548,5 +551,35 @@ impl Events {
     /// Stops reading and frees the server's consumer now.
     pub async fn close(mut self) {
         self.scan.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn send<T: Send>(_: T) {}
+
+    /// Type-checks that every question's future is `Send`, so a server can run
+    /// questions in spawned tasks.
+    fn questions(h: &History, o: &mut dyn Observer, events: &mut Events) {
+        send(h.check_ring());
+        send(h.bounds());
+        send(h.resolve(Point::Seq(1)));
+        send(h.resolve_range(Range::default()));
+        send(h.ring_at(None, &mut *o));
+        send(h.key_history("k", Range::default(), &mut *o));
+        send(h.diff(1, 2, &mut *o));
+        send(h.events(Range::default(), &[]));
+        send(events.next());
+        send(h.export(Format::Pb, Range::default(), Vec::new(), &mut *o));
+        send(h.verify(&mut *o));
+    }
+
+    #[test]
+    fn questions_are_send_and_the_handle_is_shared() {
+        let _ = questions;
+        fn shared<T: Send + Sync>() {}
+        shared::<History>();
     }
 }
