@@ -9,7 +9,6 @@ use ringside_events::convert::apply_rebalanced;
 use ringside_events::subject::{self, SubjectKind};
 use ringside_events::{Body, Outcome, RingLedger, pb};
 use ringside_ring::{Ring, RingConfig};
-
 use serde::Serialize;
 use time::OffsetDateTime;
 
