@@ -25,7 +25,9 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use replay_support::{Stack, hex, ok_json};
-use ringside_events::{Body, Event, Outcome, Publisher, RingLedger, RingName, codec, pb, subject};
+use ringside_events::{
+    Body, Event, Outcome, Publisher, RingLedger, RingName, ServiceUser, codec, pb, subject,
+};
 use ringside_ring::RingConfig;
 use ringside_testkit::bench::{FlagError, Flags, Summary, per_second, write_json};
 use serde_json::json;
@@ -100,7 +102,11 @@ fn churn(ring: &RingName, n: usize) -> Vec<Event> {
 }
 
 struct Store {
+    /// Membership events, as admin.
     publisher: Publisher,
+    /// Rebalance events, as the reducer user (the only one allowed to store them).
+    rebalances: Publisher,
+    /// The snapshot bucket, as the reducer user (the only one allowed to write it).
     kv: jetstream::kv::Store,
 }
 
@@ -134,7 +140,7 @@ impl Store {
                 after.push((seq, ledger.checksum()));
             }
             if rebalance && !made.is_empty() {
-                let stored = self.publisher.publish_batch(&made).await.unwrap();
+                let stored = self.rebalances.publish_batch(&made).await.unwrap();
                 // This layout (a batch of membership, then its epochs) is a reducer
                 // running behind by one batch; snapshots say where their epochs are.
                 let first = stored.last_sequence + 1 - made.len() as u64;
@@ -190,10 +196,14 @@ async fn main() {
     let args = parse_args().unwrap_or_else(|e| panic!("{e}"));
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let stack = Stack::start().await;
-    let js = jetstream::new(stack.client.clone());
+    let reducer = stack.server.connect_as(ServiceUser::Reducer).await.unwrap();
     let store = Store {
         publisher: Publisher::new(stack.client.clone()).with_window(1000),
-        kv: js.get_key_value(subject::KV_SNAPSHOTS).await.unwrap(),
+        rebalances: Publisher::new(reducer.clone()).with_window(1000),
+        kv: jetstream::new(reducer)
+            .get_key_value(subject::KV_SNAPSHOTS)
+            .await
+            .unwrap(),
     };
 
     // Verify rate against the fold alone, on a ring stored as the reducer stores it.

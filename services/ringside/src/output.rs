@@ -5,6 +5,9 @@ use std::io::Write;
 use anyhow::Context as _;
 use serde::Serialize;
 
+/// A moved key range as the tools print it (`ring plan`, `replay diff`).
+pub(crate) use ringside_replay::MovedRangeRow;
+
 /// How a tool prints its result.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum Output {
@@ -47,34 +50,6 @@ pub(crate) fn write_table(
         writeln!(out, "{}", line(row.iter().map(String::as_str).collect()))?;
     }
     Ok(())
-}
-
-/// A moved key range as the tools print it (`ring plan`, `replay diff`).
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub(crate) struct MovedRangeRow {
-    /// Exclusive start, hex.
-    pub(crate) start: String,
-    /// Inclusive end, hex.
-    pub(crate) end: String,
-    /// Owner before ("" for none).
-    pub(crate) from: String,
-    /// Owner after ("" for none).
-    pub(crate) to: String,
-    /// Fraction of the key space.
-    pub(crate) fraction: f64,
-}
-
-impl From<&ringside_ring::MovedRange> for MovedRangeRow {
-    fn from(r: &ringside_ring::MovedRange) -> Self {
-        Self {
-            start: format!("{:#018x}", r.start),
-            end: format!("{:#018x}", r.end),
-            from: r.from.clone(),
-            to: r.to.clone(),
-            // Width over 2^64; the whole ring (start == end) is 1.
-            fraction: r.width() as f64 / 2f64.powi(64),
-        }
-    }
 }
 
 /// The first `max` moved ranges as a table, and how many more there are.

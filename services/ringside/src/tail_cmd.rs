@@ -15,24 +15,24 @@ use clap::Args;
 use futures::{StreamExt as _, stream};
 use ringside_events::RingName;
 use ringside_events::subject::{self, SubjectKind};
+use ringside_replay::{Record, STORED_KINDS, parse_time, subjects};
 use time::OffsetDateTime;
 
 use crate::nats_args::NatsArgs;
-use crate::replay::record::{self, Record};
-use crate::replay::source::{STORED_KINDS, subjects};
+use crate::replay::{event_line, parse_ring};
 
 /// `ringside tail ...`
 #[derive(Debug, Args)]
 pub(crate) struct TailArgs {
     /// Ring name.
-    #[arg(long, default_value = crate::replay::DEFAULT_RING, value_parser = parse_ring)]
+    #[arg(long, default_value = ringside_kit::settings::RING.default_value(), value_parser = parse_ring)]
     ring: RingName,
     /// One JSON object per line (seq, time, subject, event as proto3 JSON).
     #[arg(long)]
     json: bool,
     /// Start with the events stored at or after this time (RFC 3339) [default: new
     /// events only].
-    #[arg(long, value_parser = record::parse_time, conflicts_with = "from_seq")]
+    #[arg(long, value_parser = parse_time, conflicts_with = "from_seq")]
     since: Option<OffsetDateTime>,
     /// Start at this stream sequence of RINGSIDE.
     #[arg(long)]
@@ -45,10 +45,6 @@ pub(crate) struct TailArgs {
     count: Option<u64>,
     #[command(flatten)]
     nats: NatsArgs,
-}
-
-fn parse_ring(s: &str) -> Result<RingName, String> {
-    RingName::new(s).map_err(|e| format!("invalid ring name '{s}': {e}"))
 }
 
 /// Runs `ringside tail ...` until Ctrl-C or `--count`, writing to `out`.
@@ -153,16 +149,14 @@ async fn tail(args: TailArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             undecodable += 1;
         }
         let line = if args.json {
-            record.to_json_line()?
+            record
+                .to_json_line()
+                .context("cannot encode an event as JSON")?
         } else if subject::parse(&record.subject).is_ok_and(|p| p.kind == SubjectKind::Load) {
             // Its sequence is one of RINGSIDE_LOAD, not of RINGSIDE: say so.
-            format!(
-                "{}  [{}]",
-                crate::replay::event_line(&record),
-                subject::STREAM_LOAD
-            )
+            format!("{}  [{}]", event_line(&record), subject::STREAM_LOAD)
         } else {
-            crate::replay::event_line(&record)
+            event_line(&record)
         };
         writeln!(out, "{line}")?;
         out.flush()?;

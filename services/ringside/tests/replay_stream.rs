@@ -43,15 +43,11 @@ async fn replay_answers_match_the_fold() {
         written.epochs.len()
     );
 
-    // The state at every epoch's membership sequence is the fold's; so is the state at
-    // the epoch's rebalance event (checked for some: each run is a process).
-    for (i, e) in written.epochs.iter().enumerate() {
-        let points = if i % 7 == 0 {
-            vec![e.membership_sequence, e.rebalance_sequence]
-        } else {
-            vec![e.membership_sequence]
-        };
-        for at in points {
+    // The state at an epoch's membership sequence and at its rebalance event is the
+    // fold's. The library's test checks every point (replay/tests/history.rs); here,
+    // where each answer is a process, a sample goes through the command line.
+    for e in written.epochs.iter().step_by(25) {
+        for at in [e.membership_sequence, e.rebalance_sequence] {
             let s = state(&stack, &["--at-seq", &at.to_string()]);
             assert_eq!(s["epoch"], e.epoch, "at {at}");
             assert_eq!(s["checksum"], hex(e.checksum), "at {at}");
@@ -59,7 +55,7 @@ async fn replay_answers_match_the_fold() {
         }
     }
     // Between epochs (a membership event that changed nothing) too.
-    for (seq, epoch, checksum) in written.after.iter().step_by(37) {
+    for (seq, epoch, checksum) in written.after.iter().step_by(97) {
         let s = state(&stack, &["--at-seq", &seq.to_string()]);
         assert_eq!(
             (&s["epoch"], &s["checksum"]),

@@ -1,86 +1,82 @@
-//! A progress bar for long replays: one line on stderr, redrawn at most ten times a
-//! second, and nothing at all when stderr is not a terminal (pipes, CI, tests) or the
-//! replay is short.
+//! What `ringside replay` shows on stderr while a replay runs: a progress bar for long
+//! passes (drawn by indicatif, at most ten times a second, and only when stderr is a
+//! terminal: never in pipes, CI or tests), and the warnings the replay reports.
 
-use std::io::{IsTerminal as _, Write as _};
-use std::time::{Duration, Instant};
+use std::io::IsTerminal as _;
 
-/// Replays spanning fewer sequences than this finish too fast to need a bar.
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
+use ringside_replay::{Observer, Warning};
+
+/// Passes over fewer sequences than this finish too fast to need a bar.
 const MIN_SPAN: u64 = 20_000;
-const REDRAW: Duration = Duration::from_millis(100);
-const WIDTH: u64 = 30;
+/// Redraws per second at most.
+const REDRAWS: u8 = 10;
 
-/// Progress over a range of stream sequences.
-#[derive(Debug)]
-pub(crate) struct Progress {
-    label: &'static str,
-    from: u64,
-    to: u64,
-    enabled: bool,
-    drawn: bool,
-    last: Instant,
+/// The replay's [`Observer`]: the bar of the current pass, if it shows one.
+#[derive(Debug, Default)]
+pub(super) struct Progress {
+    bar: Option<Bar>,
 }
 
-impl Progress {
-    /// A bar for the sequences `from..=to`, shown only on a terminal and for long spans.
-    pub(crate) fn new(label: &'static str, from: u64, to: u64) -> Self {
+#[derive(Debug)]
+struct Bar {
+    bar: ProgressBar,
+    /// The pass's first sequence: the bar's position counts from it.
+    from: u64,
+}
+
+impl Observer for Progress {
+    fn begin(&mut self, what: &'static str, from: u64, to: u64) {
+        self.end();
         let span = to.saturating_sub(from);
-        Self {
-            label,
-            from,
-            to,
-            enabled: span >= MIN_SPAN && std::io::stderr().is_terminal(),
-            drawn: false,
-            last: Instant::now(),
-        }
-    }
-
-    /// A bar that never shows.
-    pub(crate) fn hidden() -> Self {
-        Self {
-            label: "",
-            from: 0,
-            to: 0,
-            enabled: false,
-            drawn: false,
-            last: Instant::now(),
-        }
-    }
-
-    /// Notes that the replay reached `seq`.
-    pub(crate) fn at(&mut self, seq: u64) {
-        if !self.enabled || self.last.elapsed() < REDRAW {
+        if span < MIN_SPAN || !std::io::stderr().is_terminal() {
             return;
         }
-        self.last = Instant::now();
-        let span = self.to.saturating_sub(self.from).max(1);
-        let done = seq.saturating_sub(self.from).min(span);
-        let filled = done * WIDTH / span;
-        let bar: String = (0..WIDTH)
-            .map(|i| if i < filled { '=' } else { ' ' })
-            .collect();
-        // Progress is best effort: a failed write to stderr must not fail the replay.
-        let _ = write!(
-            std::io::stderr(),
-            "\r{} [{bar}] {:>3}% seq {seq}/{}",
-            self.label,
-            done * 100 / span,
-            self.to
-        );
-        self.drawn = true;
+        // `seq 1234/5678`: the stream sequence, not the count read.
+        let Ok(style) = ProgressStyle::with_template(&format!(
+            "{{prefix}} [{{bar:30}}] {{percent:>3}}% seq {{seq}}/{to}"
+        )) else {
+            return;
+        };
+        let style = style
+            .with_key(
+                "seq",
+                move |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+                    // A failed write only leaves the bar without its figure.
+                    let _ = write!(w, "{}", from + state.pos());
+                },
+            )
+            .progress_chars("= ");
+        let bar =
+            ProgressBar::with_draw_target(Some(span), ProgressDrawTarget::stderr_with_hz(REDRAWS))
+                .with_style(style)
+                .with_prefix(what);
+        self.bar = Some(Bar { bar, from });
     }
 
-    /// Clears the bar.
-    pub(crate) fn finish(&mut self) {
-        if self.drawn {
-            let _ = write!(std::io::stderr(), "\r\x1b[2K");
-            self.drawn = false;
+    fn at(&mut self, seq: u64) {
+        if let Some(b) = &self.bar {
+            b.bar.set_position(seq.saturating_sub(b.from));
+        }
+    }
+
+    fn end(&mut self) {
+        if let Some(b) = self.bar.take() {
+            b.bar.finish_and_clear();
+        }
+    }
+
+    fn warn(&mut self, warning: &Warning) {
+        match &self.bar {
+            Some(b) => b.bar.suspend(|| eprintln!("warning: {warning}")),
+            None => eprintln!("warning: {warning}"),
         }
     }
 }
 
 impl Drop for Progress {
+    /// A replay that fails mid-pass leaves no half-drawn bar behind.
     fn drop(&mut self) {
-        self.finish();
+        self.end();
     }
 }

@@ -1,52 +1,19 @@
-//! Shared helpers of the `tail` and `replay` end-to-end tests: a real nats-server with
-//! `nats/local.conf`, a stream written the way the reducer writes it, and the binary.
+//! Shared helpers of the `tail` and `replay` end-to-end tests: the library tests' server
+//! and history writer (`replay/tests/support`), and the binary.
 
 // Helpers of tests: a failed unwrap is a failed test, which is what we want here.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::{Command, Output};
 
-use async_nats::jetstream;
-use ringside_events::{
-    Body, Event, Outcome, Publisher, RingLedger, RingName, ServiceUser, codec, pb, subject,
-};
-use ringside_ring::RingConfig;
-use ringside_testkit::NatsServer;
+use ringside_events::ServiceUser;
 
-/// A server with `nats/local.conf` and the streams and buckets provisioned.
-pub(crate) struct Stack {
-    /// The server.
-    pub(crate) server: NatsServer,
-    /// An admin client.
-    pub(crate) client: async_nats::Client,
-}
+#[path = "../../../../replay/tests/support/mod.rs"]
+mod history;
+
+pub(crate) use history::*;
 
 impl Stack {
-    /// Starts and provisions a server.
-    pub(crate) async fn start() -> Self {
-        let server = NatsServer::start_local_conf().await.unwrap();
-        let client = server.connect_provisioned().await.unwrap();
-        Self { server, client }
-    }
-
-    /// Stores [`churn`]`(ring, events)` with [`write_history`], on a ring of the default
-    /// configuration.
-    pub(crate) async fn write_churn(
-        &self,
-        ring: &RingName,
-        events: usize,
-        snapshot_every: u64,
-        tamper: Tamper<'_>,
-    ) -> Written {
-        self.write_history(
-            &churn(ring, events),
-            RingConfig::default(),
-            snapshot_every,
-            tamper,
-        )
-        .await
-    }
-
     /// `ringside ARGS --nats-url URL` as `user`, its password in the environment.
     pub(crate) fn ringside_as(&self, user: ServiceUser, args: &[&str]) -> Output {
         let password = self.server.password(user.name()).unwrap();
@@ -104,164 +71,4 @@ pub(crate) fn failure(out: &Output) -> String {
         "not one clear error line: {stderr}"
     );
     stderr
-}
-
-/// A member `m<i>` in its incarnation `uid`.
-pub(crate) fn member(i: u64, weight: u32, uid: u64) -> pb::Member {
-    pb::Member {
-        id: format!("m{i:02}"),
-        address: format!("127.0.0.1:{}", 9000 + i),
-        weight,
-        uid: Some(format!("uid-{uid}")),
-        ..Default::default()
-    }
-}
-
-/// A scripted churn of `n` distinct membership events over 24 member ids: joins
-/// (some with a new weight, some of a present member in a new incarnation), leaves
-/// (some of absent members: no change), full syncs and pairs joining at once;
-/// deterministic. Distinct, because JetStream drops a repeated fact (same message id)
-/// within its duplicate window.
-pub(crate) fn churn(ring: &RingName, n: usize) -> Vec<Event> {
-    let mut x: u64 = 0x5eed;
-    let mut seen = std::collections::BTreeSet::new();
-    let mut out = Vec::with_capacity(n);
-    let mut step = 0u64;
-    while out.len() < n {
-        step += 1;
-        x = x
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let id = (x >> 33) % 24;
-        let body: Body = match step % 10 {
-            0..=4 => pb::MembersJoined {
-                members: vec![member(id, 1 + u32::from((x >> 20).is_multiple_of(4)), step)],
-                source: pb::MembershipSource::Manual as i32,
-                ..Default::default()
-            }
-            .into(),
-            5..=7 => pb::MemberLeft {
-                member_id: format!("m{id:02}"),
-                reason: pb::LeaveReason::Manual as i32,
-                detail: format!("step {step}"),
-                ..Default::default()
-            }
-            .into(),
-            8 => pb::MembershipSynced {
-                members: (0..24)
-                    .filter(|j| (x >> (30 + j)) & 3 != 0)
-                    .map(|j| member(j, 1, j))
-                    .collect(),
-                resource_version: step.to_string(),
-                ..Default::default()
-            }
-            .into(),
-            _ => pb::MembersJoined {
-                members: vec![member(id, 1, step), member((id + 7) % 24, 1, step)],
-                source: pb::MembershipSource::Manual as i32,
-                ..Default::default()
-            }
-            .into(),
-        };
-        let event = Event::new(ring.clone(), body).unwrap();
-        if seen.insert(event.msg_id().to_string()) {
-            out.push(event);
-        }
-    }
-    out
-}
-
-/// One epoch as the reducer made it.
-#[derive(Clone, Debug)]
-pub(crate) struct Epoch {
-    /// The epoch.
-    pub(crate) epoch: u64,
-    /// Sequence of the membership event that made it.
-    pub(crate) membership_sequence: u64,
-    /// Sequence of its rebalance event.
-    pub(crate) rebalance_sequence: u64,
-    /// Checksum.
-    pub(crate) checksum: u64,
-    /// The ring.
-    pub(crate) ring: ringside_ring::Ring,
-}
-
-/// An epoch whose rebalance event [`write_history`] alters, and how.
-pub(crate) type Tamper<'a> = Option<(u64, &'a dyn Fn(&mut pb::RingRebalanced))>;
-
-/// What [`write_history`] stored.
-#[derive(Debug, Default)]
-pub(crate) struct Written {
-    /// Every epoch, in order.
-    pub(crate) epochs: Vec<Epoch>,
-    /// (sequence, epoch, checksum) after each membership event.
-    pub(crate) after: Vec<(u64, u64, u64)>,
-    /// Snapshot keys written.
-    pub(crate) snapshots: Vec<String>,
-}
-
-impl Stack {
-    /// Stores `events` the way the reducer does: each membership event (as admin), then
-    /// (if it made an epoch) its `RingRebalanced` with the single-writer publish, and a
-    /// snapshot to the KV bucket every `snapshot_every` epochs (and `<ring>.latest`), as
-    /// the reducer user (the only one allowed to). `tamper` may alter the rebalance event
-    /// of one epoch before it is stored.
-    pub(crate) async fn write_history(
-        &self,
-        events: &[Event],
-        config: RingConfig,
-        snapshot_every: u64,
-        tamper: Tamper<'_>,
-    ) -> Written {
-        let ring = events[0].ring().clone();
-        let publisher = Publisher::new(self.client.clone());
-        let reducer = self.server.connect_as(ServiceUser::Reducer).await.unwrap();
-        let rebalances = Publisher::new(reducer.clone());
-        let kv = jetstream::new(reducer)
-            .get_key_value(subject::KV_SNAPSHOTS)
-            .await
-            .unwrap();
-        let mut ledger = RingLedger::new(ring.clone(), config);
-        let mut written = Written::default();
-        let mut last_rebalance = 0;
-        for event in events {
-            let seq = publisher.publish(event).await.unwrap().sequence;
-            if let Outcome::Rebalanced(mut r) = ledger.apply(seq, event.body()) {
-                if let Some((epoch, change)) = tamper
-                    && r.epoch == epoch
-                {
-                    change(&mut r);
-                }
-                let stored = rebalances
-                    .publish_expecting(&Event::new(ring.clone(), *r).unwrap(), last_rebalance)
-                    .await
-                    .unwrap();
-                last_rebalance = stored.sequence;
-                ledger.record_rebalance_sequence(stored.sequence);
-                written.epochs.push(Epoch {
-                    epoch: ledger.epoch(),
-                    membership_sequence: seq,
-                    rebalance_sequence: stored.sequence,
-                    checksum: ledger.checksum(),
-                    ring: ledger.ring().clone(),
-                });
-                if ledger.epoch().is_multiple_of(snapshot_every) {
-                    let bytes = codec::encode_snapshot(&ledger.snapshot().unwrap()).unwrap();
-                    let key = subject::snapshot_key(&ring, ledger.epoch());
-                    kv.put(&key, bytes.clone()).await.unwrap();
-                    kv.put(subject::latest_snapshot_key(&ring), bytes)
-                        .await
-                        .unwrap();
-                    written.snapshots.push(key);
-                }
-            }
-            written.after.push((seq, ledger.epoch(), ledger.checksum()));
-        }
-        written
-    }
-}
-
-/// A checksum as the tools print it.
-pub(crate) fn hex(checksum: u64) -> String {
-    format!("{checksum:#018x}")
 }

@@ -14,7 +14,8 @@
 //!
 //! The end record carries the counts, so a truncated file is an error, not a shorter
 //! history; a reader refuses anything after it. Reading never panics: a bad line or
-//! frame is an [`ExportError`] saying where.
+//! frame is an [`ExportError`] saying where. Both encodings store the same header
+//! fields; the reader checks them (version, time) in one place for both.
 
 use std::io::{self, BufRead, Write};
 
@@ -26,20 +27,22 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use time::OffsetDateTime;
 
-use super::record::{self, Record};
+use crate::error::ReplayError;
+use crate::record::{self, Record};
 
 /// First bytes of a `pb` export.
-pub(crate) const PB_MAGIC: &[u8; 8] = b"RSEXPORT";
+const PB_MAGIC: &[u8; 8] = b"RSEXPORT";
 /// Value of the header's `format` field in `ndjson` exports.
-pub(crate) const NDJSON_FORMAT: &str = "ringside-export";
+const NDJSON_FORMAT: &str = "ringside-export";
 /// The version of the container this build writes and the only one it reads.
 pub(crate) const VERSION: u32 = 1;
 /// Largest frame or line accepted: one event or snapshot plus room for the framing.
 const MAX_ITEM_BYTES: usize = codec::MAX_EVENT_BYTES * 2 + 4096;
 
 /// How an export is encoded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum Format {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+pub enum Format {
     /// One JSON object per line.
     Ndjson,
     /// Varint-length-delimited protobuf frames after an 8-byte magic.
@@ -77,7 +80,7 @@ pub(crate) enum Item {
 
 /// Why an export file cannot be read.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum ExportError {
+pub enum ExportError {
     /// Reading failed.
     #[error("cannot read the export")]
     Io(#[source] io::Error),
@@ -114,7 +117,7 @@ pub(crate) struct Writer<W: Write> {
 
 impl<W: Write> Writer<W> {
     /// Starts an export by writing its header.
-    pub(crate) fn new(mut out: W, format: Format, header: &Header) -> anyhow::Result<Self> {
+    pub(crate) fn new(mut out: W, format: Format, header: &Header) -> Result<Self, ReplayError> {
         match format {
             Format::Ndjson => {
                 let line = serde_json::json!({
@@ -126,10 +129,10 @@ impl<W: Write> Writer<W> {
                     "to_seq": header.to_seq,
                     "exported_at": record::rfc3339(header.exported_at),
                 });
-                writeln!(out, "{line}")?;
+                writeln!(out, "{line}").map_err(ReplayError::Write)?;
             }
             Format::Pb => {
-                out.write_all(PB_MAGIC)?;
+                out.write_all(PB_MAGIC).map_err(ReplayError::Write)?;
                 write_frame(
                     &mut out,
                     Kind::Header(pb::ExportHeader {
@@ -156,15 +159,20 @@ impl<W: Write> Writer<W> {
         &mut self,
         key: &str,
         snapshot: &pb::RingSnapshot,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), ReplayError> {
         match self.format {
             Format::Ndjson => {
-                let json = serde_json::to_string(snapshot)?;
+                let json =
+                    serde_json::to_string(snapshot).map_err(|e| ReplayError::EncodeSnapshot {
+                        key: key.to_string(),
+                        source: e,
+                    })?;
                 writeln!(
                     self.out,
                     "{{\"snapshot_key\":{},\"snapshot\":{json}}}",
-                    serde_json::to_string(key)?
-                )?;
+                    record::json_string(key)
+                )
+                .map_err(ReplayError::Write)?;
             }
             Format::Pb => write_frame(
                 &mut self.out,
@@ -179,9 +187,12 @@ impl<W: Write> Writer<W> {
     }
 
     /// Writes a stored message.
-    pub(crate) fn message(&mut self, r: &Record) -> anyhow::Result<()> {
+    pub(crate) fn message(&mut self, r: &Record) -> Result<(), ReplayError> {
         match self.format {
-            Format::Ndjson => writeln!(self.out, "{}", r.to_json_line()?)?,
+            Format::Ndjson => {
+                let line = r.to_json_line().map_err(ReplayError::EncodeEvent)?;
+                writeln!(self.out, "{line}").map_err(ReplayError::Write)?;
+            }
             Format::Pb => write_frame(
                 &mut self.out,
                 Kind::Message(pb::ExportMessage {
@@ -197,13 +208,14 @@ impl<W: Write> Writer<W> {
     }
 
     /// Writes the end record and flushes; returns (messages, snapshots) written.
-    pub(crate) fn finish(mut self) -> anyhow::Result<(u64, u64)> {
+    pub(crate) fn finish(mut self) -> Result<(u64, u64), ReplayError> {
         match self.format {
             Format::Ndjson => writeln!(
                 self.out,
                 "{{\"end\":{{\"messages\":{},\"snapshots\":{}}}}}",
                 self.messages, self.snapshots
-            )?,
+            )
+            .map_err(ReplayError::Write)?,
             Format::Pb => write_frame(
                 &mut self.out,
                 Kind::End(pb::ExportEnd {
@@ -212,13 +224,14 @@ impl<W: Write> Writer<W> {
                 }),
             )?,
         }
-        self.out.flush()?;
+        self.out.flush().map_err(ReplayError::Write)?;
         Ok((self.messages, self.snapshots))
     }
 }
 
-fn write_frame(out: &mut impl Write, kind: Kind) -> io::Result<()> {
+fn write_frame(out: &mut impl Write, kind: Kind) -> Result<(), ReplayError> {
     out.write_all(&pb::ExportItem { kind: Some(kind) }.encode_length_delimited_to_vec())
+        .map_err(ReplayError::Write)
 }
 
 /// Reads an export item by item, checking the framing, the end record and its counts.
@@ -312,48 +325,63 @@ impl<R: BufRead> Reader<R> {
         }
     }
 
+    /// Reads the header and checks what both encodings store alike: the version and
+    /// the time.
     fn read_header(&mut self) -> Result<Header, ExportError> {
-        match self.format {
-            Format::Ndjson => {
-                let Some(line) = self.next_line()? else {
-                    return Err(ExportError::Truncated { items: 0 });
-                };
-                let h: JsonHeader = serde_json::from_str(&line)
-                    .map_err(|e| self.corrupt(format!("not an export header: {e}")))?;
-                if h.format != NDJSON_FORMAT {
-                    return Err(ExportError::NotAnExport);
-                }
-                if h.version != VERSION {
-                    return Err(ExportError::Version(h.version));
-                }
-                let exported_at =
-                    record::parse_time(&h.exported_at).map_err(|e| self.corrupt(e))?;
-                Ok(Header {
-                    ring: h.ring,
-                    stream: h.stream,
-                    from_seq: h.from_seq,
-                    to_seq: h.to_seq,
-                    exported_at,
-                })
-            }
-            Format::Pb => match self.next_frame()? {
-                Some(Kind::Header(h)) => {
-                    if h.version != VERSION {
-                        return Err(ExportError::Version(h.version));
-                    }
-                    let exported_at = record::from_unix_nanos(h.exported_at_unix_nanos)
-                        .map_err(|e| self.corrupt(e.to_string()))?;
-                    Ok(Header {
-                        ring: h.ring,
-                        stream: h.stream,
-                        from_seq: h.from_seq,
-                        to_seq: h.to_seq,
-                        exported_at,
-                    })
-                }
-                Some(_) => Err(self.corrupt("the first frame is not the header")),
-                None => Err(ExportError::Truncated { items: 0 }),
-            },
+        let stored = match self.format {
+            Format::Ndjson => self.ndjson_header()?,
+            Format::Pb => self.pb_header()?,
+        };
+        if stored.version != VERSION {
+            return Err(ExportError::Version(stored.version));
+        }
+        let exported_at = match &stored.exported_at {
+            StoredTime::Rfc3339(text) => record::parse_time(text).map_err(|e| e.to_string()),
+            StoredTime::UnixNanos(nanos) => record::from_unix_nanos(*nanos),
+        }
+        .map_err(|e| self.corrupt(e))?;
+        Ok(Header {
+            ring: stored.ring,
+            stream: stored.stream,
+            from_seq: stored.from_seq,
+            to_seq: stored.to_seq,
+            exported_at,
+        })
+    }
+
+    /// The first line, which must be a JSON header with the `ringside-export` format.
+    fn ndjson_header(&mut self) -> Result<StoredHeader, ExportError> {
+        let Some(line) = self.next_line()? else {
+            return Err(ExportError::Truncated { items: 0 });
+        };
+        let h: JsonHeader = serde_json::from_str(&line)
+            .map_err(|e| self.corrupt(format!("not an export header: {e}")))?;
+        if h.format != NDJSON_FORMAT {
+            return Err(ExportError::NotAnExport);
+        }
+        Ok(StoredHeader {
+            version: h.version,
+            ring: h.ring,
+            stream: h.stream,
+            from_seq: h.from_seq,
+            to_seq: h.to_seq,
+            exported_at: StoredTime::Rfc3339(h.exported_at),
+        })
+    }
+
+    /// The first frame after the magic, which must be the header.
+    fn pb_header(&mut self) -> Result<StoredHeader, ExportError> {
+        match self.next_frame()? {
+            Some(Kind::Header(h)) => Ok(StoredHeader {
+                version: h.version,
+                ring: h.ring,
+                stream: h.stream,
+                from_seq: h.from_seq,
+                to_seq: h.to_seq,
+                exported_at: StoredTime::UnixNanos(h.exported_at_unix_nanos),
+            }),
+            Some(_) => Err(self.corrupt("the first frame is not the header")),
+            None => Err(ExportError::Truncated { items: 0 }),
         }
     }
 
@@ -443,7 +471,7 @@ impl<R: BufRead> Reader<R> {
         let (Some(seq), Some(time), Some(subject)) = (line.seq, line.time, line.subject) else {
             return Err(self.corrupt("neither a message, a snapshot nor the end record"));
         };
-        let time = record::parse_time(&time).map_err(|e| self.corrupt(e))?;
+        let time = record::parse_time(&time).map_err(|e| self.corrupt(e.to_string()))?;
         let record = match (line.event, line.undecodable) {
             (Some(raw), None) => {
                 let event = codec::from_json(raw.get())
@@ -506,7 +534,7 @@ impl<R: BufRead> Reader<R> {
             }
             Some(Kind::Message(m)) => {
                 let time = record::from_unix_nanos(m.time_unix_nanos)
-                    .map_err(|e| self.corrupt_at(at, e.to_string()))?;
+                    .map_err(|e| self.corrupt_at(at, e))?;
                 Ok(Some(Item::Message(Box::new(Record::decode(
                     m.seq,
                     time,
@@ -574,6 +602,24 @@ impl<R: BufRead> Reader<R> {
         }
         Err(self.corrupt("a frame length of more than 10 bytes"))
     }
+}
+
+/// The header fields as either encoding stores them, before they are checked.
+struct StoredHeader {
+    version: u32,
+    ring: String,
+    stream: String,
+    from_seq: u64,
+    to_seq: u64,
+    exported_at: StoredTime,
+}
+
+/// When the export was written, as stored.
+enum StoredTime {
+    /// `ndjson`: RFC 3339 text.
+    Rfc3339(String),
+    /// `pb`: Unix nanoseconds.
+    UnixNanos(i64),
 }
 
 #[derive(Deserialize)]

@@ -1,5 +1,5 @@
 //! The pure side of replay: folding records with the reducer's fold
-//! ([`RingLedger`]), and what the commands compute from it: the state at a point, a
+//! ([`RingLedger`]), and what the queries compute from it: the ring at a point, a
 //! key's owner changes, the diff of two epochs, and `verify`. No I/O here; everything
 //! is fed [`Record`]s in stream order, so it is tested without a server.
 
@@ -9,26 +9,24 @@ use ringside_events::convert::apply_rebalanced;
 use ringside_events::subject::{self, SubjectKind};
 use ringside_events::{Body, Outcome, RingLedger, pb};
 use ringside_ring::{Ring, RingConfig};
-
-use crate::output::MovedRangeRow;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use super::record::{self, Record, checksum_hex};
+use crate::record::{self, Record, checksum_hex};
 
 /// Counts of what a fold saw.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub(crate) struct FoldStats {
+pub struct FoldStats {
     /// Membership messages read.
-    pub(crate) membership: u64,
+    pub membership: u64,
     /// Of those, the ones that made a new epoch.
-    pub(crate) epochs: u64,
+    pub epochs: u64,
     /// Membership facts that changed nothing.
-    pub(crate) unchanged: u64,
+    pub unchanged: u64,
     /// Events the fold refused (skipped by every fold alike).
-    pub(crate) rejected: u64,
+    pub rejected: u64,
     /// Messages that did not decode (skipped, as the reducer skips them).
-    pub(crate) undecodable: u64,
+    pub undecodable: u64,
 }
 
 /// A [`RingLedger`] fed with records, counting what it saw.
@@ -94,137 +92,169 @@ impl Fold {
 
 /// One member in a state report.
 #[derive(Clone, Debug, PartialEq, Serialize)]
-pub(crate) struct MemberState {
+pub struct MemberState {
     /// Member id.
-    pub(crate) id: String,
+    pub id: String,
     /// Address (`host:port`).
-    pub(crate) address: String,
+    pub address: String,
     /// Weight.
-    pub(crate) weight: u32,
+    pub weight: u32,
     /// Incarnation, if known.
-    pub(crate) uid: Option<String>,
+    pub uid: Option<String>,
     /// Tokens it owns.
-    pub(crate) tokens: u64,
+    pub tokens: u64,
     /// Fraction of the key space it owns.
-    pub(crate) share: f64,
+    pub share: f64,
     /// Its share over its fair share by weight (1.0 is exactly fair).
-    pub(crate) load: f64,
+    pub load: f64,
 }
 
 /// The ring at one point of the stream.
 #[derive(Clone, Debug, PartialEq, Serialize)]
-pub(crate) struct StateReport {
+pub struct StateReport {
     /// Ring name.
-    pub(crate) ring: String,
+    pub ring: String,
     /// The stream sequence asked for (everything up to it is folded).
-    pub(crate) at_sequence: u64,
+    pub at_sequence: u64,
     /// The epoch at that point.
-    pub(crate) epoch: u64,
+    pub epoch: u64,
     /// Last membership sequence folded into it.
-    pub(crate) membership_sequence: u64,
+    pub membership_sequence: u64,
     /// When that membership event was stored (RFC 3339), if known.
-    pub(crate) membership_time: Option<String>,
+    pub membership_time: Option<String>,
     /// `Ring::checksum` as hex.
-    pub(crate) checksum: String,
+    pub checksum: String,
     /// Token strategy.
-    pub(crate) strategy: String,
+    pub strategy: String,
     /// Virtual nodes per unit of weight.
-    pub(crate) vnodes: u32,
+    pub vnodes: u32,
     /// Tokens on the ring.
-    pub(crate) token_count: u64,
+    pub token_count: u64,
     /// Peak over mean of the members' shares per unit of weight (`None`: empty ring).
-    pub(crate) imbalance: Option<f64>,
+    pub imbalance: Option<f64>,
     /// Members, sorted by id.
-    pub(crate) members: Vec<MemberState>,
+    pub members: Vec<MemberState>,
     /// The snapshot the fold started from (`None`: the first event).
-    pub(crate) started_from_snapshot: Option<String>,
+    pub started_from_snapshot: Option<String>,
     /// What the fold read after its start.
-    pub(crate) folded: FoldStats,
+    pub folded: FoldStats,
 }
 
-/// The state report of a fold stopped at `at_sequence`.
-pub(crate) fn state_report(fold: &Fold, at_sequence: u64, snapshot: Option<String>) -> StateReport {
-    let ledger = &fold.ledger;
-    let ring = ledger.ring();
-    let mut tokens: BTreeMap<&str, u64> = BTreeMap::new();
-    for (_, owner) in ring.tokens() {
-        *tokens.entry(owner).or_default() += 1;
+/// The ring at one point of the stream: the fold stopped there.
+#[derive(Clone, Debug)]
+pub struct RingAt {
+    /// The stream sequence asked for (everything up to it is folded).
+    pub at_sequence: u64,
+    /// The fold's ledger: the ring, its members, epoch and checksum.
+    pub ledger: RingLedger,
+    /// What the fold read after its start.
+    pub folded: FoldStats,
+    /// When the last membership event folded was stored (`None`: none was folded).
+    pub membership_time: Option<OffsetDateTime>,
+    /// The snapshot the fold started from (`None`: the first event).
+    pub started_from_snapshot: Option<String>,
+}
+
+impl RingAt {
+    /// A fold stopped at `at_sequence`, which started from `snapshot`.
+    pub(crate) fn new(fold: Fold, at_sequence: u64, snapshot: Option<String>) -> Self {
+        Self {
+            at_sequence,
+            ledger: fold.ledger,
+            folded: fold.stats,
+            membership_time: fold.last_time,
+            started_from_snapshot: snapshot,
+        }
     }
-    let shares: BTreeMap<String, f64> = ring
-        .ownership()
-        .into_iter()
-        .map(|s| (s.id, s.fraction))
-        .collect();
-    let total_weight: u64 = ledger.members().map(|m| u64::from(m.weight)).sum();
-    let members: Vec<MemberState> = ledger
-        .members()
-        .map(|m| {
-            let share = shares.get(&m.id).copied().unwrap_or(0.0);
-            let fair = f64::from(m.weight) / total_weight.max(1) as f64;
-            MemberState {
-                id: m.id.clone(),
-                address: m.address.clone(),
-                weight: m.weight,
-                uid: m.uid.clone(),
-                tokens: tokens.get(m.id.as_str()).copied().unwrap_or(0),
-                share,
-                load: if fair > 0.0 { share / fair } else { 0.0 },
-            }
-        })
-        .collect();
-    // The mean load per unit of weight is 1 by construction, so the peak is the ratio.
-    let imbalance = members.iter().map(|m| m.load).reduce(f64::max);
-    StateReport {
-        ring: ledger.ring_name().to_string(),
-        at_sequence,
-        epoch: ledger.epoch(),
-        membership_sequence: ledger.membership_sequence(),
-        membership_time: fold.last_time.map(record::rfc3339),
-        checksum: checksum_hex(ledger.checksum()),
-        strategy: ring.config().strategy.to_string(),
-        vnodes: ring.config().vnodes,
-        token_count: ring.token_count() as u64,
-        imbalance,
-        members,
-        started_from_snapshot: snapshot,
-        folded: fold.stats,
+
+    /// Members with their tokens, shares and loads, the imbalance and the checksum.
+    pub fn report(&self) -> StateReport {
+        let ledger = &self.ledger;
+        let ring = ledger.ring();
+        let mut tokens: BTreeMap<&str, u64> = BTreeMap::new();
+        for (_, owner) in ring.tokens() {
+            *tokens.entry(owner).or_default() += 1;
+        }
+        let shares: BTreeMap<String, f64> = ring
+            .ownership()
+            .into_iter()
+            .map(|s| (s.id, s.fraction))
+            .collect();
+        let total_weight: u64 = ledger.members().map(|m| u64::from(m.weight)).sum();
+        let members: Vec<MemberState> = ledger
+            .members()
+            .map(|m| {
+                let share = shares.get(&m.id).copied().unwrap_or(0.0);
+                let fair = f64::from(m.weight) / total_weight.max(1) as f64;
+                MemberState {
+                    id: m.id.clone(),
+                    address: m.address.clone(),
+                    weight: m.weight,
+                    uid: m.uid.clone(),
+                    tokens: tokens.get(m.id.as_str()).copied().unwrap_or(0),
+                    share,
+                    load: if fair > 0.0 { share / fair } else { 0.0 },
+                }
+            })
+            .collect();
+        // The mean load per unit of weight is 1 by construction, so the peak is the ratio.
+        let imbalance = members.iter().map(|m| m.load).reduce(f64::max);
+        StateReport {
+            ring: ledger.ring_name().to_string(),
+            at_sequence: self.at_sequence,
+            epoch: ledger.epoch(),
+            membership_sequence: ledger.membership_sequence(),
+            membership_time: self.membership_time.map(record::rfc3339),
+            checksum: checksum_hex(ledger.checksum()),
+            strategy: ring.config().strategy.to_string(),
+            vnodes: ring.config().vnodes,
+            token_count: ring.token_count() as u64,
+            imbalance,
+            members,
+            started_from_snapshot: self.started_from_snapshot.clone(),
+            folded: self.folded,
+        }
     }
 }
 
 /// One owner change of a key.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub(crate) struct OwnerChange {
+pub struct OwnerChange {
     /// Stream sequence of the membership event that caused it.
-    pub(crate) sequence: u64,
+    pub sequence: u64,
     /// When that event was stored (RFC 3339).
-    pub(crate) time: String,
+    pub time: String,
     /// The epoch it made.
-    pub(crate) epoch: u64,
+    pub epoch: u64,
     /// Owner before (`None`: the ring was empty).
-    pub(crate) from: Option<String>,
+    pub from: Option<String>,
     /// Owner after (`None`: the ring is empty).
-    pub(crate) to: Option<String>,
+    pub to: Option<String>,
     /// The causing event's summary.
-    pub(crate) cause: String,
+    pub cause: String,
 }
 
 /// Every owner change of one key over a range of the stream.
 #[derive(Clone, Debug, PartialEq, Serialize)]
-pub(crate) struct KeyHistory {
+pub struct KeyHistory {
     /// The key.
-    pub(crate) key: String,
+    pub key: String,
     /// Its ring position (`hash_key`), hex.
-    pub(crate) position: String,
+    pub position: String,
     /// Owner and epoch at the start of the range.
-    pub(crate) initial_owner: Option<String>,
+    pub initial_owner: Option<String>,
     /// See `initial_owner`.
-    pub(crate) initial_epoch: u64,
+    pub initial_epoch: u64,
     /// Owner and epoch at the end of the range.
-    pub(crate) final_owner: Option<String>,
+    pub final_owner: Option<String>,
     /// See `final_owner`.
-    pub(crate) final_epoch: u64,
+    pub final_epoch: u64,
     /// The changes, in stream order.
-    pub(crate) changes: Vec<OwnerChange>,
+    pub changes: Vec<OwnerChange>,
+    /// The first and last stream sequence of the range. Not in the serialized report,
+    /// whose fields `ringside replay key-history --output json` keeps as they were.
+    #[serde(skip)]
+    pub sequences: (u64, u64),
     #[serde(skip)]
     hash: u64,
 }
@@ -234,8 +264,9 @@ fn owner_of(ring: &Ring, hash: u64) -> Option<String> {
 }
 
 impl KeyHistory {
-    /// Starts the history of `key` at the ledger's current state.
-    pub(crate) fn new(key: &str, ledger: &RingLedger) -> Self {
+    /// Starts the history of `key` over the stream sequences `sequences` at the
+    /// ledger's current state.
+    pub(crate) fn new(key: &str, sequences: (u64, u64), ledger: &RingLedger) -> Self {
         let hash = ringside_ring::hash_key(key.as_bytes());
         let owner = owner_of(ledger.ring(), hash);
         Self {
@@ -246,6 +277,7 @@ impl KeyHistory {
             final_owner: owner,
             final_epoch: ledger.epoch(),
             changes: Vec::new(),
+            sequences,
             hash,
         }
     }
@@ -295,35 +327,35 @@ impl EpochRing {
 
 /// What changed between two epochs.
 #[derive(Clone, Debug, PartialEq, Serialize)]
-pub(crate) struct DiffReport {
+pub struct DiffReport {
     /// Ring name.
-    pub(crate) ring: String,
+    pub ring: String,
     /// The epochs compared.
-    pub(crate) from_epoch: u64,
+    pub from_epoch: u64,
     /// See `from_epoch`.
-    pub(crate) to_epoch: u64,
+    pub to_epoch: u64,
     /// Membership sequences that made them.
-    pub(crate) from_sequence: u64,
+    pub from_sequence: u64,
     /// See `from_sequence`.
-    pub(crate) to_sequence: u64,
+    pub to_sequence: u64,
     /// Checksums, hex.
-    pub(crate) from_checksum: String,
+    pub from_checksum: String,
     /// See `from_checksum`.
-    pub(crate) to_checksum: String,
+    pub to_checksum: String,
     /// Member ids added, removed, re-weighted.
-    pub(crate) added: Vec<String>,
+    pub added: Vec<String>,
     /// See `added`.
-    pub(crate) removed: Vec<String>,
+    pub removed: Vec<String>,
     /// See `added`.
-    pub(crate) reweighted: Vec<String>,
+    pub reweighted: Vec<String>,
     /// Fraction of the key space that changed owner.
-    pub(crate) moved_fraction: f64,
+    pub moved_fraction: f64,
     /// The least fraction any placement must move for this change.
-    pub(crate) ideal_fraction: f64,
+    pub ideal_fraction: f64,
     /// `moved / ideal` (`None`: nothing had to move).
-    pub(crate) moved_over_ideal: Option<f64>,
+    pub moved_over_ideal: Option<f64>,
     /// The moved ranges, sorted by end.
-    pub(crate) ranges: Vec<MovedRangeRow>,
+    pub ranges: Vec<MovedRangeRow>,
 }
 
 /// The diff from one epoch's ring to another's ([`ringside_ring::diff`]).
@@ -363,37 +395,65 @@ pub(crate) fn diff_report(ring: &str, from: &EpochRing, to: &EpochRing) -> DiffR
     }
 }
 
+/// A moved key range as the reports write it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct MovedRangeRow {
+    /// Exclusive start, hex.
+    pub start: String,
+    /// Inclusive end, hex.
+    pub end: String,
+    /// Owner before ("" for none).
+    pub from: String,
+    /// Owner after ("" for none).
+    pub to: String,
+    /// Fraction of the key space.
+    pub fraction: f64,
+}
+
+impl From<&ringside_ring::MovedRange> for MovedRangeRow {
+    fn from(r: &ringside_ring::MovedRange) -> Self {
+        Self {
+            start: format!("{:#018x}", r.start),
+            end: format!("{:#018x}", r.end),
+            from: r.from.clone(),
+            to: r.to.clone(),
+            // Width over 2^64; the whole ring (start == end) is 1.
+            fraction: r.width() as f64 / 2f64.powi(64),
+        }
+    }
+}
+
 /// One thing `verify` found wrong.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub(crate) struct Problem {
+pub struct Problem {
     /// The epoch concerned, if one.
-    pub(crate) epoch: Option<u64>,
+    pub epoch: Option<u64>,
     /// The stream sequence concerned, if one.
-    pub(crate) sequence: Option<u64>,
+    pub sequence: Option<u64>,
     /// What is wrong.
-    pub(crate) what: String,
+    pub what: String,
 }
 
 /// What `verify` checked and found.
 #[derive(Clone, Debug, PartialEq, Serialize)]
-pub(crate) struct VerifyReport {
+pub struct VerifyReport {
     /// Ring name.
-    pub(crate) ring: String,
+    pub ring: String,
     /// What the fold read.
-    pub(crate) folded: FoldStats,
+    pub folded: FoldStats,
     /// Stored `RingRebalanced` events compared with the fold.
-    pub(crate) rebalance_events: u64,
+    pub rebalance_events: u64,
     /// Snapshots compared with the fold.
-    pub(crate) snapshots: u64,
+    pub snapshots: u64,
     /// The fold's last epoch and checksum.
-    pub(crate) epoch: u64,
+    pub epoch: u64,
     /// See `epoch`.
-    pub(crate) checksum: String,
+    pub checksum: String,
     /// Epochs the fold made whose rebalance event is not stored yet (a reducer
     /// behind the stream, not an error).
-    pub(crate) unpublished_epochs: u64,
+    pub unpublished_epochs: u64,
     /// Mismatches, in stream order.
-    pub(crate) problems: Vec<Problem>,
+    pub problems: Vec<Problem>,
 }
 
 /// What `verify` compares of a snapshot: its position, checksum, and a digest of
@@ -730,32 +790,39 @@ impl Verifier {
     }
 }
 
-/// The kinds a `--type` name selects: a subject kind (`membership`) or a message name
-/// (`RingRebalanced`, any case).
-pub(crate) fn parse_type(name: &str) -> Result<TypeFilter, String> {
-    if let Some(kind) = SubjectKind::ALL.into_iter().find(|k| k.token() == name)
-        && kind.stream() == Some(subject::STREAM_EVENTS)
-    {
-        return Ok(TypeFilter::Subject(kind));
-    }
-    ringside_events::EventKind::ALL
-        .into_iter()
-        .find(|k| k.message_name().eq_ignore_ascii_case(name))
-        .map(TypeFilter::Event)
-        .ok_or_else(|| {
-            format!(
-                "unknown event type '{name}' (membership, rebalance, handoff, scale, or a message name such as RingRebalanced)"
-            )
-        })
-}
-
-/// A `--type` selection.
+/// A selection of stored events: one subject, or one message type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum TypeFilter {
+pub enum TypeFilter {
     /// Everything on one subject.
     Subject(SubjectKind),
     /// One message type.
     Event(ringside_events::EventKind),
+}
+
+/// A name that is neither a subject of the `RINGSIDE` stream nor a message name.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unknown event type '{0}' (membership, rebalance, handoff, scale, or a message name such as RingRebalanced)"
+)]
+pub struct UnknownType(pub String);
+
+impl std::str::FromStr for TypeFilter {
+    type Err = UnknownType;
+
+    /// A subject kind of the `RINGSIDE` stream (`membership`) or a message name
+    /// (`RingRebalanced`, any case).
+    fn from_str(name: &str) -> Result<Self, UnknownType> {
+        if let Some(kind) = SubjectKind::ALL.into_iter().find(|k| k.token() == name)
+            && kind.stream() == Some(subject::STREAM_EVENTS)
+        {
+            return Ok(Self::Subject(kind));
+        }
+        ringside_events::EventKind::ALL
+            .into_iter()
+            .find(|k| k.message_name().eq_ignore_ascii_case(name))
+            .map(Self::Event)
+            .ok_or_else(|| UnknownType(name.to_string()))
+    }
 }
 
 impl TypeFilter {
@@ -1026,8 +1093,8 @@ mod tests {
                 from_snap.apply(r);
             }
         }
-        let a = state_report(&from_start, 999, None);
-        let b = state_report(&from_snap, 999, Some(key.clone()));
+        let a = RingAt::new(from_start, 999, None).report();
+        let b = RingAt::new(from_snap, 999, Some(key.clone())).report();
         assert_eq!(
             (a.epoch, &a.checksum, &a.members),
             (b.epoch, &b.checksum, &b.members)
@@ -1041,7 +1108,7 @@ mod tests {
     fn key_history_agrees_with_lookups_at_every_epoch() {
         let h = history(300);
         let mut fold = Fold::new(RingLedger::new(ring(), config()));
-        let mut history = KeyHistory::new("user:42", &fold.ledger);
+        let mut history = KeyHistory::new("user:42", (1, u64::MAX), &fold.ledger);
         let hash = ringside_ring::hash_key(b"user:42");
         let mut owners = vec![None];
         for r in h
@@ -1103,14 +1170,20 @@ mod tests {
     #[test]
     fn type_filters_take_subjects_and_message_names() {
         assert_eq!(
-            parse_type("rebalance"),
+            "rebalance".parse(),
             Ok(TypeFilter::Subject(SubjectKind::Rebalance))
         );
         assert_eq!(
-            parse_type("memberleft"),
+            "memberleft".parse(),
             Ok(TypeFilter::Event(ringside_events::EventKind::MemberLeft))
         );
-        assert!(parse_type("load").is_err(), "load is not in RINGSIDE");
-        assert!(parse_type("nonsense").is_err());
+        assert!(
+            "load".parse::<TypeFilter>().is_err(),
+            "load is not in RINGSIDE"
+        );
+        assert_eq!(
+            "nonsense".parse::<TypeFilter>(),
+            Err(UnknownType("nonsense".into()))
+        );
     }
 }

@@ -1,38 +1,39 @@
-//! One stored message as the replay tools see it, wherever it came from (the
-//! `RINGSIDE` stream or an export file), and the time and JSON forms they print.
+//! One stored message as replay sees it, wherever it came from (the `RINGSIDE` stream
+//! or an export file), and the time, hex and JSON forms the reports use.
 //!
 //! # How it fits
-//! Sources ([`super::source`]) turn stream messages and export records into
-//! [`Record`]s; the pure computations ([`super::engine`]) and the printers only see
-//! records. A message that does not decode stays a record (with its error), so it is
-//! counted and shown, never fatal, and an export keeps it byte for byte.
+//! Sources turn stream messages and export records into [`Record`]s; the pure
+//! computations and every caller only see records. A message that does not decode
+//! stays a record (with its error), so it is counted and shown, never fatal, and an
+//! export keeps it byte for byte.
 
 use std::fmt::Write as _;
 
-use anyhow::Context as _;
 use bytes::Bytes;
-use ringside_events::{Event, codec};
+use ringside_events::{EncodeError, Event, codec};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+pub(crate) use ringside_events::error_chain;
+
 /// A stored message: its stream position, when the server stored it, and the event.
 #[derive(Clone, Debug)]
-pub(crate) struct Record {
+pub struct Record {
     /// Stream sequence.
-    pub(crate) seq: u64,
+    pub seq: u64,
     /// When the server stored it.
-    pub(crate) time: OffsetDateTime,
+    pub time: OffsetDateTime,
     /// The subject it was stored under.
-    pub(crate) subject: String,
+    pub subject: String,
     /// The payload as stored (a binary `Envelope`, or whatever was published).
-    pub(crate) raw: Bytes,
+    pub raw: Bytes,
     /// The decoded event, or why the payload does not decode (the error chain).
-    pub(crate) event: Result<Event, String>,
+    pub event: Result<Event, String>,
 }
 
 impl Record {
     /// A record from a stored payload, decoding it.
-    pub(crate) fn decode(seq: u64, time: OffsetDateTime, subject: String, raw: Bytes) -> Self {
+    pub fn decode(seq: u64, time: OffsetDateTime, subject: String, raw: Bytes) -> Self {
         let event = codec::decode_on(&subject, &raw).map_err(|e| error_chain(&e));
         Self {
             seq,
@@ -45,49 +46,66 @@ impl Record {
 
     /// One JSON object on one line: `seq`, `time`, `subject`, and `event` (the proto3
     /// JSON of the envelope) or `undecodable` (`error` and the payload in hex).
-    pub(crate) fn to_json_line(&self) -> anyhow::Result<String> {
+    pub fn to_json_line(&self) -> Result<String, EncodeError> {
         let mut line = format!(
             "{{\"seq\":{},\"time\":\"{}\",\"subject\":{},",
             self.seq,
             rfc3339(self.time),
-            serde_json::to_string(&self.subject)?
+            json_string(&self.subject)
         );
-        match &self.event {
-            Ok(event) => {
-                let json = codec::to_json(event).context("cannot encode an event as JSON")?;
-                write!(line, "\"event\":{json}}}")?;
-            }
+        // Writing to a String cannot fail.
+        let _ = match &self.event {
+            Ok(event) => write!(line, "\"event\":{}}}", codec::to_json(event)?),
             Err(error) => write!(
                 line,
                 "\"undecodable\":{{\"error\":{},\"payload_hex\":\"{}\"}}}}",
-                serde_json::to_string(error)?,
+                json_string(error),
                 hex(&self.raw)
-            )?,
-        }
+            ),
+        };
         Ok(line)
     }
 }
 
-pub(crate) use ringside_events::error_chain;
+/// `s` as a JSON string literal (quoted, escaped).
+pub(crate) fn json_string(s: &str) -> String {
+    // A `Value`'s Display is serde_json's compact writer, which cannot fail on a string.
+    serde_json::Value::from(s).to_string()
+}
 
 /// RFC 3339 in UTC (`2026-11-26T03:14:00.5Z`).
-pub(crate) fn rfc3339(t: OffsetDateTime) -> String {
+pub fn rfc3339(t: OffsetDateTime) -> String {
     t.to_offset(time::UtcOffset::UTC)
         .format(&Rfc3339)
         // Only years outside 0..=9999 cannot be written; no stream time is.
         .unwrap_or_else(|_| format!("{} s since 1970", t.unix_timestamp()))
 }
 
-/// Parses an RFC 3339 time (`2026-11-26T03:14:00Z`, offsets allowed).
-pub(crate) fn parse_time(s: &str) -> Result<OffsetDateTime, String> {
-    OffsetDateTime::parse(s, &Rfc3339)
-        .map_err(|e| format!("'{s}' is not an RFC 3339 time like 2026-11-26T03:14:00Z ({e})"))
+/// A time that is not RFC 3339.
+///
+/// The parser's reason is part of the message rather than a `source`: command lines
+/// show this error through clap, which prints no sources.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("'{input}' is not an RFC 3339 time like 2026-11-26T03:14:00Z ({reason})")]
+pub struct TimeError {
+    /// What was given.
+    pub input: String,
+    /// Why it does not parse.
+    pub reason: String,
 }
 
-/// A time from Unix nanoseconds (export files).
-pub(crate) fn from_unix_nanos(nanos: i64) -> anyhow::Result<OffsetDateTime> {
+/// Parses an RFC 3339 time (`2026-11-26T03:14:00Z`, offsets allowed).
+pub fn parse_time(s: &str) -> Result<OffsetDateTime, TimeError> {
+    OffsetDateTime::parse(s, &Rfc3339).map_err(|e| TimeError {
+        input: s.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// A time from Unix nanoseconds (export files), or why it is out of range.
+pub(crate) fn from_unix_nanos(nanos: i64) -> Result<OffsetDateTime, String> {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(nanos))
-        .with_context(|| format!("time {nanos} ns since 1970 is out of range"))
+        .map_err(|_| format!("time {nanos} ns since 1970 is out of range"))
 }
 
 /// Unix nanoseconds of a time (export files); saturates outside 1677..2262.
@@ -120,8 +138,8 @@ pub(crate) fn unhex(s: &str) -> Result<Vec<u8>, String> {
         .collect()
 }
 
-/// A checksum as the tools print it (`0x0123456789abcdef`).
-pub(crate) fn checksum_hex(checksum: u64) -> String {
+/// A checksum (or a ring position) as the reports write it (`0x0123456789abcdef`).
+pub fn checksum_hex(checksum: u64) -> String {
     format!("{checksum:#018x}")
 }
 
@@ -162,5 +180,12 @@ mod tests {
         assert_eq!(v["seq"], 7);
         assert_eq!(v["time"], "2026-01-01T00:00:00Z");
         assert_eq!(v["undecodable"]["payload_hex"], "ff");
+    }
+
+    #[test]
+    fn json_strings_are_escaped_as_serde_json_does() {
+        for s in ["plain", "quote \" and \\ and \n", "é ✓", "\u{1}"] {
+            assert_eq!(json_string(s), serde_json::to_string(s).unwrap());
+        }
     }
 }
