@@ -25,8 +25,9 @@ impl Bar {
             ProgressDrawTarget::hidden()
         };
         let template = match len {
-            Some(_) => "{elapsed_precise} [{bar:30}] {percent:>3}% {msg}",
-            None => "{spinner} {elapsed_precise} {msg}",
+            // wide_msg: the message is cut to the terminal's width, never wrapped.
+            Some(_) => "{elapsed_precise} [{bar:20}] {wide_msg}",
+            None => "{spinner} {elapsed_precise} {wide_msg}",
         };
         let bar = ProgressBar::with_draw_target(len, target);
         // The templates are constants; should one not parse, the default style will do.

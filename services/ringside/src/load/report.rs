@@ -86,11 +86,11 @@ impl Stats {
     /// The progress line: errors, forwarded fraction, p99.
     pub(crate) fn line(&self) -> String {
         format!(
-            "{} done, {} errors, {:.0}% forwarded, p99 {}",
+            "{} done, {} errors, {:.0}% forwarded, p99 {:.2} ms",
             self.all.requests,
             self.all.errors,
             100.0 * fraction(self.forwarded, self.served),
-            millis(self.all.latency.quantile(0.99))
+            ms(self.all.latency.quantile(0.99))
         )
     }
 }
@@ -103,12 +103,23 @@ fn fraction(part: u64, whole: u64) -> f64 {
     }
 }
 
+/// Milliseconds, to the microsecond the histogram keeps.
 fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
+    round(d.as_secs_f64() * 1000.0, 3)
 }
 
-fn millis(d: Duration) -> String {
-    format!("{:.2} ms", ms(d))
+/// `v` with at most `digits` decimals, so JSON shows 0.407, not 0.40700000000000003.
+fn round(v: f64, digits: i32) -> f64 {
+    let scale = 10f64.powi(digits);
+    (v * scale).round() / scale
+}
+
+/// The operations table: reads, writes, all.
+#[derive(Debug, Serialize)]
+pub(crate) struct Ops {
+    get: OpSummary,
+    put: OpSummary,
+    all: OpSummary,
 }
 
 /// One row of the operations table.
@@ -206,7 +217,7 @@ pub(crate) struct Summary {
     max_in_flight: usize,
     clients: usize,
     interrupted: bool,
-    ops: BTreeMap<&'static str, OpSummary>,
+    ops: Ops,
     errors: BTreeMap<String, u64>,
     served: u64,
     forwarded: u64,
@@ -233,9 +244,9 @@ impl Summary {
                     node: id.clone(),
                     address: member.map(|(address, _)| address.clone()),
                     served,
-                    served_share: fraction(served, stats.served),
+                    served_share: round(fraction(served, stats.served), 4),
                     // A node that served but is not (or no longer) in the ring owns none.
-                    ring_share: members.map(|_| member.map_or(0.0, |&(_, share)| share)),
+                    ring_share: members.map(|_| member.map_or(0.0, |&(_, share)| round(share, 4))),
                 }
             })
             .collect();
@@ -251,10 +262,10 @@ impl Summary {
         Self {
             run: super::record::hex(facts.run),
             seed: facts.seed,
-            seconds,
+            seconds: round(seconds, 3),
             target_rate: facts.target_rate,
             achieved_rate: if seconds > 0.0 {
-                facts.sent as f64 / seconds
+                round(facts.sent as f64 / seconds, 1)
             } else {
                 0.0
             },
@@ -263,16 +274,15 @@ impl Summary {
             max_in_flight: facts.max_in_flight,
             clients: facts.clients,
             interrupted: facts.interrupted,
-            ops: [
-                ("get", (&stats.get).into()),
-                ("put", (&stats.put).into()),
-                ("all", (&stats.all).into()),
-            ]
-            .into(),
+            ops: Ops {
+                get: (&stats.get).into(),
+                put: (&stats.put).into(),
+                all: (&stats.all).into(),
+            },
             errors: stats.errors.clone(),
             served: stats.served,
             forwarded: stats.forwarded,
-            forwarded_fraction: fraction(stats.forwarded, stats.served),
+            forwarded_fraction: round(fraction(stats.forwarded, stats.served), 4),
             nodes,
             ring,
             record: facts.record,
@@ -302,13 +312,17 @@ impl Summary {
             }
         )?;
         writeln!(out)?;
-        let rows: Vec<Vec<String>> = self
-            .ops
+        let ops = [
+            ("GET", &self.ops.get),
+            ("PUT", &self.ops.put),
+            ("ALL", &self.ops.all),
+        ];
+        let rows: Vec<Vec<String>> = ops
             .iter()
-            .filter(|(name, op)| op.requests > 0 || **name == "all")
+            .filter(|(name, op)| op.requests > 0 || *name == "ALL")
             .map(|(name, op)| {
                 vec![
-                    name.to_uppercase(),
+                    (*name).to_owned(),
                     op.requests.to_string(),
                     op.ok.to_string(),
                     op.not_found.to_string(),
