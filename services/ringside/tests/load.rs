@@ -102,7 +102,10 @@ async fn put_key(
 ) -> impl IntoResponse {
     let n = fake.note(peer, &key);
     let puts = fake.puts.fetch_add(1, Ordering::SeqCst) + 1;
-    if fake.fail_every.is_some_and(|every| puts.is_multiple_of(every)) {
+    if fake
+        .fail_every
+        .is_some_and(|every| puts.is_multiple_of(every))
+    {
         fake.failed.fetch_add(1, Ordering::SeqCst);
         return (StatusCode::SERVICE_UNAVAILABLE, fake.headers(n));
     }

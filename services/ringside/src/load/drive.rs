@@ -116,7 +116,8 @@ pub(crate) async fn drive(
     let mut stop_signals = StopSignals::new()?;
     let start = Instant::now();
     let deadline = match plan.stop {
-        Stop::After(d) => Some(start + d),
+        // A duration past what an Instant can hold is as good as forever.
+        Stop::After(d) => start.checked_add(d),
         Stop::Requests(_) | Stop::Interrupted => None,
     };
     let interrupted = loop {

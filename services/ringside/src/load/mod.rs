@@ -56,6 +56,8 @@ use report::{RunFacts, Summary};
 use targets::{Node, RingSource, Targets};
 use workload::Shape;
 
+/// Slowest rate: one request every 100 s keeps every due time within an Instant's range.
+const MIN_RATE: f64 = 0.01;
 /// Most distinct keys (`--zipf` keeps 8 bytes per key).
 const MAX_KEYS: usize = 10_000_000;
 /// Largest value: big enough to test the nodes' 1 MiB limit, small enough for memory.
@@ -120,8 +122,8 @@ pub(crate) struct LoadArgs {
     /// acknowledged or not), for --verify.
     #[arg(long, value_name = "FILE")]
     record: Option<PathBuf>,
-    /// Send no load: read back every key recorded in FILE and count missing, stale
-    /// and corrupt values (exit status 1 if any).
+    /// Send no load: read back every key recorded in FILE and count missing, stale,
+    /// corrupt and unreadable keys (exit status 1 if any).
     #[arg(
         long,
         value_name = "FILE",
@@ -166,8 +168,8 @@ impl LoadArgs {
             "--clients must be 1 to {MAX_CLIENTS} (one per address 127.0.x.y)"
         );
         ensure!(
-            self.rate.is_finite() && self.rate > 0.0,
-            "--rate must be a positive number of requests per second"
+            self.rate.is_finite() && self.rate >= MIN_RATE,
+            "--rate must be at least {MIN_RATE} requests per second"
         );
         ensure!(
             self.max_in_flight >= 1,
