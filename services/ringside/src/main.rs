@@ -8,6 +8,7 @@
 //! - `ring_cmd`: `ringside ring lookup|plan`, what-if planning without any server.
 //! - `tail_cmd`: `ringside tail`, the ring's events live, decoded.
 //! - `replay`: `ringside replay ...`, post-mortems from the stream or an export.
+//! - `load`: `ringside load`, keyed traffic from many client addresses, and `--verify`.
 //! - `services`: `ringside <service>` (reducer, watcher) and the list `up` supervises.
 //! - `up`: `ringside up` (the whole system locally) and `ringside scale`.
 //! - `supervisor`: the child processes `up` runs its services as.
@@ -23,6 +24,7 @@
 //! the start-up peak, an arena per thread on top): about 35 MB of a 53 MB RSS. mimalloc
 //! hands freed pages back within a second; docs/reducer.md ("Memory") has the figures.
 
+mod load;
 mod local;
 mod nats_args;
 mod output;
@@ -64,6 +66,9 @@ enum Command {
     Service(services::ServiceCommand),
     /// Run the whole system locally: nats-server, reducer, heartbeat watcher, members.
     Up(up::UpArgs),
+    /// Keyed PUT/GET traffic to the ring's nodes from many client addresses; `--verify`
+    /// checks a recorded run's acknowledged writes.
+    Load(load::LoadArgs),
     /// Change the number of stand-in members of the running `ringside up`.
     Scale(up::ScaleArgs),
 }
@@ -80,6 +85,7 @@ fn main() -> ExitCode {
             service::block_on(up::up(args))
         }
         Command::Scale(args) => service::block_on(up::scale(args)),
+        Command::Load(args) => load::run(args, &mut std::io::stdout().lock()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
