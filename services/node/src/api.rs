@@ -24,7 +24,7 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::{get, post, put};
 use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt as _, Limited};
 use ringside_client::RingView;
@@ -67,6 +67,7 @@ pub fn router(node: Arc<Node>, probes: Router) -> Router {
         )
         .route("/v1/keys/{key}/owner", get(owner))
         .route(peer::ENTRIES, put(entries))
+        .route(peer::SCAN, post(scan))
         .route(&format!("{}{{key}}", peer::ENTRY), get(entry))
         .fallback(unknown_route)
         .with_state(node)
@@ -291,7 +292,14 @@ async fn handle(
             );
         }
     };
-    let response = if owner.id == node.id {
+    let response = if owner.id == node.id && !node.is_recovered() {
+        refuse(
+            &node,
+            Reject::NotReady,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this node is fetching its keys after a restart; retry shortly".to_owned(),
+        )
+    } else if owner.id == node.id {
         let mut response = match op {
             Op::Get => node.read(&key).await,
             Op::Put => node.write(&key, Some(value), &ring).await,
@@ -393,17 +401,15 @@ async fn owner(State(node): State<Arc<Node>>, Path(key): Path<String>) -> Respon
             "the ring is not known yet".to_owned(),
         );
     };
-    let holders = match ring.successors(key.as_bytes(), node.replicas) {
-        Ok(holders) => holders,
-        Err(e) => {
-            return refuse(
-                &node,
-                Reject::NotReady,
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("no owner: {e}"),
-            );
-        }
-    };
+    let holders = crate::node::holders(&ring, key.as_bytes(), node.replicas);
+    if holders.is_empty() {
+        return refuse(
+            &node,
+            Reject::NotReady,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the ring has no members".to_owned(),
+        );
+    }
     let member = |m: &&pb::Member| serde_json::json!({"id": m.id, "address": m.address});
     let body = serde_json::json!({
         "key": key,
@@ -447,6 +453,45 @@ async fn entries(
     };
     node.take(batch);
     StatusCode::NO_CONTENT.into_response()
+}
+
+/// `POST /internal/v1/scan`: the entries this node holds in the ranges of the body
+/// (pairs of big-endian `start`, `end`), for a restarted holder.
+async fn scan(
+    State(node): State<Arc<Node>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    if let Err(why) = node.check_peer(peer, &headers) {
+        return refuse(&node, Reject::BadForwarded, StatusCode::FORBIDDEN, why);
+    }
+    let body = match read_body(&node, body, MAX_BATCH_BYTES).await {
+        Ok(body) => body,
+        Err(refused) => return refused,
+    };
+    if body.len() % 16 != 0 {
+        return refuse(
+            &node,
+            Reject::BadBatch,
+            StatusCode::BAD_REQUEST,
+            "ranges are pairs of 8-byte positions".to_owned(),
+        );
+    }
+    let ranges: Vec<(u64, u64)> = body
+        .chunks_exact(16)
+        .map(|pair| {
+            let (start, end) = pair.split_at(8);
+            let word = |b: &[u8]| u64::from_be_bytes(b.try_into().unwrap_or([0; 8]));
+            (word(start), word(end))
+        })
+        .collect();
+    let entries = node.store.in_ranges(&ranges);
+    let mut out = BytesMut::new();
+    for (key, entry) in &entries {
+        wire::put(&mut out, key, entry);
+    }
+    (StatusCode::OK, out.freeze()).into_response()
 }
 
 /// `GET /internal/v1/keys/{key}`: this node's entry of a key, tombstone included.

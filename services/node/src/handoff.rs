@@ -65,9 +65,10 @@ struct Plan {
 }
 
 fn holders(ring: &RingView, key: &[u8], replicas: usize) -> Vec<String> {
-    ring.successors(key, replicas)
-        .map(|members| members.into_iter().map(|m| m.id.clone()).collect())
-        .unwrap_or_default()
+    crate::node::holders(ring, key, replicas)
+        .into_iter()
+        .map(|m| m.id.clone())
+        .collect()
 }
 
 /// The plan of moving this node's keys from the holders of `old` to those of `new`.
@@ -249,4 +250,65 @@ async fn publish(publisher: &Publisher, ring: &RingName, body: pb::KeysHandedOff
     if let Err(e) = publisher.publish(&event).await {
         tracing::warn!(%summary, error = %e, "Could not store the handoff report.");
     }
+}
+
+/// The arcs this node holds in `ring` (as owner or replica), grouped by the other
+/// holders of each: what a restarted node asks them for.
+fn arcs_to_recover(node: &Node, ring: &RingView) -> BTreeMap<String, Vec<(u64, u64)>> {
+    let mut wanted: BTreeMap<String, Vec<(u64, u64)>> = BTreeMap::new();
+    let Some(tokens) = ring
+        .ring()
+        .map(|r| r.tokens().map(|(t, _)| t).collect::<Vec<_>>())
+    else {
+        return wanted;
+    };
+    let Some(&last) = tokens.last() else {
+        return wanted;
+    };
+    let replicas = node.replicas.min(ring.len());
+    let mut previous = last;
+    for &token in &tokens {
+        let holders = ring
+            .ring()
+            .and_then(|r| r.successors_of_hash(token, replicas).ok())
+            .unwrap_or_default();
+        if holders.contains(&node.id.as_str()) {
+            for other in holders.into_iter().filter(|h| *h != node.id) {
+                wanted
+                    .entry(other.to_owned())
+                    .or_default()
+                    .push((previous, token));
+            }
+        }
+        previous = token;
+    }
+    wanted
+}
+
+/// A restarted node still in the ring fetches the keys of its arcs from their other
+/// holders; a node the ring does not have yet gets its keys by handoff when it joins.
+pub async fn recover(node: &Arc<Node>, ring: &RingView) {
+    if ring.member(&node.id).is_some() {
+        let started = Instant::now();
+        let wanted = arcs_to_recover(node, ring);
+        let fetches = wanted.iter().map(|(holder, arcs)| async move {
+            let Some(addr) = ring
+                .member(holder)
+                .and_then(|m| m.address.parse::<std::net::SocketAddr>().ok())
+            else {
+                return 0;
+            };
+            match node.peers.scan(addr, arcs).await {
+                Ok(entries) => node.take(entries),
+                Err(e) => {
+                    tracing::warn!(%holder, error = %e, "Could not fetch keys from a holder.");
+                    0
+                }
+            }
+        });
+        let taken: usize = futures::future::join_all(fetches).await.into_iter().sum();
+        node.metrics.handoff(false, taken as u64);
+        tracing::info!(keys = taken, from = wanted.len(), took = ?started.elapsed(), "Recovered this node's keys from the other holders.");
+    }
+    node.set_recovered();
 }

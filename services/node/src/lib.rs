@@ -154,6 +154,7 @@ async fn run(
     .await?;
     let synced = readiness.condition("ring");
     let member = readiness.condition("member");
+    let recovered = readiness.condition("keys");
     let (follower, ring) = ringside_client::follow(
         nats.clone(),
         ClientConfig::new(config.ring.clone()).label(format!("node {}", config.id)),
@@ -191,6 +192,7 @@ async fn run(
         Conditions {
             synced,
             member,
+            recovered,
             left: left_tx,
         },
         stopping(stopped.clone()),
@@ -243,6 +245,8 @@ async fn run(
 struct Conditions {
     synced: Condition,
     member: Condition,
+    /// Its keys are here (see `handoff::recover`).
+    recovered: Condition,
     left: watch::Sender<bool>,
 }
 
@@ -279,6 +283,10 @@ async fn keep(
             .epoch
             .store(current.epoch(), Ordering::Relaxed);
         conditions.synced.set(true);
+        if !node.is_recovered() {
+            handoff::recover(&node, &current).await;
+            conditions.recovered.set(true);
+        }
         if let Change::Rebalanced {
             rebalance, gained, ..
         } = &change

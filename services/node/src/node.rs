@@ -12,6 +12,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use ringside_client::{RingClient, RingView};
+use ringside_events::pb;
 
 use crate::api::read_answer;
 use crate::clients::ClientIps;
@@ -23,6 +24,13 @@ use crate::wire;
 /// How long after a rebalance that gave it ranges a node that misses a key asks the
 /// key's previous holders (the handoff of a range normally completes well within).
 pub const READ_THROUGH_WINDOW: Duration = Duration::from_secs(15);
+
+/// The holders of `key` in `ring`: its owner and the next distinct members, R in all
+/// (fewer while the ring has fewer members).
+pub fn holders<'a>(ring: &'a RingView, key: &[u8], replicas: usize) -> Vec<&'a pb::Member> {
+    ring.successors(key, replicas.min(ring.len()))
+        .unwrap_or_default()
+}
 
 /// The ring before a rebalance that gave this node ranges, while their keys arrive.
 #[derive(Debug)]
@@ -65,6 +73,9 @@ pub struct Node {
     pub window: Window,
     clients: Mutex<ClientIps>,
     transition: Mutex<Option<Transition>>,
+    /// Whether the keys this node holds in the ring are here (a restarted node fetches
+    /// them from the other holders first); until then it answers 503 for its keys.
+    recovered: std::sync::atomic::AtomicBool,
     /// Every member seen in any ring, by id, with its address's IP: who may send
     /// batches (a member that just left still hands its keys over).
     known: Mutex<HashMap<String, IpAddr>>,
@@ -96,6 +107,7 @@ impl Node {
             window: Window::default(),
             clients: Mutex::new(ClientIps::default()),
             transition: Mutex::new(None),
+            recovered: std::sync::atomic::AtomicBool::new(false),
             known: Mutex::new(HashMap::new()),
         }
     }
@@ -103,6 +115,16 @@ impl Node {
     /// The epoch routed by, once the ring is known.
     pub fn epoch(&self) -> Option<u64> {
         self.ring.epoch()
+    }
+
+    /// Whether it has its keys (see the field's docs).
+    pub fn is_recovered(&self) -> bool {
+        self.recovered.load(Ordering::Relaxed)
+    }
+
+    /// Says it has its keys.
+    pub fn set_recovered(&self) {
+        self.recovered.store(true, Ordering::Relaxed);
     }
 
     /// Notes a key request from `client`.
@@ -194,9 +216,7 @@ impl Node {
 
     /// Asks the key's holders in `previous` for it; keeps the newest copy.
     async fn read_through(&self, key: &str, previous: &RingView) -> Option<Entry> {
-        let holders = previous
-            .successors(key.as_bytes(), self.replicas)
-            .ok()?
+        let holders = holders(previous, key.as_bytes(), self.replicas)
             .into_iter()
             .filter(|m| m.id != self.id)
             .filter_map(|m| m.address.parse::<SocketAddr>().ok())
@@ -228,14 +248,11 @@ impl Node {
         };
         self.store.merge(key.as_bytes(), entry.clone());
         let holders: Vec<(String, Option<SocketAddr>)> =
-            match ring.successors(key.as_bytes(), self.replicas) {
-                Ok(holders) => holders
-                    .into_iter()
-                    .filter(|m| m.id != self.id)
-                    .map(|m| (m.id.clone(), m.address.parse().ok()))
-                    .collect(),
-                Err(_) => Vec::new(),
-            };
+            holders(ring, key.as_bytes(), self.replicas)
+                .into_iter()
+                .filter(|m| m.id != self.id)
+                .map(|m| (m.id.clone(), m.address.parse().ok()))
+                .collect();
         let mut frame = BytesMut::with_capacity(wire::frame_len(key.as_bytes(), &entry));
         wire::put(&mut frame, key.as_bytes(), &entry);
         let epoch = ring.epoch();

@@ -26,6 +26,8 @@ pub const SERVED_BY: &str = "ringside-served-by";
 pub const FORWARDED: &str = "ringside-forwarded";
 /// The internal route of entry batches (replica writes, handoffs).
 pub const ENTRIES: &str = "/internal/v1/entries";
+/// The internal route of the entries in ranges of the ring (recovery).
+pub const SCAN: &str = "/internal/v1/scan";
 /// The internal route of one key's entry, without forwarding (read-through).
 pub const ENTRY: &str = "/internal/v1/keys/";
 
@@ -169,6 +171,29 @@ impl Peers {
                 status: answer.status,
             })
         }
+    }
+
+    /// The entries the node at `addr` holds in `ranges`, each `(start, end]`.
+    pub async fn scan(
+        &self,
+        addr: SocketAddr,
+        ranges: &[(u64, u64)],
+    ) -> Result<Vec<(Bytes, Entry)>, PeerError> {
+        let mut body = BytesMut::with_capacity(ranges.len() * 16);
+        for (start, end) in ranges {
+            body.extend_from_slice(&start.to_be_bytes());
+            body.extend_from_slice(&end.to_be_bytes());
+        }
+        let answer = self
+            .call(addr, Method::POST, SCAN, HeaderMap::new(), body.freeze())
+            .await?;
+        if !answer.status.is_success() {
+            return Err(PeerError::Status {
+                addr,
+                status: answer.status,
+            });
+        }
+        wire::decode(answer.body).map_err(|source| PeerError::Malformed { addr, source })
     }
 
     /// One key's entry on the node at `addr`, as it holds it (no forwarding).

@@ -178,6 +178,48 @@ impl Store {
             .collect()
     }
 
+    /// The entries whose position lies in one of `ranges`, each `(start, end]` on the
+    /// ring (wrapping past the top when `start >= end`).
+    pub fn in_ranges(&self, ranges: &[(u64, u64)]) -> Vec<(Box<[u8]>, Entry)> {
+        let inner = self.read();
+        let mut out = Vec::new();
+        let mut take = |from: std::ops::Bound<u64>, to: std::ops::Bound<u64>| {
+            use std::ops::Bound::{Excluded, Included, Unbounded};
+            // From the first key at the start position; an excluded start's own keys
+            // are skipped below.
+            let lower = match from {
+                Excluded(p) | Included(p) => Included((p, Box::<[u8]>::from(&[][..]))),
+                Unbounded => Unbounded,
+            };
+            for ((position, key), entry) in inner.entries.range((lower, Unbounded)) {
+                let inside = match to {
+                    Included(end) => *position <= end,
+                    _ => true,
+                };
+                if !inside {
+                    break;
+                }
+                if let Excluded(start) = from
+                    && *position == start
+                {
+                    continue;
+                }
+                out.push((key.clone(), entry.clone()));
+            }
+        };
+        use std::ops::Bound::{Excluded, Included, Unbounded};
+        for &(start, end) in ranges {
+            if start < end {
+                take(Excluded(start), Included(end));
+            } else {
+                // Wraps: (start, MAX] and [0, end].
+                take(Excluded(start), Unbounded);
+                take(Included(0), Included(end));
+            }
+        }
+        out
+    }
+
     /// Keys with a value, and their bytes (keys and values).
     pub fn held(&self) -> (u64, u64) {
         let inner = self.read();
@@ -224,6 +266,45 @@ mod tests {
         assert_eq!(a.held(), (0, 0));
         a.forget(b"k", at(4));
         assert_eq!(a.get(b"k"), None);
+    }
+
+    #[test]
+    fn ranges_select_by_position_and_wrap() {
+        let store = Store::default();
+        let keys: Vec<String> = (0..200).map(|i| format!("k{i}")).collect();
+        for (i, k) in keys.iter().enumerate() {
+            store.merge(k.as_bytes(), value("v", i as u64 + 1));
+        }
+        let mid = u64::MAX / 2;
+        for ranges in [
+            vec![(0, mid)],
+            vec![(mid, 7)],
+            vec![(10, 10)],
+            vec![(5, mid), (mid, 5)],
+        ] {
+            let inside = |p: u64| {
+                ranges.iter().any(|&(s, e)| {
+                    if s < e {
+                        p > s && p <= e
+                    } else {
+                        p > s || p <= e
+                    }
+                })
+            };
+            let mut got: Vec<String> = store
+                .in_ranges(&ranges)
+                .into_iter()
+                .map(|(k, _)| String::from_utf8(k.to_vec()).unwrap())
+                .collect();
+            got.sort();
+            let mut want: Vec<String> = keys
+                .iter()
+                .filter(|k| inside(position(k.as_bytes())))
+                .cloned()
+                .collect();
+            want.sort();
+            assert_eq!(got, want, "{ranges:?}");
+        }
     }
 
     #[test]

@@ -86,6 +86,15 @@ impl Target {
         }
     }
 
+    /// Its settings.
+    pub(crate) fn schema(self) -> &'static ringside_kit::Schema {
+        match self {
+            Self::Reducer => Reducer::SCHEMA,
+            Self::HeartbeatWatcher => HeartbeatWatcher::SCHEMA,
+            Self::Node(_) => NodeService::SCHEMA,
+        }
+    }
+
     /// Its NATS user: it gets that user's password, and only that one.
     pub(crate) fn user(self) -> ServiceUser {
         match self {

@@ -9,7 +9,8 @@
 //! log lines. Children run under `setpriv --pdeathsig TERM` where `setpriv` exists, so
 //! a SIGKILLed `up` still stops them (gracefully: the reducer writes its snapshot).
 //! Their stderr is copied to ours, line by line, and the last lines are kept for that
-//! message.
+//! message. A setting of a service in `up`'s own environment (`RINGSIDE_NODE_REPLICAS`
+//! for the nodes, say) reaches that service, unless `up` sets it itself.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -269,6 +270,13 @@ impl Supervisor {
                 INHERITED
                     .iter()
                     .filter_map(|k| Some((*k, std::env::var_os(k)?))),
+            )
+            .envs(
+                ringside_kit::settings::environment()
+                    .into_iter()
+                    .filter(|(key, _)| {
+                        spec.target.schema().knows(key) && !spec.settings.contains_key(key)
+                    }),
             )
             .envs(&spec.settings)
             .stdin(Stdio::null())

@@ -153,19 +153,21 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
             return Err(e);
         }
     };
-    let mut endpoints = system.supervisor.endpoints();
-    endpoints.insert("up.status".to_owned(), status_addr);
-    state.record(&Running {
-        pid: std::process::id(),
-        ring: ring.to_string(),
-        nats_url: url.clone(),
-        grpc: system.grpc,
-        metrics: system.metrics,
-        endpoints,
-    })?;
+    let record = Record {
+        state: &state,
+        running: Running {
+            pid: std::process::id(),
+            ring: ring.to_string(),
+            nats_url: url.clone(),
+            grpc: system.grpc,
+            metrics: system.metrics,
+            endpoints: BTreeMap::from([("up.status".to_owned(), status_addr)]),
+        },
+    };
+    record.write(&system.supervisor)?;
     print_banner(&args, &ring, &url, &system, status_addr);
     let outcome = system
-        .run_until_signal(&ring, &url, &passwords, &mut nats)
+        .run_until_signal(&ring, &url, &passwords, &mut nats, &record)
         .await;
     let server_stop = nats.server.stop(SERVER_GRACE).await;
     let _ = stop_status.send(());
@@ -175,6 +177,22 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
     server_stop.context("stopping nats-server")?;
     println!("Stopped. `ringside up` again resumes this history; `--fresh` starts over.");
     Ok(())
+}
+
+/// `up.json`: what the tools read to find the running system, rewritten whenever the
+/// services' listeners change (a node added, a service restarted).
+struct Record<'a> {
+    state: &'a StateDir,
+    /// The fixed part (and `up`'s own endpoints).
+    running: Running,
+}
+
+impl Record<'_> {
+    fn write(&self, supervisor: &Supervisor) -> anyhow::Result<()> {
+        let mut running = self.running.clone();
+        running.endpoints.extend(supervisor.endpoints());
+        self.state.record(&running)
+    }
 }
 
 /// The nats-server child of `up`, and what it takes to start it again.
@@ -437,6 +455,7 @@ impl System {
         url: &str,
         passwords: &Passwords,
         nats: &mut Nats,
+        record: &Record<'_>,
     ) -> anyhow::Result<()> {
         let mut signal = std::pin::pin!(ringside_kit::run::signalled());
         let admin = connect(url, ServiceUser::Admin, passwords).await?;
@@ -452,6 +471,9 @@ impl System {
                         println!("scale: {} -> {desired} nodes", self.nodes());
                         if let Err(e) = self.scale_to(desired).await {
                             break Err(e.context("scaling the nodes"));
+                        }
+                        if let Err(e) = record.write(&self.supervisor) {
+                            break Err(e);
                         }
                     }
                     None => break Err(anyhow::anyhow!("the scale subscription ended; is nats-server still running?")),
@@ -479,6 +501,9 @@ impl System {
                 }
                 exit = self.supervisor.exited() => {
                     if let Err(e) = self.supervisor.restart(exit).await {
+                        break Err(e);
+                    }
+                    if let Err(e) = record.write(&self.supervisor) {
                         break Err(e);
                     }
                 }
