@@ -1,7 +1,8 @@
 #!/bin/sh
-# The local demo (`./dev demo`): `ringside up` with 3 stand-in members, the decoded
-# events tailed to this terminal, a scripted scale to 5 and back to 2, then the
-# commands to try next. The system keeps running until Ctrl-C when this is a terminal;
+# The local demo (`./dev demo`): `ringside up` with 3 nodes, the decoded events tailed
+# to this terminal, keyed load from 20 client addresses, a scripted scale to 5 and back
+# to 2 (keys hand off on every rebalance), a check that no acknowledged write was lost,
+# then the commands to try next. The system keeps running until Ctrl-C when this is a terminal;
 # otherwise (or with RINGSIDE_DEMO_HOLD=0) it stops after the script.
 set -eu
 cd "$(dirname "$0")/.."
@@ -13,12 +14,14 @@ export RINGSIDE_STATE_DIR="$STATE"
 say() { printf '\n\033[1m=== %s\033[0m\n' "$*"; }
 
 mkdir -p "$STATE"
-say "ringside up --members 3   (nats-server, reducer, heartbeat watcher, 3 stand-in members)"
-"$BIN" up --members 3 2>"$STATE/up.log" &
+say "ringside up --nodes 3   (nats-server, reducer, heartbeat watcher, 3 nodes, 2 copies of each key)"
+"$BIN" up --nodes 3 2>"$STATE/up.log" &
 UP=$!
 TAIL=""
+LOAD=""
 stop() {
     trap - EXIT INT TERM
+    [ -n "$LOAD" ] && kill "$LOAD" 2>/dev/null || true
     [ -n "$TAIL" ] && kill "$TAIL" 2>/dev/null || true
     if kill -0 "$UP" 2>/dev/null; then
         kill -INT "$UP" 2>/dev/null || true
@@ -41,25 +44,39 @@ until [ -f "$STATE/up.json" ]; do
 done
 
 say "ringside tail   (every stored event of this ring, decoded, as it happens)"
-"$BIN" tail --from-seq 1 &
+"$BIN" tail --from-seq 1 2>/dev/null &
 TAIL=$!
+sleep 2
+
+say "ringside load   (keyed PUT/GET from 20 client addresses, every write recorded)"
+"$BIN" load --duration 20s --rate 200 --clients 20 --keys 2000 --reads 0.5 \
+    --record "$STATE/demo-writes.jsonl" >"$STATE/load.out" 2>/dev/null &
+LOAD=$!
+sleep 4
+
+say "ringside scale 5   (two more nodes join: rebalances, keys handed off to them)"
+"$BIN" scale 5 --wait 30 2>/dev/null
 sleep 3
 
-say "ringside scale 5   (two more stand-ins start beating: joins, rebalances)"
-"$BIN" scale 5 --wait 30
-sleep 2
+say "ringside scale 2   (three nodes leave: each hands its keys over, then exits)"
+"$BIN" scale 2 --wait 30 2>/dev/null
+wait "$LOAD" || true
+LOAD=""
 
-say "ringside scale 2   (three stand-ins say goodbye: leaves, rebalances)"
-"$BIN" scale 2 --wait 30
-sleep 2
+say "the load's summary"
+cat "$STATE/load.out"
+
+say "ringside load --verify   (every acknowledged write reads back)"
+"$BIN" load --verify "$STATE/demo-writes.jsonl" 2>/dev/null
 
 say "ringside replay verify   (rebuild the whole history, compare every checksum)"
-"$BIN" replay verify
+"$BIN" replay verify 2>/dev/null
 
 cat <<'TXT'
 
 Try next, in another terminal (the tools find the running system in .ringside/):
   target/release/ringside scale 4 --wait 30
+  target/release/ringside load --duration 30s --clients 50
   target/release/ringside replay state
   target/release/ringside replay diff --from 1 --to 3
   target/release/ringside replay key-history user:42

@@ -63,7 +63,7 @@ pub fn router(node: Arc<Node>, probes: Router) -> Router {
     Router::new()
         .route(
             "/v1/keys/{key}",
-            get(get_key).put(put_key).delete(delete_key),
+            get(key_request).put(key_request).delete(key_request),
         )
         .route("/v1/keys/{key}/owner", get(owner))
         .route(peer::ENTRIES, put(entries))
@@ -191,28 +191,8 @@ fn forwarded_header(ip: IpAddr) -> HeaderValue {
     HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static("for=unknown"))
 }
 
-async fn get_key(
-    State(node): State<Arc<Node>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    Path(key): Path<String>,
-) -> Response {
-    handle(
-        node,
-        Op::Get,
-        peer,
-        method,
-        uri,
-        headers,
-        key,
-        Body::empty(),
-    )
-    .await
-}
-
-async fn put_key(
+/// `GET`, `PUT` and `DELETE /v1/keys/{key}` (the router sends no other method here).
+async fn key_request(
     State(node): State<Arc<Node>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     method: Method,
@@ -221,28 +201,12 @@ async fn put_key(
     Path(key): Path<String>,
     body: Body,
 ) -> Response {
-    handle(node, Op::Put, peer, method, uri, headers, key, body).await
-}
-
-async fn delete_key(
-    State(node): State<Arc<Node>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    Path(key): Path<String>,
-) -> Response {
-    handle(
-        node,
-        Op::Delete,
-        peer,
-        method,
-        uri,
-        headers,
-        key,
-        Body::empty(),
-    )
-    .await
+    let op = match method {
+        Method::PUT => Op::Put,
+        Method::DELETE => Op::Delete,
+        _ => Op::Get,
+    };
+    handle(node, op, peer, method, uri, headers, key, body).await
 }
 
 /// Steps 1 to 4 of the module docs.
@@ -426,6 +390,24 @@ async fn owner(State(node): State<Arc<Node>>, Path(key): Path<String>) -> Respon
     response
 }
 
+/// The body of an internal request, once its sender checks out as a member.
+async fn internal_body(
+    node: &Node,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Bytes, Response> {
+    if let Err(why) = node.check_peer(peer, headers) {
+        return Err(refuse(
+            node,
+            Reject::BadForwarded,
+            StatusCode::FORBIDDEN,
+            why,
+        ));
+    }
+    read_body(node, body, MAX_BATCH_BYTES).await
+}
+
 /// `PUT /internal/v1/entries`: a batch from another node (replica writes, handoff).
 async fn entries(
     State(node): State<Arc<Node>>,
@@ -433,10 +415,7 @@ async fn entries(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if let Err(why) = node.check_peer(peer, &headers) {
-        return refuse(&node, Reject::BadForwarded, StatusCode::FORBIDDEN, why);
-    }
-    let body = match read_body(&node, body, MAX_BATCH_BYTES).await {
+    let body = match internal_body(&node, peer, &headers, body).await {
         Ok(body) => body,
         Err(refused) => return refused,
     };
@@ -463,10 +442,7 @@ async fn scan(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if let Err(why) = node.check_peer(peer, &headers) {
-        return refuse(&node, Reject::BadForwarded, StatusCode::FORBIDDEN, why);
-    }
-    let body = match read_body(&node, body, MAX_BATCH_BYTES).await {
+    let body = match internal_body(&node, peer, &headers, body).await {
         Ok(body) => body,
         Err(refused) => return refused,
     };

@@ -243,3 +243,32 @@ impl Metrics {
             .add(1, &[KeyValue::new("outcome", outcome)]);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_page_and_the_docs_list_exactly_these_metrics() {
+        let telemetry = Telemetry::new("node").unwrap();
+        telemetry.export_readiness(&ringside_kit::Readiness::new());
+        let m = Metrics::new(&telemetry);
+        m.request("get", false);
+        m.rejected(Reject::BadKey);
+        m.request_seconds.record(0.001, &[]);
+        m.handoff(true, 3);
+        m.replica_write(true);
+        m.read_through();
+        m.load_report(true);
+        let page = telemetry.render().unwrap();
+        let mut on_page = ringside_kit::telemetry::names_on_page(&page);
+        on_page.sort();
+        let mut listed: Vec<String> = ALL.iter().map(|m| m.name.to_owned()).collect();
+        listed.sort();
+        assert_eq!(on_page, listed, "{page}");
+        let docs = include_str!("../../../docs/node.md");
+        let mut documented = ringside_kit::telemetry::names_in_docs(docs, "ringside_node_");
+        documented.sort();
+        assert_eq!(documented, listed);
+    }
+}

@@ -75,6 +75,18 @@ pub struct Answer {
     pub body: Bytes,
 }
 
+/// The answer if its status is a success, else the status as an error.
+fn success(addr: SocketAddr, answer: Answer) -> Result<Answer, PeerError> {
+    if answer.status.is_success() {
+        Ok(answer)
+    } else {
+        Err(PeerError::Status {
+            addr,
+            status: answer.status,
+        })
+    }
+}
+
 /// The pool of connections to the other nodes.
 #[derive(Clone, Debug)]
 pub struct Peers {
@@ -98,7 +110,10 @@ impl Peers {
         }
     }
 
-    async fn call(
+    /// Sends a request to the node at `addr` and reads its whole answer: how a
+    /// client's request is forwarded to its owner (one hop: the owner never forwards
+    /// again), and how the calls below are made.
+    pub async fn forward(
         &self,
         addr: SocketAddr,
         method: Method,
@@ -137,19 +152,6 @@ impl Peers {
             .map_err(|_| unreachable(format!("no answer within {CALL_TIMEOUT:?}")))?
     }
 
-    /// Forwards a client's request to the owner at `addr` (one hop: the owner never
-    /// forwards again), with the client's address and our epoch in the headers.
-    pub async fn forward(
-        &self,
-        addr: SocketAddr,
-        method: Method,
-        path: &str,
-        headers: HeaderMap,
-        body: Bytes,
-    ) -> Result<Answer, PeerError> {
-        self.call(addr, method, path, headers, body).await
-    }
-
     /// Sends entries to the node at `addr` (a replica write or a handoff batch);
     /// `Ok` once it stored them.
     pub async fn send_entries(
@@ -161,16 +163,9 @@ impl Peers {
         let mut headers = HeaderMap::new();
         headers.insert(EPOCH, HeaderValue::from(epoch));
         let answer = self
-            .call(addr, Method::PUT, ENTRIES, headers, batch.freeze())
+            .forward(addr, Method::PUT, ENTRIES, headers, batch.freeze())
             .await?;
-        if answer.status.is_success() {
-            Ok(())
-        } else {
-            Err(PeerError::Status {
-                addr,
-                status: answer.status,
-            })
-        }
+        success(addr, answer).map(drop)
     }
 
     /// The entries the node at `addr` holds in `ranges`, each `(start, end]`.
@@ -185,14 +180,9 @@ impl Peers {
             body.extend_from_slice(&end.to_be_bytes());
         }
         let answer = self
-            .call(addr, Method::POST, SCAN, HeaderMap::new(), body.freeze())
+            .forward(addr, Method::POST, SCAN, HeaderMap::new(), body.freeze())
             .await?;
-        if !answer.status.is_success() {
-            return Err(PeerError::Status {
-                addr,
-                status: answer.status,
-            });
-        }
+        let answer = success(addr, answer)?;
         wire::decode(answer.body).map_err(|source| PeerError::Malformed { addr, source })
     }
 
@@ -204,7 +194,7 @@ impl Peers {
     ) -> Result<Option<Entry>, PeerError> {
         let path = format!("{ENTRY}{key_path}");
         let answer = self
-            .call(addr, Method::GET, &path, HeaderMap::new(), Bytes::new())
+            .forward(addr, Method::GET, &path, HeaderMap::new(), Bytes::new())
             .await?;
         match answer.status {
             StatusCode::NOT_FOUND => Ok(None),

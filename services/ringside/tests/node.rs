@@ -70,12 +70,7 @@ fn metric(page: &str, series: &str) -> f64 {
 #[test]
 fn keys_are_read_anywhere_and_bad_input_is_refused_and_counted() {
     let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    let up = Up::start_with(&state, 3, &[("RINGSIDE_NODE_REQUEST_TIMEOUT", "1s")]);
-    let grpc = up.record()["grpc"].as_str().unwrap().to_string();
-    wait_for(Duration::from_secs(30), "3 members", || {
-        get_ring(&grpc).members.len() == 3
-    });
+    let (up, grpc) = Up::ready(dir.path(), 3, &[("RINGSIDE_NODE_REQUEST_TIMEOUT", "1s")]);
     let by_id = nodes(&up);
     let nodes: Vec<SocketAddr> = by_id.values().copied().collect();
     assert_eq!(nodes.len(), 3);
@@ -223,12 +218,7 @@ fn stored_events(up: &Up) -> Vec<(u64, pb::envelope::Body)> {
 #[test]
 fn a_join_and_a_leave_hand_off_exactly_the_keys_of_the_moved_ranges() {
     let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    let up = Up::start(&state, 3);
-    let grpc = up.record()["grpc"].as_str().unwrap().to_string();
-    wait_for(Duration::from_secs(30), "3 members", || {
-        get_ring(&grpc).members.len() == 3
-    });
+    let (up, grpc) = Up::ready(dir.path(), 3, &[]);
     let entry = nodes(&up)["node-1"];
     let keys: Vec<String> = (0..600).map(|i| format!("item:{i}")).collect();
     runtime().block_on(async {
@@ -331,11 +321,7 @@ fn a_join_and_a_leave_hand_off_exactly_the_keys_of_the_moved_ranges() {
 fn no_acknowledged_write_is_lost_across_a_join_a_leave_and_a_sigkill() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    let up = Up::start(&state, 3);
-    let grpc = up.record()["grpc"].as_str().unwrap().to_string();
-    wait_for(Duration::from_secs(30), "3 members", || {
-        get_ring(&grpc).members.len() == 3
-    });
+    let (up, grpc) = Up::ready(dir.path(), 3, &[]);
     let record = dir.path().join("writes.jsonl");
     let load = Command::new(BIN)
         .args(["load", "--state-dir"])

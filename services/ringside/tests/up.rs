@@ -1,5 +1,5 @@
 //! `ringside up` end to end: the real binary starts nats-server, the reducer, the
-//! heartbeat watcher and stand-in members on ephemeral loopback ports; `ringside
+//! heartbeat watcher and nodes on ephemeral loopback ports; `ringside
 //! scale` changes the members through the heartbeat path; SIGINT stops everything;
 //! a second `up` resumes the history; `replay verify` accepts the stream.
 
@@ -16,12 +16,7 @@ use up_support::*;
 fn up_scales_stops_cleanly_and_resumes_its_history() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-
-    let up = Up::start(&state, 3);
-    let grpc = up.record()["grpc"].as_str().unwrap().to_string();
-    wait_for(Duration::from_secs(30), "3 members", || {
-        get_ring(&grpc).members.len() == 3
-    });
+    let (up, grpc) = Up::ready(dir.path(), 3, &[]);
     let first = get_ring(&grpc);
     assert_eq!(member_ids(&first), ["node-1", "node-2", "node-3"]);
 
@@ -46,7 +41,7 @@ fn up_scales_stops_cleanly_and_resumes_its_history() {
     let port: u16 = nats_url.rsplit(':').next().unwrap().parse().unwrap();
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
 
-    // The stand-ins said goodbye on the way out: the history has those leaves, and a
+    // The nodes said goodbye on the way out: the history has those leaves, and a
     // second `up` continues the epochs where the first stopped.
     let up = Up::start(&state, 3);
     let grpc = up.record()["grpc"].as_str().unwrap().to_string();
@@ -123,12 +118,7 @@ fn a_second_up_on_the_same_state_is_refused_and_scale_needs_a_running_up() {
 #[test]
 fn a_killed_nats_server_comes_back_and_ctrl_c_stops_up_in_every_state() {
     let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    let up = Up::start(&state, 2);
-    let grpc = up.record()["grpc"].as_str().unwrap().to_string();
-    wait_for(Duration::from_secs(30), "2 members", || {
-        get_ring(&grpc).members.len() == 2
-    });
+    let (up, grpc) = Up::ready(dir.path(), 2, &[]);
     let before = get_ring(&grpc);
 
     // SIGKILL: `up` notices at once, starts it again on the same port and store, and
@@ -168,11 +158,7 @@ fn a_killed_nats_server_comes_back_and_ctrl_c_stops_up_in_every_state() {
 fn up_supervises_each_service_as_a_process_and_every_page_passes_promtool() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    let up = Up::start(&state, 2);
-    let grpc = up.record()["grpc"].as_str().unwrap().to_string();
-    wait_for(Duration::from_secs(30), "2 members", || {
-        get_ring(&grpc).members.len() == 2
-    });
+    let (up, grpc) = Up::ready(dir.path(), 2, &[]);
 
     // Every service serves /livez, /readyz and /metrics the same way, and every page
     // is one Prometheus's linter accepts.

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use ringside_events::subject::{self, KV_LEASES, STREAM_EVENTS};
-use ringside_events::{Body, Definitions, RingName, ServiceUser, codec, pb, provision};
+use ringside_events::{Body, RingName, ServiceUser, codec, pb};
 use ringside_kit::Metric;
 use ringside_kit::run::parse_announcement;
 use ringside_kit::telemetry::{names_on_page, sample};
@@ -41,17 +41,7 @@ struct Bus {
 impl Bus {
     async fn start() -> Bus {
         let nats = NatsServer::start_local_conf().await.unwrap();
-        let admin = nats
-            .connect_with(
-                ServiceUser::Admin
-                    .connect_options(nats.password(ServiceUser::Admin.name()).unwrap()),
-            )
-            .await
-            .unwrap();
-        let js = jetstream::new(admin);
-        provision(&js, &Definitions::builtin().unwrap())
-            .await
-            .unwrap();
+        let js = jetstream::new(nats.connect_provisioned().await.unwrap());
         Bus { nats, js }
     }
 

@@ -25,6 +25,17 @@ impl Up {
         Self::start_with(state, members, &[])
     }
 
+    /// [`Up::start_with`] in `dir/state`, then waits until the ring has `members`
+    /// members: the running `up` and its reducer's gRPC address.
+    pub(crate) fn ready(dir: &Path, members: u32, env: &[(&str, &str)]) -> (Self, String) {
+        let up = Self::start_with(&dir.join("state"), members, env);
+        let grpc = up.record()["grpc"].as_str().unwrap().to_string();
+        wait_for(Duration::from_secs(30), "the ring's members", || {
+            get_ring(&grpc).members.len() == members as usize
+        });
+        (up, grpc)
+    }
+
     /// [`Up::start`] with more environment (service settings `up` passes on).
     pub(crate) fn start_with(state: &Path, members: u32, env: &[(&str, &str)]) -> Self {
         let child = Command::new(BIN)

@@ -15,9 +15,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, stream::DirectGetErrorKind};
 use ringside_events::subject::{self, STREAM_EVENTS};
-use ringside_events::{
-    Body, Definitions, Outcome, RingLedger, RingName, ServiceUser, codec, headers, provision,
-};
+use ringside_events::{Body, Outcome, RingLedger, RingName, ServiceUser, codec, headers};
 use ringside_kit::Metric;
 use ringside_kit::settings::{NATS_URL, RING};
 use ringside_ring::{RingConfig, Strategy};
@@ -41,25 +39,16 @@ impl Nats {
             .await
             .expect("start nats-server");
         let admin = server
-            .connect_with(
-                ServiceUser::Admin
-                    .connect_options(server.password(ServiceUser::Admin.name()).unwrap()),
-            )
-            .await
-            .unwrap();
-        let js = jetstream::new(admin.clone());
-        provision(&js, &Definitions::builtin().unwrap())
+            .connect_provisioned()
             .await
             .expect("provision the streams");
+        let js = jetstream::new(admin.clone());
         Nats { server, admin, js }
     }
 
     /// A connection as `user`.
     pub async fn connect(&self, user: ServiceUser) -> async_nats::Client {
-        self.server
-            .connect_with(user.connect_options(self.server.password(user.name()).unwrap()))
-            .await
-            .unwrap()
+        self.server.connect_as(user).await.unwrap()
     }
 
     /// The configuration map of a watcher of `ring` on this server (as the `watcher`
