@@ -287,6 +287,31 @@ fn a_join_and_a_leave_hand_off_exactly_the_keys_of_the_moved_ranges() {
             .collect();
         assert_eq!(got, expected, "{h:?}");
     }
+    // Key by key, as the nodes answer: a key outside every moved range of the
+    // rebalance kept its owner; one inside changed it.
+    let ranges = rebalance.moved_ranges.as_ref().unwrap();
+    let moved_range = |p: u64| {
+        (0..ranges.starts.len()).any(|i| {
+            let (s, e) = (ranges.starts[i], ranges.ends[i]);
+            if s < e {
+                p > s && p <= e
+            } else {
+                p > s || p <= e
+            }
+        })
+    };
+    runtime().block_on(async {
+        for key in &keys {
+            let (status, body) =
+                http(entry, "GET", &format!("/v1/keys/{key}/owner"), &[], b"").await;
+            assert_eq!(status, 200, "{body}");
+            let owner: serde_json::Value = serde_json::from_str(&body).unwrap();
+            let now = owner["owner"]["id"].as_str().unwrap();
+            let was = before.owner(key.as_bytes()).unwrap();
+            let position = ringside_ring::hash_key(key.as_bytes());
+            assert_eq!(now != was, moved_range(position), "{key}: {was} -> {now}");
+        }
+    });
     // Every key still reads back, through the newcomer too.
     let newcomer = nodes(&up)["node-4"];
     runtime().block_on(async {
@@ -367,6 +392,22 @@ fn no_acknowledged_write_is_lost_across_a_join_a_leave_and_a_sigkill() {
     let summary: serde_json::Value = serde_json::from_str(&summary).unwrap();
     assert!(summary["sent"].as_u64().unwrap() > 1000, "{summary}");
 
+    // Each node saw exactly the 7 client addresses (directly or forwarded), in its
+    // last report (every 2 s) before anything else asks it.
+    std::thread::sleep(Duration::from_secs(3));
+    runtime().block_on(async {
+        for (id, addr) in nodes(&up) {
+            let page = ringside_testkit::http::get(addr, "/metrics")
+                .await
+                .unwrap()
+                .1;
+            assert_eq!(
+                metric(&page, "ringside_node_unique_client_ips"),
+                7.0,
+                "{id}"
+            );
+        }
+    });
     // Every acknowledged write reads back, newest value, from the ring as it is.
     let verify = up.ringside(&[
         "load",
@@ -382,20 +423,6 @@ fn no_acknowledged_write_is_lost_across_a_join_a_leave_and_a_sigkill() {
     }
     assert!(report["ok"].as_u64().unwrap() > 100, "{report}");
 
-    // Each node saw exactly the 7 client addresses (directly or forwarded).
-    runtime().block_on(async {
-        for (id, addr) in nodes(&up) {
-            let page = ringside_testkit::http::get(addr, "/metrics")
-                .await
-                .unwrap()
-                .1;
-            assert_eq!(
-                metric(&page, "ringside_node_unique_client_ips"),
-                7.0,
-                "{id}"
-            );
-        }
-    });
     // R copies again: every key is on both of its holders.
     let ring = ringside_events::convert::snapshot_to_ring(&get_ring(&grpc)).unwrap();
     let addrs = nodes(&up);
