@@ -18,6 +18,7 @@
 //! - [`fold`]: [`RingLedger`], the pure fold of membership events into the ring.
 //! - [`convert`]: wire types to and from `ringside-ring`: configurations, snapshots,
 //!   and the `RingRebalanced` of one step (and its inverse, for replay).
+//! - [`sketch`]: the HyperLogLog of client IPs that load reports carry.
 //! - [`timestamp`]: `google.protobuf.Timestamp` with the proto3 JSON form (`...Z`).
 //! - [`users`]: the per-service NATS users and their connect options.
 //!
@@ -36,6 +37,7 @@ pub mod names;
 pub mod pb;
 pub mod provision;
 pub mod publish;
+pub mod sketch;
 pub mod subject;
 pub mod timestamp;
 pub mod users;

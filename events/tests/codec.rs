@@ -93,6 +93,7 @@ fn one_of_each() -> Vec<Event> {
             bytes_held: 9_216_000,
             pod: "node-00001".into(),
             namespace: "ring".into(),
+            client_ip_sketch: vec![0; ringside_events::sketch::REGISTERS],
         }
         .into(),
         pb::KeysHandedOff {

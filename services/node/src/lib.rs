@@ -348,7 +348,7 @@ async fn report(
             _ = ticker.tick() => {}
         }
         let now = Instant::now();
-        let clients = node.client_count();
+        let (clients, sketch) = node.clients();
         let used = cpu.read(now).unwrap_or(0.0);
         let (keys, bytes) = node.store.held();
         let gauges = &node.metrics.gauges;
@@ -379,6 +379,7 @@ async fn report(
                 String::new()
             },
             namespace: config.namespace.clone().unwrap_or_default(),
+            client_ip_sketch: sketch.to_bytes(),
         };
         window_start = SystemTime::now();
         last = now;

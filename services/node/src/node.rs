@@ -138,9 +138,11 @@ impl Node {
         self.window.forwarded.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Distinct client addresses of the last minute.
-    pub fn client_count(&self) -> u64 {
-        lock(&self.clients).count(Instant::now())
+    /// Distinct client addresses of the last minute, and their sketch.
+    pub fn clients(&self) -> (u64, ringside_events::sketch::Sketch) {
+        let mut clients = lock(&self.clients);
+        let now = Instant::now();
+        (clients.count(now), clients.sketch(now))
     }
 
     /// Remembers the members of `ring` (who may send batches).
