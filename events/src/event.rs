@@ -344,7 +344,9 @@ fn check_body(body: &Body) -> Result<(), InvalidEvent> {
         Body::RingRebalanced(r) => check_rebalanced(r),
         Body::NodeLoadReported(l) => {
             node("node", &l.node)?;
-            if !l.client_ip_sketch.is_empty() && l.client_ip_sketch.len() != crate::sketch::REGISTERS {
+            if !l.client_ip_sketch.is_empty()
+                && l.client_ip_sketch.len() != crate::sketch::REGISTERS
+            {
                 return Err(rule(
                     "client_ip_sketch",
                     format!("empty or {} bytes", crate::sketch::REGISTERS),

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::child::find_in_path;
 use crate::{NatsdError, io_err};
 
 /// Environment variable naming the `nats-server` binary to use.
@@ -45,13 +46,6 @@ pub fn find_binary(roots: &[&Path]) -> Result<PathBuf, NatsdError> {
         })?;
     check_version(&candidate)?;
     Ok(candidate)
-}
-
-fn find_in_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
 }
 
 /// Runs `path --version` (at most 10 s) and refuses versions below

@@ -5,6 +5,7 @@
 //! - [`binary`]: finding a `nats-server` new enough (2.12+) and checking its version.
 //! - [`Passwords`]: the per-service passwords `nats/local.conf` reads from the
 //!   environment; generated on first use, kept in a 0600 file out of git.
+//! - [`child`]: starting a child process that dies with its parent.
 //! - [`log`]: reading the server's log for readiness, its port, and the tail to show
 //!   when it fails.
 //! - [`LocalServer`]: a supervised child process on loopback with a persistent store:
@@ -15,6 +16,7 @@
 //! the server is ready.
 
 pub mod binary;
+pub mod child;
 pub mod log;
 mod passwords;
 mod server;

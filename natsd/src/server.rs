@@ -2,7 +2,7 @@
 //! way this project starts a server (`ringside up` and every test, through
 //! `ringside-testkit`).
 //!
-//! The child runs under `setpriv --pdeathsig KILL` when `setpriv` exists, so it dies
+//! The child is tied to us ([`crate::child::tied_to_parent`], SIGKILL), so it dies
 //! with us even if we are SIGKILLed; it is also killed when the handle is dropped. Its
 //! Go runtime is capped with `GOMEMLIMIT`. Readiness and the port it picked (`-p -1`)
 //! are read from its log ("Server is ready"). A graceful [`LocalServer::stop`] sends
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 use crate::log::{Startup, read_from, startup, tail};
 use crate::{NatsdError, Passwords, STORE_DIR_ENV, io_err};
@@ -76,14 +76,7 @@ impl LocalServer {
             "resolving the store directory {}",
             config.store_dir.display()
         )))?;
-        let setpriv = Path::new("/usr/bin/setpriv");
-        let mut cmd = if setpriv.is_file() {
-            let mut c = Command::new(setpriv);
-            c.args(["--pdeathsig", "KILL", "--"]).arg(&config.binary);
-            c
-        } else {
-            Command::new(&config.binary)
-        };
+        let mut cmd = crate::child::tied_to_parent(&config.binary, "KILL");
         cmd.args(["-a", "127.0.0.1", "-p", &port]);
         match &config.config_file {
             // A config file sets JetStream up itself (the server refuses a second
@@ -100,8 +93,7 @@ impl LocalServer {
                 log.try_clone()
                     .map_err(io_err("duplicating the log handle"))?,
             )
-            .stderr(log)
-            .kill_on_drop(true);
+            .stderr(log);
         let child = cmd
             .spawn()
             .map_err(io_err(format!("starting {}", config.binary.display())))?;

@@ -180,12 +180,11 @@ impl RingAt {
             .into_iter()
             .map(|s| (s.id, s.fraction))
             .collect();
-        let total_weight: u64 = ledger.members().map(|m| u64::from(m.weight)).sum();
+        let loads: BTreeMap<String, f64> = ring.loads().into_iter().collect();
         let members: Vec<MemberState> = ledger
             .members()
             .map(|m| {
                 let share = shares.get(&m.id).copied().unwrap_or(0.0);
-                let fair = f64::from(m.weight) / total_weight.max(1) as f64;
                 MemberState {
                     id: m.id.clone(),
                     address: m.address.clone(),
@@ -193,12 +192,11 @@ impl RingAt {
                     uid: m.uid.clone(),
                     tokens: tokens.get(m.id.as_str()).copied().unwrap_or(0),
                     share,
-                    load: if fair > 0.0 { share / fair } else { 0.0 },
+                    load: loads.get(&m.id).copied().unwrap_or(0.0),
                 }
             })
             .collect();
-        // The mean load per unit of weight is 1 by construction, so the peak is the ratio.
-        let imbalance = members.iter().map(|m| m.load).reduce(f64::max);
+        let imbalance = ring.imbalance();
         StateReport {
             ring: ledger.ring_name().to_string(),
             at_sequence: self.at_sequence,

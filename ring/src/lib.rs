@@ -40,6 +40,7 @@ mod bounded;
 mod derived;
 mod diff;
 mod error;
+mod imbalance;
 mod index;
 mod linked;
 mod random;

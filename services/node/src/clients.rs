@@ -128,7 +128,11 @@ mod tests {
         ips.seen(ip(999), t0 + Duration::from_secs(30));
         assert_eq!(ips.count(t0 + Duration::from_secs(31)), 51);
         assert_eq!(ips.sketch(t0 + Duration::from_secs(31)).estimate(), 51);
-        assert_eq!(ips.count(t0 + Duration::from_secs(75)), 1, "only 999 is recent");
+        assert_eq!(
+            ips.count(t0 + Duration::from_secs(75)),
+            1,
+            "only 999 is recent"
+        );
         assert!(ips.is_exact());
     }
 

@@ -3,6 +3,7 @@
 //! them all locally ([`Target`]), each as its own process and NATS user.
 
 use clap::Subcommand;
+use ringside_collector::CollectorService;
 use ringside_events::ServiceUser;
 use ringside_kit::{Flags, Service};
 use ringside_node::NodeService;
@@ -20,6 +21,9 @@ pub(crate) enum ServiceCommand {
     Watcher(WatcherSource),
     /// A ring member: keyed requests, forwarding to the owner, replicas, handoff.
     Node(Flags<NodeService>),
+    /// The metrics collector: node load, the ring, handoffs and scale decisions as
+    /// Prometheus series.
+    Collector(Flags<CollectorService>),
 }
 
 /// `ringside watcher <source>`: the membership sources.
@@ -39,6 +43,7 @@ impl ServiceCommand {
             Self::Watcher(WatcherSource::Kubernetes(flags)) => main::<KubernetesWatcher>(&flags),
             Self::Watcher(WatcherSource::Heartbeat(flags)) => main::<HeartbeatWatcher>(&flags),
             Self::Node(flags) => main::<NodeService>(&flags),
+            Self::Collector(flags) => main::<CollectorService>(&flags),
         }
     }
 }
@@ -54,6 +59,8 @@ pub(crate) enum Target {
     Reducer,
     /// `ringside watcher heartbeat`.
     HeartbeatWatcher,
+    /// `ringside collector`.
+    Collector,
     /// `ringside node`, the n-th (`node-<n>`, from 1).
     Node(u32),
 }
@@ -64,6 +71,7 @@ impl Target {
         match self {
             Self::Reducer => "reducer".to_owned(),
             Self::HeartbeatWatcher => "heartbeat watcher".to_owned(),
+            Self::Collector => "collector".to_owned(),
             Self::Node(n) => format!("node-{n}"),
         }
     }
@@ -73,6 +81,7 @@ impl Target {
         match self {
             Self::Reducer => &["reducer"],
             Self::HeartbeatWatcher => &["watcher", "heartbeat"],
+            Self::Collector => &["collector"],
             Self::Node(_) => &["node"],
         }
     }
@@ -82,6 +91,7 @@ impl Target {
         match self {
             Self::Reducer => Reducer::NAME,
             Self::HeartbeatWatcher => ringside_watcher::NAME,
+            Self::Collector => CollectorService::NAME,
             Self::Node(_) => NodeService::NAME,
         }
     }
@@ -91,6 +101,7 @@ impl Target {
         match self {
             Self::Reducer => Reducer::SCHEMA,
             Self::HeartbeatWatcher => HeartbeatWatcher::SCHEMA,
+            Self::Collector => CollectorService::SCHEMA,
             Self::Node(_) => NodeService::SCHEMA,
         }
     }
@@ -100,6 +111,7 @@ impl Target {
         match self {
             Self::Reducer => ServiceUser::Reducer,
             Self::HeartbeatWatcher => ServiceUser::Watcher,
+            Self::Collector => ServiceUser::Collector,
             Self::Node(_) => ServiceUser::Node,
         }
     }
@@ -120,6 +132,7 @@ mod tests {
                 <ringside_watcher::HeartbeatWatcher as Service>::SCHEMA,
             ),
             (Target::Node(1), NodeService::SCHEMA),
+            (Target::Collector, CollectorService::SCHEMA),
         ] {
             let key = target.user().password_env();
             assert!(schema.knows(&key), "{target:?} does not read {key}");

@@ -26,7 +26,7 @@ use opentelemetry::KeyValue;
 use opentelemetry::metrics::Counter;
 use ringside_kit::{Condition, Metric, Readiness, Setting, Telemetry};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
-use tokio::process::{Child, ChildStdout, Command};
+use tokio::process::{Child, ChildStdout};
 use tokio::time::Instant;
 
 use crate::services::Target;
@@ -255,14 +255,7 @@ impl Supervisor {
     /// Spawns a child, reads its announcement and waits until it is ready.
     async fn launch(&self, spec: Spec, up: Condition) -> anyhow::Result<Running> {
         let name = spec.target.name();
-        let setpriv = Path::new("/usr/bin/setpriv");
-        let mut command = if setpriv.is_file() {
-            let mut c = Command::new(setpriv);
-            c.args(["--pdeathsig", "TERM", "--"]).arg(&self.exe);
-            c
-        } else {
-            Command::new(&self.exe)
-        };
+        let mut command = ringside_natsd::child::tied_to_parent(&self.exe, "TERM");
         command
             .args(spec.target.argv())
             .env_clear()
@@ -281,8 +274,7 @@ impl Supervisor {
             .envs(&spec.settings)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
+            .stderr(Stdio::piped());
         let mut child = command
             .spawn()
             .with_context(|| format!("cannot start the {name} ({})", self.exe.display()))?;

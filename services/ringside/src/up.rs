@@ -345,6 +345,7 @@ fn specs(
     url: &str,
     passwords: &Passwords,
 ) -> anyhow::Result<Vec<Spec>> {
+    use ringside_collector::config as collector;
     use ringside_reducer::config as reducer;
     use ringside_watcher::heartbeat::config as heartbeat;
     let mut reducer_settings = base_settings(ring, url, Target::Reducer, passwords)?;
@@ -370,6 +371,11 @@ fn specs(
         ),
         (settings::HOSTNAME.key.to_owned(), "ringside-up".to_owned()),
     ]);
+    let mut collector_settings = base_settings(ring, url, Target::Collector, passwords)?;
+    collector_settings.insert(
+        collector::METRICS_ADDR.key.to_owned(),
+        "127.0.0.1:0".to_owned(),
+    );
     Ok(vec![
         Spec {
             target: Target::Reducer,
@@ -383,6 +389,11 @@ fn specs(
             target: Target::HeartbeatWatcher,
             settings: watcher_settings,
             listeners: vec![("metrics", &ringside_watcher::config::METRICS_ADDR)],
+        },
+        Spec {
+            target: Target::Collector,
+            settings: collector_settings,
+            listeners: vec![("metrics", &collector::METRICS_ADDR)],
         },
     ])
 }
