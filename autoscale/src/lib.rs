@@ -1,23 +1,20 @@
 //! ringside-autoscale: the Kubernetes HorizontalPodAutoscaler's algorithm
 //! (`autoscaling/v2`) as a pure state machine, so that ringside's local autoscaler
-//! scales its nodes exactly as the HPA scales their pods. `docs/autoscaler.md` is the
-//! guide.
+//! scales its nodes exactly as the HPA scales their pods; and the names both share.
+//! `docs/autoscaler.md` is the guide.
 //!
 //! ```
 //! use std::time::{Duration, SystemTime};
-//! use ringside_autoscale::{Autoscaler, AutoscalerConfig, MetricSpec, Observation, PodState};
+//! use ringside_autoscale::{Autoscaler, AutoscalerConfig, Observation, PodState, shared};
 //!
-//! let mut autoscaler = Autoscaler::new(AutoscalerConfig::new(1, 10, vec![
-//!     MetricSpec::pods("ringside_unique_client_ips", 100.0),
-//!     MetricSpec::resource_utilization("cpu", 80),
-//! ]))?;
+//! let mut autoscaler = Autoscaler::new(AutoscalerConfig::new(1, 10, shared::metrics()))?;
 //! let seen = Observation::new(2)
 //!     .pod("node-0", PodState::Ready)
 //!     .pod("node-1", PodState::Ready)
-//!     .pod_value("ringside_unique_client_ips", "node-0", 240.0)
-//!     .pod_value("ringside_unique_client_ips", "node-1", 260.0)
-//!     .pod_value("cpu", "node-0", 30.0)
-//!     .pod_value("cpu", "node-1", 50.0);
+//!     .pod_value(shared::UNIQUE_CLIENT_IPS, "node-0", 240.0)
+//!     .pod_value(shared::UNIQUE_CLIENT_IPS, "node-1", 260.0)
+//!     .pod_value(shared::CPU, "node-0", 30.0)
+//!     .pod_value(shared::CPU, "node-1", 50.0);
 //! let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
 //! let decision = autoscaler.decide(now, &seen);
 //! assert_eq!(decision.desired_replicas, 5);
@@ -30,8 +27,9 @@
 //! ```
 //!
 //! # How it fits
-//! No I/O, no clock: the caller reads the metrics (PromQL against Prometheus locally),
-//! passes the time, applies the decision and publishes it as a `ScaleDecided` event ([`Decision::governing`] gives its metric, value and target;
+//! No I/O, no clock: the caller reads the metrics (PromQL against Prometheus locally,
+//! [`shared::local_query`]), passes the time, applies the decision and publishes it as
+//! a `ScaleDecided` event ([`Decision::governing`] gives its metric, value and target;
 //! [`Decision::reason`] its reason). The autoscaler keeps what the HPA controller keeps
 //! between evaluations: recent recommendations (stabilization) and recent scale events
 //! (policies).
@@ -44,12 +42,16 @@
 //! - `autoscaler`: [`Autoscaler`], the state machine: bounds, largest proposal,
 //!   stabilization, policies.
 //! - `decision`: [`Decision`] and its reason.
+//! - `hpa_spec`: [`AutoscalerConfig::hpa_spec`], the same configuration as an HPA's spec.
+//! - [`shared`]: the names the local autoscaler and the HPA share.
 
 mod autoscaler;
 mod config;
 mod decision;
+mod hpa_spec;
 mod metric;
 mod observation;
+pub mod shared;
 
 pub use autoscaler::Autoscaler;
 pub use config::{
