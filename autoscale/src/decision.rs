@@ -95,10 +95,10 @@ pub(crate) fn reason(
             text.push_str("the workload runs no replica, autoscaling is off")
         }
         Outcome::AboveMax => {
-            let _ = write!(text, "{current} replicas are above the maximum ({max})");
+            let _ = write!(text, "{current} is above the maximum of {max} replicas");
         }
         Outcome::BelowMin => {
-            let _ = write!(text, "{current} replicas are below the minimum ({min})");
+            let _ = write!(text, "{current} is below the minimum of {min} replicas");
         }
         Outcome::MetricsUnavailable => {
             let (failed, read): (Vec<_>, Vec<_>) =
