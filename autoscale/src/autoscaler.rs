@@ -4,10 +4,9 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::config::Direction;
-use crate::config::{AutoscalerConfig, ConfigError, PolicyKind, ScalingRules, SelectPolicy};
+use crate::config::{AutoscalerConfig, ConfigError, Direction, PolicyKind, SelectPolicy};
 use crate::decision::{Decision, Limit, Outcome, reason};
-use crate::metric::{Tolerance, evaluate};
+use crate::metric::{MetricOutcome, Tolerance, evaluate};
 use crate::observation::Observation;
 
 /// The HPA's algorithm for one workload, fed one [`Observation`] per evaluation.
@@ -99,7 +98,7 @@ impl Autoscaler {
         &mut self,
         now: SystemTime,
         current: u32,
-        metrics: &[crate::MetricOutcome],
+        metrics: &[MetricOutcome],
     ) -> (Outcome, u32) {
         let mut governing: Option<(usize, u32)> = None;
         for (i, metric) in metrics.iter().enumerate() {
@@ -110,6 +109,8 @@ impl Autoscaler {
             }
         }
         let unavailable = metrics.iter().any(|metric| metric.result.is_err());
+        // A metric that cannot be read may hide a reason to stay: with one, only a
+        // scale-up or no change goes through.
         let Some((governing, proposal)) = governing.filter(|(_, p)| !(unavailable && *p < current))
         else {
             return (Outcome::MetricsUnavailable, current);
@@ -176,7 +177,7 @@ impl Autoscaler {
     /// The most (scaling up) or fewest (down) replicas the policies allow now: each
     /// policy allows a change from the replicas at the start of its period.
     fn policy_limit(&self, now: SystemTime, current: u32, direction: Direction) -> u32 {
-        let rules: &ScalingRules = self.config.behavior.rules(direction);
+        let rules = self.config.behavior.rules(direction);
         let proposals = rules.policies.iter().map(|policy| {
             let period = secs(policy.period_secs);
             let start = i64::from(current) - changed(&self.scale_ups, now, period)

@@ -61,7 +61,8 @@ pub struct Proposal {
 /// How a metric's proposal was computed.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Basis {
-    /// The ratio is within tolerance: the current replicas.
+    /// The ratio is within tolerance: the current replicas (the pods running, for
+    /// `External` with `AverageValue`).
     WithinTolerance,
     /// `ceil(ratio × pods)`: the ready pods with a value (per-pod metrics) or the ready
     /// pods (`Value` targets).
