@@ -189,6 +189,38 @@ mod tests {
     }
 
     #[test]
+    fn the_guide_lists_the_names_and_queries_as_they_are() {
+        let docs = include_str!("../../docs/autoscaler.md");
+        let rows = [
+            format!("| `NODE_UNIQUE_CLIENT_IPS` | `{NODE_UNIQUE_CLIENT_IPS}` |"),
+            format!("| `NODE_CPU` | `{NODE_CPU}` |"),
+            format!("| `UNIQUE_CLIENT_IPS` | `{UNIQUE_CLIENT_IPS}` |"),
+            format!("| `UNIQUE_CLIENT_IPS_TARGET` | {UNIQUE_CLIENT_IPS_TARGET} |"),
+            format!("| `CPU`, `CPU_TARGET_UTILIZATION` | `{CPU}`, {CPU_TARGET_UTILIZATION} |"),
+            format!("| `POD_LABEL`, `NAMESPACE_LABEL` | `{POD_LABEL}`, `{NAMESPACE_LABEL}` |"),
+            format!("| `SYNC_PERIOD_SECS` | {SYNC_PERIOD_SECS} |"),
+            format!("- seriesQuery: '{}'", UNIQUE_CLIENT_IPS_RULE.series_query),
+            format!("    matches: {}", UNIQUE_CLIENT_IPS_RULE.name_matches),
+            format!("    as: {}", UNIQUE_CLIENT_IPS_RULE.name_as),
+            format!("  metricsQuery: {}", UNIQUE_CLIENT_IPS_RULE.metrics_query),
+        ];
+        for row in rows {
+            assert!(
+                docs.contains(&row),
+                "docs/autoscaler.md must contain:\n{row}"
+            );
+        }
+        for metric in metrics() {
+            let query = local_query(&metric.name).unwrap();
+            let row = format!("| `{}` | `{query}`", metric.name);
+            assert!(
+                docs.contains(&row),
+                "docs/autoscaler.md must contain:\n{row}"
+            );
+        }
+    }
+
+    #[test]
     fn every_metric_scaled_on_has_a_local_query() {
         // A metric the local autoscaler cannot read would block every scale-down.
         let metrics = metrics();
