@@ -13,8 +13,6 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use tokio::process::Child;
 
 use crate::log::{Startup, read_from, startup, tail};
@@ -189,23 +187,16 @@ impl LocalServer {
 
     /// SIGTERM, then SIGKILL if it has not exited within `grace`.
     pub async fn stop(mut self, grace: Duration) -> Result<ExitStatus, NatsdError> {
-        if let Some(pid) = self.child.id().and_then(|p| i32::try_from(p).ok()) {
-            // The child may be setpriv, which execs nats-server: same pid.
-            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
-        }
-        match tokio::time::timeout(grace, self.child.wait()).await {
-            Ok(status) => status.map_err(io_err("waiting for nats-server")),
-            Err(_) => {
-                tracing::warn!(?grace, "nats-server did not stop in time; killing it.");
-                self.child
-                    .kill()
-                    .await
-                    .map_err(io_err("killing nats-server"))?;
+        match crate::child::terminate(&mut self.child, grace).await {
+            Ok(crate::child::Stopped::Exited(status)) => Ok(status),
+            Ok(crate::child::Stopped::Killed) => {
+                tracing::warn!(?grace, "nats-server did not stop in time; killed it.");
                 self.child
                     .wait()
                     .await
                     .map_err(io_err("waiting for nats-server"))
             }
+            Err(e) => Err(io_err("stopping nats-server")(e)),
         }
     }
 }

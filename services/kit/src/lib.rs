@@ -10,6 +10,7 @@
 //!   [`Metric`] descriptions).
 //! - [`http`]: the `/livez`, `/readyz`, `/metrics` router every service serves.
 //! - [`nats`]: connecting as a service user, readiness following the connection.
+//! - [`promql`]: instant queries against Prometheus's HTTP API.
 //! - [`run`]: logs, the stop signal, the "listening" line.
 //! - [`service`]: the [`Service`] trait and [`service::main`], how `ringside <name>`
 //!   runs any of them.
@@ -24,6 +25,7 @@
 pub mod flags;
 pub mod http;
 pub mod nats;
+pub mod promql;
 pub mod readiness;
 pub mod run;
 pub mod service;

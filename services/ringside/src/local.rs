@@ -8,6 +8,7 @@
 //!   conf/             nats/local.conf and permissions.conf, as built into the binary
 //!   nats/             the JetStream store (kept across runs; --fresh removes it)
 //!   nats-server.log   the server's log
+//!   prometheus/       Prometheus's configuration, TSDB and log (--fresh removes it)
 //!   up.json           the running system: URLs, ring, pid (removed on a clean stop)
 //! ```
 
@@ -71,6 +72,11 @@ impl StateDir {
     /// The server's log.
     pub(crate) fn server_log(&self) -> PathBuf {
         self.root.join("nats-server.log")
+    }
+
+    /// Prometheus's configuration, data and log.
+    pub(crate) fn prometheus(&self) -> PathBuf {
+        self.root.join("prometheus")
     }
 
     fn running_file(&self) -> PathBuf {
@@ -155,7 +161,7 @@ impl StateDir {
 
     /// Removes the store and the server log (`--fresh`); keeps the passwords.
     pub(crate) fn wipe_history(&self) -> anyhow::Result<()> {
-        for path in [self.store(), self.server_log()] {
+        for path in [self.store(), self.server_log(), self.prometheus()] {
             let result = if path.is_dir() {
                 std::fs::remove_dir_all(&path)
             } else {

@@ -28,6 +28,7 @@ mod load;
 mod local;
 mod nats_args;
 mod output;
+mod prometheus;
 mod replay;
 mod ring_cmd;
 mod service;

@@ -20,14 +20,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::Counter;
 use ringside_kit::{Condition, Metric, Readiness, Setting, Telemetry};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::{Child, ChildStdout};
 use tokio::time::Instant;
+
+use ringside_natsd::child::Stopped;
 
 use crate::services::Target;
 
@@ -341,19 +341,17 @@ fn endpoint_prefix(target: Target) -> String {
 async fn stop_one(mut running: Running, deadline: Instant) {
     let name = running.spec.target.name();
     running.up.set(false);
-    signal(&running.child, Signal::SIGTERM);
-    match tokio::time::timeout_at(deadline, running.child.wait()).await {
-        Ok(Ok(status)) if !status.success() => {
+    let grace = deadline.saturating_duration_since(Instant::now());
+    match ringside_natsd::child::terminate(&mut running.child, grace).await {
+        Ok(Stopped::Exited(status)) if !status.success() => {
             tracing::warn!(service = %name, status = %describe(status), "Stopped with an error.");
         }
-        Ok(_) => {}
-        Err(_) => {
-            tracing::warn!(
-                service = %name,
-                "Did not stop in time; killed (it resumes from the stream at the next start)."
-            );
-            let _ = running.child.kill().await;
-        }
+        Ok(Stopped::Exited(_)) => {}
+        Ok(Stopped::Killed) => tracing::warn!(
+            service = %name,
+            "Did not stop in time; killed (it resumes from the stream at the next start)."
+        ),
+        Err(e) => tracing::warn!(service = %name, error = %e, "Could not stop it."),
     }
 }
 
@@ -413,13 +411,6 @@ async fn wait_ready(addr: SocketAddr, deadline: Instant) -> bool {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     false
-}
-
-fn signal(child: &Child, signal: Signal) {
-    if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
-        // `setpriv` execs the service: the same pid.
-        let _ = kill(Pid::from_raw(pid), signal);
-    }
 }
 
 /// An exit status in words (`exit status: 1`, `signal: 9 (SIGKILL)`).

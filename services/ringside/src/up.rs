@@ -34,6 +34,7 @@ use ringside_natsd::{LocalServer, NatsdError, Passwords, ServerConfig};
 use ringside_ring::{RingConfig, Strategy};
 
 use crate::local::{Running, StateDir};
+use crate::prometheus::{LocalPrometheus, PrometheusConfig};
 use crate::services::Target;
 use crate::supervisor::{Spec, Supervisor};
 
@@ -74,9 +75,24 @@ pub(crate) struct UpArgs {
     /// Heartbeat interval of the nodes, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     heartbeat_ms: u64,
-    /// Start over: delete the stored history (stream, snapshots) first.
+    /// Start over: delete the stored history (stream, snapshots, stored metrics) first.
     #[arg(long)]
     fresh: bool,
+    /// Prometheus's web address (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    prometheus: SocketAddr,
+    /// Run no Prometheus.
+    #[arg(long)]
+    no_prometheus: bool,
+    /// How often Prometheus scrapes the services and evaluates the rules (`5s`).
+    #[arg(long, default_value = "5s", value_parser = interval)]
+    scrape_interval: Duration,
+}
+
+fn interval(text: &str) -> Result<Duration, String> {
+    settings::parse_duration(text)
+        .filter(|d| (Duration::from_secs(1)..=Duration::from_secs(300)).contains(d))
+        .ok_or_else(|| format!("'{text}' is not a duration from 1s to 300s (e.g. 5s, 500ms)"))
 }
 
 /// `ringside scale`
@@ -153,6 +169,16 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
             return Err(e);
         }
     };
+    let mut system = system;
+    let mut fixed = BTreeMap::from([("up.status".to_owned(), status_addr)]);
+    if !args.no_prometheus {
+        let mut endpoints = fixed.clone();
+        endpoints.extend(system.supervisor.endpoints());
+        system.prometheus = start_prometheus(&args, &state, &endpoints, &readiness).await;
+    }
+    if let Some(prometheus) = &system.prometheus {
+        fixed.insert("prometheus.web".to_owned(), prometheus.server.addr());
+    }
     let record = Record {
         state: &state,
         running: Running {
@@ -161,8 +187,12 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
             nats_url: url.clone(),
             grpc: system.grpc,
             metrics: system.metrics,
-            endpoints: BTreeMap::from([("up.status".to_owned(), status_addr)]),
+            endpoints: fixed,
         },
+        prometheus: system
+            .prometheus
+            .as_ref()
+            .map(|p| p.server.dir().to_owned()),
     };
     record.write(&system.supervisor)?;
     print_banner(&args, &ring, &url, &system, status_addr);
@@ -179,19 +209,93 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `up.json`: what the tools read to find the running system, rewritten whenever the
-/// services' listeners change (a node added, a service restarted).
+/// `up.json`, what the tools read to find the running system, and Prometheus's
+/// targets: rewritten whenever the services' listeners change (a node added, a
+/// service restarted).
 struct Record<'a> {
     state: &'a StateDir,
     /// The fixed part (and `up`'s own endpoints).
     running: Running,
+    /// Prometheus's directory, when it runs.
+    prometheus: Option<PathBuf>,
 }
 
 impl Record<'_> {
     fn write(&self, supervisor: &Supervisor) -> anyhow::Result<()> {
         let mut running = self.running.clone();
         running.endpoints.extend(supervisor.endpoints());
+        if let Some(dir) = &self.prometheus {
+            crate::prometheus::write_targets(dir, &running.endpoints)?;
+        }
         self.state.record(&running)
+    }
+}
+
+/// The Prometheus of `up`, and its readiness condition.
+struct Prometheus {
+    server: LocalPrometheus,
+    up: Condition,
+    restarts: QuickRestarts,
+}
+
+/// Starts Prometheus scraping `endpoints`; `None` (and a message saying why and what
+/// runs without it) if there is no binary or it does not start: the rest of the system
+/// runs on.
+async fn start_prometheus(
+    args: &UpArgs,
+    state: &StateDir,
+    endpoints: &BTreeMap<String, SocketAddr>,
+    readiness: &Readiness,
+) -> Option<Prometheus> {
+    let Some(binary) = PrometheusConfig::find_binary() else {
+        println!(
+            "Prometheus not found (no `prometheus` on PATH, nor ${}): running without it, \
+             so no stored metrics, rules or autoscaling. `./dev setup` installs it \
+             (Debian's `prometheus`); --no-prometheus silences this.",
+            crate::prometheus::BINARY_ENV
+        );
+        return None;
+    };
+    let config = PrometheusConfig {
+        binary,
+        dir: state.prometheus(),
+        listen: args.prometheus,
+        interval: args.scrape_interval,
+    };
+    match LocalPrometheus::start(config, endpoints).await {
+        Ok(server) => {
+            let up = readiness.condition("prometheus");
+            up.set(true);
+            Some(Prometheus {
+                server,
+                up,
+                restarts: QuickRestarts::default(),
+            })
+        }
+        Err(e) => {
+            println!("Prometheus did not start, running without it: {e:#}");
+            None
+        }
+    }
+}
+
+/// Counts restarts in a row, each within [`RESTART_WINDOW`] of the previous.
+#[derive(Debug, Default)]
+struct QuickRestarts {
+    count: u32,
+    last: Option<tokio::time::Instant>,
+}
+
+impl QuickRestarts {
+    /// Notes a restart; whether it is more than [`MAX_QUICK_RESTARTS`] in a row.
+    fn too_many(&mut self) -> bool {
+        let now = tokio::time::Instant::now();
+        self.count = match self.last {
+            Some(at) if now.duration_since(at) < RESTART_WINDOW => self.count + 1,
+            _ => 1,
+        };
+        self.last = Some(now);
+        self.count > MAX_QUICK_RESTARTS
     }
 }
 
@@ -278,6 +382,8 @@ struct System {
     metrics: SocketAddr,
     /// How to start node `n`.
     node: NodeSpecs,
+    /// Prometheus, when it runs.
+    prometheus: Option<Prometheus>,
 }
 
 /// What every node's settings share; [`NodeSpecs::spec`] adds its id.
@@ -398,7 +504,51 @@ fn specs(
     ])
 }
 
+/// Completes when Prometheus exits; never if it does not run.
+async fn prometheus_exited(prometheus: Option<&mut Prometheus>) -> String {
+    match prometheus {
+        Some(p) => p
+            .server
+            .exited()
+            .await
+            .map_or_else(|e| e.to_string(), |s| s.to_string()),
+        None => std::future::pending().await,
+    }
+}
+
 impl System {
+    /// Starts Prometheus again after it exited (`status`), unless it keeps exiting:
+    /// then the system runs on without it.
+    async fn restart_prometheus(&mut self, status: String) {
+        let Some(mut prometheus) = self.prometheus.take() else {
+            return;
+        };
+        prometheus.up.set(false);
+        let log = prometheus.server.log_file();
+        if prometheus.restarts.too_many() {
+            println!(
+                "prometheus exited ({status}) {} times within {} s each; running on without it (log: {}).",
+                prometheus.restarts.count,
+                RESTART_WINDOW.as_secs(),
+                log.display()
+            );
+            return;
+        }
+        println!(
+            "prometheus exited ({status}); starting it again (log: {}).",
+            log.display()
+        );
+        match prometheus.server.restart().await {
+            Ok(()) => {
+                prometheus.up.set(true);
+                self.prometheus = Some(prometheus);
+            }
+            Err(e) => {
+                println!("prometheus could not be started again, running on without it: {e:#}")
+            }
+        }
+    }
+
     async fn start(
         args: &UpArgs,
         ring: &RingName,
@@ -433,6 +583,7 @@ impl System {
             grpc,
             metrics,
             node: NodeSpecs::new(args, ring, url, passwords)?,
+            prometheus: None,
         };
         system.scale_to(args.nodes).await?;
         Ok(system)
@@ -471,8 +622,7 @@ impl System {
         let mut signal = std::pin::pin!(ringside_kit::run::signalled());
         let admin = connect(url, ServiceUser::Admin, passwords).await?;
         let mut decisions = scale_decisions(admin, ring).await?;
-        let mut quick_restarts = 0;
-        let mut last_restart: Option<tokio::time::Instant> = None;
+        let mut nats_restarts = QuickRestarts::default();
         let outcome = loop {
             tokio::select! {
                 () = &mut signal => break Ok(()),
@@ -491,15 +641,10 @@ impl System {
                 },
                 status = nats.server.exited() => {
                     let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
-                    let now = tokio::time::Instant::now();
-                    quick_restarts = match last_restart {
-                        Some(at) if now.duration_since(at) < RESTART_WINDOW => quick_restarts + 1,
-                        _ => 1,
-                    };
-                    last_restart = Some(now);
-                    if quick_restarts > MAX_QUICK_RESTARTS {
+                    if nats_restarts.too_many() {
                         break Err(anyhow::anyhow!(
-                            "nats-server exited ({status}) {quick_restarts} times within {} s; giving up (log: {})",
+                            "nats-server exited ({status}) {} times within {} s each; giving up (log: {})",
+                            nats_restarts.count,
                             RESTART_WINDOW.as_secs(),
                             nats.log.display()
                         ));
@@ -509,6 +654,9 @@ impl System {
                         Ok(()) => println!("nats-server is back on {url}."),
                         Err(e) => break Err(e.context("nats-server exited and could not be restarted")),
                     }
+                }
+                status = prometheus_exited(self.prometheus.as_mut()) => {
+                    self.restart_prometheus(status).await;
                 }
                 exit = self.supervisor.exited() => {
                     if let Err(e) = self.supervisor.restart(exit).await {
@@ -526,7 +674,13 @@ impl System {
             STOP_WITHIN.as_secs()
         );
         let deadline = tokio::time::Instant::now() + STOP_WITHIN;
-        let stopping = self.supervisor.stop(deadline);
+        let prometheus = self.prometheus.take();
+        let stopping = async move {
+            self.supervisor.stop(deadline).await;
+            if let Some(prometheus) = prometheus {
+                prometheus.server.stop().await;
+            }
+        };
         tokio::select! {
             () = stopping => outcome,
             () = ringside_kit::run::signalled() => {
@@ -601,6 +755,7 @@ fn print_banner(args: &UpArgs, ring: &RingName, url: &str, system: &System, stat
          \n  gRPC        {grpc}  (ringside.v1.RingService: GetRing, Lookup, Successors, WatchRing)\
          \n  metrics     http://{metrics}/metrics  (the reducer's; every service's: {dir}/up.json)\
          \n  status      http://{status}/readyz  (200 while nats-server and every service run)\
+         {prometheus}\
          \n\nIn another terminal:\
          \n  ringside tail                       # decoded events, live\
          \n  ringside load --duration 30s        # keyed traffic from many client addresses\
@@ -613,6 +768,13 @@ fn print_banner(args: &UpArgs, ring: &RingName, url: &str, system: &System, stat
         args.replicas,
         grpc = system.grpc,
         metrics = system.metrics,
+        prometheus = system
+            .prometheus
+            .as_ref()
+            .map_or_else(String::new, |p| format!(
+                "\n  prometheus  http://{}/  (every service's metrics, rules and alerts: /alerts)",
+                p.server.addr()
+            )),
     );
 }
 

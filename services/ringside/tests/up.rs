@@ -164,7 +164,13 @@ fn up_supervises_each_service_as_a_process_and_every_page_passes_promtool() {
     // is one Prometheus's linter accepts.
     let endpoints = up.record()["endpoints"].clone();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    for name in ["up.status", "reducer.metrics", "watcher.metrics"] {
+    for name in [
+        "up.status",
+        "reducer.metrics",
+        "watcher.metrics",
+        "collector.metrics",
+        "node-1.metrics",
+    ] {
         let addr: std::net::SocketAddr = endpoints[name].as_str().unwrap().parse().unwrap();
         runtime.block_on(async {
             for path in ["/livez", "/readyz"] {
@@ -187,7 +193,7 @@ fn up_supervises_each_service_as_a_process_and_every_page_passes_promtool() {
         .collect();
     assert!(!secrets.is_empty());
     let children = children_of(up.pid());
-    for service in ["reducer", "watcher heartbeat"] {
+    for service in ["reducer", "watcher heartbeat", "collector", "node"] {
         assert!(
             children
                 .iter()

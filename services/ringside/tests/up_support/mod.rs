@@ -36,8 +36,20 @@ impl Up {
         (up, grpc)
     }
 
-    /// [`Up::start`] with more environment (service settings `up` passes on).
+    /// [`Up::start`] with more environment (service settings `up` passes on), without
+    /// Prometheus.
     pub(crate) fn start_with(state: &Path, members: u32, env: &[(&str, &str)]) -> Self {
+        Self::start_args(state, members, env, &["--no-prometheus"])
+    }
+
+    /// [`Up::start_with`] with more arguments of `up` (and Prometheus, unless they
+    /// say `--no-prometheus`, on a free port).
+    pub(crate) fn start_args(
+        state: &Path,
+        members: u32,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Self {
         let child = Command::new(BIN)
             .current_dir(state.parent().unwrap())
             .args(["up", "--members", &members.to_string(), "--state-dir"])
@@ -51,8 +63,11 @@ impl Up {
                 "127.0.0.1:0",
                 "--status",
                 "127.0.0.1:0",
+                "--prometheus",
+                "127.0.0.1:0",
             ])
             .args(["--heartbeat-ms", "200"])
+            .args(args)
             .env("RUST_LOG", "warn")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
