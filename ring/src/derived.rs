@@ -12,7 +12,7 @@
 //! `Clone`).
 
 use crate::Token;
-use crate::ring::{ArcSpan, Slot, arc_at, seek};
+use crate::slots::{ArcSpan, Slot, arc_at, seek};
 
 /// One arc of a balanced ring, ordered largest first, then by the smaller end.
 /// Balanced tokens sit at distinct positions, so an arc holds at least one position
@@ -56,7 +56,7 @@ impl ArcEntry {
 /// and the largest arc of many (the donors'), so the order is made when read and the
 /// largest is tracked. Each arc comes with a handle `H` of the layout that keeps the
 /// list: nothing for a [`crate::Ring`]'s tables, which find an arc by its end; the node
-/// of its token for a [`crate::LinkedRing`], which keeps where each arc is in the list.
+/// of its token for a `LinkedRing`, which keeps where each arc is in the list.
 #[derive(Clone, Debug)]
 pub(crate) struct MemberArcs<H = ()> {
     arcs: Vec<(ArcEntry, H)>,
@@ -335,88 +335,7 @@ fn touched(slots: &[Slot], changed: &[Token]) -> Vec<usize> {
 
 #[cfg(test)]
 mod tests {
-    use proptest::prelude::*;
-
     use super::*;
-    use crate::Strategy as Placement;
-    use crate::{Member, Ring, RingConfig};
-
-    /// The tables of `ring` equal their definition: ownership is the sum of each
-    /// member's arcs, and each arc list holds all its arcs (read largest first).
-    fn check(ring: &Ring) {
-        // The tables a change updated, not ones computed now.
-        let tables = ring.tables.get().expect("the tables were kept and updated");
-        let n = ring.members.len();
-        let mut arcs: Vec<Vec<ArcSpan>> = vec![Vec::new(); n];
-        for i in 0..ring.slots.len() {
-            arcs[ring.slots[i].owner as usize].push(arc_at(&ring.slots, i));
-        }
-        let own: Vec<u128> = arcs.iter().map(|a| a.iter().map(|a| a.len).sum()).collect();
-        assert_eq!(tables.own, own, "ownership");
-        if ring.config.strategy == Placement::Random {
-            assert!(tables.arcs.is_empty());
-            return;
-        }
-        assert_eq!(tables.arcs.len(), n);
-        for (m, (list, mut all)) in tables.arcs.iter().zip(arcs).enumerate() {
-            all.sort_unstable_by(|a, b| b.len.cmp(&a.len).then(a.end.cmp(&b.end)));
-            let listed: Vec<ArcSpan> = list.largest_first().into_iter().map(|a| a.0).collect();
-            assert_eq!(listed, all, "member {m}");
-            assert_eq!(
-                list.largest().map(|a| a.0),
-                all.first().copied(),
-                "largest of member {m}"
-            );
-            assert_eq!(
-                list.largest_first_lazily().map(|a| a.0).collect::<Vec<_>>(),
-                all,
-                "member {m}"
-            );
-        }
-    }
-
-    /// Joins (ids `0..40`, weights 1 to 3) and leaves (by position in the member list).
-    fn ops() -> impl Strategy<Value = Vec<(bool, u8, u32)>> {
-        prop::collection::vec((any::<bool>(), 0u8..40, 1u32..4), 1..80)
-    }
-
-    proptest! {
-        #[test]
-        fn tables_follow_every_change(
-            balanced in any::<bool>(),
-            vnodes in 1u32..24,
-            ops in ops(),
-        ) {
-            let strategy = if balanced { Placement::Balanced } else { Placement::Random };
-            let mut ring = Ring::new(RingConfig::new(strategy, vnodes).unwrap());
-            ring.tables();
-            for (join, pick, weight) in ops {
-                if join || ring.is_empty() {
-                    let _ = ring.add(Member::new(format!("m{pick}"), weight));
-                } else {
-                    let id = ring.members[usize::from(pick) % ring.len()].id.clone();
-                    ring.remove(&id).unwrap();
-                }
-                check(&ring);
-            }
-        }
-    }
-
-    #[test]
-    fn tables_follow_a_long_balanced_churn() {
-        let mut ring = Ring::new(RingConfig::new(Placement::Balanced, 16).unwrap());
-        for i in 0..150 {
-            ring.add(Member::new(format!("m{i}"), 1 + i % 3)).unwrap();
-        }
-        check(&ring);
-        for step in 0..300usize {
-            let id = ring.members[(step * 7919) % ring.len()].id.clone();
-            ring.remove(&id).unwrap();
-            check(&ring);
-            ring.add(Member::new(format!("j{step}"), 1)).unwrap();
-            check(&ring);
-        }
-    }
 
     #[test]
     fn arc_entries_order_largest_first_and_round_trip() {
