@@ -53,32 +53,45 @@ impl ArcEntry {
 
 /// All arcs of one member, in no particular order: a change removes and adds a few
 /// arcs of many members, while a plan reads the arcs of a few (the leaver's, in order)
-/// and the largest arc of many (the donors'), so the order is made when read and the
-/// largest is tracked. Each arc comes with a handle `H` of the layout that keeps the
-/// list: nothing for a [`crate::Ring`]'s tables, which find an arc by its end; the node
-/// of its token for a `LinkedRing`, which keeps where each arc is in the list.
+/// and the largest arc of many (the donors'), so the order is made when read and only
+/// the largest few are tracked. Each arc comes with a handle `H` of the layout that
+/// keeps the list: nothing for a [`crate::Ring`]'s tables, which find an arc by its
+/// end; the node of its token for a `LinkedRing`, which keeps where each arc is in the
+/// list.
+///
+/// A donor gives from its largest arc, which then shrinks: finding the next largest is
+/// a scan of the list. The largest [`TOP`] are kept in order, so that most such changes
+/// find the next largest among them and a scan is needed only once they have all gone.
 #[derive(Clone, Debug)]
 pub(crate) struct MemberArcs<H = ()> {
     arcs: Vec<(ArcEntry, H)>,
-    /// Index of the largest arc in `arcs` (0 when there is none).
-    largest: usize,
+    /// Indices into `arcs` of its largest entries, largest first (the first `top_len`):
+    /// no entry left out is larger than the last one listed. Empty only when `arcs` is.
+    top: [u32; TOP],
+    top_len: u8,
 }
+
+/// The largest arcs of a member kept in order.
+const TOP: usize = 8;
 
 impl<H> Default for MemberArcs<H> {
     fn default() -> Self {
         MemberArcs {
             arcs: Vec::new(),
-            largest: 0,
+            top: [0; TOP],
+            top_len: 0,
         }
     }
 }
 
 impl<H: Copy + Ord> MemberArcs<H> {
     fn new(arcs: Vec<(ArcEntry, H)>) -> MemberArcs<H> {
-        MemberArcs {
-            largest: index_of_largest(&arcs),
+        let mut list = MemberArcs {
             arcs,
-        }
+            ..MemberArcs::default()
+        };
+        list.refill();
+        list
     }
 
     /// Number of arcs.
@@ -88,13 +101,13 @@ impl<H: Copy + Ord> MemberArcs<H> {
 
     /// Empties the list; returns the handles of the arcs it held.
     pub(crate) fn take_handles(&mut self) -> impl Iterator<Item = H> + use<H> {
-        self.largest = 0;
+        self.top_len = 0;
         std::mem::take(&mut self.arcs).into_iter().map(|a| a.1)
     }
 
     /// The largest arc (ties: the smaller end) and its handle, if the member has any.
     pub(crate) fn largest(&self) -> Option<(ArcSpan, H)> {
-        self.arcs.get(self.largest).map(|&(e, h)| (e.span(), h))
+        self.top().first().map(|&i| self.span_at(i))
     }
 
     /// The arcs, largest first (ties: the smaller end first).
@@ -105,30 +118,42 @@ impl<H: Copy + Ord> MemberArcs<H> {
         entries.into_iter().map(|(e, h)| (e.span(), h)).collect()
     }
 
-    /// The arcs, largest first, each found when it is read (the largest is known, each
-    /// next one is a search for the largest after it): for a reader that takes one or
-    /// two.
+    /// The arcs, largest first, each found when it is read (the largest few are known,
+    /// each next one is a search for the largest after them): for a reader that takes
+    /// one or two.
     pub(crate) fn largest_first_lazily(&self) -> impl Iterator<Item = (ArcSpan, H)> + '_ {
-        let mut last: Option<ArcEntry> = None;
-        std::iter::from_fn(move || {
-            let next = match last {
-                None => self.arcs.get(self.largest),
-                Some(last) => self.arcs.iter().filter(|a| a.0 > last).min_by_key(|a| a.0),
-            }?;
+        let top = self.top();
+        let mut last = top.last().map(|&i| self.arcs[i as usize].0);
+        let rest = std::iter::from_fn(move || {
+            let after = last?;
+            let next = self
+                .arcs
+                .iter()
+                .filter(|a| a.0 > after)
+                .min_by_key(|a| a.0)?;
             last = Some(next.0);
             Some((next.0.span(), next.1))
-        })
+        });
+        top.iter().map(|&i| self.span_at(i)).chain(rest)
     }
 
     /// Removes the arc at index `i` of the list; returns the handle of the arc that took
     /// its place, if one did (the last one).
     pub(crate) fn remove_at(&mut self, i: usize) -> Option<H> {
         self.arcs.swap_remove(i);
-        if i == self.largest {
-            self.largest = index_of_largest(&self.arcs);
-        } else if self.largest == self.arcs.len() {
-            // The largest was the last entry, which took the removed one's place.
-            self.largest = i;
+        let moved = self.arcs.len() as u32;
+        let mut kept = 0;
+        for k in 0..usize::from(self.top_len) {
+            let at = self.top[k];
+            if at != i as u32 {
+                // The last entry took the removed one's place.
+                self.top[kept] = if at == moved { i as u32 } else { at };
+                kept += 1;
+            }
+        }
+        self.top_len = kept as u8;
+        if kept == 0 {
+            self.refill();
         }
         self.arcs.get(i).map(|a| a.1)
     }
@@ -136,15 +161,55 @@ impl<H: Copy + Ord> MemberArcs<H> {
     /// Adds an arc; returns its index in the list.
     pub(crate) fn insert(&mut self, arc: &ArcSpan, handle: H) -> usize {
         let entry = ArcEntry::of(arc);
-        if self
-            .arcs
-            .get(self.largest)
-            .is_none_or(|largest| entry < largest.0)
-        {
-            self.largest = self.arcs.len();
-        }
+        let at = self.arcs.len();
         self.arcs.push((entry, handle));
-        self.arcs.len() - 1
+        // Listed if it is larger than the last listed (the smallest listed drops out
+        // when the list is full), or the first arc.
+        let top = self.top();
+        if top
+            .last()
+            .is_none_or(|&last| entry < self.arcs[last as usize].0)
+        {
+            let k = top.partition_point(|&t| self.arcs[t as usize].0 < entry);
+            let len = usize::from(self.top_len);
+            let end = (len + 1).min(TOP);
+            self.top.copy_within(k..end - 1, k + 1);
+            self.top[k] = at as u32;
+            self.top_len = end as u8;
+        }
+        at
+    }
+
+    /// The listed largest entries, largest first.
+    fn top(&self) -> &[u32] {
+        &self.top[..usize::from(self.top_len)]
+    }
+
+    /// The arc at index `i` of the list, with its handle.
+    fn span_at(&self, i: u32) -> (ArcSpan, H) {
+        let (entry, handle) = self.arcs[i as usize];
+        (entry.span(), handle)
+    }
+
+    /// Lists the largest entries again, from a scan of the whole list.
+    fn refill(&mut self) {
+        let mut top = [(u128::MAX, 0u32); TOP];
+        let mut len = 0;
+        for (i, (entry, _)) in (0u32..).zip(&self.arcs) {
+            let key = entry.key();
+            if len == TOP && key >= top[TOP - 1].0 {
+                continue;
+            }
+            let k = top[..len].partition_point(|t| t.0 < key);
+            let end = (len + 1).min(TOP);
+            top.copy_within(k..end - 1, k + 1);
+            top[k] = (key, i);
+            len = end;
+        }
+        for (slot, (_, i)) in self.top.iter_mut().zip(top) {
+            *slot = i;
+        }
+        self.top_len = len as u8;
     }
 }
 
@@ -157,25 +222,6 @@ impl MemberArcs {
         };
         self.remove_at(i);
     }
-}
-
-/// Index of the largest arc (the least entry), 0 for none.
-fn index_of_largest<H>(arcs: &[(ArcEntry, H)]) -> usize {
-    // Four running minima over interleaved arcs (independent, so they overlap), each
-    // kept without branches (a join rescans a list for every donor), then the least.
-    const LANES: usize = 4;
-    let mut least = [(u128::MAX, 0usize); LANES];
-    for (i, (entry, _)) in arcs.iter().enumerate() {
-        let lane = &mut least[i % LANES];
-        let key = entry.key();
-        let take = u128::from(key < lane.0);
-        lane.0 ^= (lane.0 ^ key) & take.wrapping_neg();
-        lane.1 ^= (lane.1 ^ i) & (take as usize).wrapping_neg();
-    }
-    // A lane left at its start `(u128::MAX, 0)` wins only if no arc's key is smaller:
-    // then the list is empty or is the one arc of length 1 that ends at `u64::MAX`
-    // (whose key is `u128::MAX`), at index 0 either way.
-    least.iter().min().map_or(0, |l| l.1)
 }
 
 /// How the member list changed along with the slots.
@@ -335,7 +381,33 @@ fn touched(slots: &[Slot], changed: &[Token]) -> Vec<usize> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    proptest! {
+        /// Inserts and removals in any order keep the largest arcs listed in order: the
+        /// largest, and the arcs read largest first, equal those of a sorted copy.
+        #[test]
+        fn the_largest_arcs_follow_inserts_and_removals(
+            ops in prop::collection::vec((any::<bool>(), 1u64..64, any::<prop::sample::Index>()), 1..200),
+        ) {
+            let mut list = MemberArcs::<u32>::default();
+            let mut end = 0u64;
+            for (insert, len, pick) in ops {
+                if insert || list.len() == 0 {
+                    end += 100;
+                    let arc = ArcSpan { start: end - len, end, len: u128::from(len) };
+                    list.insert(&arc, end as u32);
+                } else {
+                    list.remove_at(pick.index(list.len()));
+                }
+                let sorted = list.largest_first();
+                prop_assert_eq!(list.largest(), sorted.first().copied());
+                prop_assert_eq!(list.largest_first_lazily().collect::<Vec<_>>(), sorted);
+            }
+        }
+    }
 
     #[test]
     fn arc_entries_order_largest_first_and_round_trip() {
