@@ -63,8 +63,8 @@ pub(crate) struct LinkedRing {
     free: Vec<u32>,
     /// Live nodes: the ring's tokens.
     live: usize,
-    /// A live node ([`NONE`] for an empty ring): where walks start.
-    head: u32,
+    /// Sum of the members' weights.
+    total_weight: u128,
     /// Owned arc length per member index.
     own: Vec<u128>,
     /// Arcs per slot, each with the node of its token.
@@ -77,6 +77,7 @@ impl LinkedRing {
     pub(crate) fn new(config: RingConfig, members: Vec<Member>, slots: &[Slot]) -> LinkedRing {
         let t = slots.len() as u32;
         let n = members.len();
+        let total_weight = members.iter().map(|m| u128::from(m.weight)).sum();
         let mut linked = LinkedRing {
             config,
             // Slots start as the indices.
@@ -91,7 +92,7 @@ impl LinkedRing {
             pos: vec![NONE; t as usize],
             free: Vec::new(),
             live: t as usize,
-            head: if t == 0 { NONE } else { 0 },
+            total_weight,
             own: vec![0; n],
             arcs: vec![MemberArcs::default(); n],
         };
@@ -109,20 +110,17 @@ impl LinkedRing {
     /// The members (sorted by id) and slots (sorted by position) of the ring: those the
     /// same changes make on a `Ring`.
     pub(crate) fn into_parts(self) -> (Vec<Member>, Vec<Slot>) {
-        let mut slots = Vec::with_capacity(self.live);
-        let mut x = self.head;
-        while x != NONE {
-            slots.push(Slot {
-                token: self.token[x as usize],
-                owner: self.index_of[self.owner[x as usize] as usize],
-            });
-            x = self.next[x as usize];
-            if x == self.head {
-                break;
-            }
-        }
-        let first = (0..slots.len()).min_by_key(|&i| slots[i].token);
-        slots.rotate_left(first.unwrap_or(0));
+        // The live nodes in the order they are stored, then sorted by position (all
+        // distinct): a walk along the links would visit the nodes in no order memory
+        // likes.
+        let mut slots: Vec<Slot> = (0..self.token.len())
+            .filter(|&x| self.prev[x] != NONE)
+            .map(|x| Slot {
+                token: self.token[x],
+                owner: self.index_of[self.owner[x] as usize],
+            })
+            .collect();
+        slots.sort_unstable_by_key(|s| s.token);
         (self.members, slots)
     }
 
@@ -261,7 +259,8 @@ impl LinkedRing {
         });
         self.slot_of = slot_of;
         debug_assert_eq!(self.arcs[slot as usize].len(), 0, "the leaver got arcs");
-        self.members.remove(leaver);
+        let gone = self.members.remove(leaver);
+        self.total_weight -= u128::from(gone.weight);
         self.own.remove(leaver);
         self.slot_of.remove(leaver);
         self.index_of[slot as usize] = NONE;
@@ -281,6 +280,7 @@ impl LinkedRing {
                 (self.arcs.len() - 1) as u32
             }
         };
+        self.total_weight += u128::from(member.weight);
         self.members.insert(at, member);
         self.own.insert(at, 0);
         self.slot_of.insert(at, slot);
@@ -382,9 +382,6 @@ impl LinkedRing {
         let (before, after) = (self.prev[x as usize], self.next[x as usize]);
         self.next[before as usize] = after;
         self.prev[after as usize] = before;
-        if self.head == x {
-            self.head = after;
-        }
         // Free nodes own nothing: renumbering leaves them alone.
         self.prev[x as usize] = NONE;
         self.free.push(x);
@@ -447,6 +444,10 @@ impl Layout for LinkedRing {
         self.config.vnodes
     }
 
+    fn total_weight(&self) -> u128 {
+        self.total_weight
+    }
+
     fn largest(&self, m: u32) -> Option<(ArcSpan, u32)> {
         self.arcs[self.slot_of[m as usize] as usize].largest()
     }
@@ -492,6 +493,7 @@ mod tests {
     fn check_tables(linked: &LinkedRing) {
         let fresh = self::linked(&ring(linked));
         assert_eq!(linked.own, fresh.own, "ownership");
+        assert_eq!(linked.total_weight, fresh.total_weight, "total weight");
         assert_eq!(linked.live, fresh.live, "tokens");
         for m in 0..linked.members.len() as u32 {
             let spans = |l: &LinkedRing| -> Vec<ArcSpan> {
