@@ -16,7 +16,7 @@ use crate::slots::{RING, Slot};
 
 /// A range of positions `(start, end]` (clockwise, wrapping) that changed owner.
 /// `start == end` is the whole ring. Owners are member ids, where an empty id stands
-/// for "no owner" (an empty ring); or, from [`diff_at_indexed`], member indices
+/// for "no owner" (an empty ring); or, from [`crate::diff_at_indexed`], member indices
 /// ([`MemberAt`]).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct MovedRange<Owner = String> {
@@ -128,9 +128,9 @@ pub(crate) struct Piece {
 /// The positions at which a ring's tokens changed (a token added, removed, or given to
 /// another member) over one or more changes: [`crate::Ring::add_recording`] and
 /// [`crate::Ring::remove_recording`] add to it. Two versions of a ring differ only at
-/// these positions, so [`diff_at`] (and any other comparison) can visit them alone
-/// instead of every token: a change of one member out of a thousand touches a few
-/// hundred positions of a ring of 150,000 tokens.
+/// these positions, so [`crate::diff_at`] (and any other comparison) can visit them
+/// alone instead of every token: a change of one member out of a thousand touches a
+/// few hundred positions of a ring of 150,000 tokens.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Edits {
     /// Sorted, without repeats.

@@ -120,9 +120,9 @@ impl Ring {
 
     /// For each of `positions`, the owners (indices into [`Ring::members`]) of the
     /// tokens at exactly that position, by id: none if no token is there; more than
-    /// one only in random rings. Positions in ascending order (as [`Edits`] records
-    /// them) are found each from the previous one, by a galloping search; a position
-    /// below the previous one is searched from the start.
+    /// one only in random rings. Positions in ascending order (as [`crate::Edits`]
+    /// records them) are found each from the previous one, by a galloping search; a
+    /// position below the previous one is searched from the start.
     pub fn owners_at_each<'a>(
         &'a self,
         positions: &'a [Token],

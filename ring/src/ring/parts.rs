@@ -196,7 +196,7 @@ impl Hasher for PassThrough {
 }
 
 /// The members of a snapshot, checked (configuration, each member, no id twice, the
-/// token count within [`MAX_TOKENS`]) and sorted by id.
+/// token count within [`crate::MAX_TOKENS`]) and sorted by id.
 fn checked_members(
     config: RingConfig,
     mut members: Vec<Member>,
