@@ -308,17 +308,17 @@ impl LinkedRing {
         let mut changed = Vec::with_capacity(pieces.len() * 2);
         for piece in pieces {
             let (at, position, owner) = (piece.at, piece.end, to(piece.to));
-            self.detach(at);
             if self.token[at as usize] == position {
+                self.detach(at);
                 self.owner[at as usize] = owner;
             } else {
-                let start = self.token[self.prev[at as usize] as usize];
-                let width = self.token[at as usize].wrapping_sub(start);
+                let old = self.arc(at);
                 debug_assert!(
-                    width == 0 || position.wrapping_sub(start) < width,
+                    old.len == RING || u128::from(position.wrapping_sub(old.start)) < old.len,
                     "a piece ends outside what is left of its arc"
                 );
                 changed.push(self.insert_before(at, position, owner));
+                self.shrink(at, &old);
             }
             changed.push(at);
         }
@@ -406,6 +406,19 @@ impl LinkedRing {
         let slot = self.owner[x as usize] as usize;
         self.own[self.index_of[slot] as usize] += arc.len;
         self.pos[x as usize] = self.arcs[slot].insert(&arc, x) as u32;
+    }
+
+    /// Updates the tables after node `x`'s arc lost its front to a node inserted before
+    /// it (if the arc is listed): `old` is the arc it had.
+    fn shrink(&mut self, x: u32, old: &ArcSpan) {
+        let i = self.pos[x as usize];
+        if i == NONE {
+            return;
+        }
+        let arc = self.arc(x);
+        let slot = self.owner[x as usize] as usize;
+        self.own[self.index_of[slot] as usize] -= old.len - arc.len;
+        self.arcs[slot].shrink(i as usize, &arc);
     }
 
     /// Takes node `x`'s arc out of its owner's share and list, before a change alters
