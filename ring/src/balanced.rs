@@ -55,21 +55,6 @@ pub(crate) trait Layout {
     fn total_weight(&self) -> u128 {
         self.members().iter().map(|m| u128::from(m.weight)).sum()
     }
-
-    /// Member indices among which are all the `count` members owning the most per unit
-    /// of weight, if the layout keeps such a set (every member left out owns less per
-    /// unit of weight than `count` of those listed); `None`: any member can be.
-    fn donor_candidates(&self, _count: usize) -> Option<Vec<u32>> {
-        None
-    }
-}
-
-/// How many donors a join of weight `weight` may have in a ring of `members` members
-/// (`vnodes` per unit of weight).
-pub(crate) fn donor_budget(vnodes: u32, weight: u32, members: usize) -> usize {
-    usize::try_from(u64::from(vnodes) * u64::from(weight))
-        .unwrap_or(usize::MAX)
-        .min(members)
 }
 
 /// Pieces of a join of weight `weight` (the ring's own members are `Who::Member`).
@@ -90,19 +75,15 @@ pub(crate) fn plan_join(ring: &impl Layout, weight: u32) -> Result<Vec<Piece>, R
     let own = |i: u32| owned[i as usize];
     let total = ring.total_weight() + u128::from(weight);
     let take = (RING * u128::from(weight) / total).max(1);
-    let budget = donor_budget(ring.vnodes(), weight, n);
+    let budget = usize::try_from(u64::from(ring.vnodes()) * u64::from(weight))
+        .unwrap_or(usize::MAX)
+        .min(n);
     check_token_limit((ring.token_count() + budget) as u64)?;
 
     // Donors: the `budget` members owning the most per unit of weight (ties: id).
     let by_ratio_desc = |a: &Ratio, b: &Ratio| b.cmp_ratio(a).then(a.member.cmp(&b.member));
-    let mut donors: Vec<Ratio> = match ring.donor_candidates(budget) {
-        Some(candidates) => candidates,
-        None => (0..n as u32).collect(),
-    }
-    .into_iter()
-    .map(|i| Ratio::of(i, own(i), w(i)))
-    .collect();
-    if budget < donors.len() {
+    let mut donors: Vec<Ratio> = (0..n as u32).map(|i| Ratio::of(i, own(i), w(i))).collect();
+    if budget < n {
         donors.select_nth_unstable_by(budget - 1, by_ratio_desc);
         donors.truncate(budget);
     }
@@ -186,8 +167,8 @@ fn give(ring: &impl Layout, d: u32, amount: u128, pieces: &mut Vec<Piece>) {
 }
 
 /// A member's share and weight, ordered by share per unit of weight.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Ratio {
+#[derive(Clone, Copy)]
+struct Ratio {
     member: u32,
     /// The share; below `2^64` when there are two members or more (each owns a
     /// position), and only then are two compared.
@@ -196,7 +177,7 @@ pub(crate) struct Ratio {
 }
 
 impl Ratio {
-    pub(crate) fn of(member: u32, own: u128, weight: u128) -> Ratio {
+    fn of(member: u32, own: u128, weight: u128) -> Ratio {
         Ratio {
             member,
             own: u64::try_from(own).unwrap_or(u64::MAX),
@@ -206,7 +187,7 @@ impl Ratio {
 
     /// Compares the shares per unit of weight exactly (`own_a * w_b` against
     /// `own_b * w_a`, each a 64-bit product).
-    pub(crate) fn cmp_ratio(&self, other: &Ratio) -> Ordering {
+    fn cmp_ratio(&self, other: &Ratio) -> Ordering {
         let mul = |a: u64, b: u64| u128::from(a) * u128::from(b);
         mul(self.own, other.weight).cmp(&mul(other.own, self.weight))
     }

@@ -24,9 +24,7 @@
 //! `Ring::change_recording` makes a change of many steps on a `LinkedRing` built for
 //! it; `RingBuilder` keeps one across changes. Nothing outside the crate sees it.
 
-use std::cmp::Ordering;
-
-use crate::balanced::{self, Layout, Ratio};
+use crate::balanced::{self, Layout};
 use crate::derived::MemberArcs;
 use crate::members::{check_join, index_by_id};
 use crate::plan::{Piece, Who};
@@ -67,30 +65,11 @@ pub(crate) struct LinkedRing {
     live: usize,
     /// Sum of the members' weights.
     total_weight: u128,
-    /// The members a join can take donors from, while known (see [`Donors`]).
-    donors: Option<Donors>,
     /// Owned arc length per member index.
     own: Vec<u128>,
     /// Arcs per slot, each with the node of its token.
     arcs: Vec<MemberArcs<u32>>,
 }
-
-/// The members that can be a join's donors: every member left out owns less per unit
-/// of weight than `bound`. A join takes the most from those owning the most per unit of
-/// weight, and only the joiner's share grows, so a member left out stays out, and the
-/// joiner comes in if it reaches the bound: a run of joins looks at these members
-/// rather than at all, until fewer than a join's donors reach the bound. A leave grows
-/// the shares of others, and forgets them.
-#[derive(Clone, Debug)]
-struct Donors {
-    /// Their slots.
-    slots: Vec<u32>,
-    bound: Ratio,
-}
-
-/// How many times a join's donor budget the members kept as donors are (more last
-/// longer, fewer cost less to look at).
-const DONORS_KEPT: usize = 8;
 
 impl LinkedRing {
     /// The linked form of the balanced ring of `config`, `members` (sorted by id) and
@@ -114,7 +93,6 @@ impl LinkedRing {
             free: Vec::new(),
             live: t as usize,
             total_weight,
-            donors: None,
             own: vec![0; n],
             arcs: vec![MemberArcs::default(); n],
         };
@@ -284,8 +262,6 @@ impl LinkedRing {
         let gone = self.members.remove(leaver);
         self.total_weight -= u128::from(gone.weight);
         self.own.remove(leaver);
-        // The others' shares grew: any of them may be a donor now.
-        self.donors = None;
         self.slot_of.remove(leaver);
         self.index_of[slot as usize] = NONE;
         self.free_slots.push(slot);
@@ -295,13 +271,6 @@ impl LinkedRing {
     /// The join of `member`, checked, at index `at` of the member list, to a ring of
     /// one member or more.
     fn add(&mut self, member: Member, at: usize) -> Result<(), RingError> {
-        let budget = balanced::donor_budget(self.config.vnodes, member.weight, self.members.len());
-        if self
-            .donors_reaching_bound()
-            .is_none_or(|reach| reach < budget)
-        {
-            self.keep_donors(budget * DONORS_KEPT);
-        }
         let pieces = balanced::plan_join(self, member.weight)?;
         let slot = match self.free_slots.pop() {
             Some(slot) => slot,
@@ -318,37 +287,7 @@ impl LinkedRing {
         self.renumber(at);
         // A join's pieces all go to the joiner.
         self.apply(&pieces, |_| slot);
-        if let Some(donors) = &mut self.donors
-            && ratio_of(&self.members, &self.own, at).cmp_ratio(&donors.bound) != Ordering::Less
-        {
-            donors.slots.push(slot);
-        }
         Ok(())
-    }
-
-    /// How many of the members kept as donors reach their bound, if they are kept.
-    fn donors_reaching_bound(&self) -> Option<usize> {
-        let donors = self.donors.as_ref()?;
-        let reach = donors.slots.iter().filter(|&&slot| {
-            let i = self.index_of[slot as usize] as usize;
-            ratio_of(&self.members, &self.own, i).cmp_ratio(&donors.bound) != Ordering::Less
-        });
-        Some(reach.count())
-    }
-
-    /// Keeps as donors the `count` members owning the most per unit of weight, and
-    /// those owning as much as the last of them.
-    fn keep_donors(&mut self, count: usize) {
-        let n = self.members.len();
-        let ratios = || (0..n).map(|i| ratio_of(&self.members, &self.own, i));
-        let mut all: Vec<Ratio> = ratios().collect();
-        let k = count.clamp(1, n);
-        let (_, &mut bound, _) = all.select_nth_unstable_by(k - 1, |a, b| b.cmp_ratio(a));
-        let slots = (ratios().zip(&self.slot_of))
-            .filter(|(r, _)| r.cmp_ratio(&bound) != Ordering::Less)
-            .map(|(_, &slot)| slot)
-            .collect();
-        self.donors = Some(Donors { slots, bound });
     }
 
     /// Brings `index_of` up to date for the members from index `from` on.
@@ -522,18 +461,6 @@ impl Layout for LinkedRing {
         self.total_weight
     }
 
-    fn donor_candidates(&self, count: usize) -> Option<Vec<u32>> {
-        let donors = self.donors.as_ref()?;
-        let enough = self
-            .donors_reaching_bound()
-            .is_some_and(|reach| reach >= count);
-        enough.then(|| {
-            (donors.slots.iter())
-                .map(|&slot| self.index_of[slot as usize])
-                .collect()
-        })
-    }
-
     fn largest(&self, m: u32) -> Option<(ArcSpan, u32)> {
         self.arcs[self.slot_of[m as usize] as usize].largest()
     }
@@ -551,11 +478,6 @@ impl Layout for LinkedRing {
         let index = |node: u32| self.index_of[self.owner[node as usize] as usize];
         (index(before), index(after))
     }
-}
-
-/// The share per unit of weight of member index `i`.
-fn ratio_of(members: &[Member], own: &[u128], i: usize) -> Ratio {
-    Ratio::of(i as u32, own[i], u128::from(members[i].weight))
 }
 
 #[cfg(test)]
