@@ -60,12 +60,15 @@ impl ArcEntry {
 /// list.
 ///
 /// A donor gives from its largest arc, which then shrinks: finding the next largest is
-/// a scan of the list. The largest [`TOP`] are listed in order, so that most such
-/// changes find the next largest among them and a scan is needed only once they have
-/// all gone; they are listed with their arcs, so that reading the largest and keeping
-/// the order touch this struct alone, not the list.
+/// a scan of the list. The largest `TOP` are listed in order, so that most such changes
+/// find the next largest among them and a scan is needed only once they have all gone;
+/// they are listed with their arcs, so that reading the largest and keeping the order
+/// touch this struct alone, not the list. A `Ring`'s tables list a few
+/// ([`RING_TOP`]): they are computed for every clone that changes, and a ring holds
+/// one list per member. A `LinkedRing`, which lives through a run of joins, lists more
+/// ([`LINKED_TOP`]).
 #[derive(Clone, Debug)]
-pub(crate) struct MemberArcs<H = ()> {
+pub(crate) struct MemberArcs<H = (), const TOP: usize = RING_TOP> {
     arcs: Vec<(ArcEntry, H)>,
     /// The largest entries, largest first (the first `top_len`), with their index in
     /// `arcs`: no entry left out is larger than the last one listed. Empty only when
@@ -82,12 +85,15 @@ struct Listed<H> {
     at: u32,
 }
 
-/// The largest arcs of a member kept in order: enough that a donor giving a piece of
-/// its largest arc at every join of a 10,000-member ring scans its list once in a
-/// dozen joins or so.
-const TOP: usize = 16;
+/// The largest arcs of a member a `Ring`'s tables keep in order.
+pub(crate) const RING_TOP: usize = 4;
 
-impl<H: Default + Copy> Default for MemberArcs<H> {
+/// The largest arcs of a member a `LinkedRing` keeps in order: enough that a donor
+/// giving a piece of its largest arc at every join of a 10,000-member ring scans its
+/// list once in a dozen joins or so.
+pub(crate) const LINKED_TOP: usize = 16;
+
+impl<H: Default + Copy, const TOP: usize> Default for MemberArcs<H, TOP> {
     fn default() -> Self {
         MemberArcs {
             arcs: Vec::new(),
@@ -101,13 +107,24 @@ impl<H: Default + Copy> Default for MemberArcs<H> {
     }
 }
 
-impl<H: Copy + Ord + Default> MemberArcs<H> {
-    fn new(arcs: Vec<(ArcEntry, H)>) -> MemberArcs<H> {
+impl<H: Copy + Ord + Default, const TOP: usize> MemberArcs<H, TOP> {
+    /// The list of `arcs`, which it reorders: its largest first, in order (nothing
+    /// holds a place in it yet).
+    fn new(mut arcs: Vec<(ArcEntry, H)>) -> MemberArcs<H, TOP> {
+        let len = arcs.len().min(TOP);
+        if arcs.len() > TOP {
+            arcs.select_nth_unstable_by_key(TOP - 1, |a| a.0);
+        }
+        arcs[..len].sort_unstable_by_key(|a| a.0);
         let mut list = MemberArcs {
             arcs,
             ..MemberArcs::default()
         };
-        list.refill();
+        for (at, listed) in (0u32..).zip(&mut list.top[..len]) {
+            let (entry, handle) = list.arcs[at as usize];
+            *listed = Listed { entry, handle, at };
+        }
+        list.top_len = len as u8;
         list
     }
 
@@ -117,7 +134,7 @@ impl<H: Copy + Ord + Default> MemberArcs<H> {
     }
 
     /// Empties the list; returns the handles of the arcs it held.
-    pub(crate) fn take_handles(&mut self) -> impl Iterator<Item = H> + use<H> {
+    pub(crate) fn take_handles(&mut self) -> impl Iterator<Item = H> + use<H, TOP> {
         self.top_len = 0;
         std::mem::take(&mut self.arcs).into_iter().map(|a| a.1)
     }
@@ -239,19 +256,24 @@ impl<H: Copy + Ord + Default> MemberArcs<H> {
         &self.top[..usize::from(self.top_len)]
     }
 
-    /// Lists the largest entries again, from a scan of the whole list.
+    /// Lists the largest entries again, from the whole list: the `TOP` least entries
+    /// selected, then ordered.
     fn refill(&mut self) {
-        self.top_len = 0;
-        for at in 0..self.arcs.len() {
-            let (entry, handle) = self.arcs[at];
-            if usize::from(self.top_len) < TOP || entry < self.top[TOP - 1].entry {
-                self.put(Listed {
-                    entry,
-                    handle,
-                    at: at as u32,
-                });
-            }
+        let mut order: Vec<(ArcEntry, u32)> =
+            (0u32..).zip(&self.arcs).map(|(at, a)| (a.0, at)).collect();
+        let len = order.len().min(TOP);
+        if order.len() > TOP {
+            order.select_nth_unstable(TOP - 1);
         }
+        order[..len].sort_unstable();
+        for (listed, &(entry, at)) in self.top.iter_mut().zip(&order[..len]) {
+            *listed = Listed {
+                entry,
+                handle: self.arcs[at as usize].1,
+                at,
+            };
+        }
+        self.top_len = len as u8;
     }
 }
 
@@ -427,36 +449,57 @@ mod tests {
 
     use super::*;
 
+    /// Applies `ops` (insert, remove, shrink, with a length and a pick) to a list that
+    /// keeps `TOP` arcs in order, checking it against a sorted copy after each.
+    fn follow<const TOP: usize>(
+        ops: &[(u8, u64, prop::sample::Index)],
+    ) -> Result<(), TestCaseError> {
+        let mut list = MemberArcs::<u32, TOP>::default();
+        let mut end = 0u64;
+        for &(op, len, pick) in ops {
+            match op {
+                _ if list.len() == 0 || op == 0 => {
+                    end += 100;
+                    let arc = ArcSpan {
+                        start: end - len,
+                        end,
+                        len: u128::from(len),
+                    };
+                    list.insert(&arc, end as u32);
+                }
+                1 => drop(list.remove_at(pick.index(list.len()))),
+                _ => {
+                    let i = pick.index(list.len());
+                    let arc = list.arcs[i].0.span();
+                    let len = arc.len - u128::from(len) % arc.len;
+                    let start = arc.end - len as u64;
+                    list.shrink(
+                        i,
+                        &ArcSpan {
+                            start,
+                            end: arc.end,
+                            len,
+                        },
+                    );
+                }
+            }
+            let sorted = list.largest_first();
+            prop_assert_eq!(list.largest(), sorted.first().copied());
+            prop_assert_eq!(list.largest_first_lazily().collect::<Vec<_>>(), sorted);
+        }
+        Ok(())
+    }
+
     proptest! {
         /// Inserts, removals and shrinks in any order keep the largest arcs listed in
         /// order: the largest, and the arcs read largest first, equal those of a sorted
-        /// copy.
+        /// copy (for both sizes of the listed part).
         #[test]
         fn the_largest_arcs_follow_every_change(
             ops in prop::collection::vec((0u8..3, 1u64..64, any::<prop::sample::Index>()), 1..200),
         ) {
-            let mut list = MemberArcs::<u32>::default();
-            let mut end = 0u64;
-            for (op, len, pick) in ops {
-                match op {
-                    _ if list.len() == 0 || op == 0 => {
-                        end += 100;
-                        let arc = ArcSpan { start: end - len, end, len: u128::from(len) };
-                        list.insert(&arc, end as u32);
-                    }
-                    1 => drop(list.remove_at(pick.index(list.len()))),
-                    _ => {
-                        let i = pick.index(list.len());
-                        let arc = list.arcs[i].0.span();
-                        let len = arc.len - u128::from(len) % arc.len;
-                        let start = arc.end - len as u64;
-                        list.shrink(i, &ArcSpan { start, end: arc.end, len });
-                    }
-                }
-                let sorted = list.largest_first();
-                prop_assert_eq!(list.largest(), sorted.first().copied());
-                prop_assert_eq!(list.largest_first_lazily().collect::<Vec<_>>(), sorted);
-            }
+            follow::<RING_TOP>(&ops)?;
+            follow::<LINKED_TOP>(&ops)?;
         }
     }
 

@@ -25,7 +25,7 @@
 //! it; `RingBuilder` keeps one across changes. Nothing outside the crate sees it.
 
 use crate::balanced::{self, Layout};
-use crate::derived::MemberArcs;
+use crate::derived::{LINKED_TOP, MemberArcs};
 use crate::members::{check_join, index_by_id};
 use crate::plan::{Piece, Who};
 use crate::slots::{ArcSpan, RING, Slot};
@@ -68,7 +68,7 @@ pub(crate) struct LinkedRing {
     /// Owned arc length per member index.
     own: Vec<u128>,
     /// Arcs per slot, each with the node of its token.
-    arcs: Vec<MemberArcs<u32>>,
+    arcs: Vec<MemberArcs<u32, LINKED_TOP>>,
 }
 
 impl LinkedRing {
