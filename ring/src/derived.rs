@@ -256,24 +256,20 @@ impl<H: Copy + Ord + Default, const TOP: usize> MemberArcs<H, TOP> {
         &self.top[..usize::from(self.top_len)]
     }
 
-    /// Lists the largest entries again, from the whole list: the `TOP` least entries
-    /// selected, then ordered.
+    /// Lists the largest entries again, from a scan of the whole list (which keeps its
+    /// order: a layout may know where its arcs are).
     fn refill(&mut self) {
-        let mut order: Vec<(ArcEntry, u32)> =
-            (0u32..).zip(&self.arcs).map(|(at, a)| (a.0, at)).collect();
-        let len = order.len().min(TOP);
-        if order.len() > TOP {
-            order.select_nth_unstable(TOP - 1);
+        self.top_len = 0;
+        for at in 0..self.arcs.len() {
+            let (entry, handle) = self.arcs[at];
+            if usize::from(self.top_len) < TOP || entry < self.top[TOP - 1].entry {
+                self.put(Listed {
+                    entry,
+                    handle,
+                    at: at as u32,
+                });
+            }
         }
-        order[..len].sort_unstable();
-        for (listed, &(entry, at)) in self.top.iter_mut().zip(&order[..len]) {
-            *listed = Listed {
-                entry,
-                handle: self.arcs[at as usize].1,
-                at,
-            };
-        }
-        self.top_len = len as u8;
     }
 }
 
