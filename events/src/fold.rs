@@ -6,6 +6,19 @@
 //! with [`RingLedger::apply`] and publishes the [`pb::RingRebalanced`] it returns;
 //! `ringside replay` runs the very same fold to answer post-mortem questions; both
 //! start from a [`pb::RingSnapshot`] ([`RingLedger::from_snapshot`]) to bound the work.
+//!
+//! Three ways to fold an event, by what the caller needs after it:
+//! - [`RingLedger::apply`]: the epoch's event (the reducer past the stored history).
+//! - [`RingLedger::advance`]: only the state, read after every epoch (`ringside replay
+//!   key-history`); the ring changes in place.
+//! - [`CatchUp::advance`]: only the state at the end of a run nobody reads in between
+//!   (a reducer catching up with epochs already stored, a replay to a point). The
+//!   caller says so by turning the ledger into a [`CatchUp`]
+//!   ([`RingLedger::catch_up`]), whose ring changes in a form where a change costs the
+//!   tokens it moves rather than the ring's size ([`RingBuilder`]), and turns it back
+//!   with [`CatchUp::finish`], which builds the ring once. A catch-up has no ring to
+//!   read, so no read can make a later change cost more, or less.
+//!
 //! Time never enters the fold: the ring depends on the order and content of the
 //! events only, so the same events give the same ring, byte for byte, however they
 //! are batched, restarted from snapshots or interleaved with other subjects.
@@ -26,10 +39,8 @@
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU32, Ordering as AtomicOrdering};
 
-use ringside_ring::{Edits, LinkedRing, Member, Ring, RingConfig, RingError};
+use ringside_ring::{Edits, Member, Ring, RingBuilder, RingConfig, RingError};
 
 use crate::convert::{self, ConvertError};
 use crate::event::{Body, EventKind};
@@ -74,106 +85,28 @@ pub enum Outcome<E = Box<pb::RingRebalanced>> {
 /// The ring of one ring name, folded from its membership events.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RingLedger {
+    ring: Ring,
+    book: Book,
+}
+
+/// A [`RingLedger`] folding a run of events that nobody reads in between (see the
+/// module docs): it folds like [`RingLedger::advance`] and tells where it is, but has
+/// no ring to read until [`CatchUp::finish`] gives the ledger back.
+#[derive(Debug, Clone)]
+pub struct CatchUp {
+    ring: RingBuilder,
+    book: Book,
+}
+
+/// What a ledger keeps besides its ring: the members' details and where the fold is.
+#[derive(Debug, Clone, PartialEq)]
+struct Book {
     name: RingName,
-    ring: Working,
-    /// Members with their details (address, uid, labels), by id.
+    /// Members with their details (address, uid, labels), by id: the ring's members.
     details: BTreeMap<String, pb::Member>,
     epoch: u64,
     membership_sequence: u64,
     rebalance_sequence: u64,
-}
-
-/// The ring in the form its last change left it. [`RingLedger::apply`] changes a
-/// [`Ring`], which the event needs (before and after). [`RingLedger::advance`] changes
-/// a [`LinkedRing`] (balanced rings) once advances come in a run that nobody reads
-/// between: such a run costs the tokens each change moves, not the ring's size each
-/// time, and the `Ring` is built once, when something asks for it. A reader of every
-/// epoch (`ringside replay key-history`) would have it built every time, which costs
-/// more than changing the `Ring` itself: advances go on with the `Ring` when it is read
-/// between them.
-#[derive(Debug, Clone)]
-enum Working {
-    /// The ring, and the advances made on it since it was last read.
-    Ring(Ring, Unread),
-    /// The linked ring and, once asked for, the `Ring` it makes.
-    Linked(Box<LinkedRing>, OnceLock<Ring>),
-}
-
-/// Advances on a `Ring` nobody read after which the ledger moves to a `LinkedRing`.
-const UNREAD_RUN: u32 = 16;
-
-/// A count of advances since the ring was read (reading resets it through `&self`).
-#[derive(Debug, Default)]
-struct Unread(AtomicU32);
-
-impl Clone for Unread {
-    fn clone(&self) -> Self {
-        Unread(AtomicU32::new(self.0.load(AtomicOrdering::Relaxed)))
-    }
-}
-
-impl Working {
-    fn new(ring: Ring) -> Working {
-        Working::Ring(ring, Unread::default())
-    }
-
-    fn ring(&self) -> &Ring {
-        match self {
-            Working::Ring(ring, unread) => {
-                unread.0.store(0, AtomicOrdering::Relaxed);
-                ring
-            }
-            Working::Linked(linked, ring) => ring.get_or_init(|| linked.to_ring()),
-        }
-    }
-
-    /// The ring as a `Ring`, to change.
-    fn ring_mut(&mut self) -> &mut Ring {
-        if let Working::Linked(linked, ring) = self {
-            let ring = ring.take().unwrap_or_else(|| linked.to_ring());
-            *self = Working::new(ring);
-        }
-        let Working::Ring(ring, _) = self else {
-            unreachable!("the linked ring was replaced just above")
-        };
-        ring
-    }
-
-    /// The ring as a `LinkedRing` to advance, or `None` to advance the `Ring`: a random
-    /// ring, or one read within the last [`UNREAD_RUN`] advances.
-    fn linked_mut(&mut self) -> Option<&mut LinkedRing> {
-        match self {
-            Working::Linked(_, ring) => {
-                // Built since the last advance: someone reads between advances.
-                if let Some(read) = ring.take() {
-                    *self = Working::new(read);
-                }
-            }
-            Working::Ring(ring, unread) => {
-                if unread.0.fetch_add(1, AtomicOrdering::Relaxed) >= UNREAD_RUN - 1 {
-                    let linked = LinkedRing::from_ring(ring)?;
-                    *self = Working::Linked(Box::new(linked), OnceLock::new());
-                }
-            }
-        }
-        match self {
-            Working::Linked(linked, _) => Some(linked),
-            Working::Ring(..) => None,
-        }
-    }
-
-    fn contains(&self, id: &str) -> bool {
-        match self {
-            Working::Ring(ring, _) => ring.contains(id),
-            Working::Linked(linked, _) => linked.contains(id),
-        }
-    }
-}
-
-impl PartialEq for Working {
-    fn eq(&self, other: &Self) -> bool {
-        self.ring() == other.ring()
-    }
 }
 
 /// The membership change one event asks for, before it touches the ring.
@@ -186,12 +119,14 @@ impl RingLedger {
     /// An empty ring at epoch 0 that has folded nothing yet.
     pub fn new(name: RingName, config: RingConfig) -> Self {
         Self {
-            name,
-            ring: Working::new(Ring::new(config)),
-            details: BTreeMap::new(),
-            epoch: 0,
-            membership_sequence: 0,
-            rebalance_sequence: 0,
+            ring: Ring::new(config),
+            book: Book {
+                name,
+                details: BTreeMap::new(),
+                epoch: 0,
+                membership_sequence: 0,
+                rebalance_sequence: 0,
+            },
         }
     }
 
@@ -204,46 +139,135 @@ impl RingLedger {
             .map(|m| (m.id.clone(), m.clone()))
             .collect();
         Ok(Self {
-            name: RingName::new(snapshot.ring.as_str())?,
-            ring: Working::new(ring),
-            details,
-            epoch: snapshot.epoch,
-            membership_sequence: snapshot.membership_sequence,
-            rebalance_sequence: snapshot.rebalance_sequence,
+            ring,
+            book: Book {
+                name: RingName::new(snapshot.ring.as_str())?,
+                details,
+                epoch: snapshot.epoch,
+                membership_sequence: snapshot.membership_sequence,
+                rebalance_sequence: snapshot.rebalance_sequence,
+            },
         })
     }
 
     /// A snapshot of the ledger (without `taken_at`: the caller stamps it).
     pub fn snapshot(&self) -> Result<pb::RingSnapshot, FoldError> {
-        let details: Vec<pb::Member> = self.details.values().cloned().collect();
+        let details: Vec<pb::Member> = self.book.details.values().cloned().collect();
+        let book = &self.book;
         Ok(convert::ring_to_snapshot(
-            &self.name,
-            self.ring.ring(),
+            &book.name,
+            &self.ring,
             &details,
-            self.epoch,
-            self.membership_sequence,
-            self.rebalance_sequence,
+            book.epoch,
+            book.membership_sequence,
+            book.rebalance_sequence,
         )?)
     }
 
     /// Folds the membership event stored at stream sequence `sequence`; a new epoch
     /// comes with its `RingRebalanced`.
     pub fn apply(&mut self, sequence: u64, body: &Body) -> Outcome {
-        self.step(sequence, body, |ledger, change| {
-            ledger.commit(change, sequence).map(Box::new)
+        let ring = &mut self.ring;
+        self.book.step(sequence, body, |book, change| {
+            book.commit(ring, change, sequence).map(Box::new)
         })
     }
 
     /// [`RingLedger::apply`] without building the epoch's event: the same ledger
-    /// afterwards, for a reader that only needs the state (a reducer catching up with
-    /// epochs already stored, a replay to a point). The event of a large ring costs more
-    /// than the change itself, and with no event to build, the ring changes in place:
-    /// after a run of advances nobody reads between, a balanced ring changes as a
-    /// [`LinkedRing`] (see `Working`), and [`RingLedger::ring`] builds the `Ring` once.
+    /// afterwards, for a reader that needs the state after every epoch. The event of a
+    /// large ring costs more than the change itself, and with no event to build, the
+    /// ring changes in place. A run of events read only at its end goes faster through
+    /// [`RingLedger::catch_up`].
     pub fn advance(&mut self, sequence: u64, body: &Body) -> Outcome<()> {
-        self.step(sequence, body, Self::commit_in_place)
+        let ring = &mut self.ring;
+        self.book.step(sequence, body, |book, change| {
+            // No event to build, so nothing to record.
+            book.settle_with(change, |leave, join| {
+                ring.change_recording(leave, join, &mut Edits::all())
+            })
+        })
     }
 
+    /// Starts a run of events that nobody reads in between (see the module docs):
+    /// the ledger becomes a [`CatchUp`], which [`CatchUp::finish`] turns back.
+    pub fn catch_up(self) -> CatchUp {
+        CatchUp {
+            ring: RingBuilder::from(self.ring),
+            book: self.book,
+        }
+    }
+
+    /// Records the stream sequence at which the current epoch's event was stored.
+    pub fn record_rebalance_sequence(&mut self, sequence: u64) {
+        self.book.rebalance_sequence = sequence;
+    }
+
+    /// The ring name.
+    pub fn ring_name(&self) -> &RingName {
+        &self.book.name
+    }
+
+    /// The ring at the current epoch.
+    pub fn ring(&self) -> &Ring {
+        &self.ring
+    }
+
+    /// The current epoch (0 before the first change).
+    pub fn epoch(&self) -> u64 {
+        self.book.epoch
+    }
+
+    /// Stream sequence of the last membership event folded (0: none).
+    pub fn membership_sequence(&self) -> u64 {
+        self.book.membership_sequence
+    }
+
+    /// Stream sequence of the current epoch's `RingRebalanced` (0: not recorded).
+    pub fn rebalance_sequence(&self) -> u64 {
+        self.book.rebalance_sequence
+    }
+
+    /// The members with their details, sorted by id.
+    pub fn members(&self) -> impl Iterator<Item = &pb::Member> {
+        self.book.details.values()
+    }
+
+    /// The ring's checksum ([`Ring::checksum`]).
+    pub fn checksum(&self) -> u64 {
+        self.ring.checksum()
+    }
+}
+
+impl CatchUp {
+    /// Folds the membership event stored at stream sequence `sequence`, as
+    /// [`RingLedger::advance`] does.
+    pub fn advance(&mut self, sequence: u64, body: &Body) -> Outcome<()> {
+        let ring = &mut self.ring;
+        self.book.step(sequence, body, |book, change| {
+            book.settle_with(change, |leave, join| ring.change(leave, join))
+        })
+    }
+
+    /// Ends the run: the ledger, its ring built once.
+    pub fn finish(self) -> RingLedger {
+        RingLedger {
+            ring: self.ring.build(),
+            book: self.book,
+        }
+    }
+
+    /// The current epoch (0 before the first change).
+    pub fn epoch(&self) -> u64 {
+        self.book.epoch
+    }
+
+    /// Stream sequence of the last membership event folded (0: none).
+    pub fn membership_sequence(&self) -> u64 {
+        self.book.membership_sequence
+    }
+}
+
+impl Book {
     /// The fold of one event; `commit` makes a change the next epoch (or refuses it
     /// and leaves the ledger as it was).
     fn step<E>(
@@ -309,43 +333,34 @@ impl RingLedger {
         Ok(Change { leave, upsert })
     }
 
-    /// Applies `change` to the ring (all or nothing) and, if the ring accepts it and
+    /// Applies `change` to `ring` (all or nothing) and, if the ring accepts it and
     /// the event can be built from the rings before and after, makes it the next
     /// epoch. The ring before is a clone that shares the slots (the change builds new
-    /// ones). The details map is changed only once everything succeeded, and each
+    /// ones). The details are changed only once everything succeeded, and each
     /// member's details are copied once, into the event.
-    fn commit(&mut self, change: Change, sequence: u64) -> Result<pb::RingRebalanced, FoldError> {
-        let before = self.ring.ring_mut().clone();
-        let mut edits = Edits::default();
-        let (leave, join) = self.ring_steps(&change);
-        self.ring
-            .ring_mut()
-            .change_recording(leave, join, &mut edits)?;
-        // The event fails only if the details and the ring disagree (a bug, not an
-        // input): the ring goes back all the same.
-        let event = self
-            .event(&before, &change, &edits, sequence)
-            .inspect_err(|_| self.ring = Working::new(before))?;
-        self.settle(change);
-        Ok(event)
-    }
-
-    /// The event of the new epoch `change` made of the ring `before`.
-    fn event(
-        &self,
-        before: &Ring,
-        change: &Change,
-        edits: &Edits,
+    fn commit(
+        &mut self,
+        ring: &mut Ring,
+        change: Change,
         sequence: u64,
     ) -> Result<pb::RingRebalanced, FoldError> {
-        Ok(convert::rebalanced_with_members(
-            before,
-            self.ring.ring(),
-            edits,
-            self.members_after(change),
+        let before = ring.clone();
+        let mut edits = Edits::default();
+        let (leave, join) = self.ring_steps(&change);
+        ring.change_recording(leave, join, &mut edits)?;
+        // The event fails only if the details and the ring disagree (a bug, not an
+        // input): the ring goes back all the same.
+        let event = convert::rebalanced_with_members(
+            &before,
+            ring,
+            &edits,
+            self.members_after(&change),
             self.epoch + 1,
             sequence,
-        )?)
+        )
+        .inspect_err(|_| *ring = before)?;
+        self.settle(change);
+        Ok(event)
     }
 
     /// The members after `change`, with their details, by id: the details without the
@@ -379,23 +394,22 @@ impl RingLedger {
         out
     }
 
-    /// [`RingLedger::commit`] with no event to build, so no ring to keep from before.
-    fn commit_in_place(&mut self, change: Change) -> Result<(), FoldError> {
+    /// Applies `change` to the ring with `apply` (given the ring's part of it, see
+    /// [`Book::ring_steps`]) and, if the ring accepts it, makes it the next epoch.
+    fn settle_with(
+        &mut self,
+        change: Change,
+        apply: impl FnOnce(Vec<&str>, Vec<Member>) -> Result<(), RingError>,
+    ) -> Result<(), FoldError> {
         let (leave, join) = self.ring_steps(&change);
-        match self.ring.linked_mut() {
-            Some(linked) => linked.change(leave, join)?,
-            // No event to build, so nothing to record.
-            None => self
-                .ring
-                .ring_mut()
-                .change_recording(leave, join, &mut Edits::all())?,
-        }
+        apply(leave, join)?;
         self.settle(change);
         Ok(())
     }
 
     /// The ring's part of `change`: the members to remove (leavers and re-weighted
-    /// members), then the members to add (newcomers and re-weighted members).
+    /// members), then the members to add (newcomers and re-weighted members). The
+    /// ring's members are those with details.
     fn ring_steps<'c>(&self, change: &'c Change) -> (Vec<&'c str>, Vec<Member>) {
         let reweighted = |m: &&pb::Member| {
             self.details
@@ -417,7 +431,7 @@ impl RingLedger {
         let join = change
             .upsert
             .values()
-            .filter(|m| reweighted(m) || !self.ring.contains(&m.id))
+            .filter(|m| reweighted(m) || !self.details.contains_key(&m.id))
             .map(Member::from)
             .collect();
         (leave, join)
@@ -430,45 +444,5 @@ impl RingLedger {
         }
         self.details.extend(change.upsert);
         self.epoch += 1;
-    }
-
-    /// Records the stream sequence at which the current epoch's event was stored.
-    pub fn record_rebalance_sequence(&mut self, sequence: u64) {
-        self.rebalance_sequence = sequence;
-    }
-
-    /// The ring name.
-    pub fn ring_name(&self) -> &RingName {
-        &self.name
-    }
-
-    /// The ring at the current epoch.
-    pub fn ring(&self) -> &Ring {
-        self.ring.ring()
-    }
-
-    /// The current epoch (0 before the first change).
-    pub fn epoch(&self) -> u64 {
-        self.epoch
-    }
-
-    /// Stream sequence of the last membership event folded (0: none).
-    pub fn membership_sequence(&self) -> u64 {
-        self.membership_sequence
-    }
-
-    /// Stream sequence of the current epoch's `RingRebalanced` (0: not recorded).
-    pub fn rebalance_sequence(&self) -> u64 {
-        self.rebalance_sequence
-    }
-
-    /// The members with their details, sorted by id.
-    pub fn members(&self) -> impl Iterator<Item = &pb::Member> {
-        self.details.values()
-    }
-
-    /// The ring's checksum ([`Ring::checksum`]).
-    pub fn checksum(&self) -> u64 {
-        self.ring.ring().checksum()
     }
 }

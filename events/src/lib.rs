@@ -45,7 +45,7 @@ pub mod users;
 pub use codec::{DecodeError, EncodeError};
 pub use consume::{Consumer, ConsumerStats, Delivery, HandleError, Handler, error_chain};
 pub use event::{Body, Event, EventKind, InvalidEvent, MsgId, SCHEMA_VERSION};
-pub use fold::{FoldError, Outcome, RingLedger};
+pub use fold::{CatchUp, FoldError, Outcome, RingLedger};
 pub use names::{NameError, NodeName, RingName};
 pub use provision::{Definitions, provision};
 pub use publish::{PublishError, Publisher, RetryPolicy, Stored};

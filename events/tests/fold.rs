@@ -292,6 +292,17 @@ fn a_change_refused_part_way_leaves_the_ring_as_it_was() {
     ));
     assert_eq!(applied.checksum(), untouched.checksum());
     assert_eq!(advanced.checksum(), untouched.checksum());
+    // And through a catch-up, whose ring is in its linked form.
+    let mut caught_up = given(&[join(&["a", "c"])]).ledger.catch_up();
+    assert!(matches!(
+        caught_up.advance(2, &refused),
+        Outcome::Rejected(_)
+    ));
+    assert!(matches!(
+        caught_up.advance(3, &next),
+        Outcome::Rebalanced(())
+    ));
+    assert_eq!(caught_up.finish(), untouched);
 }
 
 #[test]
@@ -387,13 +398,18 @@ proptest! {
         prop_assert_eq!(resumed.checksum(), a.checksum());
         prop_assert_eq!(&resumed_events, &a_events);
 
-        // Advancing (no events built) through the head leaves the same ledger, and
-        // the events applied after it are the same.
-        let mut advanced = RingLedger::new(ring_name(), RingConfig::new(strategy, 8).unwrap());
+        // Advancing or catching up (no events built) through the head leaves the same
+        // ledger, and the events applied after it are the same.
+        let empty = RingLedger::new(ring_name(), RingConfig::new(strategy, 8).unwrap());
+        let (mut advanced, mut caught_up) = (empty.clone(), empty.catch_up());
         let mut epochs = 0;
         for (body, seq) in events.iter().zip(&dense).take(cut) {
             epochs += usize::from(matches!(advanced.advance(*seq, body), Outcome::Rebalanced(())));
+            drop(caught_up.advance(*seq, body));
         }
+        prop_assert_eq!(caught_up.epoch(), epochs as u64);
+        let caught_up = caught_up.finish();
+        prop_assert_eq!(&caught_up, &advanced);
         let mut advanced_events = Vec::new();
         for (body, seq) in events.iter().zip(&dense).skip(cut) {
             if let Outcome::Rebalanced(event) = advanced.apply(*seq, body) {
@@ -417,36 +433,44 @@ proptest! {
         prop_assert_eq!(&ring, a.ring());
     }
 
-    /// Advancing keeps the ring in another form than applying once advances come in
-    /// runs nobody reads between (see `RingLedger::advance`): any mix of the two, in
-    /// runs long and short, with the ring read in between or not, makes the same
-    /// ledger and the same events as applying everything.
+    /// Applying, advancing and catching up fold alike: any mix of the three, in runs
+    /// long and short, with the ring read in between or not, makes the same ledger
+    /// and the same events as applying everything.
     #[test]
-    fn advancing_and_applying_mix_freely(
+    fn applying_advancing_and_catching_up_mix_freely(
         events in proptest::collection::vec(arb_event(), 1..120),
-        runs in proptest::collection::vec((0u8..3, 1usize..40), 1..12),
+        runs in proptest::collection::vec((0u8..4, 1usize..40), 1..12),
     ) {
         let sequences: Vec<u64> = (1..=events.len() as u64).collect();
         let (expected, expected_events) = fold(&events, &sequences, Strategy::Balanced);
         let config = RingConfig::new(Strategy::Balanced, 8).unwrap();
         let mut ledger = RingLedger::new(ring_name(), config);
-        let how = runs
-            .iter()
-            .flat_map(|&(how, len)| std::iter::repeat_n(how, len))
-            .chain(std::iter::repeat(1));
-        for ((body, seq), how) in events.iter().zip(&sequences).zip(how) {
-            match how {
-                0 => {
-                    if let Outcome::Rebalanced(event) = ledger.apply(*seq, body) {
-                        prop_assert_eq!(&*event, &expected_events[ledger.epoch() as usize - 1]);
+        let mut folded = events.iter().zip(&sequences);
+        for &(how, len) in runs.iter().chain(std::iter::once(&(3, events.len()))) {
+            let run: Vec<_> = folded.by_ref().take(len).collect();
+            for (body, seq) in &run {
+                match how {
+                    0 => {
+                        if let Outcome::Rebalanced(event) = ledger.apply(**seq, body) {
+                            prop_assert_eq!(&*event, &expected_events[ledger.epoch() as usize - 1]);
+                        }
                     }
+                    1 => drop(ledger.advance(**seq, body)),
+                    2 => {
+                        drop(ledger.advance(**seq, body));
+                        prop_assert_eq!(ledger.ring().len(), ledger.members().count());
+                    }
+                    _ => {}
                 }
-                1 => drop(ledger.advance(*seq, body)),
-                _ => {
-                    drop(ledger.advance(*seq, body));
-                    // Reading builds the ring; the next advance goes on from it.
-                    prop_assert_eq!(ledger.ring().len(), ledger.members().count());
+            }
+            if how == 3 {
+                let reached = run.last().map_or(ledger.membership_sequence(), |(_, seq)| **seq);
+                let mut catch_up = ledger.catch_up();
+                for (body, seq) in &run {
+                    drop(catch_up.advance(**seq, body));
                 }
+                prop_assert_eq!(catch_up.membership_sequence(), reached);
+                ledger = catch_up.finish();
             }
         }
         prop_assert_eq!(ledger.checksum(), expected.checksum());

@@ -18,8 +18,8 @@
 
 use std::cmp::Ordering;
 
-use crate::diff::{Piece, Who};
-use crate::ring::{ArcSpan, RING, check_token_limit};
+use crate::plan::{Piece, Who};
+use crate::slots::{ArcSpan, RING, check_token_limit};
 use crate::{Member, RingError, Token};
 
 /// Neighbours absorb a leaver's arcs up to `(SLACK + 1) / SLACK` of their target share.
@@ -28,8 +28,8 @@ const SLACK: u128 = 128;
 /// How many of the lowest members a leave's water-filling orders before ordering all.
 const FILL_FEW: usize = 32;
 
-/// What the plans read of a balanced ring, which [`crate::Ring`] and
-/// [`crate::LinkedRing`] keep in their own ways. Arcs come with the layout's handle
+/// What the plans read of a balanced ring, which [`crate::Ring`] and `LinkedRing` keep
+/// in their own ways. Arcs come with the layout's handle
 /// for them, which the plans pass on in [`Piece::at`].
 pub(crate) trait Layout {
     /// The members, sorted by id: plans name them by index in this list.
@@ -392,10 +392,9 @@ mod tests {
 
     /// Section 6.4 step 3 as written: all survivors sorted by ratio, then the prefix.
     fn reference(ring: &Ring, own: &[u128], leaver: u32, amount: u128) -> Vec<(u32, u128)> {
-        let w = |i: u32| u128::from(ring.members[i as usize].weight);
-        let mut order: Vec<u32> = (0..ring.members.len() as u32)
-            .filter(|&i| i != leaver)
-            .collect();
+        let members = Layout::members(ring);
+        let w = |i: u32| u128::from(members[i as usize].weight);
+        let mut order: Vec<u32> = (0..members.len() as u32).filter(|&i| i != leaver).collect();
         order.sort_by(|&a, &b| (own[a as usize] * w(b)).cmp(&(own[b as usize] * w(a))));
         let (mut sum_own, mut sum_w, mut k) = (0, 0, 0);
         while k < order.len() {
@@ -438,7 +437,7 @@ mod tests {
             let own: Vec<u128> = owns.iter().map(|&o| u128::from(o)).collect();
             let leaver = leaver.index(owns.len()) as u32;
             prop_assert_eq!(
-                fill_lowest(&ring.members, &own, leaver, amount),
+                fill_lowest(Layout::members(&ring), &own, leaver, amount),
                 reference(&ring, &own, leaver, amount)
             );
         }

@@ -3,6 +3,7 @@
 //! capacity `ceil(c * m / n)`, where `m` counts the assigned keys including the new one
 //! and `n` the members. No member ever exceeds the capacity at the time it gets a key.
 
+use crate::slots::slot_at;
 use crate::{Ring, RingError, hash_key};
 
 /// Key assignment with bounded loads over a borrowed ring.
@@ -53,8 +54,8 @@ impl<'r> BoundedLoads<'r> {
     /// [`BoundedLoads::assign`] for a ring position.
     pub fn assign_hash(&mut self, hash: u64) -> Result<&'r str, RingError> {
         let cap = self.capacity();
-        let slots = &self.ring.slots;
-        let start = self.ring.slot_at(hash);
+        let slots = self.ring.slots();
+        let start = slot_at(slots, hash);
         // n * cap >= m exceeds the current total load and every member holds a token,
         // so one lap always finds a member with room.
         let owner = (0..slots.len())
@@ -63,7 +64,7 @@ impl<'r> BoundedLoads<'r> {
             .ok_or(RingError::Empty)?;
         self.loads[owner] += 1;
         self.assigned += 1;
-        Ok(self.ring.members[owner].id.as_str())
+        Ok(self.ring.id_at(owner))
     }
 
     /// Releases one key previously assigned to member `id`.

@@ -12,7 +12,7 @@
 //! `Clone`).
 
 use crate::Token;
-use crate::ring::{ArcSpan, Slot, arc_at, seek};
+use crate::slots::{ArcSpan, Slot, arc_at, seek};
 
 /// One arc of a balanced ring, ordered largest first, then by the smaller end.
 /// Balanced tokens sit at distinct positions, so an arc holds at least one position
@@ -53,32 +53,79 @@ impl ArcEntry {
 
 /// All arcs of one member, in no particular order: a change removes and adds a few
 /// arcs of many members, while a plan reads the arcs of a few (the leaver's, in order)
-/// and the largest arc of many (the donors'), so the order is made when read and the
-/// largest is tracked. Each arc comes with a handle `H` of the layout that keeps the
-/// list: nothing for a [`crate::Ring`]'s tables, which find an arc by its end; the node
-/// of its token for a [`crate::LinkedRing`], which keeps where each arc is in the list.
+/// and the largest arc of many (the donors'), so the order is made when read and only
+/// the largest few are tracked. Each arc comes with a handle `H` of the layout that
+/// keeps the list: nothing for a [`crate::Ring`]'s tables, which find an arc by its
+/// end; the node of its token for a `LinkedRing`, which keeps where each arc is in the
+/// list.
+///
+/// A donor gives from its largest arc, which then shrinks: finding the next largest is
+/// a scan of the list. The largest `TOP` are listed in order, so that most such changes
+/// find the next largest among them and a scan is needed only once they have all gone;
+/// they are listed with their arcs, so that reading the largest and keeping the order
+/// touch this struct alone, not the list. A `Ring`'s tables list a few
+/// ([`RING_TOP`]): they are computed for every clone that changes, and a ring holds
+/// one list per member. A `LinkedRing`, which lives through a run of joins, lists more
+/// ([`LINKED_TOP`]).
 #[derive(Clone, Debug)]
-pub(crate) struct MemberArcs<H = ()> {
+pub(crate) struct MemberArcs<H = (), const TOP: usize = RING_TOP> {
     arcs: Vec<(ArcEntry, H)>,
-    /// Index of the largest arc in `arcs` (0 when there is none).
-    largest: usize,
+    /// The largest entries, largest first (the first `top_len`), with their index in
+    /// `arcs`: no entry left out is larger than the last one listed. Empty only when
+    /// `arcs` is.
+    top: [Listed<H>; TOP],
+    top_len: u8,
 }
 
-impl<H> Default for MemberArcs<H> {
+/// An entry of a member's largest arcs: the arc, its handle and its index in the list.
+#[derive(Clone, Copy, Debug)]
+struct Listed<H> {
+    entry: ArcEntry,
+    handle: H,
+    at: u32,
+}
+
+/// The largest arcs of a member a `Ring`'s tables keep in order.
+pub(crate) const RING_TOP: usize = 4;
+
+/// The largest arcs of a member a `LinkedRing` keeps in order: enough that a donor
+/// giving a piece of its largest arc at every join of a 10,000-member ring scans its
+/// list once in a dozen joins or so.
+pub(crate) const LINKED_TOP: usize = 16;
+
+impl<H: Default + Copy, const TOP: usize> Default for MemberArcs<H, TOP> {
     fn default() -> Self {
         MemberArcs {
             arcs: Vec::new(),
-            largest: 0,
+            top: [Listed {
+                entry: ArcEntry { rank: 0, end: 0 },
+                handle: H::default(),
+                at: 0,
+            }; TOP],
+            top_len: 0,
         }
     }
 }
 
-impl<H: Copy + Ord> MemberArcs<H> {
-    fn new(arcs: Vec<(ArcEntry, H)>) -> MemberArcs<H> {
-        MemberArcs {
-            largest: index_of_largest(&arcs),
-            arcs,
+impl<H: Copy + Ord + Default, const TOP: usize> MemberArcs<H, TOP> {
+    /// The list of `arcs`, which it reorders: its largest first, in order (nothing
+    /// holds a place in it yet).
+    fn new(mut arcs: Vec<(ArcEntry, H)>) -> MemberArcs<H, TOP> {
+        let len = arcs.len().min(TOP);
+        if arcs.len() > TOP {
+            arcs.select_nth_unstable_by_key(TOP - 1, |a| a.0);
         }
+        arcs[..len].sort_unstable_by_key(|a| a.0);
+        let mut list = MemberArcs {
+            arcs,
+            ..MemberArcs::default()
+        };
+        for (at, listed) in (0u32..).zip(&mut list.top[..len]) {
+            let (entry, handle) = list.arcs[at as usize];
+            *listed = Listed { entry, handle, at };
+        }
+        list.top_len = len as u8;
+        list
     }
 
     /// Number of arcs.
@@ -87,14 +134,14 @@ impl<H: Copy + Ord> MemberArcs<H> {
     }
 
     /// Empties the list; returns the handles of the arcs it held.
-    pub(crate) fn take_handles(&mut self) -> impl Iterator<Item = H> + use<H> {
-        self.largest = 0;
+    pub(crate) fn take_handles(&mut self) -> impl Iterator<Item = H> + use<H, TOP> {
+        self.top_len = 0;
         std::mem::take(&mut self.arcs).into_iter().map(|a| a.1)
     }
 
     /// The largest arc (ties: the smaller end) and its handle, if the member has any.
     pub(crate) fn largest(&self) -> Option<(ArcSpan, H)> {
-        self.arcs.get(self.largest).map(|&(e, h)| (e.span(), h))
+        self.top().first().map(|l| (l.entry.span(), l.handle))
     }
 
     /// The arcs, largest first (ties: the smaller end first).
@@ -105,46 +152,124 @@ impl<H: Copy + Ord> MemberArcs<H> {
         entries.into_iter().map(|(e, h)| (e.span(), h)).collect()
     }
 
-    /// The arcs, largest first, each found when it is read (the largest is known, each
-    /// next one is a search for the largest after it): for a reader that takes one or
-    /// two.
+    /// The arcs, largest first, each found when it is read (the largest few are known,
+    /// each next one is a search for the largest after them): for a reader that takes
+    /// one or two.
     pub(crate) fn largest_first_lazily(&self) -> impl Iterator<Item = (ArcSpan, H)> + '_ {
-        let mut last: Option<ArcEntry> = None;
-        std::iter::from_fn(move || {
-            let next = match last {
-                None => self.arcs.get(self.largest),
-                Some(last) => self.arcs.iter().filter(|a| a.0 > last).min_by_key(|a| a.0),
-            }?;
+        let top = self.top();
+        let mut last = top.last().map(|l| l.entry);
+        let rest = std::iter::from_fn(move || {
+            let after = last?;
+            let next = self
+                .arcs
+                .iter()
+                .filter(|a| a.0 > after)
+                .min_by_key(|a| a.0)?;
             last = Some(next.0);
             Some((next.0.span(), next.1))
-        })
+        });
+        top.iter().map(|l| (l.entry.span(), l.handle)).chain(rest)
     }
 
     /// Removes the arc at index `i` of the list; returns the handle of the arc that took
     /// its place, if one did (the last one).
     pub(crate) fn remove_at(&mut self, i: usize) -> Option<H> {
         self.arcs.swap_remove(i);
-        if i == self.largest {
-            self.largest = index_of_largest(&self.arcs);
-        } else if self.largest == self.arcs.len() {
-            // The largest was the last entry, which took the removed one's place.
-            self.largest = i;
+        let moved = self.arcs.len() as u32;
+        let mut kept = 0;
+        for k in 0..usize::from(self.top_len) {
+            let mut listed = self.top[k];
+            if listed.at != i as u32 {
+                // The last entry took the removed one's place.
+                if listed.at == moved {
+                    listed.at = i as u32;
+                }
+                self.top[kept] = listed;
+                kept += 1;
+            }
+        }
+        self.top_len = kept as u8;
+        if kept == 0 {
+            self.refill();
         }
         self.arcs.get(i).map(|a| a.1)
     }
 
     /// Adds an arc; returns its index in the list.
     pub(crate) fn insert(&mut self, arc: &ArcSpan, handle: H) -> usize {
+        let at = self.arcs.len();
         let entry = ArcEntry::of(arc);
-        if self
-            .arcs
-            .get(self.largest)
-            .is_none_or(|largest| entry < largest.0)
-        {
-            self.largest = self.arcs.len();
-        }
         self.arcs.push((entry, handle));
-        self.arcs.len() - 1
+        self.list(Listed {
+            entry,
+            handle,
+            at: at as u32,
+        });
+        at
+    }
+
+    /// Replaces the arc at index `i` of the list with `arc`, what is left of it after
+    /// it lost its front (the same end, a shorter length).
+    pub(crate) fn shrink(&mut self, i: usize, arc: &ArcSpan) {
+        let entry = ArcEntry::of(arc);
+        self.arcs[i].0 = entry;
+        // An arc left out is smaller still than the last listed one; a listed one is
+        // taken out and listed again if it still beats the last one.
+        let Some(k) = self.top().iter().position(|l| l.at as usize == i) else {
+            return;
+        };
+        let handle = self.top[k].handle;
+        let len = usize::from(self.top_len);
+        self.top.copy_within(k + 1..len, k);
+        self.top_len -= 1;
+        if self.top_len == 0 {
+            self.refill();
+        } else {
+            self.list(Listed {
+                entry,
+                handle,
+                at: i as u32,
+            });
+        }
+    }
+
+    /// Lists an entry if it is larger than the last listed, or if nothing is listed
+    /// (the list's first arc).
+    fn list(&mut self, new: Listed<H>) {
+        if self.top().last().is_none_or(|last| new.entry < last.entry) {
+            self.put(new);
+        }
+    }
+
+    /// Puts an entry in order among the listed ones (the smallest listed drops out when
+    /// the list is full).
+    fn put(&mut self, new: Listed<H>) {
+        let k = self.top().partition_point(|l| l.entry < new.entry);
+        let end = (usize::from(self.top_len) + 1).min(TOP);
+        self.top.copy_within(k..end - 1, k + 1);
+        self.top[k] = new;
+        self.top_len = end as u8;
+    }
+
+    /// The listed largest entries, largest first.
+    fn top(&self) -> &[Listed<H>] {
+        &self.top[..usize::from(self.top_len)]
+    }
+
+    /// Lists the largest entries again, from a scan of the whole list (which keeps its
+    /// order: a layout may know where its arcs are).
+    fn refill(&mut self) {
+        self.top_len = 0;
+        for at in 0..self.arcs.len() {
+            let (entry, handle) = self.arcs[at];
+            if usize::from(self.top_len) < TOP || entry < self.top[TOP - 1].entry {
+                self.put(Listed {
+                    entry,
+                    handle,
+                    at: at as u32,
+                });
+            }
+        }
     }
 }
 
@@ -157,25 +282,6 @@ impl MemberArcs {
         };
         self.remove_at(i);
     }
-}
-
-/// Index of the largest arc (the least entry), 0 for none.
-fn index_of_largest<H>(arcs: &[(ArcEntry, H)]) -> usize {
-    // Four running minima over interleaved arcs (independent, so they overlap), each
-    // kept without branches (a join rescans a list for every donor), then the least.
-    const LANES: usize = 4;
-    let mut least = [(u128::MAX, 0usize); LANES];
-    for (i, (entry, _)) in arcs.iter().enumerate() {
-        let lane = &mut least[i % LANES];
-        let key = entry.key();
-        let take = u128::from(key < lane.0);
-        lane.0 ^= (lane.0 ^ key) & take.wrapping_neg();
-        lane.1 ^= (lane.1 ^ i) & (take as usize).wrapping_neg();
-    }
-    // A lane left at its start `(u128::MAX, 0)` wins only if no arc's key is smaller:
-    // then the list is empty or is the one arc of length 1 that ends at `u64::MAX`
-    // (whose key is `u128::MAX`), at index 0 either way.
-    least.iter().min().map_or(0, |l| l.1)
 }
 
 /// How the member list changed along with the slots.
@@ -338,83 +444,58 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::Strategy as Placement;
-    use crate::{Member, Ring, RingConfig};
 
-    /// The tables of `ring` equal their definition: ownership is the sum of each
-    /// member's arcs, and each arc list holds all its arcs (read largest first).
-    fn check(ring: &Ring) {
-        // The tables a change updated, not ones computed now.
-        let tables = ring.tables.get().expect("the tables were kept and updated");
-        let n = ring.members.len();
-        let mut arcs: Vec<Vec<ArcSpan>> = vec![Vec::new(); n];
-        for i in 0..ring.slots.len() {
-            arcs[ring.slots[i].owner as usize].push(arc_at(&ring.slots, i));
+    /// Applies `ops` (insert, remove, shrink, with a length and a pick) to a list that
+    /// keeps `TOP` arcs in order, checking it against a sorted copy after each.
+    fn follow<const TOP: usize>(
+        ops: &[(u8, u64, prop::sample::Index)],
+    ) -> Result<(), TestCaseError> {
+        let mut list = MemberArcs::<u32, TOP>::default();
+        let mut end = 0u64;
+        for &(op, len, pick) in ops {
+            match op {
+                _ if list.len() == 0 || op == 0 => {
+                    end += 100;
+                    let arc = ArcSpan {
+                        start: end - len,
+                        end,
+                        len: u128::from(len),
+                    };
+                    list.insert(&arc, end as u32);
+                }
+                1 => drop(list.remove_at(pick.index(list.len()))),
+                _ => {
+                    let i = pick.index(list.len());
+                    let arc = list.arcs[i].0.span();
+                    let len = arc.len - u128::from(len) % arc.len;
+                    let start = arc.end - len as u64;
+                    list.shrink(
+                        i,
+                        &ArcSpan {
+                            start,
+                            end: arc.end,
+                            len,
+                        },
+                    );
+                }
+            }
+            let sorted = list.largest_first();
+            prop_assert_eq!(list.largest(), sorted.first().copied());
+            prop_assert_eq!(list.largest_first_lazily().collect::<Vec<_>>(), sorted);
         }
-        let own: Vec<u128> = arcs.iter().map(|a| a.iter().map(|a| a.len).sum()).collect();
-        assert_eq!(tables.own, own, "ownership");
-        if ring.config.strategy == Placement::Random {
-            assert!(tables.arcs.is_empty());
-            return;
-        }
-        assert_eq!(tables.arcs.len(), n);
-        for (m, (list, mut all)) in tables.arcs.iter().zip(arcs).enumerate() {
-            all.sort_unstable_by(|a, b| b.len.cmp(&a.len).then(a.end.cmp(&b.end)));
-            let listed: Vec<ArcSpan> = list.largest_first().into_iter().map(|a| a.0).collect();
-            assert_eq!(listed, all, "member {m}");
-            assert_eq!(
-                list.largest().map(|a| a.0),
-                all.first().copied(),
-                "largest of member {m}"
-            );
-            assert_eq!(
-                list.largest_first_lazily().map(|a| a.0).collect::<Vec<_>>(),
-                all,
-                "member {m}"
-            );
-        }
-    }
-
-    /// Joins (ids `0..40`, weights 1 to 3) and leaves (by position in the member list).
-    fn ops() -> impl Strategy<Value = Vec<(bool, u8, u32)>> {
-        prop::collection::vec((any::<bool>(), 0u8..40, 1u32..4), 1..80)
+        Ok(())
     }
 
     proptest! {
+        /// Inserts, removals and shrinks in any order keep the largest arcs listed in
+        /// order: the largest, and the arcs read largest first, equal those of a sorted
+        /// copy (for both sizes of the listed part).
         #[test]
-        fn tables_follow_every_change(
-            balanced in any::<bool>(),
-            vnodes in 1u32..24,
-            ops in ops(),
+        fn the_largest_arcs_follow_every_change(
+            ops in prop::collection::vec((0u8..3, 1u64..64, any::<prop::sample::Index>()), 1..200),
         ) {
-            let strategy = if balanced { Placement::Balanced } else { Placement::Random };
-            let mut ring = Ring::new(RingConfig::new(strategy, vnodes).unwrap());
-            ring.tables();
-            for (join, pick, weight) in ops {
-                if join || ring.is_empty() {
-                    let _ = ring.add(Member::new(format!("m{pick}"), weight));
-                } else {
-                    let id = ring.members[usize::from(pick) % ring.len()].id.clone();
-                    ring.remove(&id).unwrap();
-                }
-                check(&ring);
-            }
-        }
-    }
-
-    #[test]
-    fn tables_follow_a_long_balanced_churn() {
-        let mut ring = Ring::new(RingConfig::new(Placement::Balanced, 16).unwrap());
-        for i in 0..150 {
-            ring.add(Member::new(format!("m{i}"), 1 + i % 3)).unwrap();
-        }
-        check(&ring);
-        for step in 0..300usize {
-            let id = ring.members[(step * 7919) % ring.len()].id.clone();
-            ring.remove(&id).unwrap();
-            check(&ring);
-            ring.add(Member::new(format!("j{step}"), 1)).unwrap();
-            check(&ring);
+            follow::<RING_TOP>(&ops)?;
+            follow::<LINKED_TOP>(&ops)?;
         }
     }
 

@@ -14,7 +14,7 @@
 
 use std::sync::Arc;
 
-use crate::ring::Slot;
+use crate::slots::Slot;
 
 /// Average tokens per bucket is between half this and this.
 const TOKENS_PER_BUCKET: usize = 8;

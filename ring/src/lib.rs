@@ -13,36 +13,42 @@
 //! place with [`Ring::change_recording`] (its removals, then its additions, all or
 //! nothing), which notes the positions they touch ([`Edits`]), and publishes the
 //! [`diff_at`] of those positions (equal to the [`diff`] of the ring before, a clone,
-//! and after) as rebalance events; the
-//! nodes and the CLI answer [`Ring::owner`] and [`Ring::successors`]; snapshots store
-//! tokens with owner indices ([`Ring::indexed_tokens`]) and come back through
-//! [`Ring::from_indexed_parts`] (or by id: [`Ring::to_parts`], [`Ring::from_parts`]),
-//! checked by [`Ring::checksum`]. A fold that needs no event (a reducer catching up,
-//! a replay to a point) changes a [`LinkedRing`] instead, the same balanced ring kept as
-//! a linked list of tokens whose changes cost the tokens they move, and builds the
-//! [`Ring`] once at the end ([`LinkedRing::to_ring`]).
+//! and after) as rebalance events; the nodes and the CLI answer [`Ring::owner`] and
+//! [`Ring::successors`]; snapshots store tokens with owner indices
+//! ([`Ring::indexed_tokens`]) and come back through [`Ring::from_indexed_parts`] (or by
+//! id: [`Ring::to_parts`], [`Ring::from_parts`]), checked by [`Ring::checksum`]. A run
+//! of changes that nothing reads in between (a fold catching up, a ring built from a
+//! member list) goes through a [`RingBuilder`], which makes the [`Ring`] once at the
+//! end.
 //!
 //! # Layout
 //!
-//! - [`ring`](Ring): the ring itself (members, tokens, lookups, snapshots, checksum).
-//! - `random`: token derivation for [`Strategy::Random`].
-//! - `balanced`: the load-aware join and leave of [`Strategy::Balanced`], planned over a
-//!   `Layout` (what a plan reads of a ring), which [`Ring`] and [`LinkedRing`] provide.
-//! - `linked`: [`LinkedRing`], a balanced ring as a linked list of tokens.
+//! Leaves first: each module builds only on those above it (and the root's types).
+//!
+//! - `slots`: a slot (token, owner), the arc it owns, searches, recycled slot lists.
+//! - `members`: the member list sorted by id, and the checks of a join.
+//! - [`plan`](RingDiff): what a change moves: pieces, [`Edits`], the canonical
+//!   [`RingDiff`].
 //! - `derived`: ownership and largest arcs per member, updated from what a change touched.
 //! - `index`: the bucket table that turns a lookup into (mostly) one table read.
-//! - `slots`: the ring's slot list, recycled between changes instead of freed.
-//! - [`diff`]: moved ranges between two rings, and the plans of one add or remove.
+//! - `random`: token derivation and slot lists of [`Strategy::Random`].
+//! - `balanced`: the load-aware join and leave of [`Strategy::Balanced`], planned over a
+//!   `Layout` (what a plan reads of a ring).
+//! - `linked`: a balanced ring as a linked list of tokens, whose changes cost the tokens
+//!   they move (the form of a run of changes).
+//! - [`ring`](Ring): the ring itself: queries; changes; what moved between two rings;
+//!   snapshot parts; checksum; [`RingBuilder`].
 //! - [`BoundedLoads`]: consistent hashing with bounded loads (Mirrokni et al.).
 
 mod balanced;
 mod bounded;
 mod derived;
-mod diff;
 mod error;
 mod imbalance;
 mod index;
 mod linked;
+mod members;
+mod plan;
 mod random;
 mod ring;
 mod slots;
@@ -51,10 +57,9 @@ use std::fmt;
 use std::str::FromStr;
 
 pub use bounded::BoundedLoads;
-pub use diff::{Edits, MemberAt, MovedRange, RingDiff, diff, diff_at, diff_at_indexed};
 pub use error::RingError;
-pub use linked::LinkedRing;
-pub use ring::{Ring, Share};
+pub use plan::{Edits, MemberAt, MovedRange, RingDiff};
+pub use ring::{Ring, RingBuilder, Share, diff, diff_at, diff_at_indexed};
 
 /// Seed of the ring's key hash (xxh3-64). Part of the wire contract: never change it.
 pub const HASH_SEED: u64 = 0x7269_6e67_7369_6465; // "ringside"

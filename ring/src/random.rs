@@ -6,9 +6,12 @@
 //! smaller id comes first there and owns the arc, the other's token owns nothing. That
 //! keeps the ring a function of the member set and keeps movement minimal even then.
 
-use crate::diff::{Piece, Who, whole_ring};
-use crate::ring::{Ring, Slot, check_token_limit, seek};
-use crate::{HASH_SEED, Member, RingError, Token};
+use std::collections::BTreeSet;
+
+use crate::members::{check_joiner, index_by_id};
+use crate::plan::{Piece, Who, arc_width, whole_ring};
+use crate::slots::{Slot, arc_at, check_token_limit, seek, slot_at};
+use crate::{HASH_SEED, Member, RingConfig, RingError, Token};
 
 /// The member's tokens: its first `count` distinct candidates, sorted.
 pub(crate) fn member_tokens(id: &str, count: usize) -> Vec<Token> {
@@ -152,11 +155,78 @@ pub(crate) fn drop_member(
     (kept, dropped)
 }
 
-/// Pieces a joiner with id `joiner` and sorted distinct `tokens` takes: for each token
-/// `j` that comes first at its position, the arc from the nearest preceding token (old
-/// or the joiner's own) to `j`, from the owner of the first old token at or after `j`.
-pub(crate) fn join_pieces(ring: &Ring, tokens: &[Token], joiner: &str) -> Vec<Piece> {
-    let (Some(&highest), false) = (tokens.last(), ring.slots.is_empty()) else {
+/// The members and slots after the leaves, then the joins, of one change of a ring
+/// of `members` and `slots`, built at once: every step is checked as it would be on
+/// its own (the same errors, in the same order), then the kept slots, renumbered, and
+/// every joiner's tokens are merged in one sort (the ring is a function of its member
+/// set, so the order of the steps changes nothing else). Filled into `out` (empty).
+pub(crate) fn change_at_once(
+    config: &RingConfig,
+    members: &[Member],
+    slots: &[Slot],
+    leave: &[&str],
+    join: Vec<Member>,
+    mut out: Vec<Slot>,
+) -> Result<(Vec<Member>, Vec<Slot>), RingError> {
+    let mut gone = vec![false; members.len()];
+    for &id in leave {
+        match index_by_id(members, id) {
+            Some(i) if !gone[i] => gone[i] = true,
+            _ => return Err(RingError::UnknownMember(id.to_owned())),
+        }
+    }
+    let kept = |id: &str| index_by_id(members, id).is_some_and(|i| !gone[i]);
+    let mut tokens = slots.iter().filter(|s| !gone[s.owner as usize]).count() as u64;
+    let mut joined = BTreeSet::new();
+    for m in &join {
+        check_joiner(config, m, kept(&m.id) || !joined.insert(m.id.as_str()))?;
+        tokens += u64::from(config.vnodes) * u64::from(m.weight);
+        check_token_limit(tokens)?;
+    }
+    // The joiners' ids it borrows go into the member list below.
+    drop(joined);
+    let mut after: Vec<Member> = (members.iter().zip(&gone))
+        .filter(|(_, gone)| !**gone)
+        .map(|(m, _)| m.clone())
+        .chain(join)
+        .collect();
+    after.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+    // Kept members are found; the slots of the others are dropped unread.
+    let new_index = |id: &str| index_by_id(&after, id).map_or(u32::MAX, |i| i as u32);
+    let renumber: Vec<u32> = members.iter().map(|m| new_index(&m.id)).collect();
+    out.extend(
+        (slots.iter())
+            .filter(|s| !gone[s.owner as usize])
+            .map(|s| Slot {
+                token: s.token,
+                owner: renumber[s.owner as usize],
+            }),
+    );
+    for m in after.iter().filter(|m| !kept(&m.id)) {
+        let owner = new_index(&m.id);
+        let count = (u64::from(config.vnodes) * u64::from(m.weight)) as usize;
+        out.extend(
+            member_tokens(&m.id, count)
+                .into_iter()
+                .map(|token| Slot { token, owner }),
+        );
+    }
+    // Sorted runs (the kept slots, each joiner's tokens): the stable sort merges them.
+    out.sort();
+    Ok((after, out))
+}
+
+/// Pieces a joiner with id `joiner` and sorted distinct `tokens` takes from a ring of
+/// `slots` and `members`: for each token `j` that comes first at its position, the arc
+/// from the nearest preceding token (old or the joiner's own) to `j`, from the owner of
+/// the first old token at or after `j`.
+pub(crate) fn join_pieces(
+    slots: &[Slot],
+    members: &[Member],
+    tokens: &[Token],
+    joiner: &str,
+) -> Vec<Piece> {
+    let (Some(&highest), false) = (tokens.last(), slots.is_empty()) else {
         return match tokens.last() {
             Some(&t) => vec![Piece {
                 start: t,
@@ -168,19 +238,19 @@ pub(crate) fn join_pieces(ring: &Ring, tokens: &[Token], joiner: &str) -> Vec<Pi
             None => Vec::new(),
         };
     };
-    let n = ring.slots.len();
+    let n = slots.len();
     let mut prev_own = highest;
     let mut pieces = Vec::with_capacity(tokens.len());
     for &j in tokens {
         let prev_joiner = std::mem::replace(&mut prev_own, j);
-        let s = ring.slot_at(j);
-        let at = ring.slots[s];
-        if at.token == j && joiner > ring.members[at.owner as usize].id.as_str() {
+        let s = slot_at(slots, j);
+        let at = slots[s];
+        if at.token == j && joiner > members[at.owner as usize].id.as_str() {
             continue; // Behind an older token at the same position: owns nothing.
         }
-        let prev_old = ring.slots[(s + n - 1) % n].token;
+        let prev_old = slots[(s + n - 1) % n].token;
         // The nearer of the two predecessors, counter-clockwise from j.
-        let back = |p: Token| crate::diff::arc_width(p, j);
+        let back = |p: Token| arc_width(p, j);
         let start = if back(prev_joiner) < back(prev_old) {
             prev_joiner
         } else {
@@ -199,11 +269,10 @@ pub(crate) fn join_pieces(ring: &Ring, tokens: &[Token], joiner: &str) -> Vec<Pi
 
 /// Pieces of a leaving member (index, ring of two or more members): each of its arcs
 /// goes to the owner of the next token that is not its own.
-pub(crate) fn leave_pieces(ring: &Ring, leaver: u32) -> Vec<Piece> {
-    let slots = &ring.slots;
+pub(crate) fn leave_pieces(slots: &[Slot], leaver: u32) -> Vec<Piece> {
     let n = slots.len();
     let Some(anchor) = slots.iter().position(|s| s.owner != leaver) else {
-        return vec![whole_ring(ring, Who::Nobody)];
+        return vec![whole_ring(slots, Who::Nobody)];
     };
     let mut pieces = Vec::new();
     let mut pending: Vec<usize> = Vec::new();
@@ -216,7 +285,7 @@ pub(crate) fn leave_pieces(ring: &Ring, leaver: u32) -> Vec<Piece> {
             continue;
         }
         for k in pending.drain(..) {
-            let arc = ring.arc(k);
+            let arc = arc_at(slots, k);
             if arc.len > 0 {
                 pieces.push(Piece {
                     start: arc.start,

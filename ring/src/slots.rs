@@ -1,11 +1,17 @@
-//! A ring's slot list, and the lists its lineage (the ring and its clones) recycles.
+//! The ring's slot list and its primitives: a slot is one token (a position and the
+//! index of its owner), a slot owns the arc from the token before it, and searches
+//! start from a position. Every module that reads or builds slots builds on this one,
+//! which builds on nothing of the crate but its root types, so that the strategies,
+//! the derived tables, the lookup index and the ring itself share one meaning of a slot
+//! without importing one another.
 //!
-//! Every change builds a new slot list and replaces the old one, which a clone (the ring
-//! before a change, a served view) may still hold. A list of 150,000 tokens is 2.4 MB:
-//! memory freshly mapped for it costs a page fault per 4 KiB on first touch, and an
-//! allocator returns freed memory of that size to the system soon after (mimalloc after
-//! 10 ms), so the next change would pay the faults again. Instead, a list dropped by its
-//! last holder goes back to the lineage's [`Pool`], and the next change fills it.
+//! A ring also recycles its slot lists. Every change builds a new list and replaces the
+//! old one, which a clone (the ring before a change, a served view) may still hold. A
+//! list of 150,000 tokens is 2.4 MB: memory freshly mapped for it costs a page fault per
+//! 4 KiB on first touch, and an allocator returns freed memory of that size to the
+//! system soon after, so the next change would pay the faults again. Instead, a list
+//! dropped by its last holder goes back to the lineage's [`Pool`], and the next change
+//! fills it.
 //!
 //! # How it fits
 //! `Ring` holds its slots as `Arc<Slots>` and one `Arc<Pool>` shared with its clones;
@@ -16,7 +22,89 @@ use std::fmt;
 use std::ops::Deref;
 use std::sync::{Arc, Mutex};
 
-use crate::ring::Slot;
+use crate::{MAX_TOKENS, RingError, Token};
+
+/// The whole ring, `2^64` positions, as an arc length.
+pub(crate) const RING: u128 = 1 << 64;
+
+/// One token: a position and the index of its owner in the ring's member list (sorted
+/// by id).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Slot {
+    /// Position on the ring (field order makes the derived `Ord` position-first).
+    pub(crate) token: Token,
+    /// Index into the member list; equal positions are ordered by it (that is, by id).
+    pub(crate) owner: u32,
+}
+
+/// An arc `(start, end]` of the ring and its length (`2^64` for the whole ring).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ArcSpan {
+    /// Exclusive start: the preceding token.
+    pub(crate) start: Token,
+    /// Inclusive end: the owning token.
+    pub(crate) end: Token,
+    /// Number of positions in the arc.
+    pub(crate) len: u128,
+}
+
+/// Index of the first slot from `from` on whose position is at least `position`
+/// (`slots.len()` if none): a galloping search, cheap when the answer is near `from`.
+pub(crate) fn seek(slots: &[Slot], from: usize, position: Token) -> usize {
+    let rest = &slots[from..];
+    let mut bound = 1;
+    while bound < rest.len() && rest[bound - 1].token < position {
+        bound *= 2;
+    }
+    // rest[bound / 2 - 1] (if any) is below `position`, rest[bound - 1] (if any) is not.
+    let low = bound / 2;
+    let high = bound.min(rest.len());
+    from + low + rest[low..high].partition_point(|s| s.token < position)
+}
+
+/// Index of the slot owning `hash`: the first at or after it, wrapping to 0 (slots not
+/// empty).
+pub(crate) fn slot_at(slots: &[Slot], hash: u64) -> usize {
+    let i = slots.partition_point(|s| s.token < hash);
+    if i == slots.len() { 0 } else { i }
+}
+
+/// The arc owned by slot `i`: from the preceding token (cyclically) to its own. A token
+/// sharing the position of its predecessor owns nothing, except slot 0, which then owns
+/// the whole ring (every token sits at one position).
+pub(crate) fn arc_at(slots: &[Slot], i: usize) -> ArcSpan {
+    let end = slots[i].token;
+    let start = slots[before(i, slots.len())].token;
+    let len = match end.wrapping_sub(start) {
+        0 if i == 0 => RING,
+        d => u128::from(d),
+    };
+    ArcSpan { start, end, len }
+}
+
+/// The slot before slot `i` of `len` slots, wrapping to the last (also for `i == len`,
+/// one past the end). No division: this runs for every slot a change touches.
+#[inline]
+pub(crate) fn before(i: usize, len: usize) -> usize {
+    if i == 0 { len - 1 } else { i - 1 }
+}
+
+/// The slot after slot `i` of `len` slots, wrapping to the first.
+#[inline]
+pub(crate) fn after(i: usize, len: usize) -> usize {
+    if i + 1 == len { 0 } else { i + 1 }
+}
+
+/// Errors when a ring would hold more than [`MAX_TOKENS`] tokens.
+pub(crate) fn check_token_limit(tokens: u64) -> Result<(), RingError> {
+    if tokens > MAX_TOKENS as u64 {
+        return Err(RingError::TooManyTokens {
+            requested: tokens,
+            max: MAX_TOKENS as u64,
+        });
+    }
+    Ok(())
+}
 
 /// Slot lists no holder uses any more: at most [`Pool::KEEP`] of them.
 #[derive(Default)]

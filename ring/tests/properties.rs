@@ -291,6 +291,54 @@ proptest! {
         check_ring(&ring)?;
     }
 
+    /// Changes of many steps (a sync, a ring built from a list) are made at once: the
+    /// same ring, the same errors, all or nothing, and a diff over their edits equal to
+    /// the full one.
+    #[test]
+    fn a_change_of_many_steps_is_its_steps(config in config(),
+                                           base in prop::collection::vec(op(), 0..24),
+                                           leave in prop::collection::vec(any::<usize>(), 0..12),
+                                           join in prop::collection::btree_map(0u8..120, 1u32..4, 24..48),
+                                           turn in any::<prop::sample::Index>(),
+                                           bad in prop::option::of((any::<prop::sample::Index>(), 0u8..3))) {
+        let old = build(config, &base);
+        let leave: Vec<String> = leave
+            .iter()
+            .filter_map(|pick| old.members().nth(pick % old.len().max(1)).map(|m| m.id.clone()))
+            .collect();
+        let mut join: Vec<Member> = join.iter().map(|(id, &w)| Member::new(format!("j{id}"), w)).collect();
+        let first = turn.index(join.len());
+        join.rotate_left(first);
+        // Now and then a step that fails: a weight of 0, a member already there, an id
+        // given twice.
+        if let Some((at, kind)) = bad {
+            let member = match (kind, old.members().next()) {
+                (0, _) => Member::new("zero", 0),
+                (1, Some(present)) if !leave.contains(&present.id) => present.clone(),
+                _ => join[0].clone(),
+            };
+            let at = at.index(join.len() + 1);
+            join.insert(at, member);
+        }
+        let mut steps = old.clone();
+        let stepwise = leave
+            .iter()
+            .try_for_each(|id| steps.remove(id).map(drop))
+            .and_then(|()| join.iter().try_for_each(|m| steps.add(m.clone())));
+        let mut ring = old.clone();
+        let mut edits = Edits::default();
+        let changed = ring.change_recording(leave.iter().map(String::as_str), join, &mut edits);
+        prop_assert_eq!(&changed, &stepwise);
+        if changed.is_ok() {
+            prop_assert_eq!(&ring, &steps);
+            prop_assert_eq!(ring.checksum(), steps.checksum());
+            prop_assert_eq!(diff_at(&old, &ring, &edits), diff(&old, &ring));
+            check_ring(&ring)?;
+        } else {
+            prop_assert_eq!(&ring, &old);
+        }
+    }
+
     #[test]
     fn any_two_rings_diff_consistently(a in config(), b in config(),
                                        ops_a in prop::collection::vec(op(), 0..10),

@@ -2,15 +2,17 @@
 //!
 //! Every implementation is measured by the same generic routine ([`measure::measure`])
 //! through the [`subject::Subject`] trait, side by side in one run, on the same key set.
-//! The run prints a table (stdout), progress (stderr), the target checks at n = 1000
-//! as PASS/MISS lines, and writes the machine-readable result (default
-//! `target/bench/ring.json`).
+//! The run prints a table (stdout), progress (stderr), the builds of ringside's rings
+//! from a member list (up to 10,000 members), the target checks at n = 1000 and for
+//! the largest build as PASS/MISS lines, and writes the machine-readable result
+//! (default `target/bench/ring.json`).
 //!
 //! # Layout
 //! - `subject`: the trait every implementation provides, and ringside's wrapper.
 //! - `peers`: the crates.io rings `hashring` 0.3 and `consistent_hash_ring` 0.8.
 //! - `reference`: in-bench jump consistent hash and a Maglev table (M = 65537).
-//! - `measure`: keys, timing (rounds, min/median), the generic measuring routine.
+//! - `measure`: keys, timing (rounds, min/median), the generic measuring routine, and
+//!   the build of ringside's rings from a member list.
 //! - `report`: the table, the target checks and the JSON document.
 //!
 //! Usage: `ring [--quick] [--json PATH]` (cargo adds `--bench`, which is ignored).
@@ -29,7 +31,7 @@ use std::time::Instant;
 
 use ringside_ring::Strategy;
 
-use crate::measure::{Config, KeySet, Row, measure};
+use crate::measure::{Config, KeySet, Row, measure, measure_build};
 use crate::peers::{ConsistentHashRing, HashRing};
 use crate::reference::{Jump, Maglev};
 use crate::subject::{BenchResult, Ringside, Subject};
@@ -111,8 +113,19 @@ fn main() -> BenchResult<()> {
         run.measure("jump", &members, &Jump::build)?;
         run.measure("maglev", &members, &Maglev::build)?;
     }
-    let report = report::Report::new(&config, load, run.rows, started.elapsed());
+    let mut builds = Vec::new();
+    for &n in &config.build_sizes {
+        let members: Vec<String> = (0..n).map(|i| format!("node-{i}")).collect();
+        for (name, strategy) in [
+            ("ringside-random", Strategy::Random),
+            ("ringside-balanced", Strategy::Balanced),
+        ] {
+            builds.push(measure_build(name, strategy, &members, &config)?);
+        }
+    }
+    let report = report::Report::new(&config, load, run.rows, builds, started.elapsed());
     print!("{}", report.table());
+    print!("{}", report.build_table());
     print!("{}", report.targets_text());
     report.write_json(&json_path)?;
     println!("wrote {}", json_path.display());

@@ -25,29 +25,35 @@ pub(crate) struct Config {
     pub(crate) rounds: usize,
     /// Random leave + join steps of the churn run.
     pub(crate) churn_steps: usize,
+    /// Member counts of the build measurement (ringside only), smallest first.
+    pub(crate) build_sizes: Vec<usize>,
     /// A smoke run whose figures are not comparable.
     pub(crate) quick: bool,
 }
 
 impl Config {
-    /// The benchmark as specified: 1M keys, n = 10, 100, 1000, 3 rounds, 2,000 steps.
+    /// The benchmark as specified: 1M keys, n = 10, 100, 1000, 3 rounds, 2,000 steps;
+    /// builds of 1,000 and 10,000 members.
     pub(crate) fn full() -> Self {
         Self {
             keys: 1_000_000,
             sizes: vec![10, 100, 1000],
             rounds: 3,
             churn_steps: 2_000,
+            build_sizes: vec![1000, 10_000],
             quick: false,
         }
     }
 
-    /// A smoke run: 100k keys, n = 10, 100, one round, 200 churn steps.
+    /// A smoke run: 100k keys, n = 10, 100, one round, 200 churn steps, builds of 100
+    /// and 1,000 members.
     pub(crate) fn quick() -> Self {
         Self {
             keys: 100_000,
             sizes: vec![10, 100],
             rounds: 1,
             churn_steps: 200,
+            build_sizes: vec![100, 1000],
             quick: true,
         }
     }
@@ -150,6 +156,49 @@ pub(crate) struct Row {
     pub(crate) basis: Basis,
     /// Cross-checks.
     pub(crate) checks: Checks,
+}
+
+/// Building one of ringside's rings from a member list, at one member count.
+#[derive(Debug, Serialize)]
+pub(crate) struct BuildRow {
+    /// Implementation name.
+    #[serde(rename = "impl")]
+    pub(crate) name: &'static str,
+    /// Members.
+    pub(crate) n: usize,
+    /// Milliseconds to build the ring (members `node-0` .. `node-{n-1}`, weight 1,
+    /// joined in that order through a `RingBuilder`).
+    pub(crate) build_ms: Timed,
+    /// Tokens of the ring built.
+    pub(crate) tokens: usize,
+    /// Its checksum, as hex: the same ring at every round and in every run.
+    pub(crate) checksum: String,
+}
+
+/// Builds ringside's ring of `strategy` over `members` in `rounds` timed rounds.
+pub(crate) fn measure_build(
+    name: &'static str,
+    strategy: ringside_ring::Strategy,
+    members: &[String],
+    config: &Config,
+) -> BenchResult<BuildRow> {
+    eprintln!("ring bench: build {name} n={}", members.len());
+    let mut built = None;
+    let build_ms = timed(config.rounds, || {
+        let start = Instant::now();
+        let ring = crate::subject::Ringside::build(strategy, members)?;
+        let ms = start.elapsed().as_secs_f64() * 1e3;
+        built = Some(ring);
+        Ok(ms)
+    })?;
+    let ring = built.ok_or("no build round ran")?;
+    Ok(BuildRow {
+        name,
+        n: members.len(),
+        build_ms,
+        tokens: ring.tokens(),
+        checksum: format!("{:#018x}", ring.checksum()),
+    })
 }
 
 /// Runs `round` (returning one round's figure) `rounds` times.

@@ -9,11 +9,15 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::measure::{Config, Row, Timed};
+use crate::measure::{BuildRow, Config, Row, Timed};
 use crate::subject::{BenchResult, VNODES};
 
 /// The member count the targets are stated for.
 const TARGET_N: usize = 1000;
+
+/// The most milliseconds a build of the largest measured member list may take (issue
+/// 15: a ring of 10,000 members in under a second).
+const BUILD_LIMIT_MS: f64 = 1000.0;
 
 /// Which way a target's limit goes.
 #[derive(Clone, Copy, Debug, Serialize)]
@@ -79,6 +83,8 @@ pub(crate) struct Report {
     seconds: f64,
     /// One row per implementation and member count.
     rows: Vec<Row>,
+    /// ringside's rings built from a member list, per strategy and member count.
+    builds: Vec<BuildRow>,
     /// The issue's targets at `target_n`.
     targets: Vec<Target>,
 }
@@ -149,6 +155,24 @@ fn targets(rows: &[Row], n: usize) -> Vec<Target> {
     out
 }
 
+/// The build targets: each ringside strategy builds the largest measured member list
+/// within [`BUILD_LIMIT_MS`] (median).
+fn build_targets(builds: &[BuildRow]) -> Vec<Target> {
+    let largest = builds.iter().map(|b| b.n).max().unwrap_or(0);
+    builds
+        .iter()
+        .filter(|b| b.n == largest)
+        .map(|b| {
+            Target::new(
+                format!("build ms {} n={}", b.name, b.n),
+                Some(b.build_ms.median),
+                Bound::AtMost,
+                BUILD_LIMIT_MS,
+            )
+        })
+        .collect()
+}
+
 /// A figure with 3 decimals, or `-` when it does not apply.
 fn cell(value: Option<f64>) -> String {
     value.map_or_else(|| "-".to_owned(), |v| format!("{v:.3}"))
@@ -184,6 +208,7 @@ impl Report {
         config: &Config,
         loadavg: Option<String>,
         rows: Vec<Row>,
+        builds: Vec<BuildRow>,
         elapsed: Duration,
     ) -> Self {
         let target_n = if config.sizes.contains(&TARGET_N) {
@@ -201,8 +226,12 @@ impl Report {
             load_at_start: loadavg
                 .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" ")),
             seconds: elapsed.as_secs_f64(),
-            targets: targets(&rows, target_n),
+            targets: targets(&rows, target_n)
+                .into_iter()
+                .chain(build_targets(&builds))
+                .collect(),
             rows,
+            builds,
         }
     }
 
@@ -256,6 +285,37 @@ impl Report {
                 cell(Some(row.moved_ideal_remove)),
                 format!("{}/{}", row.basis.peak_mean.unwrap_or("-"), row.basis.moved),
             ]);
+        }
+        out
+    }
+
+    /// The builds: one line per strategy and member count, with the time per member
+    /// against the same strategy's at the smallest count (1.0 for a build linear in
+    /// the members).
+    pub(crate) fn build_table(&self) -> String {
+        let mut out = format!(
+            "\nbuild from a member list (node-0 .. node-{{n-1}}, weight 1, one RingBuilder change), {} rounds (min/median):\n",
+            self.rounds
+        );
+        let _ = writeln!(
+            out,
+            "{:<20} {:>6} {:>18} {:>10} {:>10} {:>9} {:<18}",
+            "impl", "n", "build ms", "us/member", "x smallest", "tokens", "checksum"
+        );
+        let per_member = |b: &BuildRow| b.build_ms.median * 1e3 / b.n as f64;
+        for b in &self.builds {
+            let smallest = self.builds.iter().find(|s| s.name == b.name);
+            let _ = writeln!(
+                out,
+                "{:<20} {:>6} {:>18} {:>10.2} {:>10} {:>9} {:<18}",
+                b.name,
+                b.n,
+                timed_cell(Some(b.build_ms)),
+                per_member(b),
+                cell(smallest.map(|s| per_member(b) / per_member(s))),
+                b.tokens,
+                b.checksum
+            );
         }
         out
     }

@@ -5,7 +5,7 @@
 //! exactly about itself (ownership, moved key space, a plan). What it cannot tell is
 //! `None` and becomes `null` in the JSON.
 
-use ringside_ring::{Member, Ring, RingConfig, Strategy};
+use ringside_ring::{Member, Ring, RingBuilder, RingConfig, Strategy};
 
 /// Errors of the bench: setup failures of an implementation, bad arguments, I/O.
 pub(crate) type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;
@@ -98,13 +98,12 @@ pub(crate) trait Subject: Clone {
 pub(crate) struct Ringside(Ring);
 
 impl Ringside {
-    /// Builds a ring over `members` (weight 1 each) joining in the given order.
+    /// Builds a ring over `members` (weight 1 each) joining in the given order, as
+    /// the CLI does: one change through a [`RingBuilder`].
     pub(crate) fn build(strategy: Strategy, members: &[String]) -> BenchResult<Self> {
-        let mut ring = Ring::new(RingConfig::new(strategy, VNODES)?);
-        for id in members {
-            ring.add(member(id))?;
-        }
-        Ok(Self(ring))
+        let mut ring = RingBuilder::new(RingConfig::new(strategy, VNODES)?);
+        ring.change([], members.iter().map(|id| member(id)))?;
+        Ok(Self(ring.build()))
     }
 }
 
@@ -113,6 +112,18 @@ fn member(id: &str) -> Member {
     Member {
         id: id.to_owned(),
         weight: 1,
+    }
+}
+
+impl Ringside {
+    /// Number of tokens.
+    pub(crate) fn tokens(&self) -> usize {
+        self.0.token_count()
+    }
+
+    /// The ring's checksum.
+    pub(crate) fn checksum(&self) -> u64 {
+        self.0.checksum()
     }
 }
 

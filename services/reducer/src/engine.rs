@@ -8,11 +8,12 @@
 //!    far the stored history goes.
 //! 3. Fold the membership subject from `membership_sequence + 1` through this
 //!    instance's own durable consumer. Epochs up to the head's exist already: the
-//!    membership events before the head's are folded without building their events
-//!    ([`RingLedger::advance`]), and the head's event is built and compared with the
-//!    stored head, which pins the epoch count, the membership sequence and (through
-//!    its checksum) the whole ring; a difference is a divergence (a determinism bug)
-//!    and stops the reducer. Reading back and comparing every stored epoch is
+//!    membership events before the head's are folded without building their events,
+//!    in a run nobody reads ([`CatchUp`]), and the head's event is built and compared
+//!    with the stored head, which pins the epoch count, the membership sequence and
+//!    (through its checksum) the whole ring; a difference is a divergence (a
+//!    determinism bug) and stops the reducer. Until then the ledger is the one the
+//!    reducer started from. Reading back and comparing every stored epoch is
 //!    `ringside replay verify`'s job: a cold start must not download the whole
 //!    history of rebalance events (about 10 KB each).
 //! 4. Past the head, each new epoch is published with
@@ -34,8 +35,8 @@ use futures::StreamExt;
 use ringside_events::consume::{BoxError, ConsumeError, Inbound, Settle, Stopped};
 use ringside_events::publish::PublishError;
 use ringside_events::{
-    Body, Consumer, Delivery, Event, HandleError, Handler, Outcome, Publisher, RingLedger, codec,
-    pb, subject,
+    Body, CatchUp, Consumer, Delivery, Event, HandleError, Handler, Outcome, Publisher, RingLedger,
+    codec, pb, subject,
 };
 use tokio::sync::watch;
 
@@ -259,16 +260,63 @@ fn rejected(
 #[error("reducer stopped while handling a membership event")]
 struct HandlerStop(#[source] ReducerError);
 
+/// A reducer catching up with the epochs stored before its start.
+struct CatchingUp {
+    /// The fold of the membership events before the head's, whose epochs are stored.
+    fold: CatchUp,
+    /// The last stored rebalance event when the reducer started.
+    head: StoredRebalance,
+}
+
+impl CatchingUp {
+    /// Catch-up before the stored head: every epoch made here is stored already, so
+    /// the fold only advances (see the module docs: the head checks them all).
+    fn replay(
+        &mut self,
+        m: &metrics::Metrics,
+        sequence: u64,
+        delivery: &Delivery,
+    ) -> Result<(), ReducerError> {
+        let outcome = m
+            .fold
+            .time(|| self.fold.advance(sequence, delivery.event.body()));
+        match outcome {
+            Outcome::AlreadyFolded => m.folded(FoldOutcome::AlreadyFolded),
+            Outcome::Unchanged => m.folded(FoldOutcome::Unchanged),
+            Outcome::Rejected(err) => rejected(m, sequence, &err, delivery),
+            Outcome::Rebalanced(()) => {
+                m.folded(FoldOutcome::Rebalanced);
+                m.stored(StoredHow::Replayed);
+                let head = &self.head;
+                if self.fold.epoch() >= head.event.epoch {
+                    return Err(diverged(
+                        m,
+                        head.event.epoch,
+                        head.sequence,
+                        format!(
+                            "the stored history made epoch {} from membership sequence {}; this fold made it already from sequence {sequence}",
+                            head.event.epoch, head.event.membership_sequence
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The fold loop's state.
 pub(crate) struct Engine {
     config: Arc<ReducerConfig>,
+    /// The ledger; while catching up, the one the catch-up started from.
     ledger: RingLedger,
     publisher: Publisher,
     stream: stream::Stream,
     rebalance_subject: String,
-    /// While catching up: the last stored rebalance event when the reducer started,
-    /// which the fold must reach and match before it publishes anything.
-    catch_up: Option<StoredRebalance>,
+    /// While catching up: the fold of the epochs stored already, which becomes the
+    /// ledger when it reaches the last stored rebalance event of the reducer's start
+    /// (and must match it) before anything is published.
+    catch_up: Option<CatchingUp>,
     shared: Arc<Shared>,
     caught_up: ringside_kit::Condition,
     snapshots: Arc<SnapshotSlot>,
@@ -363,7 +411,12 @@ impl Engine {
                 ),
             ));
         }
-        let catch_up = head.filter(|h| h.event.epoch > ledger.epoch());
+        let catch_up = head
+            .filter(|h| h.event.epoch > ledger.epoch())
+            .map(|head| CatchingUp {
+                fold: ledger.clone().catch_up(),
+                head,
+            });
         metrics::set(&m.start_sequence, ledger.membership_sequence() + 1);
         metrics::set(&m.start_epoch, ledger.epoch());
         tracing::info!(
@@ -392,10 +445,20 @@ impl Engine {
         Ok(engine)
     }
 
+    /// Where the fold is, as (epoch, membership sequence): the catch-up's while
+    /// catching up.
+    fn folded(&self) -> (u64, u64) {
+        match &self.catch_up {
+            Some(c) => (c.fold.epoch(), c.fold.membership_sequence()),
+            None => (self.ledger.epoch(), self.ledger.membership_sequence()),
+        }
+    }
+
     fn record_position(&self) {
         let m = &self.shared.metrics;
-        metrics::set(&m.epoch, self.ledger.epoch());
-        metrics::set(&m.membership_sequence, self.ledger.membership_sequence());
+        let (epoch, membership_sequence) = self.folded();
+        metrics::set(&m.epoch, epoch);
+        metrics::set(&m.membership_sequence, membership_sequence);
         metrics::set(&m.rebalance_sequence, self.ledger.rebalance_sequence());
     }
 
@@ -424,7 +487,7 @@ impl Engine {
         let membership = subject::membership(&self.config.ring);
         let durable = self.config.durable_name();
         loop {
-            let start = self.ledger.membership_sequence() + 1;
+            let start = self.folded().1 + 1;
             match self.stream.delete_consumer(&durable).await {
                 Ok(_) => {}
                 Err(e)
@@ -512,14 +575,11 @@ impl Engine {
             ReducerError::Messages("membership message without a stream sequence".into())
         })?;
         let m = Arc::clone(&self.shared.metrics);
-        let before_head = self
-            .catch_up
-            .as_ref()
-            .is_some_and(|head| sequence < head.event.membership_sequence);
-        if before_head {
-            self.replay(sequence, &delivery)?;
-        } else {
-            self.fold_new(sequence, &delivery).await?;
+        match &mut self.catch_up {
+            Some(c) if sequence < c.head.event.membership_sequence => {
+                c.replay(&m, sequence, &delivery)?;
+            }
+            _ => self.fold_new(sequence, &delivery).await?,
         }
         self.record_position();
         self.passed().await?;
@@ -538,39 +598,15 @@ impl Engine {
         Ok(())
     }
 
-    /// Catch-up before the stored head: every epoch made here is stored already, so
-    /// the fold only advances (see the module docs: the head checks them all).
-    fn replay(&mut self, sequence: u64, delivery: &Delivery) -> Result<(), ReducerError> {
-        let m = &self.shared.metrics;
-        let outcome = m
-            .fold
-            .time(|| self.ledger.advance(sequence, delivery.event.body()));
-        match outcome {
-            Outcome::AlreadyFolded => m.folded(FoldOutcome::AlreadyFolded),
-            Outcome::Unchanged => m.folded(FoldOutcome::Unchanged),
-            Outcome::Rejected(err) => rejected(m, sequence, &err, delivery),
-            Outcome::Rebalanced(()) => {
-                m.folded(FoldOutcome::Rebalanced);
-                m.stored(StoredHow::Replayed);
-                if let Some(head) = &self.catch_up
-                    && self.ledger.epoch() >= head.event.epoch
-                {
-                    return Err(self.divergence(
-                        head,
-                        format!(
-                            "the stored history made epoch {} from membership sequence {}; this fold made it already from sequence {sequence}",
-                            head.event.epoch, head.event.membership_sequence
-                        ),
-                    ));
-                }
-            }
-        }
-        Ok(())
-    }
-
     /// Folds an event at or past the stored head: the head's epoch is checked against
     /// the stored one, later epochs are stored and served.
     async fn fold_new(&mut self, sequence: u64, delivery: &Delivery) -> Result<(), ReducerError> {
+        // The head's event ends the catch-up: its fold becomes the ledger, checked
+        // against the head below.
+        let head = self.catch_up.take().map(|c| {
+            self.ledger = c.fold.finish();
+            c.head
+        });
         let expected = self.ledger.rebalance_sequence();
         let m = Arc::clone(&self.shared.metrics);
         let outcome = m
@@ -594,7 +630,7 @@ impl Engine {
                 Some(*event)
             }
         };
-        if let Some(head) = self.catch_up.take() {
+        if let Some(head) = head {
             return self.check_head(sequence, made.as_ref(), &head);
         }
         let Some(event) = made else {
@@ -790,7 +826,7 @@ impl Engine {
 
     /// First time the reducer has folded everything in the stream: start serving.
     async fn caught_up(&mut self) -> Result<(), ReducerError> {
-        if let Some(head) = &self.catch_up {
+        if let Some(CatchingUp { head, fold }) = &self.catch_up {
             // Everything is folded, yet the stored head was not reached: it came from a
             // membership event this fold never saw.
             return Err(self.divergence(
@@ -799,7 +835,7 @@ impl Engine {
                     "the stored history goes to epoch {} (membership sequence {}); the fold of every membership event only to epoch {}",
                     head.event.epoch,
                     head.event.membership_sequence,
-                    self.ledger.epoch()
+                    fold.epoch()
                 ),
             ));
         }

@@ -51,7 +51,7 @@ async fn folds_a_churn_and_stores_every_epoch_once() {
 }
 
 /// A reducer started with no snapshot on a long stored history folds it all without
-/// building events (past 16 events in a row, on a `LinkedRing`), checks the stored head,
+/// building events (a `CatchUp`), checks the stored head,
 /// then serves the ring the offline fold makes and stores the next epochs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cold_start_on_a_long_history_serves_the_fold_and_goes_on() {

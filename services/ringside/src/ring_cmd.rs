@@ -3,13 +3,16 @@
 //! `lookup` prints the owner of each key; `plan` prints what a membership change would
 //! move (ranges, moved fraction against the ideal). Both build the ring exactly as the
 //! reducer does: members join in the order given, which matters for the balanced
-//! strategy.
+//! strategy (a [`RingBuilder`], so a ring of many members costs what its tokens cost).
+//!
+//! Members are `id` or `id=weight`: ids are ordinary strings, `host:port` and IPv6
+//! addresses included, so the weight's separator is one no such id contains.
 
 use std::io::Write;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
-use ringside_ring::{Member, Ring, RingConfig, RingDiff, Strategy};
+use ringside_ring::{Member, Ring, RingBuilder, RingConfig, RingDiff, Strategy};
 use serde::Serialize;
 
 use crate::output::{MovedRangeRow, Output, write_json, write_moved_ranges, write_table};
@@ -32,7 +35,7 @@ enum RingCommand {
 /// The ring to compute: members and token configuration.
 #[derive(Debug, Args)]
 struct RingOpts {
-    /// Members in join order, comma separated; `id:weight` sets a weight (default 1).
+    /// Members in join order, comma separated; `id=weight` sets a weight (default 1).
     #[arg(long, value_delimiter = ',', value_parser = parse_member, required = true)]
     members: Vec<Member>,
     /// Virtual nodes (tokens) per member.
@@ -60,7 +63,7 @@ struct LookupArgs {
 struct PlanArgs {
     #[command(flatten)]
     ring: RingOpts,
-    /// Members to add (after the removals), comma separated, `id:weight` allowed.
+    /// Members to add (after the removals), comma separated, `id=weight` allowed.
     #[arg(long, value_delimiter = ',', value_parser = parse_member)]
     add: Vec<Member>,
     /// Member ids to remove, comma separated.
@@ -79,15 +82,11 @@ pub(crate) fn run(args: RingArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     }
 }
 
-/// Parses `id` or `id:weight`.
+/// Parses `id` or `id=weight` (the last `=` separates the weight, so an id holding
+/// one is written with its weight: `a=b=1`).
 fn parse_member(spec: &str) -> Result<Member, String> {
-    let (id, weight) = match spec.split_once(':') {
-        Some((id, weight)) => {
-            let weight = weight
-                .parse::<u32>()
-                .map_err(|_| format!("weight '{weight}' of member '{id}' is not a whole number"))?;
-            (id, weight)
-        }
+    let (id, weight) = match spec.rsplit_once('=') {
+        Some((id, weight)) => (id, parse_weight(id, weight)?),
         None => (spec, 1),
     };
     if id.is_empty() {
@@ -99,13 +98,27 @@ fn parse_member(spec: &str) -> Result<Member, String> {
     })
 }
 
+/// A member's weight: a whole number that fits a weight (0 is refused by the ring,
+/// which says why).
+fn parse_weight(id: &str, weight: &str) -> Result<u32, String> {
+    weight.parse::<u32>().map_err(|_| {
+        let digits = !weight.is_empty() && weight.bytes().all(|b| b.is_ascii_digit());
+        if digits || weight.parse::<i128>().is_ok() {
+            format!(
+                "weight {weight} of member '{id}' is out of range: weights go from 1 to {}",
+                u32::MAX
+            )
+        } else {
+            format!("weight '{weight}' of member '{id}' is not a whole number")
+        }
+    })
+}
+
 fn build_ring(opts: &RingOpts) -> anyhow::Result<Ring> {
     let config = RingConfig::new(opts.strategy, opts.vnodes)?;
-    let mut ring = Ring::new(config);
-    for member in &opts.members {
-        ring.add(member.clone())?;
-    }
-    Ok(ring)
+    let mut ring = RingBuilder::new(config);
+    ring.change([], opts.members.iter().cloned())?;
+    Ok(ring.build())
 }
 
 #[derive(Debug, Serialize)]
@@ -166,17 +179,14 @@ struct Plan {
 
 fn plan(args: PlanArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let before = build_ring(&args.ring)?;
-    let mut after = before.clone();
-    for id in &args.remove {
-        after
-            .remove(id)
-            .with_context(|| format!("cannot remove '{id}'"))?;
-    }
-    for member in &args.add {
-        after
-            .add(member.clone())
-            .with_context(|| format!("cannot add '{}'", member.id))?;
-    }
+    let mut after = RingBuilder::from(before.clone());
+    after
+        .change(
+            args.remove.iter().map(String::as_str),
+            args.add.iter().cloned(),
+        )
+        .context("cannot make the change")?;
+    let after = after.build();
     if after.is_empty() {
         bail!("the plan removes every member; a ring needs at least one");
     }
@@ -219,8 +229,7 @@ fn describe_plan(args: &PlanArgs, before: &Ring, after: &Ring, diff: &RingDiff) 
         removed: args.remove.clone(),
         moved_fraction: diff.moved_fraction,
         ideal_fraction: diff.ideal_fraction,
-        moved_over_ideal: (diff.ideal_fraction > 0.0)
-            .then(|| diff.moved_fraction / diff.ideal_fraction),
+        moved_over_ideal: diff.moved_over_ideal(),
         checksum_before: format!("{:#018x}", before.checksum()),
         checksum_after: format!("{:#018x}", after.checksum()),
         shares,
@@ -284,22 +293,31 @@ mod tests {
 
     #[test]
     fn parse_member_reads_ids_and_weights() {
-        assert_eq!(
-            parse_member("a"),
-            Ok(Member {
-                id: "a".into(),
-                weight: 1
-            })
-        );
-        assert_eq!(
-            parse_member("node-1:3"),
-            Ok(Member {
-                id: "node-1".into(),
-                weight: 3
-            })
-        );
-        assert!(parse_member(":3").is_err());
-        assert!(parse_member("a:x").is_err());
-        assert!(parse_member("a:-1").is_err());
+        let member = |id: &str, weight| Ok(Member::new(id, weight));
+        assert_eq!(parse_member("a"), member("a", 1));
+        assert_eq!(parse_member("node-1=3"), member("node-1", 3));
+        // Ids with colons are ids: host:port, IPv6.
+        assert_eq!(parse_member("web-0:8080"), member("web-0:8080", 1));
+        assert_eq!(parse_member("fe80::1=2"), member("fe80::1", 2));
+        assert_eq!(parse_member("a=b=4"), member("a=b", 4));
+        assert!(parse_member("=3").unwrap_err().contains("empty member id"));
+        for bad in ["a=x", "a=", "a=1.5"] {
+            assert!(
+                parse_member(bad)
+                    .unwrap_err()
+                    .contains("not a whole number"),
+                "{bad}"
+            );
+        }
+        for far in [
+            "a=4294967296",
+            "a=-1",
+            "a=99999999999999999999999999999999999999999",
+        ] {
+            assert!(
+                parse_member(far).unwrap_err().contains("out of range"),
+                "{far}"
+            );
+        }
     }
 }

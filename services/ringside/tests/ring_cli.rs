@@ -92,6 +92,23 @@ fn lookup_agrees_with_the_ring_crate() {
 }
 
 #[test]
+fn ids_with_colons_are_ids() {
+    let rows = ok_json(&[
+        "ring",
+        "lookup",
+        "--members",
+        "web-0:8080,fe80::1=2",
+        "--output",
+        "json",
+        "k",
+    ]);
+    let mut ring = Ring::new(RingConfig::default());
+    ring.add(Member::new("web-0:8080", 1)).unwrap();
+    ring.add(Member::new("fe80::1", 2)).unwrap();
+    assert_eq!(rows[0]["owner"], ring.owner(b"k").unwrap());
+}
+
+#[test]
 fn lookup_table_lists_every_key() {
     let out = ringside(&["ring", "lookup", "--members", "a,b", "k1", "k2"]);
     assert!(out.status.success());
@@ -173,8 +190,11 @@ fn plan_table_is_readable() {
 #[test]
 fn bad_input_is_a_clear_error() {
     assert!(failure(&["ring", "lookup", "--members", "a,a", "k"]).contains("already on the ring"));
-    assert!(failure(&["ring", "lookup", "--members", "a:0", "k"]).contains("weight 0"));
-    assert!(failure(&["ring", "lookup", "--members", "a,:2", "k"]).contains("empty member id"));
+    assert!(failure(&["ring", "lookup", "--members", "a=0", "k"]).contains("weight 0"));
+    assert!(failure(&["ring", "lookup", "--members", "a,=2", "k"]).contains("empty member id"));
+    assert!(
+        failure(&["ring", "lookup", "--members", "a=4294967296", "k"]).contains("out of range")
+    );
     assert!(
         failure(&["ring", "lookup", "--members", "a", "--strategy", "rnd", "k"])
             .contains("random, balanced")
