@@ -4,8 +4,8 @@
 //! "Horizontal Pod Autoscaling", "Algorithm details", "Support for configurable scaling
 //! behavior", and of the controller (`horizontal.go`, `replica_calculator.go`).
 //!
-//! The per-pod metric here is a generic one, `connections`: ringside's distinct
-//! clients are about to become a ring-wide `External` metric.
+//! The per-pod metric here is a generic one, `connections`; ringside's own metrics
+//! (`shared::metrics()`) are scripted in `tests/ringside.rs`.
 
 // A failed unwrap in a helper is a failed test, which is what we want here.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
