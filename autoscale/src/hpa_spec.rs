@@ -104,7 +104,7 @@ mod tests {
             "minReplicas": 1,
             "maxReplicas": 10,
             "metrics": [
-                {"type": "Pods", "pods": {
+                {"type": "External", "external": {
                     "metric": {"name": "ringside_unique_client_ips"},
                     "target": {"type": "AverageValue", "averageValue": "100"}
                 }},

@@ -8,11 +8,11 @@
 //! use ringside_autoscale::{Autoscaler, AutoscalerConfig, Observation, PodState, shared};
 //!
 //! let mut autoscaler = Autoscaler::new(AutoscalerConfig::new(1, 10, shared::metrics()))?;
+//! // 500 distinct clients of the whole ring, at most 100 per replica: 5 replicas.
 //! let seen = Observation::new(2)
 //!     .pod("node-0", PodState::Ready)
 //!     .pod("node-1", PodState::Ready)
-//!     .pod_value(shared::UNIQUE_CLIENT_IPS, "node-0", 240.0)
-//!     .pod_value(shared::UNIQUE_CLIENT_IPS, "node-1", 260.0)
+//!     .value(shared::UNIQUE_CLIENT_IPS, 500.0)
 //!     .pod_value(shared::CPU, "node-0", 30.0)
 //!     .pod_value(shared::CPU, "node-1", 50.0);
 //! let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
@@ -20,15 +20,15 @@
 //! assert_eq!(decision.desired_replicas, 5);
 //! assert_eq!(
 //!     decision.reason,
-//!     "scale up 2 -> 5: ringside_unique_client_ips 250 per pod (target 100): ceil(2.5 x 2) = 5; \
-//!      cpu 40% of request (target 80%): ceil(0.5 x 2) = 1"
+//!     "scale up 2 -> 5: ringside_unique_client_ips 250 per replica (target 100): \
+//!      ceil(total / target) = 5; cpu 40% of request (target 80%): ceil(0.5 x 2) = 1"
 //! );
 //! # Ok::<(), ringside_autoscale::ConfigError>(())
 //! ```
 //!
 //! # How it fits
-//! No I/O, no clock: the caller reads the metrics (PromQL against Prometheus locally,
-//! [`shared::local_query`]), passes the time, applies the decision and publishes it as
+//! No I/O, no clock: the caller reads the metrics (locally, PromQL over the metrics
+//! collector's series: [`shared::local_query`]), passes the time, applies the decision and publishes it as
 //! a `ScaleDecided` event ([`Decision::governing`] gives its metric, value and target;
 //! [`Decision::reason`] its reason). The autoscaler keeps what the HPA controller keeps
 //! between evaluations: recent recommendations (stabilization) and recent scale events

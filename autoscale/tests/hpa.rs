@@ -3,6 +3,9 @@
 //! evaluations for the per-metric rules. The rules are those of kubernetes.io,
 //! "Horizontal Pod Autoscaling", "Algorithm details", "Support for configurable scaling
 //! behavior", and of the controller (`horizontal.go`, `replica_calculator.go`).
+//!
+//! The per-pod metric here is a generic one, `connections`; ringside's own metrics
+//! (`shared::metrics()`) are scripted in `tests/ringside.rs`.
 
 // A failed unwrap in a helper is a failed test, which is what we want here.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -14,25 +17,25 @@ use ringside_autoscale::{
     MetricSpec, Observation, Outcome, PodState, ScalingPolicy, SelectPolicy,
 };
 
-const IPS: &str = "ringside_unique_client_ips";
+const CONNS: &str = "connections";
 const CPU: &str = "cpu";
 
 fn at(secs: u64) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000 + secs)
 }
 
-/// Unique IPs per pod, target 100, between `min` and `max` replicas, HPA defaults.
-fn ips(min: u32, max: u32) -> AutoscalerConfig {
-    AutoscalerConfig::new(min, max, vec![MetricSpec::pods(IPS, 100.0)])
+/// Open connections per pod, target 100, between `min` and `max` replicas, HPA defaults.
+fn conns(min: u32, max: u32) -> AutoscalerConfig {
+    AutoscalerConfig::new(min, max, vec![MetricSpec::pods(CONNS, 100.0)])
 }
 
-/// The same with unique IPs and CPU (80 %).
-fn ips_and_cpu(min: u32, max: u32) -> AutoscalerConfig {
+/// The same with connections and CPU (80 %).
+fn conns_and_cpu(min: u32, max: u32) -> AutoscalerConfig {
     AutoscalerConfig::new(
         min,
         max,
         vec![
-            MetricSpec::pods(IPS, 100.0),
+            MetricSpec::pods(CONNS, 100.0),
             MetricSpec::resource_utilization(CPU, 80),
         ],
     )
@@ -82,11 +85,11 @@ impl Given {
         Self { replicas, ..self }
     }
 
-    /// Every pod reports `per_pod` unique IPs at each `(second, per_pod)`.
-    fn when_ips(self, series: &[(u64, f64)]) -> Then {
+    /// Every pod has `per_pod` connections at each `(second, per_pod)`.
+    fn when_conns(self, series: &[(u64, f64)]) -> Then {
         let steps: Vec<_> = series
             .iter()
-            .map(|&(t, value)| (t, vec![(IPS, value)]))
+            .map(|&(t, value)| (t, vec![(CONNS, value)]))
             .collect();
         self.when_values(&steps)
     }
@@ -148,7 +151,7 @@ fn limit(decision: &Decision) -> Option<Limit> {
 
 #[test]
 fn a_burst_scales_up_at_once_as_far_as_the_policy_allows() {
-    let then = given(ips(1, 10)).replicas(2).when_ips(&[
+    let then = given(conns(1, 10)).replicas(2).when_conns(&[
         (0, 100.0),  // at target
         (15, 300.0), // ceil(3 x 2) = 6: the policy allows max(2 x 2, 2 + 4) = 6
         (30, 300.0), // ceil(3 x 6) = 18: the policy allows 12, the maximum 10
@@ -157,12 +160,12 @@ fn a_burst_scales_up_at_once_as_far_as_the_policy_allows() {
     then.replicas(&[2, 6, 10, 10]);
     assert_eq!(
         then.decision(1).reason,
-        "scale up 2 -> 6: ringside_unique_client_ips 300 per pod (target 100): ceil(3 x 2) = 6"
+        "scale up 2 -> 6: connections 300 per pod (target 100): ceil(3 x 2) = 6"
     );
     assert_eq!(limit(then.decision(2)), Some(Limit::MaxReplicas));
     assert_eq!(
         then.decision(2).reason,
-        "scale up 6 -> 10: ringside_unique_client_ips 300 per pod (target 100): ceil(3 x 6) = 18; \
+        "scale up 6 -> 10: connections 300 per pod (target 100): ceil(3 x 6) = 18; \
          limited to 10 by the maximum replicas (10)"
     );
 }
@@ -170,18 +173,20 @@ fn a_burst_scales_up_at_once_as_far_as_the_policy_allows() {
 #[test]
 fn within_the_tolerance_nothing_changes() {
     // |ratio - 1| <= 0.1 holds; 1.11 and 0.89 do not.
-    let then = given(no_down_window(ips(1, 10))).replicas(4).when_ips(&[
-        (0, 100.0),
-        (15, 110.0),
-        (30, 90.0),
-        (45, 111.0), // ceil(1.11 x 4) = 5
-        (60, 89.0),  // ceil(0.89 x 5) = 5: a ratio outside tolerance may still keep the count
-        (75, 70.0),  // ceil(0.7 x 5) = 4
-    ]);
+    let then = given(no_down_window(conns(1, 10)))
+        .replicas(4)
+        .when_conns(&[
+            (0, 100.0),
+            (15, 110.0),
+            (30, 90.0),
+            (45, 111.0), // ceil(1.11 x 4) = 5
+            (60, 89.0),  // ceil(0.89 x 5) = 5: a ratio outside tolerance may still keep the count
+            (75, 70.0),  // ceil(0.7 x 5) = 4
+        ]);
     then.replicas(&[4, 4, 4, 5, 5, 4]);
     assert_eq!(
         then.decision(1).reason,
-        "hold at 4: ringside_unique_client_ips 110 per pod (target 100), ratio 1.1 within tolerance: 4"
+        "hold at 4: connections 110 per pod (target 100), ratio 1.1 within tolerance: 4"
     );
     assert_eq!(
         then.decision(1).metrics[0].result.as_ref().unwrap().basis,
@@ -195,9 +200,9 @@ fn the_tolerance_is_configurable_per_direction() {
     behavior.scale_up.tolerance = 0.0;
     behavior.scale_down.tolerance = 0.3;
     behavior.scale_down.stabilization_window_secs = 0;
-    let then = given(ips(1, 10).with_behavior(behavior))
+    let then = given(conns(1, 10).with_behavior(behavior))
         .replicas(4)
-        .when_ips(&[(0, 101.0), (15, 75.0), (30, 69.0)]);
+        .when_conns(&[(0, 101.0), (15, 75.0), (30, 69.0)]);
     // 101: ceil(1.01 x 4) = 5. 75 x 5 pods: within 30 %. 69: ceil(0.69 x 5) = 4.
     then.replicas(&[5, 5, 4]);
 }
@@ -214,7 +219,7 @@ fn a_scale_down_waits_for_the_window_of_higher_recommendations() {
         (60, 100.0),
     ];
     series.extend((75..=375).step_by(15).map(|t| (t, 50.0)));
-    let then = given(ips(1, 10)).replicas(4).when_ips(&series);
+    let then = given(conns(1, 10)).replicas(4).when_conns(&series);
     let mut expected = vec![4; series.len()];
     let at_360 = series.iter().position(|&(t, _)| t == 360).unwrap();
     expected[at_360] = 2;
@@ -232,12 +237,12 @@ fn a_scale_down_waits_for_the_window_of_higher_recommendations() {
     );
     assert_eq!(
         held.reason,
-        "hold at 4: ringside_unique_client_ips 50 per pod (target 100): ceil(0.5 x 4) = 2; \
+        "hold at 4: connections 50 per pod (target 100): ceil(0.5 x 4) = 2; \
          stabilized from 2 to 4, the highest recommendation of the last 300 s"
     );
     assert_eq!(
         then.decision(at_360).reason,
-        "scale down 4 -> 2: ringside_unique_client_ips 50 per pod (target 100): ceil(0.5 x 4) = 2"
+        "scale down 4 -> 2: connections 50 per pod (target 100): ceil(0.5 x 4) = 2"
     );
 }
 
@@ -246,7 +251,7 @@ fn a_started_autoscaler_does_not_scale_down_for_a_window() {
     // The first evaluation records the replicas found as a recommendation, as the HPA
     // controller does (a restart must not shrink the workload at once).
     let series: Vec<_> = (0..=300).step_by(15).map(|t| (t, 10.0)).collect();
-    let then = given(ips(1, 10)).replicas(6).when_ips(&series);
+    let then = given(conns(1, 10)).replicas(6).when_conns(&series);
     let mut expected = vec![6; series.len()];
     *expected.last_mut().unwrap() = 1;
     then.replicas(&expected);
@@ -256,9 +261,9 @@ fn a_started_autoscaler_does_not_scale_down_for_a_window() {
 fn a_scale_up_window_waits_for_the_load_to_last() {
     let mut behavior = Behavior::default();
     behavior.scale_up.stabilization_window_secs = 60;
-    let then = given(ips(1, 10).with_behavior(behavior))
+    let then = given(conns(1, 10).with_behavior(behavior))
         .replicas(2)
-        .when_ips(&[
+        .when_conns(&[
             (0, 100.0),
             (15, 200.0),
             (30, 200.0),
@@ -279,23 +284,24 @@ fn a_scale_up_window_waits_for_the_load_to_last() {
 
 #[test]
 fn replicas_stay_within_min_and_max() {
-    let then =
-        given(no_down_window(ips(2, 5)))
-            .replicas(3)
-            .when_ips(&[(0, 1000.0), (15, 0.0), (30, 0.0)]);
+    let then = given(no_down_window(conns(2, 5))).replicas(3).when_conns(&[
+        (0, 1000.0),
+        (15, 0.0),
+        (30, 0.0),
+    ]);
     then.replicas(&[5, 2, 2]);
     assert_eq!(limit(then.decision(0)), Some(Limit::MaxReplicas));
     assert_eq!(limit(then.decision(1)), Some(Limit::MinReplicas));
     assert_eq!(
         then.decision(1).reason,
-        "scale down 5 -> 2: ringside_unique_client_ips 0 per pod (target 100): ceil(0 x 5) = 0; \
+        "scale down 5 -> 2: connections 0 per pod (target 100): ceil(0 x 5) = 0; \
          limited to 2 by the minimum replicas (2)"
     );
 }
 
 #[test]
 fn replicas_outside_the_bounds_go_straight_to_them() {
-    let above = given(ips(2, 5)).when_seen(pods(8, &[(IPS, 1000.0)]));
+    let above = given(conns(2, 5)).when_seen(pods(8, &[(CONNS, 1000.0)]));
     assert_eq!(
         (above.desired_replicas, above.outcome),
         (5, Outcome::AboveMax)
@@ -306,7 +312,7 @@ fn replicas_outside_the_bounds_go_straight_to_them() {
     );
     assert!(above.metrics.is_empty());
 
-    let below = given(ips(2, 5)).when_seen(pods(1, &[(IPS, 0.0)]));
+    let below = given(conns(2, 5)).when_seen(pods(1, &[(CONNS, 0.0)]));
     assert_eq!(
         (below.desired_replicas, below.outcome),
         (2, Outcome::BelowMin)
@@ -319,7 +325,7 @@ fn replicas_outside_the_bounds_go_straight_to_them() {
 
 #[test]
 fn a_workload_scaled_to_zero_is_left_alone() {
-    let decision = given(ips(1, 5)).when_seen(Observation::new(0).value(IPS, 1000.0));
+    let decision = given(conns(1, 5)).when_seen(Observation::new(0).value(CONNS, 1000.0));
     assert_eq!(decision.desired_replicas, 0);
     assert_eq!(decision.outcome, Outcome::ScalingDisabled);
     assert_eq!(
@@ -330,43 +336,46 @@ fn a_workload_scaled_to_zero_is_left_alone() {
 
 #[test]
 fn the_largest_proposal_of_two_metrics_wins() {
-    let then = given(no_down_window(ips_and_cpu(1, 20)))
+    let then = given(no_down_window(conns_and_cpu(1, 20)))
         .replicas(4)
         .when_values(&[
-            // IPs: ceil(1.5 x 4) = 6; CPU: ceil(2 x 4) = 8.
-            (0, vec![(IPS, 150.0), (CPU, 160.0)]),
-            // IPs: ceil(2 x 8) = 16; CPU: 40 / 80: ceil(0.5 x 8) = 4.
-            (15, vec![(IPS, 200.0), (CPU, 40.0)]),
-            // Both low: the larger, ceil(0.5 x 16) = 8 from IPs.
-            (30, vec![(IPS, 50.0), (CPU, 20.0)]),
+            // Connections: ceil(1.5 x 4) = 6; CPU: ceil(2 x 4) = 8.
+            (0, vec![(CONNS, 150.0), (CPU, 160.0)]),
+            // Connections: ceil(2 x 8) = 16; CPU: 40 / 80: ceil(0.5 x 8) = 4.
+            (15, vec![(CONNS, 200.0), (CPU, 40.0)]),
+            // Both low: the larger, ceil(0.5 x 16) = 8 from connections.
+            (30, vec![(CONNS, 50.0), (CPU, 20.0)]),
         ]);
     then.replicas(&[8, 16, 8]);
     let governing = |row: usize| then.decision(row).governing().unwrap().0.name.clone();
-    assert_eq!([governing(0), governing(1), governing(2)], [CPU, IPS, IPS]);
+    assert_eq!(
+        [governing(0), governing(1), governing(2)],
+        [CPU, CONNS, CONNS]
+    );
     assert_eq!(
         then.decision(0).reason,
         "scale up 4 -> 8: cpu 160% of request (target 80%): ceil(2 x 4) = 8; \
-         ringside_unique_client_ips 150 per pod (target 100): ceil(1.5 x 4) = 6"
+         connections 150 per pod (target 100): ceil(1.5 x 4) = 6"
     );
 }
 
 #[test]
 fn equal_proposals_are_governed_by_the_first_metric() {
-    let decision = given(ips_and_cpu(1, 20)).when_seen(pods(2, &[(IPS, 200.0), (CPU, 160.0)]));
+    let decision = given(conns_and_cpu(1, 20)).when_seen(pods(2, &[(CONNS, 200.0), (CPU, 160.0)]));
     assert_eq!(decision.desired_replicas, 4);
-    assert_eq!(decision.governing().unwrap().0.name, IPS);
+    assert_eq!(decision.governing().unwrap().0.name, CONNS);
 }
 
 // Metrics that cannot be read.
 
 #[test]
 fn an_unreadable_metric_does_not_stop_a_scale_up() {
-    let decision = given(ips_and_cpu(1, 10)).when_seen(pods(2, &[(IPS, 300.0)]));
+    let decision = given(conns_and_cpu(1, 10)).when_seen(pods(2, &[(CONNS, 300.0)]));
     assert_eq!(decision.desired_replicas, 6);
     assert_eq!(decision.metrics[1].result, Err(MetricError::NotRead));
     assert_eq!(
         decision.reason,
-        "scale up 2 -> 6: ringside_unique_client_ips 300 per pod (target 100): ceil(3 x 2) = 6; \
+        "scale up 2 -> 6: connections 300 per pod (target 100): ceil(3 x 2) = 6; \
          cpu unavailable (no value was read)"
     );
 }
@@ -375,9 +384,9 @@ fn an_unreadable_metric_does_not_stop_a_scale_up() {
 fn an_unreadable_metric_blocks_a_scale_down_however_long() {
     let series: Vec<_> = (0..=600)
         .step_by(15)
-        .map(|t| (t, vec![(IPS, 10.0)]))
+        .map(|t| (t, vec![(CONNS, 10.0)]))
         .collect();
-    let then = given(ips_and_cpu(1, 10)).replicas(5).when_values(&series);
+    let then = given(conns_and_cpu(1, 10)).replicas(5).when_values(&series);
     then.replicas(&vec![5; series.len()]);
     let last = then.decisions.last().unwrap();
     assert_eq!(last.outcome, Outcome::MetricsUnavailable);
@@ -385,13 +394,13 @@ fn an_unreadable_metric_blocks_a_scale_down_however_long() {
         last.reason,
         "hold at 5: 1 of 2 metrics unavailable and the others propose fewer replicas, which the \
          HPA does not act on; cpu unavailable (no value was read); \
-         ringside_unique_client_ips 10 per pod (target 100): ceil(0.1 x 5) = 1"
+         connections 10 per pod (target 100): ceil(0.1 x 5) = 1"
     );
 }
 
 #[test]
 fn an_unreadable_metric_lets_the_others_hold() {
-    let decision = given(ips_and_cpu(1, 10)).when_seen(pods(3, &[(CPU, 80.0)]));
+    let decision = given(conns_and_cpu(1, 10)).when_seen(pods(3, &[(CPU, 80.0)]));
     assert_eq!(decision.desired_replicas, 3);
     assert!(matches!(
         decision.outcome,
@@ -401,12 +410,12 @@ fn an_unreadable_metric_lets_the_others_hold() {
 
 #[test]
 fn without_any_metric_nothing_changes() {
-    let decision = given(ips_and_cpu(1, 10)).when_seen(pods(3, &[]));
+    let decision = given(conns_and_cpu(1, 10)).when_seen(pods(3, &[]));
     assert_eq!(decision.desired_replicas, 3);
     assert_eq!(decision.outcome, Outcome::MetricsUnavailable);
     assert_eq!(
         decision.reason,
-        "hold at 3: no metric is available; ringside_unique_client_ips unavailable (no value was \
+        "hold at 3: no metric is available; connections unavailable (no value was \
          read); cpu unavailable (no value was read)"
     );
 }
@@ -416,26 +425,26 @@ fn values_of_unready_pods_only_or_of_no_pod_are_no_metric() {
     let unready = Observation::new(2)
         .pod("node-0", PodState::Unready)
         .pod("node-1", PodState::Unready)
-        .pod_value(IPS, "node-0", 500.0);
-    let decision = given(ips(1, 10)).when_seen(unready);
+        .pod_value(CONNS, "node-0", 500.0);
+    let decision = given(conns(1, 10)).when_seen(unready);
     assert_eq!(
         decision.metrics[0].result,
         Err(MetricError::NoReadyPodValues)
     );
     assert_eq!(decision.desired_replicas, 2);
 
-    let no_pods = Observation::new(2).pod_value(IPS, "node-0", 500.0);
-    let decision = given(ips(1, 10)).when_seen(no_pods);
+    let no_pods = Observation::new(2).pod_value(CONNS, "node-0", 500.0);
+    let decision = given(conns(1, 10)).when_seen(no_pods);
     assert_eq!(decision.metrics[0].result, Err(MetricError::NoPods));
     assert_eq!(decision.desired_replicas, 2);
 }
 
 #[test]
 fn unusable_values_count_as_missing_and_strangers_are_ignored() {
-    let seen = pods(2, &[(IPS, 300.0)])
-        .pod_value(IPS, "node-1", f64::NAN)
-        .pod_value(IPS, "stranger", 10_000.0);
-    let decision = given(ips(1, 10)).when_seen(seen);
+    let seen = pods(2, &[(CONNS, 300.0)])
+        .pod_value(CONNS, "node-1", f64::NAN)
+        .pod_value(CONNS, "stranger", 10_000.0);
+    let decision = given(conns(1, 10)).when_seen(seen);
     // node-0 alone: 300; node-1 has no usable value, counted as 0 on a scale-up:
     // ratio 1.5, ceil(1.5 x 2) = 3.
     let proposal = decision.metrics[0].result.clone().unwrap();
@@ -451,7 +460,7 @@ fn four_pods(values: [Option<f64>; 4], states: [PodState; 4]) -> Observation {
         let pod = format!("node-{i}");
         seen = seen.pod(pod.clone(), state);
         if let Some(value) = value {
-            seen = seen.pod_value(IPS, pod, value);
+            seen = seen.pod_value(CONNS, pod, value);
         }
     }
     seen
@@ -464,7 +473,7 @@ fn on_a_scale_up_a_pod_without_a_value_counts_as_zero() {
     // 3 pods at 140 would ask ceil(1.4 x 3) = 5; with the fourth at 0 the ratio is
     // 420 / 4 / 100 = 1.05, within tolerance: no change.
     let seen = four_pods([Some(140.0), Some(140.0), Some(140.0), None], READY);
-    let decision = given(ips(1, 10)).when_seen(seen);
+    let decision = given(conns(1, 10)).when_seen(seen);
     assert_eq!(decision.desired_replicas, 4);
     assert_eq!(
         decision.metrics[0].result.as_ref().unwrap().basis,
@@ -477,17 +486,17 @@ fn on_a_scale_up_a_pod_without_a_value_counts_as_zero() {
     );
     assert_eq!(
         decision.reason,
-        "hold at 4: ringside_unique_client_ips 140 per pod (target 100), counting 1 without a \
+        "hold at 4: connections 140 per pod (target 100), counting 1 without a \
          value as 0, ratio 1.05 within tolerance or reversed: 4"
     );
 
     // Further out it still scales up, counting all four pods.
     let seen = four_pods([Some(200.0), Some(200.0), Some(200.0), None], READY);
-    let decision = given(ips(1, 10)).when_seen(seen);
+    let decision = given(conns(1, 10)).when_seen(seen);
     assert_eq!(decision.desired_replicas, 6);
     assert_eq!(
         decision.reason,
-        "scale up 4 -> 6: ringside_unique_client_ips 200 per pod (target 100), counting 1 without \
+        "scale up 4 -> 6: connections 200 per pod (target 100), counting 1 without \
          a value as 0, ratio 1.5: ceil(1.5 x 4) = 6"
     );
 }
@@ -497,11 +506,11 @@ fn on_a_scale_down_a_pod_without_a_value_counts_as_the_target() {
     // 3 pods at 50 would ask ceil(0.5 x 3) = 2; with the fourth at 100 the ratio is
     // 250 / 4 / 100 = 0.625: ceil(0.625 x 4) = 3.
     let seen = four_pods([Some(50.0), Some(50.0), Some(50.0), None], READY);
-    let decision = given(no_down_window(ips(1, 10))).when_seen(seen);
+    let decision = given(no_down_window(conns(1, 10))).when_seen(seen);
     assert_eq!(decision.desired_replicas, 3);
     assert_eq!(
         decision.reason,
-        "scale down 4 -> 3: ringside_unique_client_ips 50 per pod (target 100), counting 1 \
+        "scale down 4 -> 3: connections 50 per pod (target 100), counting 1 \
          without a value as 100, ratio 0.62: ceil(0.62 x 4) = 3"
     );
 }
@@ -559,7 +568,7 @@ fn on_a_scale_up_unready_pods_count_as_zero() {
         PodState::Unready,
     ];
     let seen = four_pods([Some(140.0), Some(140.0), Some(140.0), Some(900.0)], states);
-    let decision = given(ips(1, 10)).when_seen(seen);
+    let decision = given(conns(1, 10)).when_seen(seen);
     assert_eq!(decision.desired_replicas, 4);
     assert!(
         decision
@@ -578,7 +587,7 @@ fn on_a_scale_down_unready_pods_are_left_out() {
         PodState::Unready,
     ];
     let seen = four_pods([Some(50.0), Some(50.0), None, None], states);
-    let decision = given(no_down_window(ips(1, 10))).when_seen(seen);
+    let decision = given(no_down_window(conns(1, 10))).when_seen(seen);
     assert_eq!(decision.desired_replicas, 1);
     assert_eq!(
         decision.metrics[0].result.as_ref().unwrap().basis,
@@ -598,9 +607,9 @@ fn on_a_scale_down_unready_pods_stay_out_of_the_recount() {
         let pod = format!("node-{i}");
         seen = seen
             .pod(pod.clone(), PodState::Ready)
-            .pod_value(IPS, pod, 88.0);
+            .pod_value(CONNS, pod, 88.0);
     }
-    let decision = given(no_down_window(ips(1, 10))).when_seen(seen);
+    let decision = given(no_down_window(conns(1, 10))).when_seen(seen);
     assert_eq!(decision.desired_replicas, 5, "{}", decision.reason);
     assert!(
         decision
@@ -613,7 +622,7 @@ fn on_a_scale_down_unready_pods_stay_out_of_the_recount() {
 
 #[test]
 fn the_default_scale_up_policy_doubles_or_adds_four_every_15_seconds() {
-    let then = given(ips(1, 100)).replicas(1).when_ips(&[
+    let then = given(conns(1, 100)).replicas(1).when_conns(&[
         (0, 10_000.0),
         (5, 10_000.0),
         (10, 10_000.0),
@@ -626,7 +635,7 @@ fn the_default_scale_up_policy_doubles_or_adds_four_every_15_seconds() {
     assert_eq!(limit(then.decision(1)), Some(Limit::Policy(Direction::Up)));
     assert_eq!(
         then.decision(1).reason,
-        "hold at 5: ringside_unique_client_ips 10000 per pod (target 100): ceil(100 x 5) = 500; \
+        "hold at 5: connections 10000 per pod (target 100): ceil(100 x 5) = 500; \
          limited to 5 by the scale-up policy: the larger change of 100% per 15 s or 4 pods per 15 s"
     );
 }
@@ -635,9 +644,9 @@ fn the_default_scale_up_policy_doubles_or_adds_four_every_15_seconds() {
 fn the_min_select_policy_takes_the_smaller_change() {
     let mut behavior = Behavior::default();
     behavior.scale_up.select_policy = SelectPolicy::Min;
-    let then = given(ips(1, 100).with_behavior(behavior))
+    let then = given(conns(1, 100).with_behavior(behavior))
         .replicas(10)
-        .when_ips(&[(0, 10_000.0)]);
+        .when_conns(&[(0, 10_000.0)]);
     // min(10 x 2, 10 + 4).
     then.replicas(&[14]);
 }
@@ -647,9 +656,9 @@ fn a_slow_scale_down_policy_removes_one_pod_a_minute() {
     let mut behavior = Behavior::default();
     behavior.scale_down.stabilization_window_secs = 0;
     behavior.scale_down.policies = vec![ScalingPolicy::pods(1, 60)];
-    let then = given(ips(1, 10).with_behavior(behavior))
+    let then = given(conns(1, 10).with_behavior(behavior))
         .replicas(5)
-        .when_ips(&[(0, 0.0), (15, 0.0), (59, 0.0), (60, 0.0), (120, 0.0)]);
+        .when_conns(&[(0, 0.0), (15, 0.0), (59, 0.0), (60, 0.0), (120, 0.0)]);
     then.replicas(&[4, 4, 4, 3, 2]);
     assert!(
         then.decision(1).reason.ends_with(
@@ -665,9 +674,9 @@ fn a_percent_scale_down_policy_truncates() {
     let mut behavior = Behavior::default();
     behavior.scale_down.stabilization_window_secs = 0;
     behavior.scale_down.policies = vec![ScalingPolicy::percent(50, 60)];
-    let then = given(ips(1, 10).with_behavior(behavior))
+    let then = given(conns(1, 10).with_behavior(behavior))
         .replicas(5)
-        .when_ips(&[(0, 0.0), (60, 0.0), (120, 0.0)]);
+        .when_conns(&[(0, 0.0), (60, 0.0), (120, 0.0)]);
     // 5 x 0.5 = 2.5 -> 2; 2 x 0.5 = 1.
     then.replicas(&[2, 1, 1]);
 }
@@ -678,9 +687,9 @@ fn a_disabled_direction_never_moves() {
     behavior.scale_down.select_policy = SelectPolicy::Disabled;
     behavior.scale_down.stabilization_window_secs = 0;
     let series: Vec<_> = (0..10).map(|i| (i * 60, 0.0)).collect();
-    let then = given(ips(1, 10).with_behavior(behavior))
+    let then = given(conns(1, 10).with_behavior(behavior))
         .replicas(6)
-        .when_ips(&series);
+        .when_conns(&series);
     then.replicas(&[6; 10]);
     assert!(
         then.decisions[9]
@@ -690,7 +699,7 @@ fn a_disabled_direction_never_moves() {
         then.decisions[9].reason
     );
     // Up still works.
-    let then = given(ips(1, 10)).replicas(6).when_ips(&[(0, 200.0)]);
+    let then = given(conns(1, 10)).replicas(6).when_conns(&[(0, 200.0)]);
     then.replicas(&[10]);
 }
 
@@ -700,9 +709,9 @@ fn a_scale_down_in_the_period_makes_room_for_a_scale_up() {
     // the scale-up policy starts from 8 (= 4 + 4 removed): max(16, 12), bounded by 10.
     let mut behavior = Behavior::default();
     behavior.scale_down.stabilization_window_secs = 0;
-    let then = given(ips(1, 10).with_behavior(behavior))
+    let then = given(conns(1, 10).with_behavior(behavior))
         .replicas(8)
-        .when_ips(&[(0, 50.0), (5, 1000.0)]);
+        .when_conns(&[(0, 50.0), (5, 1000.0)]);
     then.replicas(&[4, 10]);
     assert_eq!(limit(then.decision(1)), Some(Limit::MaxReplicas));
 }
@@ -713,11 +722,11 @@ fn a_policy_never_turns_a_scale_up_into_a_scale_down() {
     // a minute allows 1 + 1 = 2 for the rest of the minute: the replicas stay at 5.
     let mut behavior = Behavior::default();
     behavior.scale_up.policies = vec![ScalingPolicy::pods(1, 60)];
-    let config = ips(5, 10).with_behavior(behavior);
+    let config = conns(5, 10).with_behavior(behavior);
     let mut given = given(config).replicas(1);
-    let below = given.evaluate(0, &pods(1, &[(IPS, 100.0)]));
+    let below = given.evaluate(0, &pods(1, &[(CONNS, 100.0)]));
     assert_eq!(below.desired_replicas, 5);
-    let then = given.when_ips(&[(10, 1000.0), (60, 1000.0)]);
+    let then = given.when_conns(&[(10, 1000.0), (60, 1000.0)]);
     then.replicas(&[5, 6]);
     assert_eq!(limit(then.decision(0)), Some(Limit::Policy(Direction::Up)));
 }
@@ -729,11 +738,11 @@ fn a_policy_never_turns_a_scale_down_into_a_scale_up() {
     let mut behavior = Behavior::default();
     behavior.scale_down.stabilization_window_secs = 0;
     behavior.scale_down.policies = vec![ScalingPolicy::pods(1, 60)];
-    let config = ips(1, 5).with_behavior(behavior);
+    let config = conns(1, 5).with_behavior(behavior);
     let mut given = given(config).replicas(8);
-    let above = given.evaluate(0, &pods(8, &[(IPS, 100.0)]));
+    let above = given.evaluate(0, &pods(8, &[(CONNS, 100.0)]));
     assert_eq!(above.desired_replicas, 5);
-    let then = given.when_ips(&[(10, 10.0), (60, 10.0)]);
+    let then = given.when_conns(&[(10, 10.0), (60, 10.0)]);
     then.replicas(&[5, 4]);
     assert_eq!(
         limit(then.decision(0)),
@@ -814,11 +823,11 @@ fn with_no_pod_running_an_external_average_asks_for_total_over_target() {
 
 #[test]
 fn a_clock_set_back_keeps_recent_recommendations() {
-    let mut autoscaler = Autoscaler::new(ips(1, 10)).unwrap();
-    let high = autoscaler.decide(at(1_000), &pods(4, &[(IPS, 100.0)]));
+    let mut autoscaler = Autoscaler::new(conns(1, 10)).unwrap();
+    let high = autoscaler.decide(at(1_000), &pods(4, &[(CONNS, 100.0)]));
     assert_eq!(high.desired_replicas, 4);
     // Earlier than the last recommendation: that one counts as just made.
-    let low = autoscaler.decide(at(10), &pods(4, &[(IPS, 10.0)]));
+    let low = autoscaler.decide(at(10), &pods(4, &[(CONNS, 10.0)]));
     assert_eq!(low.desired_replicas, 4);
 }
 
@@ -832,16 +841,16 @@ fn a_recount_over_fewer_pods_than_replicas_never_scales_the_other_way() {
         seen = seen.pod(format!("node-{i}"), PodState::Ready);
     }
     for i in 0..3 {
-        seen = seen.pod_value(IPS, format!("node-{i}"), 200.0);
+        seen = seen.pod_value(CONNS, format!("node-{i}"), 200.0);
     }
-    let decision = given(no_down_window(ips(1, 10))).when_seen(seen);
+    let decision = given(no_down_window(conns(1, 10))).when_seen(seen);
     assert_eq!(decision.desired_replicas, 10, "{}", decision.reason);
 }
 
 #[test]
 fn a_policy_limit_equal_to_a_bound_is_reported_as_the_bound() {
     // From 5 the scale-up policy allows max(10, 9) = 10, which is also the maximum.
-    let decision = given(ips(1, 10)).when_seen(pods(5, &[(IPS, 1000.0)]));
+    let decision = given(conns(1, 10)).when_seen(pods(5, &[(CONNS, 1000.0)]));
     assert_eq!(decision.desired_replicas, 10);
     assert_eq!(limit(&decision), Some(Limit::MaxReplicas));
 
@@ -849,7 +858,7 @@ fn a_policy_limit_equal_to_a_bound_is_reported_as_the_bound() {
     let mut behavior = Behavior::default();
     behavior.scale_down.stabilization_window_secs = 0;
     behavior.scale_down.policies = vec![ScalingPolicy::pods(2, 60)];
-    let decision = given(ips(2, 10).with_behavior(behavior)).when_seen(pods(4, &[(IPS, 0.0)]));
+    let decision = given(conns(2, 10).with_behavior(behavior)).when_seen(pods(4, &[(CONNS, 0.0)]));
     assert_eq!(decision.desired_replicas, 2);
     assert_eq!(limit(&decision), Some(Limit::MinReplicas));
 }

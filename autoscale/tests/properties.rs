@@ -1,4 +1,6 @@
-//! Properties of the algorithm over random configurations and metric series.
+//! Properties of the algorithm over random configurations and metric series, with a
+//! generic per-pod metric (`connections`) and CPU, or with ringside's own metrics
+//! (`shared::metrics()`: the ring's distinct clients per replica, and CPU).
 
 // A failed unwrap in a helper is a failed test, which is what we want here.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -10,22 +12,38 @@ use proptest::prelude::{ProptestConfig, prop_assert, prop_assert_eq, proptest};
 use proptest::strategy::{Just, Strategy};
 use ringside_autoscale::{
     Autoscaler, AutoscalerConfig, Behavior, MetricSpec, Observation, PodState, ScalingPolicy,
-    SelectPolicy,
+    SelectPolicy, shared,
 };
 
-const IPS: &str = "ringside_unique_client_ips";
-const CPU: &str = "cpu";
-const IPS_TARGET: f64 = 100.0;
-const CPU_TARGET: u32 = 80;
+const CONNS: &str = "connections";
+const CPU: &str = shared::CPU;
+/// The per-pod target of `connections`, and the per-replica one of the ring's clients.
+const LOAD_TARGET: f64 = 100.0;
+const CPU_TARGET: u32 = shared::CPU_TARGET_UTILIZATION;
 
 fn at(secs: u64) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000 + secs)
 }
 
-fn metrics() -> Vec<MetricSpec> {
-    vec![
-        MetricSpec::pods(IPS, IPS_TARGET),
-        MetricSpec::resource_utilization(CPU, CPU_TARGET),
+/// Connections per pod and CPU, or ringside's own metrics.
+fn metrics() -> impl Strategy<Value = Vec<MetricSpec>> {
+    proptest::prop_oneof![
+        Just(vec![
+            MetricSpec::pods(CONNS, LOAD_TARGET),
+            MetricSpec::resource_utilization(CPU, CPU_TARGET),
+        ]),
+        Just(shared::metrics()),
+    ]
+}
+
+/// The load metric alone: connections per pod, or the ring's clients per replica.
+fn load_metric() -> impl Strategy<Value = MetricSpec> {
+    proptest::prop_oneof![
+        Just(MetricSpec::pods(CONNS, LOAD_TARGET)),
+        Just(MetricSpec::external_average(
+            shared::UNIQUE_CLIENT_IPS,
+            f64::from(shared::UNIQUE_CLIENT_IPS_TARGET)
+        )),
     ]
 }
 
@@ -76,20 +94,20 @@ fn behavior() -> impl Strategy<Value = Behavior> {
         })
 }
 
-/// Bounds (1 to 25), and any behavior.
+/// Bounds (1 to 25), either set of metrics, and any behavior.
 fn config() -> impl Strategy<Value = AutoscalerConfig> {
-    (1..=5_u32, 0..=20_u32, behavior()).prop_map(|(min, extra, behavior)| {
-        AutoscalerConfig::new(min, min + extra, metrics()).with_behavior(behavior)
+    (1..=5_u32, 0..=20_u32, metrics(), behavior()).prop_map(|(min, extra, metrics, behavior)| {
+        AutoscalerConfig::new(min, min + extra, metrics).with_behavior(behavior)
     })
 }
 
-/// One evaluation's conditions: seconds since the last, each metric's per-pod value
-/// (or nothing read), pods without a value, pods not ready, and replicas set by
-/// someone else (else the last decision's).
+/// One evaluation's conditions: seconds since the last, the load per pod and each
+/// pod's CPU (or nothing read), pods without a value, pods not ready, and replicas set
+/// by someone else (else the last decision's).
 #[derive(Clone, Debug)]
 struct Step {
     after_secs: u64,
-    ips: Option<f64>,
+    load: Option<f64>,
     cpu: Option<f64>,
     missing: u32,
     unready: u32,
@@ -106,9 +124,9 @@ fn step() -> impl Strategy<Value = Step> {
         option::weighted(0.1, 0..=40_u32),
     )
         .prop_map(
-            |(after_secs, ips, cpu, missing, unready, replicas_override)| Step {
+            |(after_secs, load, cpu, missing, unready, replicas_override)| Step {
                 after_secs,
-                ips,
+                load,
                 cpu,
                 missing,
                 unready,
@@ -118,9 +136,13 @@ fn step() -> impl Strategy<Value = Step> {
 }
 
 /// What the pods of `replicas` report in `step`: the first `missing` ready pods have
-/// no value, the last `unready` are not ready.
+/// no value, the last `unready` are not ready; the ring's distinct clients are the
+/// load per pod times the replicas.
 fn observe(replicas: u32, step: &Step) -> Observation {
     let mut seen = Observation::new(replicas);
+    if let Some(load) = step.load {
+        seen = seen.value(shared::UNIQUE_CLIENT_IPS, load * f64::from(replicas));
+    }
     for i in 0..replicas {
         let pod = format!("node-{i}");
         let ready = i + step.unready.min(replicas) < replicas;
@@ -133,8 +155,8 @@ fn observe(replicas: u32, step: &Step) -> Observation {
         if i < step.missing {
             continue;
         }
-        if let Some(ips) = step.ips {
-            seen = seen.pod_value(IPS, pod.clone(), ips);
+        if let Some(load) = step.load {
+            seen = seen.pod_value(CONNS, pod.clone(), load);
         }
         if let Some(cpu) = step.cpu {
             seen = seen.pod_value(CPU, pod, cpu);
@@ -190,7 +212,7 @@ proptest! {
             .into_iter()
             .map(|(after_secs, missing, unready)| Step {
                 after_secs,
-                ips: Some(IPS_TARGET),
+                load: Some(LOAD_TARGET),
                 cpu: Some(f64::from(CPU_TARGET)),
                 missing,
                 unready,
@@ -207,10 +229,11 @@ proptest! {
     fn the_default_behavior_never_scales_down_in_the_first_window(
         min in 1..=5_u32,
         extra in 0..=20_u32,
+        metrics in metrics(),
         start in 0..=20_u32,
         steps in proptest::collection::vec(step(), 1..40),
     ) {
-        let config = AutoscalerConfig::new(min, min + extra, metrics());
+        let config = AutoscalerConfig::new(min, min + extra, metrics);
         let replicas = min + start % (extra + 1);
         let steps: Vec<Step> = steps
             .into_iter()
@@ -227,26 +250,28 @@ proptest! {
 
     #[test]
     fn the_default_policies_at_most_double_or_add_four(
+        metric in load_metric(),
         replicas in 1..=50_u32,
         per_pod in 0.0..100_000.0_f64,
     ) {
-        let config = AutoscalerConfig::new(1, 1000, vec![MetricSpec::pods(IPS, IPS_TARGET)]);
-        let step = Step { after_secs: 0, ips: Some(per_pod), cpu: None, missing: 0, unready: 0, replicas_override: None };
+        let config = AutoscalerConfig::new(1, 1000, vec![metric]);
+        let step = Step { after_secs: 0, load: Some(per_pod), cpu: None, missing: 0, unready: 0, replicas_override: None };
         let (_, desired, reason) = run(config, replicas, &[step]).remove(0);
         prop_assert!(desired <= (2 * replicas).max(replicas + 4), "{}", reason);
     }
 
     #[test]
     fn more_load_never_asks_for_fewer_replicas(
+        metric in load_metric(),
         min in 1..=5_u32,
         extra in 0..=20_u32,
         replicas in 1..=25_u32,
         low in 0.0..1000.0_f64,
         more in 0.0..1000.0_f64,
     ) {
-        let config = AutoscalerConfig::new(min, min + extra, vec![MetricSpec::pods(IPS, IPS_TARGET)]);
+        let config = AutoscalerConfig::new(min, min + extra, vec![metric]);
         let desired = |per_pod: f64| {
-            let step = Step { after_secs: 0, ips: Some(per_pod), cpu: None, missing: 0, unready: 0, replicas_override: None };
+            let step = Step { after_secs: 0, load: Some(per_pod), cpu: None, missing: 0, unready: 0, replicas_override: None };
             run(config.clone(), replicas, &[step]).remove(0).1
         };
         prop_assert!(desired(low) <= desired(low + more));
