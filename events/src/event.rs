@@ -364,7 +364,11 @@ fn check_body(body: &Body) -> Result<(), InvalidEvent> {
         }
         Body::ScaleDecided(s) => {
             check_finite("metric_value", s.metric_value)?;
-            check_finite("target_value", s.target_value)
+            check_finite("target_value", s.target_value)?;
+            s.metrics.iter().try_for_each(|m| {
+                check_finite("metrics.value", m.value)?;
+                check_finite("metrics.target", m.target)
+            })
         }
         Body::HeartbeatSent(h) => match &h.member {
             Some(m) => check_member("member", m),

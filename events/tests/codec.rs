@@ -118,6 +118,14 @@ fn one_of_each() -> Vec<Event> {
             target_value: 100.0,
             evaluated_at: Some(at),
             reason: "above target".into(),
+            metrics: vec![pb::ScaleMetric {
+                name: "ringside_unique_client_ips".into(),
+                target_type: "AverageValue".into(),
+                value: 180.0,
+                target: 100.0,
+                proposed_replicas: 5,
+                unavailable: String::new(),
+            }],
         }
         .into(),
         pb::HeartbeatSent {
@@ -374,6 +382,18 @@ fn contract_rules_are_checked_on_build_and_decode() {
         invalid(r.into()),
         InvalidEvent::Rule {
             field: "moved_fraction",
+            ..
+        }
+    ));
+    let mut scale = pb::ScaleDecided {
+        metrics: vec![pb::ScaleMetric::default()],
+        ..Default::default()
+    };
+    scale.metrics[0].value = f64::INFINITY;
+    assert!(matches!(
+        invalid(scale.into()),
+        InvalidEvent::Rule {
+            field: "metrics.value",
             ..
         }
     ));

@@ -24,6 +24,7 @@
 //! the start-up peak, an arena per thread on top): about 35 MB of a 53 MB RSS. mimalloc
 //! hands freed pages back within a second; docs/reducer.md ("Memory") has the figures.
 
+mod autoscale;
 mod load;
 mod local;
 mod nats_args;

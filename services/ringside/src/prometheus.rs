@@ -148,6 +148,10 @@ impl LocalPrometheus {
     ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(config.dir.join("data"))
             .with_context(|| format!("cannot create {}", config.dir.display()))?;
+        // Prometheus runs in its directory: every path it is given must not be relative
+        // to ours.
+        config.dir = std::path::absolute(&config.dir)
+            .with_context(|| format!("cannot resolve {}", config.dir.display()))?;
         if config.listen.port() == 0 {
             config.listen = free_port(config.listen)?;
         }

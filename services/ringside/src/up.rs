@@ -32,7 +32,9 @@ use ringside_events::{
 use ringside_kit::{Condition, Readiness, Telemetry, settings};
 use ringside_natsd::{LocalServer, NatsdError, Passwords, ServerConfig};
 use ringside_ring::{RingConfig, Strategy};
+use tokio::sync::watch;
 
+use crate::autoscale::{AutoscaleArgs, LocalAutoscaler};
 use crate::local::{Running, StateDir};
 use crate::prometheus::{LocalPrometheus, PrometheusConfig};
 use crate::services::Target;
@@ -87,9 +89,12 @@ pub(crate) struct UpArgs {
     /// How often Prometheus scrapes the services and evaluates the rules (`5s`).
     #[arg(long, default_value = "5s", value_parser = interval)]
     scrape_interval: Duration,
+    #[command(flatten)]
+    autoscale: AutoscaleArgs,
 }
 
-fn interval(text: &str) -> Result<Duration, String> {
+/// A duration flag from 1 s to 300 s.
+pub(crate) fn interval(text: &str) -> Result<Duration, String> {
     settings::parse_duration(text)
         .filter(|d| (Duration::from_secs(1)..=Duration::from_secs(300)).contains(d))
         .ok_or_else(|| format!("'{text}' is not a duration from 1s to 300s (e.g. 5s, 500ms)"))
@@ -125,6 +130,7 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
     }
     let ring = RingName::new(args.ring.as_str())
         .with_context(|| format!("invalid ring name '{}'", args.ring))?;
+    let autoscaling = args.autoscale.config(MAX_NODES)?;
     let state = StateDir::new(&args.state_dir);
     if let Some(running) = state.running()? {
         bail!(
@@ -195,10 +201,40 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
             .map(|p| p.server.dir().to_owned()),
     };
     record.write(&system.supervisor)?;
-    print_banner(&args, &ring, &url, &system, status_addr);
+    let autoscaler = match (&system.prometheus, args.autoscale.enabled()) {
+        (Some(prometheus), true) => {
+            let autoscaler = LocalAutoscaler {
+                autoscaler: ringside_autoscale::Autoscaler::new(autoscaling)?,
+                prometheus: prometheus.server.addr(),
+                publisher: Publisher::new(connect(&url, ServiceUser::Collector, &passwords).await?),
+                ring: ring.clone(),
+                every: args.autoscale.every(),
+                nodes: system.nodes_running.subscribe(),
+            };
+            Some(tokio::spawn(autoscaler.run()))
+        }
+        (None, true) => {
+            println!(
+                "Autoscaling is off: it reads its metrics from Prometheus, which does not run."
+            );
+            None
+        }
+        (_, false) => None,
+    };
+    print_banner(
+        &args,
+        &ring,
+        &url,
+        &system,
+        status_addr,
+        autoscaler.is_some(),
+    );
     let outcome = system
         .run_until_signal(&ring, &url, &passwords, &mut nats, &record)
         .await;
+    if let Some(autoscaler) = autoscaler {
+        autoscaler.abort();
+    }
     let server_stop = nats.server.stop(SERVER_GRACE).await;
     let _ = stop_status.send(());
     let _ = status_server.await;
@@ -384,6 +420,8 @@ struct System {
     node: NodeSpecs,
     /// Prometheus, when it runs.
     prometheus: Option<Prometheus>,
+    /// The number of nodes running, for the autoscaler.
+    nodes_running: watch::Sender<u32>,
 }
 
 /// What every node's settings share; [`NodeSpecs::spec`] adds its id.
@@ -584,6 +622,7 @@ impl System {
             metrics,
             node: NodeSpecs::new(args, ring, url, passwords)?,
             prometheus: None,
+            nodes_running: watch::Sender::new(0),
         };
         system.scale_to(args.nodes).await?;
         Ok(system)
@@ -606,6 +645,7 @@ impl System {
             let deadline = tokio::time::Instant::now() + LEAVE_WITHIN;
             self.supervisor.remove(Target::Node(n), deadline).await;
         }
+        self.nodes_running.send_replace(self.nodes());
         Ok(())
     }
 
@@ -627,9 +667,9 @@ impl System {
             tokio::select! {
                 () = &mut signal => break Ok(()),
                 decision = decisions.next() => match decision {
-                    Some(desired) => {
+                    Some((desired, reason)) => {
                         let desired = desired.min(MAX_NODES);
-                        println!("scale: {} -> {desired} nodes", self.nodes());
+                        println!("scale: {} -> {desired} nodes ({reason})", self.nodes());
                         if let Err(e) = self.scale_to(desired).await {
                             break Err(e.context("scaling the nodes"));
                         }
@@ -691,11 +731,11 @@ impl System {
     }
 }
 
-/// The `desired_replicas` of every `ScaleDecided` stored from now on.
+/// The `desired_replicas` and `reason` of every `ScaleDecided` stored from now on.
 async fn scale_decisions(
     admin: async_nats::Client,
     ring: &RingName,
-) -> anyhow::Result<impl futures::Stream<Item = u32> + Unpin> {
+) -> anyhow::Result<impl futures::Stream<Item = (u32, String)> + Unpin> {
     let js = jetstream::new(admin);
     let stream = js
         .get_stream(subject::STREAM_EVENTS)
@@ -722,7 +762,7 @@ async fn scale_decisions(
             }
         };
         match codec::decode_on(&message.subject, &message.payload).map(Event::into_body) {
-            Ok(Body::ScaleDecided(decision)) => Some(decision.desired_replicas),
+            Ok(Body::ScaleDecided(decision)) => Some((decision.desired_replicas, decision.reason)),
             Ok(_) => None,
             Err(e) => {
                 tracing::warn!(error = %e, "Skipping an undecodable scale decision.");
@@ -747,7 +787,14 @@ async fn connect(
         .with_context(|| format!("cannot connect to {url} as '{}'", user.name()))
 }
 
-fn print_banner(args: &UpArgs, ring: &RingName, url: &str, system: &System, status: SocketAddr) {
+fn print_banner(
+    args: &UpArgs,
+    ring: &RingName,
+    url: &str,
+    system: &System,
+    status: SocketAddr,
+    autoscaling: bool,
+) {
     let dir = args.state_dir.display();
     println!(
         "\nringside is up: ring '{ring}', {} nodes, {} copies of each key.\n\
@@ -755,10 +802,11 @@ fn print_banner(args: &UpArgs, ring: &RingName, url: &str, system: &System, stat
          \n  gRPC        {grpc}  (ringside.v1.RingService: GetRing, Lookup, Successors, WatchRing)\
          \n  metrics     http://{metrics}/metrics  (the reducer's; every service's: {dir}/up.json)\
          \n  status      http://{status}/readyz  (200 while nats-server and every service run)\
-         {prometheus}\
+         {prometheus}{autoscaler}\
          \n\nIn another terminal:\
          \n  ringside tail                       # decoded events, live\
          \n  ringside load --duration 30s        # keyed traffic from many client addresses\
+         \n  ringside load --clients 300         # 300 client addresses: the autoscaler adds nodes\
          \n  ringside scale 5 --wait 30          # 5 nodes: joins, rebalances, key handoffs\
          \n  ringside replay state               # the ring now; replay verify checks the whole history\
          \n  nats sub 'ringside.{ring}.stored.>' -s {url} --user admin --password $RINGSIDE_NATS_PASSWORD_ADMIN\
@@ -768,6 +816,14 @@ fn print_banner(args: &UpArgs, ring: &RingName, url: &str, system: &System, stat
         args.replicas,
         grpc = system.grpc,
         metrics = system.metrics,
+        autoscaler = if autoscaling {
+            format!(
+                "\n  autoscaler  {}  (--no-autoscale turns it off)",
+                args.autoscale.describe()
+            )
+        } else {
+            String::new()
+        },
         prometheus = system
             .prometheus
             .as_ref()
