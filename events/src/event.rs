@@ -713,15 +713,17 @@ fn write_summary(out: &mut String, body: &Body) -> std::fmt::Result {
             }
             Ok(())
         }
+        // The reason names the metrics, their values and targets, and every rule that
+        // held the decision back; without one, the metric that set it.
+        Body::ScaleDecided(s) if !s.reason.is_empty() => write!(
+            out,
+            "scale {} -> {}: {}",
+            s.current_replicas, s.desired_replicas, s.reason
+        ),
         Body::ScaleDecided(s) => write!(
             out,
-            "scale {} -> {}: {} {:.1} vs target {:.1} ({})",
-            s.current_replicas,
-            s.desired_replicas,
-            s.metric,
-            s.metric_value,
-            s.target_value,
-            s.reason
+            "scale {} -> {}: {} {:.1} vs target {:.1}",
+            s.current_replicas, s.desired_replicas, s.metric, s.metric_value, s.target_value
         ),
         Body::HeartbeatSent(h) => {
             let id = h.member.as_ref().map_or("?", |m| m.id.as_str());

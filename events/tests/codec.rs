@@ -543,9 +543,18 @@ fn subjects_headers_and_summaries() {
         "-node-00002 left (heartbeat missed): missed 3 beats"
     );
     assert_eq!(summaries[2], "sync: 3 members (kubernetes, rv 12345)");
+    assert_eq!(summaries[6], "scale 3 -> 5: above target");
+    let unexplained = pb::ScaleDecided {
+        current_replicas: 1,
+        desired_replicas: 2,
+        metric: "cpu".into(),
+        metric_value: 95.0,
+        target_value: 80.0,
+        ..Default::default()
+    };
     assert_eq!(
-        summaries[6],
-        "scale 3 -> 5: ringside_unique_client_ips 180.0 vs target 100.0 (above target)"
+        Event::new(ring(), unexplained).unwrap().summary(),
+        "scale 1 -> 2: cpu 95.0 vs target 80.0"
     );
     // Summaries are one line even when a producer puts newlines into free text.
     let nasty = Event::new(

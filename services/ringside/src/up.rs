@@ -80,8 +80,9 @@ pub(crate) struct UpArgs {
     /// Start over: delete the stored history (stream, snapshots, stored metrics) first.
     #[arg(long)]
     fresh: bool,
-    /// Prometheus's web address (port 0 picks a free port).
-    #[arg(long, default_value = "127.0.0.1:9090")]
+    /// Prometheus's web address (port 0 picks a free port); not 9090, which a
+    /// Prometheus installed as a system service takes.
+    #[arg(long, default_value = "127.0.0.1:9490")]
     prometheus: SocketAddr,
     /// Run no Prometheus.
     #[arg(long)]
