@@ -242,6 +242,22 @@ mod tests {
         Event::new(RingName::new("r").unwrap(), event).unwrap();
     }
 
+    /// The shared names are the collector's series: what the adapter rule and the
+    /// local queries read is what the collector exports.
+    #[test]
+    fn the_shared_names_are_the_collectors_series() {
+        use ringside_collector::metrics;
+        assert_eq!(
+            shared::RING_UNIQUE_CLIENT_IPS,
+            metrics::RING_UNIQUE_CLIENT_IPS.name
+        );
+        assert_eq!(
+            shared::NODE_UNIQUE_CLIENT_IPS,
+            metrics::NODE_UNIQUE_CLIENT_IPS.name
+        );
+        assert_eq!(shared::NODE_CPU, metrics::NODE_CPU.name);
+    }
+
     #[test]
     fn bounds_are_checked() {
         let args = |min, max| AutoscaleArgs {
