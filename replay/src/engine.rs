@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use ringside_events::convert::apply_rebalanced;
 use ringside_events::subject::{self, SubjectKind};
-use ringside_events::{Body, Outcome, RingLedger, pb};
+use ringside_events::{Body, CatchUp, Outcome, RingLedger, pb};
 use ringside_ring::{Ring, RingConfig};
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -67,25 +67,64 @@ impl Fold {
         r: &Record,
         step: impl FnOnce(&mut RingLedger, u64, &Body) -> Outcome<E>,
     ) -> Option<E> {
-        self.stats.membership += 1;
-        self.last_time = Some(r.time);
-        let Ok(event) = &r.event else {
-            self.stats.undecodable += 1;
-            return None;
-        };
-        match step(&mut self.ledger, r.seq, event.body()) {
-            Outcome::Rebalanced(e) => {
-                self.stats.epochs += 1;
-                Some(e)
-            }
-            Outcome::Unchanged | Outcome::AlreadyFolded => {
-                self.stats.unchanged += 1;
-                None
-            }
-            Outcome::Rejected(_) => {
-                self.stats.rejected += 1;
-                None
-            }
+        let Fold {
+            ledger,
+            stats,
+            last_time,
+        } = self;
+        count(stats, last_time, r, |seq, body| step(ledger, seq, body))
+    }
+
+    /// Takes the ledger out for a catch-up run ([`RingLedger::catch_up`]), leaving an
+    /// empty one of the same ring until [`Fold::put_back`].
+    pub(crate) fn take_ledger(&mut self) -> RingLedger {
+        let empty = RingLedger::new(
+            self.ledger.ring_name().clone(),
+            self.ledger.ring().config().clone(),
+        );
+        std::mem::replace(&mut self.ledger, empty)
+    }
+
+    /// Ends a catch-up run: its ledger, with the ring built once.
+    pub(crate) fn put_back(&mut self, run: CatchUp) {
+        self.ledger = run.finish();
+    }
+
+    /// Counts one record and folds it with `step` when it decodes.
+    pub(crate) fn counted<E>(
+        &mut self,
+        r: &Record,
+        step: impl FnOnce(u64, &Body) -> Outcome<E>,
+    ) -> Option<E> {
+        count(&mut self.stats, &mut self.last_time, r, step)
+    }
+}
+
+/// Counts record `r` in `stats` and folds it with `step` when it decodes.
+fn count<E>(
+    stats: &mut FoldStats,
+    last_time: &mut Option<OffsetDateTime>,
+    r: &Record,
+    step: impl FnOnce(u64, &Body) -> Outcome<E>,
+) -> Option<E> {
+    stats.membership += 1;
+    *last_time = Some(r.time);
+    let Ok(event) = &r.event else {
+        stats.undecodable += 1;
+        return None;
+    };
+    match step(r.seq, event.body()) {
+        Outcome::Rebalanced(e) => {
+            stats.epochs += 1;
+            Some(e)
+        }
+        Outcome::Unchanged | Outcome::AlreadyFolded => {
+            stats.unchanged += 1;
+            None
+        }
+        Outcome::Rejected(_) => {
+            stats.rejected += 1;
+            None
         }
     }
 }

@@ -17,7 +17,7 @@ use std::io::Write;
 use std::path::Path;
 
 use ringside_events::subject::{self, SubjectKind};
-use ringside_events::{Body, RingLedger, RingName, pb};
+use ringside_events::{Body, CatchUp, RingLedger, RingName, pb};
 use time::OffsetDateTime;
 
 use crate::engine::{
@@ -172,13 +172,9 @@ impl History {
         let mut start = self
             .start(observer, |s| s.membership_sequence <= at)
             .await?;
-        self.fold_range(
-            &mut start.fold,
-            start.from_seq,
-            Some(at),
-            observer,
-            |_, _| true,
-        )
+        self.catch_up(&mut start.fold, start.from_seq, Some(at), observer, |_| {
+            false
+        })
         .await?;
         Ok(RingAt::new(start.fold, at, start.snapshot))
     }
@@ -199,12 +195,12 @@ impl History {
             .start(observer, |s| s.membership_sequence < from)
             .await?;
         // Fold silently up to the range, then note every epoch inside it.
-        self.fold_range(
+        self.catch_up(
             &mut start.fold,
             start.from_seq,
             Some(from - 1),
             observer,
-            |_, _| true,
+            |_| false,
         )
         .await?;
         let mut history = KeyHistory::new(key, (from, to), &start.fold.ledger);
@@ -226,23 +222,20 @@ impl History {
         let (lo, hi) = (from_epoch.min(to_epoch), from_epoch.max(to_epoch));
         let mut start = self.start(observer, |s| s.epoch <= lo).await?;
         let mut rings: BTreeMap<u64, EpochRing> = BTreeMap::new();
-        // Keeps the ring if it is one of the two; whether the fold can stop.
-        let mut keep = |fold: &Fold| {
-            let epoch = fold.ledger.epoch();
-            if epoch == lo || epoch == hi {
-                rings.insert(epoch, EpochRing::of(&fold.ledger));
+        // Catch up to each of the two epochs in turn; nothing in between is read.
+        let mut next = start.from_seq;
+        for target in [lo, hi] {
+            if start.fold.ledger.epoch() < target {
+                let last = self
+                    .catch_up(&mut start.fold, next, None, observer, |run| {
+                        run.epoch() >= target
+                    })
+                    .await?;
+                next = last.map_or(next, |seq| seq + 1);
             }
-            epoch >= hi
-        };
-        if !keep(&start.fold) {
-            self.fold_range(
-                &mut start.fold,
-                start.from_seq,
-                None,
-                observer,
-                |fold, _| !keep(fold),
-            )
-            .await?;
+            if start.fold.ledger.epoch() == target {
+                rings.insert(target, EpochRing::of(&start.fold.ledger));
+            }
         }
         let (Some(a), Some(b)) = (rings.get(&from_epoch), rings.get(&to_epoch)) else {
             return Err(ReplayError::EpochBeyond {
@@ -488,6 +481,52 @@ impl History {
             )),
             _ => Err(format!("sequence {seq} is not a rebalance event")),
         })
+    }
+
+    /// Folds the membership events `from..=to` (`to`: the end of the stream) into
+    /// `fold` when nobody reads the ring in between, through the ledger's catch-up
+    /// (the ring is built once, at the end), until `stop` holds after an epoch.
+    /// Returns the sequence of the last event folded.
+    async fn catch_up(
+        &self,
+        fold: &mut Fold,
+        from: u64,
+        to: Option<u64>,
+        observer: &mut dyn Observer,
+        stop: impl Fn(&CatchUp) -> bool,
+    ) -> Result<Option<u64>, ReplayError> {
+        let end = match to {
+            Some(to) => to,
+            None => self.source.last_seq().await?,
+        };
+        if from > end {
+            return Ok(None);
+        }
+        let mut scan = self
+            .source
+            .scan(from, to, &[SubjectKind::Membership])
+            .await?;
+        let mut pass = Pass::begin(observer, "replay", from, end);
+        let mut run = fold.take_ledger().catch_up();
+        let mut last = None;
+        let result = loop {
+            let r = match scan.next().await {
+                Ok(Some(r)) => r,
+                Ok(None) => break Ok(last),
+                Err(e) => break Err(e),
+            };
+            pass.at(r.seq);
+            last = Some(r.seq);
+            let epoch = fold
+                .counted(&r, |seq, body| run.advance(seq, body))
+                .is_some();
+            if epoch && stop(&run) {
+                scan.close().await;
+                break Ok(last);
+            }
+        };
+        fold.put_back(run);
+        result
     }
 
     /// Folds the membership events `from..=to` (`to`: the end of the stream) into

@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 use ringside_client::ClientConfig;
 use ringside_events::ServiceUser;
-use ringside_kit::{Readiness, Schema, Telemetry, TelemetryError};
+use ringside_kit::{Readiness, Schema, ServiceError, Telemetry};
 use tokio::net::TcpListener;
 
 pub use config::CollectorConfig;
@@ -39,29 +39,6 @@ use crate::ingest::Feed;
 
 /// The service's name.
 pub const NAME: &str = "collector";
-
-/// Errors that stop the collector.
-#[derive(Debug, thiserror::Error)]
-pub enum CollectorError {
-    /// The listen address could not be bound.
-    #[error("binding {addr}")]
-    Bind {
-        /// The address.
-        addr: SocketAddr,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// Connecting to NATS failed.
-    #[error("connecting to NATS")]
-    Nats(#[from] ringside_kit::nats::ConnectError),
-    /// The metrics could not be set up.
-    #[error("setting up metrics")]
-    Telemetry(#[from] TelemetryError),
-    /// The HTTP server failed.
-    #[error("serving /metrics")]
-    Serve(#[source] std::io::Error),
-}
 
 /// A collector with its listener bound, not yet running.
 #[derive(Debug)]
@@ -75,7 +52,7 @@ impl ringside_kit::Service for CollectorService {
     const NAME: &'static str = NAME;
     const SCHEMA: &'static Schema = &config::SCHEMA;
     type Config = CollectorConfig;
-    type Error = CollectorError;
+    type Error = ServiceError;
 
     fn config(
         map: &BTreeMap<String, String>,
@@ -83,15 +60,8 @@ impl ringside_kit::Service for CollectorService {
         CollectorConfig::from_map(map)
     }
 
-    async fn bind(config: CollectorConfig) -> Result<Self, CollectorError> {
-        let err = |source| CollectorError::Bind {
-            addr: config.metrics_addr,
-            source,
-        };
-        let listener = ringside_kit::http::bind(config.metrics_addr)
-            .await
-            .map_err(err)?;
-        let addr = listener.local_addr().map_err(err)?;
+    async fn bind(config: CollectorConfig) -> Result<Self, ServiceError> {
+        let (listener, addr) = ringside_kit::error::bind("metrics", config.metrics_addr).await?;
         Ok(Self {
             config,
             listener,
@@ -106,7 +76,7 @@ impl ringside_kit::Service for CollectorService {
     async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> Result<(), CollectorError> {
+    ) -> Result<(), ServiceError> {
         let config = self.config;
         let telemetry = Telemetry::new(NAME)?;
         let readiness = Readiness::new();
@@ -153,6 +123,6 @@ impl ringside_kit::Service for CollectorService {
             task.abort();
         }
         telemetry.shutdown();
-        served.map_err(CollectorError::Serve)
+        served.map_err(|e| ServiceError::serve("metrics", e))
     }
 }

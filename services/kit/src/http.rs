@@ -3,7 +3,6 @@
 //! `/metrics` (the Prometheus text page). A service merges its own routes into it.
 
 use std::future::Future;
-use std::net::SocketAddr;
 
 use axum::Router;
 use axum::extract::State;
@@ -65,11 +64,6 @@ async fn metrics(State(probes): State<Probes>) -> impl IntoResponse {
     }
 }
 
-/// Binds `addr` (port 0 picks a free one).
-pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr).await
-}
-
 /// Serves `router` on `listener` until `shutdown` completes.
 pub async fn serve(
     listener: tokio::net::TcpListener,
@@ -84,6 +78,7 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::SocketAddr;
 
     async fn get_text(addr: SocketAddr, path: &str) -> (u16, String) {
         use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -103,8 +98,9 @@ mod tests {
         let nats = readiness.condition("nats");
         let telemetry = Telemetry::new("probe").unwrap();
         telemetry.export_readiness(&readiness);
-        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let (listener, addr) = crate::error::bind("metrics", "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(serve(listener, router(&readiness, &telemetry), async {
             let _ = stopped.await;

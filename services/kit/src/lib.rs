@@ -9,6 +9,8 @@
 //! - [`telemetry`]: OpenTelemetry metrics exposed as a Prometheus page ([`Telemetry`],
 //!   [`Metric`] descriptions).
 //! - [`http`]: the `/livez`, `/readyz`, `/metrics` router every service serves.
+//! - [`error`]: [`ServiceError`], how any service fails to start or serve, and
+//!   [`error::bind`].
 //! - [`nats`]: connecting as a service user, readiness following the connection.
 //! - [`promql`]: instant queries against Prometheus's HTTP API.
 //! - [`run`]: logs, the stop signal, the "listening" line.
@@ -22,6 +24,7 @@
 //! routes) and registers its conditions. docs/architecture.md ("Adding a service") has
 //! the steps.
 
+pub mod error;
 pub mod flags;
 pub mod http;
 pub mod nats;
@@ -32,6 +35,7 @@ pub mod service;
 pub mod settings;
 pub mod telemetry;
 
+pub use error::ServiceError;
 pub use flags::Flags;
 pub use readiness::{Condition, Readiness};
 pub use service::Service;

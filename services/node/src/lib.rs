@@ -44,7 +44,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use ringside_client::{Change, ClientConfig, KeyRange, RingView, Subscription};
 use ringside_events::{Event, Publisher, ServiceUser, pb};
-use ringside_kit::{Condition, Readiness, Schema, Telemetry, TelemetryError};
+use ringside_kit::{Condition, Readiness, Schema, ServiceError, Telemetry};
 use ringside_watcher::heartbeat::{Beacon, new_incarnation};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -61,26 +61,6 @@ pub const NAME: &str = "node";
 const LEAVE_WITHIN: Duration = Duration::from_secs(30);
 /// Epochs a node may fold into one reconcile while more keep coming.
 const MAX_COALESCED: usize = 16;
-
-/// Errors that stop a node.
-#[derive(Debug, thiserror::Error)]
-pub enum NodeError {
-    /// The listen address could not be bound.
-    #[error("binding {addr}")]
-    Bind {
-        /// The address.
-        addr: SocketAddr,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// Connecting to NATS failed.
-    #[error("connecting to NATS")]
-    Nats(#[from] ringside_kit::nats::ConnectError),
-    /// The metrics could not be set up.
-    #[error("setting up metrics")]
-    Telemetry(#[from] TelemetryError),
-}
 
 /// A node with its listener bound, not yet running.
 #[derive(Debug)]
@@ -101,19 +81,14 @@ impl ringside_kit::Service for NodeService {
     const NAME: &'static str = NAME;
     const SCHEMA: &'static Schema = &config::SCHEMA;
     type Config = NodeConfig;
-    type Error = NodeError;
+    type Error = ServiceError;
 
     fn config(map: &BTreeMap<String, String>) -> Result<NodeConfig, ringside_kit::ConfigError> {
         NodeConfig::from_map(map)
     }
 
-    async fn bind(config: NodeConfig) -> Result<Self, NodeError> {
-        let err = |source| NodeError::Bind {
-            addr: config.addr,
-            source,
-        };
-        let listener = TcpListener::bind(config.addr).await.map_err(err)?;
-        let addr = listener.local_addr().map_err(err)?;
+    async fn bind(config: NodeConfig) -> Result<Self, ServiceError> {
+        let (listener, addr) = ringside_kit::error::bind("api", config.addr).await?;
         Ok(Self {
             config,
             listener,
@@ -129,7 +104,7 @@ impl ringside_kit::Service for NodeService {
     async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> Result<(), NodeError> {
+    ) -> Result<(), ServiceError> {
         run(self, shutdown).await
     }
 }
@@ -139,7 +114,7 @@ impl ringside_kit::Service for NodeService {
 async fn run(
     service: NodeService,
     shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), NodeError> {
+) -> Result<(), ServiceError> {
     let config = service.config.clone();
     let advertised = service.advertised();
     let telemetry = Telemetry::new(NAME)?;

@@ -37,7 +37,7 @@ use std::sync::Arc;
 
 use async_nats::jetstream;
 use ringside_events::{Consumer, Publisher, ServiceUser, pb, subject};
-use ringside_kit::{Condition, Readiness, Telemetry, TelemetryError};
+use ringside_kit::{Condition, Readiness, ServiceError, Telemetry};
 use tokio::net::TcpListener;
 
 pub use config::ReducerConfig;
@@ -53,32 +53,9 @@ use crate::state::Shared;
 /// the reducer waits and retries, in order.
 #[derive(Debug, thiserror::Error)]
 pub enum ReducerError {
-    /// A listen address could not be bound.
-    #[error("binding the {what} address {addr}")]
-    Bind {
-        /// "gRPC" or "metrics".
-        what: &'static str,
-        /// The address.
-        addr: SocketAddr,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A server (gRPC or HTTP) failed while running.
-    #[error("the {what} server failed")]
-    Serve {
-        /// "gRPC" or "metrics".
-        what: &'static str,
-        /// The error.
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
-    /// Connecting to NATS failed.
-    #[error("connecting to NATS")]
-    Nats(#[from] ringside_kit::nats::ConnectError),
-    /// The metrics could not be set up.
-    #[error("setting up metrics")]
-    Telemetry(#[from] TelemetryError),
+    /// Binding, serving, NATS or metrics failed (as for any service).
+    #[error(transparent)]
+    Service(#[from] ServiceError),
     /// The `RINGSIDE` stream could not be opened (not provisioned: run `ringside up` or
     /// provision as in docs/nats.md).
     #[error("opening stream {}", subject::STREAM_EVENTS)]
@@ -203,21 +180,12 @@ pub struct Reducer {
     metrics_addr: SocketAddr,
 }
 
-async fn bind(
-    what: &'static str,
-    addr: SocketAddr,
-) -> Result<(TcpListener, SocketAddr), ReducerError> {
-    let err = |source| ReducerError::Bind { what, addr, source };
-    let listener = TcpListener::bind(addr).await.map_err(err)?;
-    let local = listener.local_addr().map_err(err)?;
-    Ok((listener, local))
-}
-
 impl Reducer {
     /// Binds the gRPC and metrics addresses (port 0 picks a free one).
     pub async fn bind(config: ReducerConfig) -> Result<Self, ReducerError> {
-        let (grpc, grpc_addr) = bind("gRPC", config.grpc_addr).await?;
-        let (http, metrics_addr) = bind("metrics", config.metrics_addr).await?;
+        let (grpc, grpc_addr) = ringside_kit::error::bind("gRPC", config.grpc_addr).await?;
+        let (http, metrics_addr) =
+            ringside_kit::error::bind("metrics", config.metrics_addr).await?;
         Ok(Self {
             config: Arc::new(config),
             grpc,
@@ -240,7 +208,7 @@ impl Reducer {
     /// Runs until `shutdown` completes (then finishes the event in hand, writes a
     /// snapshot and returns `Ok`) or a fatal error.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ReducerError> {
-        let telemetry = Telemetry::new("reducer")?;
+        let telemetry = Telemetry::new("reducer").map_err(ServiceError::from)?;
         let readiness = Readiness::new();
         telemetry.export_readiness(&readiness);
         let shared = Arc::new(Shared::new(
@@ -278,10 +246,7 @@ impl Reducer {
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()
-            .map_err(|e| ReducerError::Serve {
-                what: "gRPC reflection",
-                source: Box::new(e),
-            })?;
+            .map_err(|e| ServiceError::serve("gRPC reflection", e))?;
         let grpc = tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(health_service)
@@ -319,7 +284,7 @@ impl Reducer {
         }
         folded?;
         let failed = |what, source: Box<dyn std::error::Error + Send + Sync>| {
-            Err(ReducerError::Serve { what, source })
+            Err(ServiceError::serve(what, source).into())
         };
         match grpc {
             Ok(Ok(())) => {}
@@ -422,7 +387,8 @@ async fn fold(
         &config.nats_url,
         readiness,
     )
-    .await?;
+    .await
+    .map_err(ServiceError::from)?;
     let publisher = Publisher::new(client);
     let stream = publisher
         .jetstream()

@@ -154,10 +154,9 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
     let telemetry = Telemetry::new("up")?;
     let readiness = Readiness::new();
     telemetry.export_readiness(&readiness);
-    let status = ringside_kit::http::bind(args.status)
+    let (status, status_addr) = ringside_kit::error::bind("status", args.status)
         .await
-        .with_context(|| format!("cannot listen on {} (--status)", args.status))?;
-    let status_addr = status.local_addr()?;
+        .context("--status")?;
     let (stop_status, status_stopped) = tokio::sync::oneshot::channel::<()>();
     let status_server = tokio::spawn(ringside_kit::http::serve(
         status,

@@ -1,30 +1,15 @@
 //! [`WatcherError`]: why a watcher stops, whichever the source.
 
-use std::net::SocketAddr;
-
 use ringside_events::PublishError;
-use ringside_kit::TelemetryError;
-use ringside_kit::nats::ConnectError;
+use ringside_kit::ServiceError;
 
 /// Errors that stop the watcher. Kubernetes API errors after start-up are not among
 /// them: the watch recovers with backoff and logs them.
 #[derive(Debug, thiserror::Error)]
 pub enum WatcherError {
-    /// The metrics address could not be bound.
-    #[error("binding the metrics address {addr}")]
-    Bind {
-        /// The address.
-        addr: SocketAddr,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The metrics could not be set up.
-    #[error("setting up the metrics")]
-    Telemetry(#[from] TelemetryError),
-    /// Serving `/livez`, `/readyz` and `/metrics` failed.
-    #[error("serving the metrics address")]
-    Serve(#[source] std::io::Error),
+    /// Binding, serving, NATS or metrics failed (as for any service).
+    #[error(transparent)]
+    Service(#[from] ServiceError),
     /// Neither an in-cluster service account nor a kubeconfig was found.
     #[error(
         "no Kubernetes configuration: not in a cluster ({in_cluster}), and no usable kubeconfig"
@@ -39,9 +24,6 @@ pub enum WatcherError {
     /// The Kubernetes client could not be built from its configuration.
     #[error("building the Kubernetes client")]
     KubeClient(#[source] kube::Error),
-    /// Connecting to NATS failed.
-    #[error(transparent)]
-    Nats(#[from] ConnectError),
     /// Opening the events stream to read the last membership event failed.
     #[error("opening the events stream")]
     HeadStream(#[source] async_nats::jetstream::context::GetStreamError),

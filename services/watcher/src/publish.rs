@@ -18,7 +18,7 @@ use ringside_events::subject::{self, STREAM_EVENTS};
 use ringside_events::{
     Body, Event, PublishError, Publisher, RingName, ServiceUser, Stored, codec, headers,
 };
-use ringside_kit::Readiness;
+use ringside_kit::{Readiness, ServiceError};
 
 use crate::WatcherError;
 use crate::config::NatsSettings;
@@ -35,13 +35,15 @@ pub async fn connect(
     nats: &NatsSettings,
     readiness: &Readiness,
 ) -> Result<async_nats::Client, WatcherError> {
-    Ok(ringside_kit::nats::connect(
+    let client = ringside_kit::nats::connect(
         ServiceUser::Watcher,
         nats.password.clone(),
         &nats.url,
         readiness,
     )
-    .await?)
+    .await
+    .map_err(ServiceError::from)?;
+    Ok(client)
 }
 
 /// Publishes one ring's membership facts.

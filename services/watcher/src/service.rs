@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 
-use ringside_kit::{ConfigError, Readiness, Schema, Telemetry};
+use ringside_kit::{ConfigError, Readiness, Schema, ServiceError, Telemetry};
 use tokio::net::TcpListener;
 
 use crate::WatcherError;
@@ -50,10 +50,8 @@ impl<S: Source> Watcher<S> {
     /// Binds the metrics address (port 0 picks a free one) and sets up the source.
     pub async fn bind(config: S::Config) -> Result<Self, WatcherError> {
         let addr = S::metrics_addr(&config);
-        let failed = |source| WatcherError::Bind { addr, source };
-        let listener = ringside_kit::http::bind(addr).await.map_err(failed)?;
-        let bound = listener.local_addr().map_err(failed)?;
-        let telemetry = Telemetry::new(crate::NAME)?;
+        let (listener, bound) = ringside_kit::error::bind("metrics", addr).await?;
+        let telemetry = Telemetry::new(crate::NAME).map_err(ServiceError::from)?;
         let readiness = Readiness::new();
         telemetry.export_readiness(&readiness);
         Ok(Watcher {
@@ -99,7 +97,7 @@ impl<S: Source> Watcher<S> {
         };
         let (served, result) = tokio::join!(http, source);
         result?;
-        served.map_err(WatcherError::Serve)
+        served.map_err(|e| ServiceError::serve("metrics", e).into())
     }
 }
 
