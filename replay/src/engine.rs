@@ -80,7 +80,7 @@ impl Fold {
     pub(crate) fn take_ledger(&mut self) -> RingLedger {
         let empty = RingLedger::new(
             self.ledger.ring_name().clone(),
-            self.ledger.ring().config().clone(),
+            *self.ledger.ring().config(),
         );
         std::mem::replace(&mut self.ledger, empty)
     }
