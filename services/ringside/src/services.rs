@@ -3,6 +3,7 @@
 //! them all locally ([`Target`]), each as its own process and NATS user.
 
 use clap::Subcommand;
+use ringside_bridge::BridgeService;
 use ringside_collector::CollectorService;
 use ringside_events::ServiceUser;
 use ringside_kit::{Flags, Service};
@@ -24,6 +25,8 @@ pub(crate) enum ServiceCommand {
     /// The metrics collector: node load, the ring, handoffs and scale decisions as
     /// Prometheus series.
     Collector(Flags<CollectorService>),
+    /// The WebSocket bridge: the live dashboard, its events and time travel.
+    Bridge(Flags<BridgeService>),
 }
 
 /// `ringside watcher <source>`: the membership sources.
@@ -44,6 +47,7 @@ impl ServiceCommand {
             Self::Watcher(WatcherSource::Heartbeat(flags)) => main::<HeartbeatWatcher>(&flags),
             Self::Node(flags) => main::<NodeService>(&flags),
             Self::Collector(flags) => main::<CollectorService>(&flags),
+            Self::Bridge(flags) => main::<BridgeService>(&flags),
         }
     }
 }
@@ -61,6 +65,8 @@ pub(crate) enum Target {
     HeartbeatWatcher,
     /// `ringside collector`.
     Collector,
+    /// `ringside bridge`.
+    Bridge,
     /// `ringside node`, the n-th (`node-<n>`, from 1).
     Node(u32),
 }
@@ -72,6 +78,7 @@ impl Target {
             Self::Reducer => "reducer".to_owned(),
             Self::HeartbeatWatcher => "heartbeat watcher".to_owned(),
             Self::Collector => "collector".to_owned(),
+            Self::Bridge => "bridge".to_owned(),
             Self::Node(n) => format!("node-{n}"),
         }
     }
@@ -82,6 +89,7 @@ impl Target {
             Self::Reducer => &["reducer"],
             Self::HeartbeatWatcher => &["watcher", "heartbeat"],
             Self::Collector => &["collector"],
+            Self::Bridge => &["bridge"],
             Self::Node(_) => &["node"],
         }
     }
@@ -92,6 +100,7 @@ impl Target {
             Self::Reducer => Reducer::NAME,
             Self::HeartbeatWatcher => ringside_watcher::NAME,
             Self::Collector => CollectorService::NAME,
+            Self::Bridge => BridgeService::NAME,
             Self::Node(_) => NodeService::NAME,
         }
     }
@@ -102,6 +111,7 @@ impl Target {
             Self::Reducer => Reducer::SCHEMA,
             Self::HeartbeatWatcher => HeartbeatWatcher::SCHEMA,
             Self::Collector => CollectorService::SCHEMA,
+            Self::Bridge => BridgeService::SCHEMA,
             Self::Node(_) => NodeService::SCHEMA,
         }
     }
@@ -112,6 +122,7 @@ impl Target {
             Self::Reducer => ServiceUser::Reducer,
             Self::HeartbeatWatcher => ServiceUser::Watcher,
             Self::Collector => ServiceUser::Collector,
+            Self::Bridge => ServiceUser::Bridge,
             Self::Node(_) => ServiceUser::Node,
         }
     }
@@ -133,6 +144,7 @@ mod tests {
             ),
             (Target::Node(1), NodeService::SCHEMA),
             (Target::Collector, CollectorService::SCHEMA),
+            (Target::Bridge, BridgeService::SCHEMA),
         ] {
             let key = target.user().password_env();
             assert!(schema.knows(&key), "{target:?} does not read {key}");

@@ -80,6 +80,10 @@ pub(crate) struct UpArgs {
     /// Start over: delete the stored history (stream, snapshots, stored metrics) first.
     #[arg(long)]
     fresh: bool,
+    /// The dashboard's address (the bridge: dashboard, WebSocket, JSON API); port 0
+    /// picks a free port.
+    #[arg(long, default_value = ringside_bridge::config::ADDR.default_value())]
+    dashboard: SocketAddr,
     /// Prometheus's web address (port 0 picks a free port); not 9090, which a
     /// Prometheus installed as a system service takes.
     #[arg(long, default_value = "127.0.0.1:9490")]
@@ -489,6 +493,7 @@ fn specs(
     url: &str,
     passwords: &Passwords,
 ) -> anyhow::Result<Vec<Spec>> {
+    use ringside_bridge::config as bridge;
     use ringside_collector::config as collector;
     use ringside_reducer::config as reducer;
     use ringside_watcher::heartbeat::config as heartbeat;
@@ -520,6 +525,11 @@ fn specs(
         collector::METRICS_ADDR.key.to_owned(),
         "127.0.0.1:0".to_owned(),
     );
+    let mut bridge_settings = base_settings(ring, url, Target::Bridge, passwords)?;
+    bridge_settings.extend([
+        (bridge::ADDR.key.to_owned(), args.dashboard.to_string()),
+        (bridge::REPLICAS.key.to_owned(), args.replicas.to_string()),
+    ]);
     Ok(vec![
         Spec {
             target: Target::Reducer,
@@ -538,6 +548,11 @@ fn specs(
             target: Target::Collector,
             settings: collector_settings,
             listeners: vec![("metrics", &collector::METRICS_ADDR)],
+        },
+        Spec {
+            target: Target::Bridge,
+            settings: bridge_settings,
+            listeners: vec![("dashboard", &bridge::ADDR), ("metrics", &bridge::ADDR)],
         },
     ])
 }
@@ -796,8 +811,13 @@ fn print_banner(
     autoscaling: bool,
 ) {
     let dir = args.state_dir.display();
+    let dashboard = system
+        .supervisor
+        .listener(Target::Bridge, "dashboard")
+        .map_or_else(|| "(not running)".to_owned(), |a| format!("http://{a}/"));
     println!(
         "\nringside is up: ring '{ring}', {} nodes, {} copies of each key.\n\
+         \n  dashboard   {dashboard}  (the live ring, its rebalances, load and history)\
          \n  NATS        {url}  (store and passwords in {dir}/)\
          \n  gRPC        {grpc}  (ringside.v1.RingService: GetRing, Lookup, Successors, WatchRing)\
          \n  metrics     http://{metrics}/metrics  (the reducer's; every service's: {dir}/up.json)\

@@ -65,6 +65,8 @@ impl Up {
                 "127.0.0.1:0",
                 "--prometheus",
                 "127.0.0.1:0",
+                "--dashboard",
+                "127.0.0.1:0",
             ])
             .args(["--heartbeat-ms", "200"])
             .args(args)
