@@ -10,6 +10,13 @@ export function pct(fraction, digits = 1) {
   return finite(fraction) ? `${(fraction * 100).toFixed(digits)}%` : DASH;
 }
 
+/** A share that may be tiny: two significant digits below 0.1% ("0.0042%"), else pct. */
+export function share(fraction) {
+  if (!finite(fraction)) return DASH;
+  if (fraction > 0 && fraction < 0.001) return `${(fraction * 100).toPrecision(2)}%`;
+  return pct(fraction, 2);
+}
+
 /** A count with thousands separators. */
 export function count(n) {
   return finite(n) ? Math.round(n).toLocaleString('en-US') : DASH;

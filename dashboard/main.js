@@ -283,9 +283,13 @@ store.on('ring', ({ entry } = {}) => {
 });
 store.on('pending', () => dirty('ring'));
 store.on('events', () => dirty('timeline'));
-store.on('loads', () => dirty('members'));
+// Load reports come from every member every few seconds: redraw the table once a second.
+let loadsTimer = null;
+store.on('loads', () => {
+  if (!loadsTimer) loadsTimer = setTimeout(() => ((loadsTimer = null), dirty('members')), 1000);
+});
 store.on('scale', () => dirty('scale'));
-store.on('traffic', () => view.request());
+store.on('traffic', () => view.dotsChanged());
 store.on('missed', () => dirty('travel'));
 store.on('mode', () => dirty('ring', 'timeline'));
 store.on('snapshot', (live) => backfill(live.seq));

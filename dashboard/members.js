@@ -1,10 +1,11 @@
 // The member table: one row per member of the shown ring (plus members that joined but
 // are not in a rebalance yet), with ring share, load and sparklines. Rows are kept by id
-// and updated in place, so a load report every few seconds from a thousand members
-// changes text and one path per cell, not the whole table.
+// and updated in place. Every row's state and share (the data-* hooks) are always
+// current; the load cells and sparklines, the costly part with a thousand members, are
+// drawn only for rows in view and brought up to date when a row scrolls into view.
 
 import { colourOf } from './palette.js';
-import { pct, num, count, DASH, h } from './format.js';
+import { pct, share, num, count, DASH, h } from './format.js';
 
 /** Imbalance thresholds (peak/mean share); 1.25 is the alert rule's threshold. */
 export const IMBALANCE_WARN = 1.1;
@@ -35,6 +36,21 @@ export class MembersTable {
     this.rows = new Map();
     this.sort = { key: 'id', dir: 1 };
     this.selected = null;
+    this.visible = new Set();
+    this.ctx = null;
+    this.io = new IntersectionObserver(
+      (entries) => {
+        for (const e of entries) {
+          const id = e.target.dataset.member;
+          if (e.isIntersecting) {
+            this.visible.add(id);
+            const row = this.rows.get(id);
+            if (row && row.stale) this.heavy(row);
+          } else this.visible.delete(id);
+        }
+      },
+      { root: root.querySelector('.table-wrap'), rootMargin: '200px 0px' },
+    );
     root.querySelectorAll('th[data-sort] button').forEach((b) =>
       b.addEventListener('click', () => {
         const key = b.parentElement.dataset.sort;
@@ -79,6 +95,7 @@ export class MembersTable {
       for (const x of list) for (const s of loads.get(x.m.id) || []) if (s.t <= tEnd && s.t >= tEnd - SPARK_WINDOW_MS) peak[mt.key] = Math.max(peak[mt.key], s[mt.key]);
     }
 
+    this.ctx = { loads, tEnd, peak, totalRps, n: list.length };
     const seen = new Set();
     for (const x of list) {
       const id = x.m.id;
@@ -86,26 +103,24 @@ export class MembersTable {
       let row = this.rows.get(id);
       if (!row) this.rows.set(id, (row = this.row(id)));
       const s = current.get(id);
-      const loadShare = s && totalRps > 0 ? s.rps / totalRps : null;
-      const hot = loadShare !== null && x.share > 0 && loadShare > x.share * IMBALANCE_ALERT && list.length > 1;
-      row.tr.dataset.state = x.state;
-      row.tr.dataset.share = String(x.share);
+      row.x = x;
+      row.s = s;
+      set(row.tr.dataset, 'state', x.state);
+      set(row.tr.dataset, 'share', String(x.share));
       row.sortValues = { id, share: x.share, state: x.state, ips: s?.ips ?? -1, cpu: s?.cpu ?? -1, rps: s?.rps ?? -1, keys: s?.keys ?? -1 };
-      row.address.textContent = x.m.address || DASH;
-      row.state.textContent = x.state;
-      row.state.className = `state state-${x.state}`;
-      row.shareText.textContent = pct(x.share, 2);
+      set(row.address, 'textContent', x.m.address || DASH);
+      set(row.state, 'textContent', x.state);
+      set(row.state, 'className', `state state-${x.state}`);
+      set(row.shareText, 'textContent', share(x.share));
       // The bar's middle mark is the ideal share (1/n): full width is twice the ideal.
-      row.shareBar.style.width = `${Math.min(100, (x.share * list.length * 100) / 2)}%`;
-      row.loadShare.textContent = loadShare === null ? DASH : pct(loadShare, 1);
-      row.hot.hidden = !hot;
-      for (const mt of METRICS) {
-        row[mt.key].value.textContent = s ? mt.fmt(s[mt.key]) : DASH;
-        row[mt.key].path.setAttribute('d', sparkPath(loads.get(id) || [], mt.key, tEnd, peak[mt.key]));
-      }
+      set(row.shareBar.style, 'width', `${Math.min(100, (x.share * list.length * 100) / 2)}%`);
+      row.stale = true;
+      if (this.visible.has(id)) this.heavy(row);
     }
     for (const [id, row] of this.rows) {
       if (!seen.has(id)) {
+        this.io.unobserve(row.tr);
+        this.visible.delete(id);
         row.tr.remove();
         this.rows.delete(id);
       }
@@ -113,6 +128,20 @@ export class MembersTable {
     this.empty.hidden = list.length > 0;
     this.order();
     this.setSelected(this.selected);
+  }
+
+  /** The load cells and sparklines of one row (rows in view only). */
+  heavy(row) {
+    const { loads, tEnd, peak, totalRps, n } = this.ctx;
+    const { x, s } = row;
+    row.stale = false;
+    const loadShare = s && totalRps > 0 ? s.rps / totalRps : null;
+    set(row.loadShare, 'textContent', loadShare === null ? DASH : pct(loadShare, 1));
+    row.hot.hidden = !(loadShare !== null && x.share > 0 && loadShare > x.share * IMBALANCE_ALERT && n > 1);
+    for (const mt of METRICS) {
+      set(row[mt.key].value, 'textContent', s ? mt.fmt(s[mt.key]) : DASH);
+      row[mt.key].path.setAttribute('d', sparkPath(loads.get(x.m.id) || [], mt.key, tEnd, peak[mt.key]));
+    }
   }
 
   row(id) {
@@ -161,6 +190,7 @@ export class MembersTable {
       cells,
     );
     this.body.append(r.tr);
+    this.io.observe(r.tr);
     return r;
   }
 
@@ -190,6 +220,11 @@ export class MembersTable {
   scrollTo(id) {
     this.rows.get(id)?.tr.scrollIntoView({ block: 'nearest' });
   }
+}
+
+/** Sets a property only when it changes (a same-value write still costs a style pass). */
+function set(obj, key, value) {
+  if (obj[key] !== value) obj[key] = value;
 }
 
 /** An SVG path of one metric over the shared window ending at tEnd, scaled to `peak`. */

@@ -3,7 +3,7 @@
 // keys (count, bytes, duration) as nodes report them.
 
 import { rebalanceDetail } from './state.js';
-import { pct, count, bytes, duration, parseDuration, absTime, relTime, h } from './format.js';
+import { pct, share, count, bytes, duration, parseDuration, absTime, relTime, h } from './format.js';
 import { colourOf } from './palette.js';
 
 const MAX_PAIRS = 12;
@@ -28,7 +28,7 @@ export function renderRebalance(root, entry, handoffs, onJump) {
     { class: 'pairs' },
     h('caption', { class: 'sr-only', text: 'Key space moved, by old and new owner' }),
     h('thead', {}, h('tr', {}, h('th', { scope: 'col', text: 'From' }), h('th', { scope: 'col', text: '' }), h('th', { scope: 'col', text: 'To' }), h('th', { scope: 'col', class: 'num', text: 'Key space' }), h('th', { scope: 'col', class: 'num', text: 'Ranges' }))),
-    h('tbody', {}, shownPairs.map((p) => h('tr', {}, h('td', {}, who(p.from)), h('td', { 'aria-hidden': 'true', text: '→' }), h('td', {}, who(p.to)), h('td', { class: 'num', text: pct(p.fraction, 2) }), h('td', { class: 'num', text: count(p.ranges) })))),
+    h('tbody', {}, shownPairs.map((p) => h('tr', {}, h('td', {}, who(p.from)), h('td', { 'aria-hidden': 'true', text: '→' }), h('td', {}, who(p.to)), h('td', { class: 'num', text: share(p.fraction) }), h('td', { class: 'num', text: count(p.ranges) })))),
   );
   const more = pairs.length > MAX_PAIRS ? h('p', { class: 'muted', text: `and ${pairs.length - MAX_PAIRS} more pairs` }) : null;
   const handoffRows = handoffs.map((x) => {

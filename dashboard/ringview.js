@@ -1,8 +1,12 @@
-// The ring on a canvas. Two layers: a static one (token arcs, leaving stripes, labels),
-// rebuilt only when the ring, the size or the pixel ratio changes and kept in an
-// offscreen canvas; and a dynamic one drawn per frame over a copy of it (key dots,
-// moved-range bands, the probe, the hovered member). Arcs are batched into one path per
-// colour, so 160,000 tokens cost a dozen fills, not 160,000.
+// The ring on three stacked canvases, each redrawn only when its own content changes:
+//   static  token arcs, leaving stripes, labels: when the ring, the size or the pixel
+//           ratio changes;
+//   dots    sampled keys: when traffic arrives (at most a few times a second) and as
+//           they fade;
+//   overlay (the `#ring` canvas, on top, takes the pointer) moved-range bands, the probe,
+//           the hovered member: every frame while something animates.
+// So an animation frame costs the overlay alone, not 160,000 arcs and 10,000 dots. Arcs
+// and dots are batched into one path per colour.
 //
 // At high token counts many arcs share a pixel; drawing them all would show whichever
 // came last. Instead the circle is cut into one slice per device pixel of circumference
@@ -16,6 +20,8 @@ import { pct } from './format.js';
 const TAU = Math.PI * 2;
 const MOVE_MS = 4000;
 const LABEL_LIMIT = 16;
+const DOTS_EVERY_MS = 250;
+const DOTS_FADE_MS = 2000;
 const angleOf = (f) => -Math.PI / 2 + f * TAU;
 
 // Band radii as fractions of the outer radius.
@@ -36,8 +42,12 @@ export class RingView {
     this.probe = null;
     this.hover = null;
     this.selected = null;
-    this.staticLayer = document.createElement('canvas');
+    this.staticLayer = layer(canvas);
+    this.dotsLayer = layer(canvas);
     this.staticDirty = true;
+    this.dotsDirty = false;
+    this.dotsAt = 0;
+    this.dotsTimer = null;
     this.frame = 0;
     this.dpr = 0;
     this.reduceMotion = matchMedia('(prefers-reduced-motion: reduce)');
@@ -60,6 +70,13 @@ export class RingView {
 
   setDots(dots) {
     this.dots = dots;
+    this.dotsDirty = true;
+    this.request();
+  }
+
+  /** New traffic arrived: redraw the dots layer soon (bursts coalesce). */
+  dotsChanged() {
+    this.dotsDirty = true;
     this.request();
   }
 
@@ -99,16 +116,19 @@ export class RingView {
     const box = this.canvas.parentElement.getBoundingClientRect();
     const css = Math.max(120, Math.floor(Math.min(box.width, Math.max(box.height, 0) || box.width)));
     const dpr = window.devicePixelRatio || 1;
-    this.canvas.style.width = `${css}px`;
-    this.canvas.style.height = `${css}px`;
     const px = Math.round(css * dpr);
+    for (const c of [this.canvas, this.staticLayer, this.dotsLayer]) {
+      c.style.width = `${css}px`;
+      c.style.height = `${css}px`;
+    }
     if (px !== this.canvas.width || dpr !== this.dpr) {
-      this.canvas.width = px;
-      this.canvas.height = px;
-      this.staticLayer.width = px;
-      this.staticLayer.height = px;
+      for (const c of [this.canvas, this.staticLayer, this.dotsLayer]) {
+        c.width = px;
+        c.height = px;
+      }
       this.dpr = dpr;
       this.staticDirty = true;
+      this.dotsDirty = true;
     }
     this.css = css;
     this.request();
@@ -267,17 +287,27 @@ export class RingView {
     this.frame = 0;
     if (window.devicePixelRatio !== this.dpr) this.resize();
     if (this.staticDirty) this.drawStatic();
-    const ctx = this.ctx;
     const g = this.geometry();
+    if (this.dotsDirty && now - this.dotsAt >= DOTS_EVERY_MS) this.redrawDots(g, now);
+    else if (this.dotsDirty) this.request();
+    const ctx = this.ctx;
     ctx.setTransform(1, 0, 0, 1, 0, 0);
     ctx.clearRect(0, 0, this.canvas.width, this.canvas.height);
-    ctx.drawImage(this.staticLayer, 0, 0);
-    let again = false;
-    again = this.drawFocus(ctx, g) || again;
-    again = this.drawDots(ctx, g, now) || again;
-    again = this.drawMoves(ctx, g, now) || again;
+    this.drawFocus(ctx, g);
+    const again = this.drawMoves(ctx, g, now);
     this.drawProbe(ctx, g);
     if (again) this.request();
+  }
+
+  redrawDots(g, now) {
+    const ctx = this.dotsLayer.getContext('2d');
+    ctx.clearRect(0, 0, this.dotsLayer.width, this.dotsLayer.height);
+    this.dotsDirty = false;
+    this.dotsAt = now;
+    const alive = this.drawDots(ctx, g, now);
+    // Fading needs a redraw now and then even without new traffic.
+    clearTimeout(this.dotsTimer);
+    if (alive) this.dotsTimer = setTimeout(() => this.dotsChanged(), DOTS_FADE_MS);
   }
 
   /** The hovered or selected member: everything else dimmed, its arcs outlined. */
@@ -303,7 +333,7 @@ export class RingView {
   drawDots(ctx, g, now) {
     const d = this.dots;
     if (!d || d.count === 0) return false;
-    const buckets = 4;
+    const buckets = 6;
     const paths = new Map();
     const size = 2 * g.dpr;
     const r0 = g.R * BAND.dotsIn;
@@ -341,13 +371,15 @@ export class RingView {
     }
     // Reduced motion: the bands stay still at full strength, then go in one step.
     ctx.globalAlpha = this.reduceMotion.matches ? 1 : 1 - t * t;
+    // Tiny ranges (a 1,000-member ring) still get two pixels, so a change is visible.
+    const min = (2 * g.dpr) / (TAU * g.R);
     for (const [field, rIn, rOut] of [['from', BAND.oldIn, BAND.oldOut], ['to', BAND.newIn, BAND.newOut]]) {
       const paths = new Map();
       for (const r of m.list) {
         const slot = slotOf(r[field]);
         let p = paths.get(slot);
         if (!p) paths.set(slot, (p = new Path2D()));
-        addBand(p, g, r.s, r.e, rIn, rOut);
+        addBand(p, g, r.s, Math.max(r.e, r.s + min), rIn, rOut);
       }
       for (const [slot, p] of paths) {
         ctx.fillStyle = SLOTS[slot];
@@ -431,6 +463,15 @@ export class RingView {
     tip.style.top = `${hit.y + 14}px`;
     tip.hidden = false;
   }
+}
+
+/** A canvas stacked under `top` in the same box, out of the accessibility tree. */
+function layer(top) {
+  const c = document.createElement('canvas');
+  c.className = 'layer';
+  c.setAttribute('aria-hidden', 'true');
+  top.before(c);
+  return c;
 }
 
 function addBand(p, g, s, e, rIn, rOut) {

@@ -34,7 +34,7 @@ export function renderScale(root, entry, servingMembers, onJump) {
   });
   body.replaceChildren(
     h('p', { class: 'replicas' }, h('strong', { text: String(cur) }), ' → ', h('strong', { text: String(want) }), ` replicas (${dir})`, h('span', { class: 'muted', text: ` · serving members: ${servingMembers}` })),
-    rows.length ? h('ul', { class: 'metrics' }, rows) : h('p', { class: 'muted', text: `Decided by ${b.metric || 'hand'} (no metrics evaluated).` }),
+    rows.length ? h('ul', { class: 'metrics' }, rows) : h('p', { class: 'muted', text: !b.metric || b.metric === 'manual' ? 'A manual decision: no metric was evaluated.' : `Decided on ${b.metric}.` }),
     h('p', {}, h('span', { class: 'muted', text: 'Reason: ' }), b.reason || '—'),
     h(
       'p',
