@@ -93,7 +93,7 @@ function flush() {
   const all = parts.has('ring');
   const shown = store.shown();
   if (all) {
-    view.setRing(shown.ring, shown.pending);
+    view.setRing(shown.ring, shown.pending, !store.snapshots);
     renderHeader();
   }
   if (all || parts.has('members')) renderMembers();
@@ -151,6 +151,10 @@ function renderMembers() {
 }
 
 function renderPanels() {
+  if (!store.snapshots) {
+    for (const id of ['rebalance', 'scale']) $(id).querySelector('.body').textContent = 'Waiting for the bridge…';
+    return;
+  }
   const rb = store.lastRebalance();
   renderRebalance($('rebalance'), rb, rb ? store.handoffsOf(rb.epoch) : [], (seq) => travel.go(seq));
   const shown = store.shown();

@@ -36,6 +36,7 @@ export class RingView {
     this.onHover = onHover;
     this.onSelect = onSelect;
     this.ring = null;
+    this.waiting = true;
     this.pending = new Map();
     this.dots = null;
     this.moves = null;
@@ -61,8 +62,10 @@ export class RingView {
     this.resize();
   }
 
-  setRing(ring, pending) {
+  /** @param waiting true until the first snapshot (an empty ring then means "no data yet") */
+  setRing(ring, pending, waiting = false) {
     this.ring = ring;
+    this.waiting = waiting;
     this.pending = pending || new Map();
     this.staticDirty = true;
     this.request();
@@ -201,9 +204,11 @@ export class RingView {
     ctx.fillStyle = '#262b36';
     ctx.fill();
     if (!ring || ring.size === 0) {
-      this.caption.textContent = ring ? 'No members: the ring is empty, every key is unowned.' : 'Waiting for the first snapshot.';
+      this.caption.textContent = this.waiting ? 'Waiting for the first snapshot from the bridge.' : 'No members: the ring is empty, every key is unowned.';
+      centre(ctx, g, this.waiting ? ['waiting for', 'the bridge'] : ['no members', 'every key unowned']);
       return;
     }
+    centre(ctx, g, [`epoch ${ring.epoch}`, `${ring.members.length.toLocaleString('en-US')} member${ring.members.length === 1 ? '' : 's'}`]);
     const arcs = this.arcs(g.R);
     this.drawn = arcs;
     const ids = ring.members.map((m) => m.id);
@@ -463,6 +468,18 @@ export class RingView {
     tip.style.top = `${hit.y + 14}px`;
     tip.hidden = false;
   }
+}
+
+/** Two lines of text in the middle of the ring. */
+function centre(ctx, g, [big, small]) {
+  ctx.textAlign = 'center';
+  ctx.textBaseline = 'middle';
+  ctx.fillStyle = '#e6e9ef';
+  ctx.font = `600 ${Math.round(Math.max(14, g.R / 9))}px system-ui, sans-serif`;
+  ctx.fillText(big, g.c, g.c - g.R * 0.06);
+  ctx.fillStyle = '#a0a8b8';
+  ctx.font = `${Math.round(Math.max(11, g.R / 16))}px system-ui, sans-serif`;
+  ctx.fillText(small, g.c, g.c + g.R * 0.08);
 }
 
 /** A canvas stacked under `top` in the same box, out of the accessibility tree. */
