@@ -281,9 +281,11 @@ store.on('hello', (h) => {
   $('ring-name').textContent = `· ring ${h.ring || '?'} · R=${h.replicas ?? '?'} · v${h.version || '?'}`;
   document.title = `ringside · ${h.ring || ''}`;
 });
-store.on('ring', ({ entry } = {}) => {
+store.on('ring', ({ entry, reason } = {}) => {
   dirty('ring');
   if (entry && entry.kind === 'rebalance') view.showMoves(rebalanceDetail(entry).ranges);
+  // A jump shows another ring: bands of a rebalance that is not its last step would lie.
+  else if (reason !== 'event' && reason !== 'pending') view.clearMoves();
 });
 store.on('pending', () => dirty('ring'));
 store.on('events', () => dirty('timeline'));

@@ -98,6 +98,12 @@ export class RingView {
     this.request();
   }
 
+  clearMoves() {
+    if (!this.moves) return;
+    this.moves = null;
+    this.request();
+  }
+
   /** The probed key: {pos: fraction, ownerPos: fraction of the owner's token, owner: id}. */
   setProbe(probe) {
     this.probe = probe;
@@ -406,7 +412,7 @@ export class RingView {
     ctx.strokeStyle = '#ffffff';
     ctx.lineWidth = 2 * g.dpr;
     ctx.beginPath();
-    ctx.moveTo(g.c + Math.cos(a) * g.R * 0.3, g.c + Math.sin(a) * g.R * 0.3);
+    ctx.moveTo(g.c + Math.cos(a) * g.R * 0.42, g.c + Math.sin(a) * g.R * 0.42);
     ctx.lineTo(g.c + Math.cos(a) * g.R * BAND.newOut, g.c + Math.sin(a) * g.R * BAND.newOut);
     ctx.stroke();
     if (p.ownerPos !== null && p.ownerPos !== undefined) {
@@ -428,7 +434,7 @@ export class RingView {
     }
     ctx.fillStyle = '#ffffff';
     ctx.beginPath();
-    ctx.arc(g.c + Math.cos(a) * g.R * 0.3, g.c + Math.sin(a) * g.R * 0.3, 4 * g.dpr, 0, TAU);
+    ctx.arc(g.c + Math.cos(a) * g.R * 0.42, g.c + Math.sin(a) * g.R * 0.42, 4 * g.dpr, 0, TAU);
     ctx.fill();
   }
 

@@ -217,8 +217,7 @@ export class Store {
       ring = emptyRing();
     }
     if (this.snapshots > 0) {
-      const back = seq < this.live.seq ? ' (the stream went back: was the server restarted?)' : '';
-      this.addEntry({ seq, time: Date.now(), kind: 'resync', text: `fresh snapshot at seq ${seq}, epoch ${ring.epoch}${back}`, body: msg });
+      this.addEntry({ seq, time: Date.now(), kind: 'resync', text: `started again from a fresh snapshot at seq ${seq}, epoch ${ring.epoch}`, body: msg });
     }
     this.snapshots++;
     this.live = { ring, seq, pending: new Map() };
