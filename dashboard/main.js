@@ -16,6 +16,16 @@ import { renderScale } from './scale.js';
 import { readUrl, writeUrl } from './url.js';
 import { hex64, relTime } from './format.js';
 
+// The page's errors, for the end-to-end test (its console must stay clean).
+const errors = [];
+addEventListener('error', (e) => errors.push(String(e.message || e)));
+addEventListener('unhandledrejection', (e) => errors.push(String(e.reason)));
+const consoleError = console.error.bind(console);
+console.error = (...args) => {
+  errors.push(args.map(String).join(' '));
+  consoleError(...args);
+};
+
 const $ = (id) => document.getElementById(id);
 const store = new Store();
 const ui = { selected: null, hover: null, conn: { state: 'reconnecting', retryAt: 0, attempt: 0, lastAt: 0 }, urlApplied: false };
@@ -342,6 +352,7 @@ dirty('ring', 'timeline', 'conn');
 
 window.ringside = {
   store,
+  errors,
   state: {
     get epoch() {
       return store.shown().ring.epoch;

@@ -509,7 +509,7 @@ impl NatsSource {
     }
 
     /// The snapshot keys of the ring: the live keys of the bucket (deleted ones left
-    /// out), or, for a user that may not create consumers on the bucket (`bridge`),
+    /// out), or, for a user that may not create consumers on the bucket,
     /// every key the bucket's stream has seen.
     async fn snapshot_keys(&self, bucket: &stream::Stream) -> Result<Vec<String>, ReplayError> {
         const WHAT: &str = "cannot list the snapshot keys";

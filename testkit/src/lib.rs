@@ -24,6 +24,7 @@
 //! and use the same provisioning and publishing code as production.
 
 pub mod bench;
+pub mod browser;
 pub mod http;
 pub mod kube_fake;
 pub mod nats;
