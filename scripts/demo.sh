@@ -1,6 +1,6 @@
 #!/bin/sh
-# The local demo (`./dev demo`): `ringside up` with 2 nodes, its Prometheus and its
-# autoscaler (short periods so it can be watched), the decoded events tailed to this
+# The local demo (`./dev demo`): `ringside up` with 2 nodes, the live dashboard (its
+# URL first), its Prometheus and its autoscaler (short periods so it can be watched), the decoded events tailed to this
 # terminal, keyed load from 250 client addresses (the autoscaler adds a node for each
 # 100; keys hand off on every rebalance), the autoscaler's decisions, the stored
 # metrics, then the load stops and the autoscaler scales back down once the clients
@@ -18,7 +18,7 @@ export RINGSIDE_STATE_DIR="$STATE"
 say() { printf '\n\033[1m=== %s\033[0m\n' "$*"; }
 
 mkdir -p "$STATE"
-say "ringside up --nodes 2   (nats-server, reducer, heartbeat watcher, collector, 2 nodes with 2 copies of each key, Prometheus, autoscaler)"
+say "ringside up --nodes 2   (nats-server, reducer, heartbeat watcher, collector, bridge and dashboard, 2 nodes with 2 copies of each key, Prometheus, autoscaler)"
 "$BIN" up --nodes 2 --min-nodes 2 --autoscale-every 5s --scale-down-window 20s \
     --scrape-interval 2s 2>"$STATE/up.log" &
 UP=$!
@@ -47,6 +47,9 @@ until [ -f "$STATE/up.json" ]; do
     [ "$i" -le 600 ] || { echo "demo: ringside up did not come up within 60 s" >&2; exit 1; }
     sleep 0.1
 done
+
+say "the dashboard: open http://127.0.0.1:9480/ in a browser (the ring, its rebalances, load, history)"
+curl -s http://127.0.0.1:9480/api/status && echo
 
 say "ringside tail   (every stored event of this ring, decoded, as it happens)"
 "$BIN" tail --from-seq 1 2>/dev/null &
@@ -111,6 +114,7 @@ say "ringside replay verify   (rebuild the whole history, compare every checksum
 cat <<'TXT'
 
 Try next, in another terminal (the tools find the running system in .ringside/):
+  Dashboard: http://127.0.0.1:9480/   (watch the next commands move the ring; slider: time travel)
   target/release/ringside load --duration 60s --clients 450    # the autoscaler goes to 5 nodes
   target/release/ringside scale 4 --wait 30                    # by hand (the autoscaler has the last word)
   Prometheus: http://127.0.0.1:9490/  (try ringside_collector_ring_unique_client_ips; alerts: /alerts)
