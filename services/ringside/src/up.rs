@@ -120,6 +120,8 @@ pub(crate) struct ScaleArgs {
 
 /// How long the services get to stop after Ctrl-C before they are killed.
 const STOP_WITHIN: Duration = Duration::from_secs(8);
+/// How long `scale` waits for a reducer that is catching up to serve the ring.
+const CATCH_UP_WAIT: Duration = Duration::from_secs(30);
 /// How long a node scaled away gets to hand its keys over and stop.
 const LEAVE_WITHIN: Duration = Duration::from_secs(30);
 /// How long nats-server gets to stop after SIGTERM before SIGKILL.
@@ -910,13 +912,25 @@ async fn ring_client(grpc: SocketAddr) -> anyhow::Result<RingClient> {
 }
 
 async fn ring_state(client: &mut RingClient, ring: &RingName) -> anyhow::Result<(u32, u64)> {
-    let snapshot = client
-        .get_ring(pb::GetRingRequest {
-            ring: ring.to_string(),
-        })
-        .await
-        .context("GetRing failed")?
-        .into_inner();
+    // A reducer that is catching up (just restarted) answers Unavailable: wait for it.
+    let deadline = tokio::time::Instant::now() + CATCH_UP_WAIT;
+    let answer = loop {
+        let answer = client
+            .get_ring(pb::GetRingRequest {
+                ring: ring.to_string(),
+            })
+            .await;
+        match answer {
+            Err(status)
+                if status.code() == tonic::Code::Unavailable
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            answer => break answer,
+        }
+    };
+    let snapshot = answer.context("GetRing failed")?.into_inner();
     let snapshot = snapshot.snapshot.unwrap_or_default();
     Ok((
         u32::try_from(snapshot.members.len()).unwrap_or(u32::MAX),
