@@ -9,6 +9,10 @@
 //! - [`write_json`]: writes a report where `--json PATH` says, creating its directory.
 //! - [`ordered_read_rate`]: the raw baseline of reading a stream (an ordered consumer
 //!   and nothing else), which the benchmarks' ratios divide by.
+//! - [`closed_loop`]: HTTP requests from a fixed number of keep-alive connections,
+//!   each sending its next request when the last is answered: requests per second
+//!   and latency percentiles ([`percentile`]).
+//! - [`load_average`], [`pass`]: the load line every table starts with, PASS or MISS.
 //!
 //! # How it fits
 //! Every benchmark parses its arguments with [`Flags`] and summarises its rounds with
@@ -17,8 +21,11 @@
 //! ([`FlagError`]); a benchmark's `main` turns them into a panic with their message.
 
 use std::collections::BTreeSet;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{consumer, stream};
@@ -239,6 +246,123 @@ pub fn write_json(path: &Path, report: &serde_json::Value) -> std::io::Result<()
         std::fs::create_dir_all(dir)?;
     }
     std::fs::write(path, serde_json::to_string_pretty(report)?)
+}
+
+/// The first three fields of `/proc/loadavg` (empty where there is none).
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split(' ')
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `PASS` or `MISS`, as the tables print a target.
+pub fn pass(ok: bool) -> &'static str {
+    if ok { "PASS" } else { "MISS" }
+}
+
+/// The `p`th percentile (nearest rank) of `sorted` samples; 0 when there are none.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// What [`closed_loop`] sends: `method` on each of `paths` in turn, with `body`.
+#[derive(Clone, Debug)]
+pub struct Requests {
+    /// `GET`, `PUT`, ...
+    pub method: &'static str,
+    /// The paths, taken in order (each connection takes the next one).
+    pub paths: Arc<Vec<String>>,
+    /// The body of every request (empty for none).
+    pub body: Arc<[u8]>,
+}
+
+/// When [`closed_loop`] stops.
+#[derive(Clone, Copy, Debug)]
+pub enum Until {
+    /// After this long, going round the paths as often as it takes.
+    Elapsed(Duration),
+    /// Once every path has been sent once.
+    EachOnce,
+}
+
+/// What a [`closed_loop`] measured.
+#[derive(Clone, Debug)]
+pub struct LoopRun {
+    /// Answered requests per second.
+    pub per_second: f64,
+    /// Every answered request's latency in milliseconds, sorted.
+    pub latencies_ms: Vec<f64>,
+    /// Answers whose status was not 2xx.
+    pub failed: usize,
+}
+
+impl LoopRun {
+    /// The `p`th latency percentile in milliseconds.
+    pub fn percentile_ms(&self, p: f64) -> f64 {
+        percentile(&self.latencies_ms, p)
+    }
+}
+
+/// Sends `requests` to `addr` from `connections` keep-alive connections, each sending
+/// its next request as soon as the last is answered (a fixed number in flight), until
+/// `until`. Timed from after the connections are open.
+pub async fn closed_loop(
+    addr: SocketAddr,
+    connections: usize,
+    requests: &Requests,
+    until: Until,
+) -> std::io::Result<LoopRun> {
+    let mut open = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        open.push(crate::http::Connection::open(addr).await?);
+    }
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let workers = open.into_iter().map(|mut connection| {
+        let (next, requests) = (Arc::clone(&next), requests.clone());
+        tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut failed = 0;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let path = match until {
+                    Until::EachOnce if i >= requests.paths.len() => break,
+                    Until::Elapsed(d) if start.elapsed() >= d => break,
+                    _ => &requests.paths[i % requests.paths.len()],
+                };
+                let sent = Instant::now();
+                let (status, _) = connection
+                    .send(requests.method, path, &requests.body)
+                    .await?;
+                if (200..300).contains(&status) {
+                    latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
+                } else {
+                    failed += 1;
+                }
+            }
+            Ok::<_, std::io::Error>((latencies, failed))
+        })
+    });
+    let mut run = LoopRun {
+        per_second: 0.0,
+        latencies_ms: Vec::new(),
+        failed: 0,
+    };
+    for worker in futures::future::join_all(workers).await {
+        let (latencies, failed) = worker.map_err(std::io::Error::other)??;
+        run.latencies_ms.extend(latencies);
+        run.failed += failed;
+    }
+    run.per_second = per_second(run.latencies_ms.len(), start.elapsed());
+    run.latencies_ms.sort_by(f64::total_cmp);
+    Ok(run)
 }
 
 #[cfg(test)]
