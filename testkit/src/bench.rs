@@ -7,6 +7,7 @@
 //! - [`Summary`]: min and median of the samples of a figure (rates or times).
 //! - [`per_second`]: a count over an elapsed time.
 //! - [`write_json`]: writes a report where `--json PATH` says, creating its directory.
+//! - [`ordered_from`]: an ordered consumer of some subjects of a stream.
 //! - [`ordered_read_rate`]: the raw baseline of reading a stream (an ordered consumer
 //!   and nothing else), which the benchmarks' ratios divide by.
 //! - [`closed_loop`]: HTTP requests from a fixed number of keep-alive connections,
@@ -149,6 +150,17 @@ impl Flags {
         }
     }
 
+    /// The process's arguments read by `read`, then [`Flags::finish`]; panics with the
+    /// message of a command line the benchmark cannot run with (a benchmark's `main`).
+    pub fn read_or_exit<T>(read: impl FnOnce(&mut Flags) -> Result<T, FlagError>) -> T {
+        let parsed = Flags::from_args().and_then(|mut flags| {
+            let args = read(&mut flags)?;
+            flags.finish()?;
+            Ok(args)
+        });
+        parsed.unwrap_or_else(|e| panic!("{e}"))
+    }
+
     /// `--json PATH`: where to write the benchmark's JSON report, if anywhere.
     pub fn json_path(&mut self) -> Result<Option<String>, FlagError> {
         self.optional("--json")
@@ -203,6 +215,30 @@ pub async fn ordered_read_rate(
         return Err(ReadError::Short { read, count });
     }
     Ok(per_second(count, start.elapsed()))
+}
+
+/// The messages of `subjects` in stream `stream`, from `deliver` on, through an
+/// ordered consumer: what a benchmark watches a system's events with.
+pub async fn ordered_from(
+    js: &async_nats::jetstream::Context,
+    stream: &str,
+    subjects: Vec<String>,
+    deliver: consumer::DeliverPolicy,
+) -> Result<consumer::pull::Ordered, ReadError> {
+    let config = consumer::pull::OrderedConfig {
+        filter_subjects: subjects,
+        deliver_policy: deliver,
+        ..Default::default()
+    };
+    js.get_stream(stream)
+        .await
+        .map_err(nats_error)?
+        .create_consumer(config)
+        .await
+        .map_err(nats_error)?
+        .messages()
+        .await
+        .map_err(nats_error)
 }
 
 /// Any async-nats error as a [`ReadError::Nats`].
@@ -430,6 +466,47 @@ mod tests {
         assert_eq!((s.min, s.median), (1.0, 3.0));
         assert_eq!(s.json(), serde_json::json!({"min": 1.0, "median": 3.0}));
         assert_eq!(Summary::of(Vec::new()), None);
+    }
+
+    #[test]
+    fn percentile_is_the_nearest_rank() {
+        let sorted: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&sorted, 50.0), 50.0);
+        assert_eq!(percentile(&sorted, 99.0), 99.0);
+        assert_eq!(percentile(&sorted, 0.0), 1.0);
+        assert_eq!(percentile(&[], 99.0), 0.0);
+    }
+
+    #[test]
+    fn a_closed_loop_sends_each_path_once_over_keep_alive_connections() {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let app = axum::Router::new().route(
+                "/k/{key}",
+                axum::routing::put(|body: String| async move { body }),
+            );
+            tokio::spawn(async move { axum::serve(listener, app).await });
+            let requests = Requests {
+                method: "PUT",
+                paths: Arc::new((0..50).map(|i| format!("/k/{i}")).collect()),
+                body: Arc::from(&b"value"[..]),
+            };
+            let run = closed_loop(addr, 4, &requests, Until::EachOnce)
+                .await
+                .unwrap();
+            assert_eq!((run.latencies_ms.len(), run.failed), (50, 0));
+            let mut connection = crate::http::Connection::open(addr).await.unwrap();
+            assert_eq!(
+                connection.send("PUT", "/k/a", b"abc").await.unwrap(),
+                (200, 3)
+            );
+            assert_eq!(
+                connection.send("GET", "/nothing", b"").await.unwrap(),
+                (404, 0)
+            );
+        });
     }
 
     #[test]
