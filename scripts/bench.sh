@@ -14,7 +14,7 @@ cd "$ROOT"
 OUT="${CARGO_TARGET_DIR:-$ROOT/target}/bench"
 
 # Every benchmark this script knows, in the order `all` runs them.
-BENCHES="ring events replay reducer node"
+BENCHES="ring events replay reducer node collector"
 
 run_ring() {
     cargo bench --locked -p ringside-ring --bench ring -- --json "$OUT/ring.json" "$@"
@@ -39,6 +39,10 @@ run_node() {
     cargo bench --locked -p ringside-node --bench node -- --json "$OUT/node.json" "$@"
 }
 
+run_collector() {
+    cargo bench --locked -p ringside-collector --bench collector -- --json "$OUT/collector.json" "$@"
+}
+
 run() {
     name=$1
     shift
@@ -48,6 +52,7 @@ run() {
         replay) run_replay "$@" ;;
         reducer) run_reducer "$@" ;;
         node) run_node "$@" ;;
+        collector) run_collector "$@" ;;
         *)
             echo "bench: unknown benchmark '$name' (known: $BENCHES; or all)" >&2
             exit 2
