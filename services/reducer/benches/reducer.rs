@@ -128,9 +128,11 @@ fn config() -> RingConfig {
 }
 
 /// Stores `events` and, after each batch, its epochs (folded here, atomic batches of
-/// 1000). Returns the stored membership sequences.
+/// 1000; the epochs as the reducer user, their only writer). Returns the stored
+/// membership sequences.
 async fn store_history(bus: &Bus, ring: &RingName, events: &[Event]) -> Vec<u64> {
     let publisher = Publisher::new(bus.admin.clone()).with_window(1000);
+    let reducer = Publisher::new(bus.reducer.clone()).with_window(1000);
     let mut ledger = RingLedger::new(ring.clone(), config());
     let mut sequences = Vec::with_capacity(events.len());
     for chunk in events.chunks(1000) {
@@ -149,7 +151,7 @@ async fn store_history(bus: &Bus, ring: &RingName, events: &[Event]) -> Vec<u64>
             }
         }
         if !made.is_empty() {
-            publisher.publish_batch(&made).await.unwrap();
+            reducer.publish_batch(&made).await.unwrap();
         }
     }
     sequences
