@@ -34,9 +34,9 @@ demo:
     cargo build --release --locked -p ringside
     ./scripts/demo.sh
 
-# Benchmarks: `just bench` (all) or `just bench ring`.
-bench WHAT="all":
-    ./scripts/bench.sh {{WHAT}}
+# Benchmarks: `just bench` (all), `just bench ring`, `just bench node --quick`.
+bench WHAT="all" *ARGS:
+    ./scripts/bench.sh {{WHAT}} {{ARGS}}
 
 # The `ringside` binary with arguments, e.g. `just ringside ring lookup --members a,b k1`.
 ringside *ARGS:

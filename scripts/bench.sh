@@ -14,7 +14,7 @@ cd "$ROOT"
 OUT="${CARGO_TARGET_DIR:-$ROOT/target}/bench"
 
 # Every benchmark this script knows, in the order `all` runs them.
-BENCHES="ring events replay reducer"
+BENCHES="ring events replay reducer node collector"
 
 run_ring() {
     cargo bench --locked -p ringside-ring --bench ring -- --json "$OUT/ring.json" "$@"
@@ -35,6 +35,14 @@ run_reducer() {
         --ringside "${CARGO_TARGET_DIR:-$ROOT/target}/release/ringside" --json "$OUT/reducer.json" "$@"
 }
 
+run_node() {
+    cargo bench --locked -p ringside-node --bench node -- --json "$OUT/node.json" "$@"
+}
+
+run_collector() {
+    cargo bench --locked -p ringside-collector --bench collector -- --json "$OUT/collector.json" "$@"
+}
+
 run() {
     name=$1
     shift
@@ -43,6 +51,8 @@ run() {
         events) run_events "$@" ;;
         replay) run_replay "$@" ;;
         reducer) run_reducer "$@" ;;
+        node) run_node "$@" ;;
+        collector) run_collector "$@" ;;
         *)
             echo "bench: unknown benchmark '$name' (known: $BENCHES; or all)" >&2
             exit 2

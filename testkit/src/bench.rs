@@ -7,8 +7,13 @@
 //! - [`Summary`]: min and median of the samples of a figure (rates or times).
 //! - [`per_second`]: a count over an elapsed time.
 //! - [`write_json`]: writes a report where `--json PATH` says, creating its directory.
+//! - [`ordered_from`]: an ordered consumer of some subjects of a stream.
 //! - [`ordered_read_rate`]: the raw baseline of reading a stream (an ordered consumer
 //!   and nothing else), which the benchmarks' ratios divide by.
+//! - [`closed_loop`]: HTTP requests from a fixed number of keep-alive connections,
+//!   each sending its next request when the last is answered: requests per second
+//!   and latency percentiles ([`percentile`]).
+//! - [`load_average`], [`pass`]: the load line every table starts with, PASS or MISS.
 //!
 //! # How it fits
 //! Every benchmark parses its arguments with [`Flags`] and summarises its rounds with
@@ -17,8 +22,11 @@
 //! ([`FlagError`]); a benchmark's `main` turns them into a panic with their message.
 
 use std::collections::BTreeSet;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{consumer, stream};
@@ -142,6 +150,17 @@ impl Flags {
         }
     }
 
+    /// The process's arguments read by `read`, then [`Flags::finish`]; panics with the
+    /// message of a command line the benchmark cannot run with (a benchmark's `main`).
+    pub fn read_or_exit<T>(read: impl FnOnce(&mut Flags) -> Result<T, FlagError>) -> T {
+        let parsed = Flags::from_args().and_then(|mut flags| {
+            let args = read(&mut flags)?;
+            flags.finish()?;
+            Ok(args)
+        });
+        parsed.unwrap_or_else(|e| panic!("{e}"))
+    }
+
     /// `--json PATH`: where to write the benchmark's JSON report, if anywhere.
     pub fn json_path(&mut self) -> Result<Option<String>, FlagError> {
         self.optional("--json")
@@ -198,6 +217,30 @@ pub async fn ordered_read_rate(
     Ok(per_second(count, start.elapsed()))
 }
 
+/// The messages of `subjects` in stream `stream`, from `deliver` on, through an
+/// ordered consumer: what a benchmark watches a system's events with.
+pub async fn ordered_from(
+    js: &async_nats::jetstream::Context,
+    stream: &str,
+    subjects: Vec<String>,
+    deliver: consumer::DeliverPolicy,
+) -> Result<consumer::pull::Ordered, ReadError> {
+    let config = consumer::pull::OrderedConfig {
+        filter_subjects: subjects,
+        deliver_policy: deliver,
+        ..Default::default()
+    };
+    js.get_stream(stream)
+        .await
+        .map_err(nats_error)?
+        .create_consumer(config)
+        .await
+        .map_err(nats_error)?
+        .messages()
+        .await
+        .map_err(nats_error)
+}
+
 /// Any async-nats error as a [`ReadError::Nats`].
 fn nats_error(e: impl std::error::Error + Send + Sync + 'static) -> ReadError {
     ReadError::Nats(Box::new(e))
@@ -239,6 +282,123 @@ pub fn write_json(path: &Path, report: &serde_json::Value) -> std::io::Result<()
         std::fs::create_dir_all(dir)?;
     }
     std::fs::write(path, serde_json::to_string_pretty(report)?)
+}
+
+/// The first three fields of `/proc/loadavg` (empty where there is none).
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split(' ')
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `PASS` or `MISS`, as the tables print a target.
+pub fn pass(ok: bool) -> &'static str {
+    if ok { "PASS" } else { "MISS" }
+}
+
+/// The `p`th percentile (nearest rank) of `sorted` samples; 0 when there are none.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// What [`closed_loop`] sends: `method` on each of `paths` in turn, with `body`.
+#[derive(Clone, Debug)]
+pub struct Requests {
+    /// `GET`, `PUT`, ...
+    pub method: &'static str,
+    /// The paths, taken in order (each connection takes the next one).
+    pub paths: Arc<Vec<String>>,
+    /// The body of every request (empty for none).
+    pub body: Arc<[u8]>,
+}
+
+/// When [`closed_loop`] stops.
+#[derive(Clone, Copy, Debug)]
+pub enum Until {
+    /// After this long, going round the paths as often as it takes.
+    Elapsed(Duration),
+    /// Once every path has been sent once.
+    EachOnce,
+}
+
+/// What a [`closed_loop`] measured.
+#[derive(Clone, Debug)]
+pub struct LoopRun {
+    /// Answered requests per second.
+    pub per_second: f64,
+    /// Every answered request's latency in milliseconds, sorted.
+    pub latencies_ms: Vec<f64>,
+    /// Answers whose status was not 2xx.
+    pub failed: usize,
+}
+
+impl LoopRun {
+    /// The `p`th latency percentile in milliseconds.
+    pub fn percentile_ms(&self, p: f64) -> f64 {
+        percentile(&self.latencies_ms, p)
+    }
+}
+
+/// Sends `requests` to `addr` from `connections` keep-alive connections, each sending
+/// its next request as soon as the last is answered (a fixed number in flight), until
+/// `until`. Timed from after the connections are open.
+pub async fn closed_loop(
+    addr: SocketAddr,
+    connections: usize,
+    requests: &Requests,
+    until: Until,
+) -> std::io::Result<LoopRun> {
+    let mut open = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        open.push(crate::http::Connection::open(addr).await?);
+    }
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let workers = open.into_iter().map(|mut connection| {
+        let (next, requests) = (Arc::clone(&next), requests.clone());
+        tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut failed = 0;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let path = match until {
+                    Until::EachOnce if i >= requests.paths.len() => break,
+                    Until::Elapsed(d) if start.elapsed() >= d => break,
+                    _ => &requests.paths[i % requests.paths.len()],
+                };
+                let sent = Instant::now();
+                let (status, _) = connection
+                    .send(requests.method, path, &requests.body)
+                    .await?;
+                if (200..300).contains(&status) {
+                    latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
+                } else {
+                    failed += 1;
+                }
+            }
+            Ok::<_, std::io::Error>((latencies, failed))
+        })
+    });
+    let mut run = LoopRun {
+        per_second: 0.0,
+        latencies_ms: Vec::new(),
+        failed: 0,
+    };
+    for worker in futures::future::join_all(workers).await {
+        let (latencies, failed) = worker.map_err(std::io::Error::other)??;
+        run.latencies_ms.extend(latencies);
+        run.failed += failed;
+    }
+    run.per_second = per_second(run.latencies_ms.len(), start.elapsed());
+    run.latencies_ms.sort_by(f64::total_cmp);
+    Ok(run)
 }
 
 #[cfg(test)]
@@ -306,6 +466,47 @@ mod tests {
         assert_eq!((s.min, s.median), (1.0, 3.0));
         assert_eq!(s.json(), serde_json::json!({"min": 1.0, "median": 3.0}));
         assert_eq!(Summary::of(Vec::new()), None);
+    }
+
+    #[test]
+    fn percentile_is_the_nearest_rank() {
+        let sorted: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&sorted, 50.0), 50.0);
+        assert_eq!(percentile(&sorted, 99.0), 99.0);
+        assert_eq!(percentile(&sorted, 0.0), 1.0);
+        assert_eq!(percentile(&[], 99.0), 0.0);
+    }
+
+    #[test]
+    fn a_closed_loop_sends_each_path_once_over_keep_alive_connections() {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let app = axum::Router::new().route(
+                "/k/{key}",
+                axum::routing::put(|body: String| async move { body }),
+            );
+            tokio::spawn(async move { axum::serve(listener, app).await });
+            let requests = Requests {
+                method: "PUT",
+                paths: Arc::new((0..50).map(|i| format!("/k/{i}")).collect()),
+                body: Arc::from(&b"value"[..]),
+            };
+            let run = closed_loop(addr, 4, &requests, Until::EachOnce)
+                .await
+                .unwrap();
+            assert_eq!((run.latencies_ms.len(), run.failed), (50, 0));
+            let mut connection = crate::http::Connection::open(addr).await.unwrap();
+            assert_eq!(
+                connection.send("PUT", "/k/a", b"abc").await.unwrap(),
+                (200, 3)
+            );
+            assert_eq!(
+                connection.send("GET", "/nothing", b"").await.unwrap(),
+                (404, 0)
+            );
+        });
     }
 
     #[test]

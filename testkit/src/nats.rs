@@ -331,10 +331,14 @@ impl NatsServer {
         self.connect_with(user.connect_options(password)).await
     }
 
-    /// Connects as `admin` and provisions the builtin streams and buckets (`nats/`), as
-    /// `ringside up` does: the usual start of a test that stores events.
+    /// Connects as `admin` (without credentials on a server without accounts) and
+    /// provisions the builtin streams and buckets (`nats/`), as `ringside up` does: the
+    /// usual start of a test that stores events.
     pub async fn connect_provisioned(&self) -> Result<async_nats::Client, TestkitError> {
-        let admin = self.connect_as(ServiceUser::Admin).await?;
+        let admin = match self.options.auth {
+            Some(_) => self.connect_as(ServiceUser::Admin).await?,
+            None => self.connect().await?,
+        };
         let definitions = Definitions::builtin().map_err(TestkitError::Provision)?;
         provision(&async_nats::jetstream::new(admin.clone()), &definitions)
             .await

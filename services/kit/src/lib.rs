@@ -38,6 +38,6 @@ pub mod telemetry;
 pub use error::ServiceError;
 pub use flags::Flags;
 pub use readiness::{Condition, Readiness};
-pub use service::Service;
+pub use service::{InProcess, Service};
 pub use settings::{ConfigError, Fallback, Schema, Setting, Settings};
 pub use telemetry::{Metric, Telemetry, TelemetryError};

@@ -1,6 +1,8 @@
 //! [`Service`]: what a long-running service gives the binary, so that every service
 //! runs the same way ([`main`]): settings from the environment and flags, logs, bound
-//! listeners announced on stdout, then `run` until SIGTERM or SIGINT.
+//! listeners announced on stdout, then `run` until SIGTERM or SIGINT; and
+//! [`InProcess`], the same service started inside a running runtime (benchmarks that
+//! run a whole system in one process).
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -85,4 +87,78 @@ pub fn main<S: Service>(map: &BTreeMap<String, String>) -> Result<(), MainError>
         })?;
         service.run(crate::run::signalled()).await.map_err(failed)
     })
+}
+
+/// A service started inside this process's runtime: its bound listeners, and a stop
+/// that completes its shutdown future and waits for it to end.
+#[derive(Debug)]
+pub struct InProcess<E> {
+    name: &'static str,
+    listeners: Vec<(&'static str, SocketAddr)>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), E>>,
+}
+
+/// Why an [`InProcess`] service did not start or did not stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum InProcessError {
+    /// The configuration was refused.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Binding or running failed.
+    #[error("the {service} failed")]
+    Service {
+        /// Which.
+        service: &'static str,
+        /// Its error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Its task panicked or was cancelled.
+    #[error("the {0} task did not finish")]
+    Task(&'static str),
+}
+
+impl<E: std::error::Error + Send + Sync + 'static> InProcess<E> {
+    /// Parses `map`, binds and spawns service `S` on the current runtime.
+    pub async fn start<S: Service<Error = E>>(
+        map: &BTreeMap<String, String>,
+    ) -> Result<Self, InProcessError> {
+        let config = S::config(map)?;
+        let service = S::bind(config).await.map_err(|e| InProcessError::Service {
+            service: S::NAME,
+            source: Box::new(e),
+        })?;
+        let listeners = service.listeners();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(service.run(async {
+            let _ = stopped.await;
+        }));
+        Ok(Self {
+            name: S::NAME,
+            listeners,
+            stop,
+            task,
+        })
+    }
+
+    /// The address of listener `name` (`api`, `metrics`, `grpc`), if it has one.
+    pub fn addr(&self, name: &str) -> Option<SocketAddr> {
+        self.listeners
+            .iter()
+            .find_map(|(n, a)| (*n == name).then_some(*a))
+    }
+
+    /// Asks it to stop (its shutdown future completes) and waits until it has.
+    pub async fn stop(self) -> Result<(), InProcessError> {
+        let service = self.name;
+        let _ = self.stop.send(());
+        self.task
+            .await
+            .map_err(|_| InProcessError::Task(service))?
+            .map_err(|e| InProcessError::Service {
+                service,
+                source: Box::new(e),
+            })
+    }
 }

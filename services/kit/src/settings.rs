@@ -347,6 +347,28 @@ pub fn environment() -> BTreeMap<String, String> {
         .collect()
 }
 
+/// A service's map for ring `ring` on the NATS server at `url`, as NATS user `user`
+/// with `password` (none: a server without accounts), plus `pairs`: what a benchmark
+/// that runs services in one process gives each of them.
+pub fn on_nats(
+    url: &str,
+    ring: &RingName,
+    user: ringside_events::ServiceUser,
+    password: Option<&str>,
+    pairs: &[(&str, &str)],
+) -> BTreeMap<String, String> {
+    let mut map: BTreeMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    map.insert(NATS_URL.key.to_owned(), url.to_owned());
+    map.insert(RING.key.to_owned(), ring.to_string());
+    if let Some(password) = password {
+        map.insert(user.password_env(), password.to_owned());
+    }
+    map
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -49,7 +49,9 @@ use futures::StreamExt;
 use ringside_events::{Body, Event, Outcome, Publisher, RingLedger, RingName, codec, pb, subject};
 use ringside_reducer::metrics as m;
 use ringside_ring::{RingConfig, Strategy};
-use ringside_testkit::bench::{FlagError, Flags, Summary, per_second, write_json};
+use ringside_testkit::bench::{
+    FlagError, Flags, Summary, load_average, pass, per_second, percentile, write_json,
+};
 use serde_json::json;
 
 /// Seed, member pool and share of full syncs (%) of the replay workload (the tests'
@@ -126,9 +128,11 @@ fn config() -> RingConfig {
 }
 
 /// Stores `events` and, after each batch, its epochs (folded here, atomic batches of
-/// 1000). Returns the stored membership sequences.
+/// 1000; the epochs as the reducer user, their only writer). Returns the stored
+/// membership sequences.
 async fn store_history(bus: &Bus, ring: &RingName, events: &[Event]) -> Vec<u64> {
     let publisher = Publisher::new(bus.admin.clone()).with_window(1000);
+    let reducer = Publisher::new(bus.reducer.clone()).with_window(1000);
     let mut ledger = RingLedger::new(ring.clone(), config());
     let mut sequences = Vec::with_capacity(events.len());
     for chunk in events.chunks(1000) {
@@ -147,7 +151,7 @@ async fn store_history(bus: &Bus, ring: &RingName, events: &[Event]) -> Vec<u64>
             }
         }
         if !made.is_empty() {
-            publisher.publish_batch(&made).await.unwrap();
+            reducer.publish_batch(&made).await.unwrap();
         }
     }
     sequences
@@ -221,11 +225,6 @@ fn default_watch_buffer() -> usize {
         .default_value()
         .and_then(|v| v.parse().ok())
         .expect("the watch buffer has a numeric default")
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
 struct Replay {
@@ -461,14 +460,10 @@ async fn latency(args: &Args) -> Latency {
     }
 }
 
-fn pass(ok: bool) -> &'static str {
-    if ok { "PASS" } else { "MISS" }
-}
-
 #[tokio::main]
 async fn main() {
     let args = parse_args().unwrap_or_else(|e| panic!("{e}"));
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load = load_average();
     let replay = if args.replay {
         Some(cold_replay(&args).await)
     } else {
@@ -502,11 +497,11 @@ async fn main() {
             ""
         },
         parts.join("; "),
-        load.split(' ').take(3).collect::<Vec<_>>().join(" ")
+        load
     );
     let mut report = json!({
         "quick": args.quick,
-        "load_at_start": load.trim(),
+        "load_at_start": load,
         "events": args.events,
         "rounds": args.rounds,
         "latency_members": args.latency_members,
