@@ -543,8 +543,39 @@ impl SnapshotCheck {
     }
 }
 
-/// A fold epoch waiting for its stored event: the fold's event and ring.
-type FoldedEpoch = (Box<pb::RingRebalanced>, Ring);
+/// A fold epoch waiting for its stored event: what the stored event is compared with.
+/// Small and fixed in size, so a history whose stored epochs lag far behind its
+/// membership events (a burst the reducer folded later) costs little memory per
+/// epoch waiting, not a ring each.
+#[derive(Debug)]
+struct FoldedEpoch {
+    epoch: u64,
+    checksum: u64,
+    membership_sequence: u64,
+    /// A digest of the whole event (members, token changes, moved ranges, fractions).
+    digest: u64,
+}
+
+impl FoldedEpoch {
+    fn of(event: &pb::RingRebalanced) -> Self {
+        Self {
+            epoch: event.epoch,
+            checksum: event.checksum,
+            membership_sequence: event.membership_sequence,
+            digest: event_digest(event),
+        }
+    }
+}
+
+/// A digest of an event's encoding (deterministic for equal messages). Both sides are
+/// hashed in this process, so the std hasher's fixed keys are fine.
+fn event_digest(event: &pb::RingRebalanced) -> u64 {
+    use prost::Message as _;
+    use std::hash::{Hash as _, Hasher as _};
+    let mut hasher = std::hash::DefaultHasher::new();
+    event.encode_to_vec().hash(&mut hasher);
+    hasher.finish()
+}
 
 /// Rebuilds the ring from the first event and checks every stored rebalance event
 /// (same event as the fold's, and rebuildable from the previous epoch alone with
@@ -618,8 +649,7 @@ impl Verifier {
         self.check_snapshots_before(r.seq);
         if r.subject == self.membership_subject {
             if let Some(event) = self.fold.apply(r) {
-                self.pending
-                    .push_back((event, self.fold.ledger.ring().clone()));
+                self.pending.push_back(FoldedEpoch::of(&event));
             }
         } else if r.subject == self.rebalance_subject {
             self.rebalance_events += 1;
@@ -672,11 +702,11 @@ impl Verifier {
         if let Some(slot) = self.rebalance_seqs.get_mut(&epoch) {
             *slot = Some(seq);
         }
-        while self.pending.front().is_some_and(|(e, _)| e.epoch < epoch) {
+        while self.pending.front().is_some_and(|e| e.epoch < epoch) {
             self.pending.pop_front();
         }
         let folded = match self.pending.pop_front() {
-            Some((event, ring)) if event.epoch == epoch => Some((event, ring)),
+            Some(event) if event.epoch == epoch => Some(event),
             other => {
                 if let Some(entry) = other {
                     self.pending.push_front(entry);
@@ -688,7 +718,7 @@ impl Verifier {
                 None
             }
         };
-        if let Some((event, _)) = &folded {
+        if let Some(event) = &folded {
             if stored.checksum != event.checksum {
                 self.problems.push(at(format!(
                     "stored checksum {}, the fold gives {}",
@@ -700,7 +730,7 @@ impl Verifier {
                     "caused by membership sequence {} says the event, {} says the fold",
                     stored.membership_sequence, event.membership_sequence
                 )));
-            } else if **event != *stored {
+            } else if event.digest != event_digest(stored) {
                 self.problems.push(at(
                     "the stored event differs from the fold's (members, token changes, moved ranges or fractions)"
                         .to_string(),
@@ -718,9 +748,10 @@ impl Verifier {
                 ))),
             }
         }
-        if self.chain.is_none() {
-            // Resume the chain from the fold's ring, which the checks above vouch for.
-            self.chain = folded.map(|(_, ring)| ring);
+        if self.chain.is_none() && folded.is_some() && self.pending.is_empty() {
+            // Resume the chain from the fold's ring, which the checks above vouch for:
+            // with nothing pending, the fold is at this very epoch.
+            self.chain = Some(self.fold.ledger.ring().clone());
         }
     }
 

@@ -413,13 +413,19 @@ async fn events(
     let mut events = history.events(range, types).await?;
     let (from, to) = events.range();
     progress.begin("events", from, to);
-    let mut json = Vec::new();
+    // JSON is a streamed array, one event per line: written as it is read, so memory
+    // stays the same whatever the history's length.
+    let mut first = true;
     while let Some(r) = events.next().await? {
         progress.at(r.seq);
         let mut show = || -> anyhow::Result<()> {
             match output {
                 Output::Table => writeln!(out, "{}", event_line(&r))?,
-                Output::Json => json.push(event_json(&r)?),
+                Output::Json => {
+                    let sep = if first { "[\n  " } else { ",\n  " };
+                    write!(out, "{sep}{}", event_json(&r)?)?;
+                    first = false;
+                }
             }
             Ok(())
         };
@@ -431,7 +437,7 @@ async fn events(
     }
     progress.end();
     if output == Output::Json {
-        write_json(out, &json)?;
+        writeln!(out, "{}", if first { "[]" } else { "\n]" })?;
     }
     Ok(())
 }
