@@ -25,7 +25,7 @@ use ringside_events::{
 use ringside_ring::{RingConfig, Strategy};
 use ringside_testkit::NatsServer;
 use ringside_testkit::bench::{
-    FlagError, Flags, Summary, ordered_read_rate, per_second, write_json,
+    FlagError, Flags, Summary, load_average, ordered_read_rate, per_second, write_json,
 };
 use serde_json::json;
 
@@ -141,6 +141,7 @@ fn fold_rate(members: usize, events: usize) -> f64 {
 #[tokio::main]
 async fn main() {
     let args = parse_args().unwrap_or_else(|e| panic!("{e}"));
+    let load = load_average();
     rustls::crypto::ring::default_provider()
         .install_default()
         .ok();
@@ -179,7 +180,7 @@ async fn main() {
     let rate = |samples| Summary::of(samples).expect("--rounds is at least 1");
     let (raw, batch, read, fold) = (rate(raw), rate(batch), rate(read), rate(fold));
     println!(
-        "events benchmark: {} messages per publish round, fold over a {}-member balanced ring, {} rounds",
+        "events benchmark: {} messages per publish round, fold over a {}-member balanced ring, {} rounds; load at start {load}",
         args.messages, args.members, args.rounds
     );
     println!(
@@ -206,6 +207,7 @@ async fn main() {
         Some((fold.median / read.median, "raw_ordered")),
     );
     let report = json!({
+        "load_at_start": load,
         "messages": args.messages,
         "members": args.members,
         "rounds": args.rounds,

@@ -19,7 +19,7 @@
 //! - `handoff`: `--keys` keys (100,000 by default) of 1 KiB are written, then a node
 //!   joins (and, in the same round, leaves again), `--handoff-rounds` times: the time
 //!   from the rebalance event stored to the `KeysHandedOff` events covering every key
-//!   whose owner changed (arrival at an ordered consumer), the keys and bytes they
+//!   whose owner changed stored (the server's timestamps), the keys and bytes they
 //!   report, and the slowest sender's own `duration`. A join moves about 1/4 of the
 //!   keys, so the time is also projected linearly to 100,000 keys. Target: that
 //!   projection <= 2 s (median of the joins). Reference: the same bytes PUT in 4 MiB
@@ -33,7 +33,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_nats::jetstream::{self, consumer};
 use axum::Router;
@@ -460,11 +460,13 @@ async fn time_handoff(system: &mut System, id: &str, join: bool, keys: &[String]
     }
 }
 
-/// What the event stream said of one change: when its rebalance arrived, and each
-/// handoff report of its epoch (arrival, keys, bytes, duration).
+/// What the event stream said of one change: when the server stored its rebalance,
+/// and each handoff report of its epoch (stored when, keys, bytes, duration). The
+/// server's timestamps, not this consumer's arrival times: a pull consumer can be
+/// handed a message tens of milliseconds after it was stored.
 struct Observed {
-    rebalanced: Instant,
-    reports: Vec<(Instant, u64, u64, Duration)>,
+    rebalanced: SystemTime,
+    reports: Vec<(SystemTime, u64, u64, Duration)>,
 }
 
 /// Reads rebalance and handoff events until the rebalance in which `id` joins (leaves)
@@ -477,7 +479,7 @@ async fn wait_handoff(
     const SETTLE: Duration = Duration::from_secs(3);
     let mut epoch = None;
     let mut observed = Observed {
-        rebalanced: Instant::now(),
+        rebalanced: SystemTime::UNIX_EPOCH,
         reports: Vec::new(),
     };
     loop {
@@ -494,8 +496,8 @@ async fn wait_handoff(
             assert!(epoch.is_some(), "no rebalance for {id}");
             return observed;
         };
-        let arrived = Instant::now();
         let message = message.expect("an event");
+        let stored = SystemTime::from(message.info().expect("a stored message").published);
         match codec::decode(&message.payload)
             .expect("a stored event")
             .into_body()
@@ -504,13 +506,13 @@ async fn wait_handoff(
                 let named = if join { &r.joined } else { &r.departed };
                 if named.iter().any(|m| m == id) {
                     epoch = Some(r.epoch);
-                    observed.rebalanced = arrived;
+                    observed.rebalanced = stored;
                 }
             }
             Body::KeysHandedOff(h) if Some(h.epoch) == epoch => {
                 let d = h.duration.unwrap_or_default();
                 let took = Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32);
-                observed.reports.push((arrived, h.count, h.bytes, took));
+                observed.reports.push((stored, h.count, h.bytes, took));
             }
             _ => {}
         }
@@ -534,13 +536,15 @@ fn finish(
         keys: 0,
         bytes: 0,
     };
-    for (arrived, count, bytes, took) in &observed.reports {
+    for (stored, count, bytes, took) in &observed.reports {
         covered += count;
         handoff.keys += count;
         handoff.bytes += bytes;
         handoff.slowest_sender = handoff.slowest_sender.max(*took);
         if covered >= expected && handoff.covered == Duration::ZERO {
-            handoff.covered = arrived.duration_since(observed.rebalanced);
+            handoff.covered = stored
+                .duration_since(observed.rebalanced)
+                .unwrap_or_default();
         }
     }
     assert!(
