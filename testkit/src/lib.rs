@@ -12,7 +12,6 @@
 //! - [`kube_fake`]: an HTTP fake of the Kubernetes list/watch API for the pod watcher.
 //! - [`bench`](mod@bench): the benchmarks' shared flag reader, min/median summary and JSON writer.
 //! - [`prometheus`]: `promtool check metrics` on a service's `/metrics` page.
-//! - [`process`]: external tools run bounded in time.
 //! - [`browser`]: a headless Chromium through chromedriver (WebDriver).
 //! - [`workspace_root`]: where `nats/`, `.venv/` and the other shared files live.
 //! - [`settings`]: a settings map from literal pairs, what tests pass to the services'
@@ -30,7 +29,6 @@ pub mod browser;
 pub mod http;
 pub mod kube_fake;
 pub mod nats;
-pub mod process;
 pub mod prometheus;
 
 pub use nats::{LocalAuth, NatsServer, ServerOptions, TestkitError};

@@ -9,7 +9,6 @@
 //! - `tail_cmd`: `ringside tail`, the ring's events live, decoded.
 //! - `replay`: `ringside replay ...`, post-mortems from the stream or an export.
 //! - `load`: `ringside load`, keyed traffic from many client addresses, and `--verify`.
-//! - `provision_cmd`: `ringside provision`, the streams and buckets on a server.
 //! - `services`: `ringside <service>` (reducer, watcher) and the list `up` supervises.
 //! - `up`: `ringside up` (the whole system locally) and `ringside scale`.
 //! - `supervisor`: the child processes `up` runs its services as.
@@ -31,7 +30,6 @@ mod local;
 mod nats_args;
 mod output;
 mod prometheus;
-mod provision_cmd;
 mod replay;
 mod ring_cmd;
 mod service;
@@ -75,8 +73,6 @@ enum Command {
     Load(load::LoadArgs),
     /// Change the number of stand-in members of the running `ringside up`.
     Scale(up::ScaleArgs),
-    /// Create or update the streams and buckets on a NATS server (as admin).
-    Provision(provision_cmd::ProvisionArgs),
 }
 
 fn main() -> ExitCode {
@@ -92,7 +88,6 @@ fn main() -> ExitCode {
         }
         Command::Scale(args) => service::block_on(up::scale(args)),
         Command::Load(args) => load::run(args, &mut std::io::stdout().lock()),
-        Command::Provision(args) => provision_cmd::run(args, &mut std::io::stdout().lock()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

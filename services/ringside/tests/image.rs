@@ -13,14 +13,14 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ringside_testkit::NatsServer;
-use ringside_testkit::process::run_bounded;
+use ringside_testkit::tool::run_within;
 
 const IMAGE: &str = "localhost/ringside:test";
 
 /// The static release binary, built on the host into its own target directory.
 fn static_binary(root: &Path) -> PathBuf {
     let target = root.join("target/static");
-    let (ok, said) = run_bounded(
+    let out = run_within(
         Command::new(env!("CARGO"))
             .args(["build", "--release", "--locked", "-p", "ringside"])
             .args(["--target", "x86_64-unknown-linux-gnu"])
@@ -31,7 +31,7 @@ fn static_binary(root: &Path) -> PathBuf {
         Duration::from_secs(25 * 60),
     )
     .unwrap();
-    assert!(ok, "the static build failed:\n{said}");
+    assert!(out.success, "the static build failed:\n{}", out.said());
     target.join("x86_64-unknown-linux-gnu/release/ringside")
 }
 
@@ -51,14 +51,15 @@ fn final_stage(dockerfile: &str) -> String {
 /// podman with the settings this kind of machine needs (runc, cgroupfs, ulimits within
 /// the hard limits; STACK.md).
 fn podman(conf: &Path, args: &[&str], within: Duration) -> (bool, String) {
-    run_bounded(
+    let out = run_within(
         Command::new("podman")
             .args(args)
             .env("CONTAINERS_CONF", conf),
         "",
         within,
     )
-    .unwrap()
+    .unwrap();
+    (out.success, out.said())
 }
 
 fn containers_conf(dir: &Path) -> PathBuf {
@@ -106,7 +107,7 @@ fn the_image_runs_locked_down_and_serves() {
     let binary = static_binary(&root);
     let context = tempfile::tempdir().unwrap();
     // Stripped, as the build stage strips it.
-    let (ok, said) = run_bounded(
+    let out = run_within(
         Command::new("strip")
             .arg("-o")
             .arg(context.path().join("ringside"))
@@ -115,7 +116,7 @@ fn the_image_runs_locked_down_and_serves() {
         Duration::from_secs(120),
     )
     .unwrap();
-    assert!(ok, "strip: {said}");
+    assert!(out.success, "strip: {}", out.said());
     let dockerfile = std::fs::read_to_string(root.join("Dockerfile")).unwrap();
     std::fs::write(
         context.path().join("Containerfile"),
