@@ -41,3 +41,12 @@ bench WHAT="all" *ARGS:
 # The `ringside` binary with arguments, e.g. `just ringside ring lookup --members a,b k1`.
 ringside *ARGS:
     cargo run --quiet --release --locked -p ringside -- {{ARGS}}
+
+# ringside on a local Kind cluster: create it, build and load the image, deploy, wait
+# (needs docker or podman, kind and kubectl; docs/kubernetes.md).
+up:
+    ./scripts/kind.sh up
+
+# Delete the Kind cluster `just up` created.
+down:
+    ./scripts/kind.sh down

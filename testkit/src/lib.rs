@@ -13,6 +13,8 @@
 //! - [`bench`](mod@bench): the benchmarks' shared flag reader, min/median summary and JSON writer.
 //! - [`prometheus`]: `promtool check metrics` on a service's `/metrics` page.
 //! - [`browser`]: a headless Chromium through chromedriver (WebDriver).
+//! - [`tool`]: an external tool run for a bounded time (promtool, kubectl, yamllint,
+//!   kubernetes-validate, checkov, podman).
 //! - [`workspace_root`]: where `nats/`, `.venv/` and the other shared files live.
 //! - [`settings`]: a settings map from literal pairs, what tests pass to the services'
 //!   `from_map` (never `set_var`).
@@ -30,6 +32,7 @@ pub mod http;
 pub mod kube_fake;
 pub mod nats;
 pub mod prometheus;
+pub mod tool;
 
 pub use nats::{LocalAuth, NatsServer, ServerOptions, TestkitError};
 

@@ -2,10 +2,11 @@
 //! `/metrics` page, and any promtool command (the rules' tests). promtool comes with
 //! Debian's `prometheus` package, which `./dev` installs.
 
-use std::io::Write as _;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::tool::run_within;
 
 /// How long promtool may run.
 const PROMTOOL_WITHIN: Duration = Duration::from_secs(60);
@@ -14,40 +15,13 @@ const PROMTOOL_WITHIN: Duration = Duration::from_secs(60);
 /// what it printed (stdout then stderr) and whether it exited 0, or why it could not
 /// run.
 pub fn promtool(args: &[&str], dir: &Path, stdin: &str) -> Result<(bool, String), String> {
-    let mut child = Command::new("promtool")
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run promtool ({e}); `./dev setup` installs it"))?;
-    // Written and closed (dropped) at once: promtool reads to the end first.
-    let input = child
-        .stdin
-        .take()
-        .ok_or("no stdin for promtool")?
-        .write_all(stdin.as_bytes());
-    let deadline = Instant::now() + PROMTOOL_WITHIN;
-    while child.try_wait().map_err(|e| e.to_string())?.is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            return Err(format!(
-                "promtool {args:?} ran for more than {PROMTOOL_WITHIN:?}"
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    input.map_err(|e| format!("writing to promtool: {e}"))?;
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("waiting for promtool: {e}"))?;
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok((out.status.success(), said))
+    let out = run_within(
+        Command::new("promtool").args(args).current_dir(dir),
+        stdin,
+        PROMTOOL_WITHIN,
+    )
+    .map_err(|e| format!("{e}; `./dev setup` installs promtool"))?;
+    Ok((out.success, out.said()))
 }
 
 /// Runs `promtool check metrics` on `page`: `Ok` if it passes (lint warnings included

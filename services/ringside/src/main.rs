@@ -10,6 +10,8 @@
 //! - `replay`: `ringside replay ...`, post-mortems from the stream or an export.
 //! - `load`: `ringside load`, keyed traffic from many client addresses, and `--verify`.
 //! - `services`: `ringside <service>` (reducer, watcher) and the list `up` supervises.
+//! - `provision`: `ringside provision`, the streams and buckets on a server (a
+//!   Kubernetes Job runs it).
 //! - `up`: `ringside up` (the whole system locally) and `ringside scale`.
 //! - `supervisor`: the child processes `up` runs its services as.
 //! - `local`: the state directory `ringside up` keeps and the other commands read.
@@ -30,6 +32,7 @@ mod local;
 mod nats_args;
 mod output;
 mod prometheus;
+mod provision;
 mod replay;
 mod ring_cmd;
 mod service;
@@ -73,6 +76,8 @@ enum Command {
     Load(load::LoadArgs),
     /// Change the number of stand-in members of the running `ringside up`.
     Scale(up::ScaleArgs),
+    /// Create or update the streams and KV buckets on a NATS server, as `admin`.
+    Provision(provision::ProvisionArgs),
 }
 
 fn main() -> ExitCode {
@@ -88,6 +93,7 @@ fn main() -> ExitCode {
         }
         Command::Scale(args) => service::block_on(up::scale(args)),
         Command::Load(args) => load::run(args, &mut std::io::stdout().lock()),
+        Command::Provision(args) => service::block_on(provision::run(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
