@@ -296,6 +296,31 @@ pub struct KeyHistory {
     hash: u64,
 }
 
+/// Where the moved ranges of `event` send ring position `hash`: `Some(owner)` if one
+/// of them covers it (`Some(None)`: to nobody, the ring is empty after), `None` if the
+/// position keeps its owner. A range is the arc (start, end], clockwise, wrapping past
+/// 0; start == end is the whole ring (docs/events.md, `MovedRanges`).
+pub(crate) fn moved_owner(event: &pb::RingRebalanced, hash: u64) -> Option<Option<String>> {
+    let m = event.moved_ranges.as_ref()?;
+    let covers = |start: u64, end: u64| match start.cmp(&end) {
+        std::cmp::Ordering::Equal => true,
+        std::cmp::Ordering::Less => hash > start && hash <= end,
+        std::cmp::Ordering::Greater => hash > start || hash <= end,
+    };
+    let i = (0..m.starts.len().min(m.ends.len()).min(m.to.len()))
+        .find(|&i| covers(m.starts[i], m.ends[i]))?;
+    let index = m.to[i];
+    if index == ringside_events::event::NO_OWNER {
+        return Some(None);
+    }
+    let index = index as usize;
+    let id = match event.members.get(index) {
+        Some(member) => Some(member.id.clone()),
+        None => event.departed.get(index - event.members.len()).cloned(),
+    };
+    Some(id)
+}
+
 fn owner_of(ring: &Ring, hash: u64) -> Option<String> {
     ring.owner_of_hash(hash).ok().map(str::to_string)
 }
@@ -317,6 +342,48 @@ impl KeyHistory {
             sequences,
             hash,
         }
+    }
+
+    /// The key's ring position.
+    pub(crate) fn hash(&self) -> u64 {
+        self.hash
+    }
+
+    /// Notes a stored epoch: `moved` is where its moved ranges send the key
+    /// ([`moved_owner`]), and `cause`, the membership record that made the epoch, is
+    /// given when the owner changes (`wants_cause` says when).
+    pub(crate) fn after_rebalance(
+        &mut self,
+        epoch: u64,
+        moved: Option<Option<String>>,
+        cause: Option<&Record>,
+    ) {
+        self.final_epoch = epoch;
+        let Some(owner) = moved else {
+            return;
+        };
+        if owner == self.final_owner {
+            return;
+        }
+        self.changes.push(OwnerChange {
+            sequence: cause.map_or(0, |r| r.seq),
+            time: cause.map(|r| record::rfc3339(r.time)).unwrap_or_default(),
+            epoch,
+            from: self.final_owner.take(),
+            to: owner.clone(),
+            cause: cause
+                .and_then(|r| r.event.as_ref().ok())
+                .map(|e| e.summary())
+                .unwrap_or_default(),
+        });
+        self.final_owner = owner;
+    }
+
+    /// Whether an epoch that sends the key to `moved` changes its owner.
+    pub(crate) fn wants_cause(&self, moved: &Option<Option<String>>) -> bool {
+        moved
+            .as_ref()
+            .is_some_and(|owner| *owner != self.final_owner)
     }
 
     /// Notes the epoch `r` just made in `ledger`.
@@ -1206,6 +1273,51 @@ mod tests {
             assert_eq!(&owner, expected, "epoch {epoch}");
         }
         assert!(history.changes.len() > 3);
+    }
+
+    #[test]
+    fn moved_ranges_name_every_owner_change_and_nothing_else() {
+        let h = history(120);
+        let mut fold = Fold::new(RingLedger::new(ring(), config()));
+        let hashes: Vec<u64> = (0..300)
+            .map(|i| ringside_ring::hash_key(format!("key-{i}").as_bytes()))
+            .chain([0, 1, u64::MAX])
+            .collect();
+        let owners = |ledger: &RingLedger| -> Vec<Option<String>> {
+            hashes.iter().map(|&x| owner_of(ledger.ring(), x)).collect()
+        };
+        let mut before = owners(&fold.ledger);
+        let mut moves = 0;
+        for r in h
+            .records
+            .iter()
+            .filter(|r| r.subject.ends_with(".membership"))
+        {
+            let Some(event) = fold.apply(r) else {
+                continue;
+            };
+            let after = owners(&fold.ledger);
+            for (i, &x) in hashes.iter().enumerate() {
+                let moved = moved_owner(&event, x);
+                if before[i] == after[i] {
+                    assert_eq!(
+                        moved, None,
+                        "epoch {}: position {x} did not move",
+                        event.epoch
+                    );
+                } else {
+                    moves += 1;
+                    assert_eq!(
+                        moved,
+                        Some(after[i].clone()),
+                        "epoch {}: position {x}",
+                        event.epoch
+                    );
+                }
+            }
+            before = after;
+        }
+        assert!(moves > 100, "{moves}");
     }
 
     #[test]

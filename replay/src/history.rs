@@ -21,8 +21,8 @@ use ringside_events::{Body, CatchUp, RingLedger, RingName, pb};
 use time::OffsetDateTime;
 
 use crate::engine::{
-    DiffReport, EpochRing, Fold, KeyHistory, Problem, RingAt, SnapshotCheck, TypeFilter, Verifier,
-    VerifyReport, diff_report,
+    self, DiffReport, EpochRing, Fold, KeyHistory, Problem, RingAt, SnapshotCheck, TypeFilter,
+    Verifier, VerifyReport, diff_report,
 };
 use crate::error::{ReplayError, Warning};
 use crate::export::{self, Format};
@@ -203,13 +203,71 @@ impl History {
             |_| false,
         )
         .await?;
-        let mut history = KeyHistory::new(key, (from, to), &start.fold.ledger);
-        self.fold_range(&mut start.fold, from, Some(to), observer, |fold, r| {
-            history.after_epoch(&fold.ledger, r);
-            true
-        })
-        .await?;
-        Ok(history)
+        let history = KeyHistory::new(key, (from, to), &start.fold.ledger);
+        // A key changes owner only in an epoch whose moved ranges cover it: the stored
+        // rebalance events answer without rebuilding the ring at each epoch. Where
+        // their epochs have a gap, the fold answers instead.
+        match self.key_moves(history.clone(), to, observer).await? {
+            Some(history) => Ok(history),
+            None => {
+                let mut history = history;
+                self.fold_range(&mut start.fold, from, Some(to), observer, |fold, r| {
+                    history.after_epoch(&fold.ledger, r);
+                    true
+                })
+                .await?;
+                Ok(history)
+            }
+        }
+    }
+
+    /// [`History::key_history`] from the stored rebalance events of the epochs made by
+    /// membership events up to `to`; `None` if their epochs do not follow each other.
+    async fn key_moves(
+        &self,
+        mut history: KeyHistory,
+        to: u64,
+        observer: &mut dyn Observer,
+    ) -> Result<Option<KeyHistory>, ReplayError> {
+        let (from, _) = history.sequences;
+        let end = self.source.last_seq().await?;
+        if from > end {
+            return Ok(Some(history));
+        }
+        let mut scan = self
+            .source
+            .scan(from, None, &[SubjectKind::Rebalance])
+            .await?;
+        let mut pass = Pass::begin(observer, "key-history", from, end);
+        let mut epoch = history.initial_epoch;
+        while let Some(r) = scan.next().await? {
+            pass.at(r.seq);
+            // Not an event of this ring's rebalance subject: skipped, as every reader
+            // skips it.
+            let Ok(Body::RingRebalanced(event)) = r.event.as_ref().map(|e| e.body()) else {
+                continue;
+            };
+            if event.membership_sequence > to {
+                break;
+            }
+            if event.epoch <= epoch {
+                continue;
+            }
+            if event.epoch != epoch + 1 {
+                scan.close().await;
+                return Ok(None);
+            }
+            epoch = event.epoch;
+            let moved = engine::moved_owner(event, history.hash());
+            let cause = if history.wants_cause(&moved) {
+                self.source.message(event.membership_sequence).await?
+            } else {
+                None
+            };
+            history.after_rebalance(epoch, moved, cause.as_ref());
+        }
+        scan.close().await;
+        Ok(Some(history))
     }
 
     /// What changed between two epochs (in either order).
