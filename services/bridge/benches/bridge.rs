@@ -97,6 +97,10 @@ impl std::str::FromStr for Part {
 }
 
 struct Args {
+    /// A smoke run (`--quick`): figures not comparable.
+    quick: bool,
+    json: Option<String>,
+    part: Part,
     clients: usize,
     stalled_percent: usize,
     members: usize,
@@ -106,15 +110,15 @@ struct Args {
     dashboard_members: usize,
     keys: usize,
     fps_ms: u64,
-    part: Part,
-    json: Option<String>,
-    quick: bool,
 }
 
 fn parse_args() -> Args {
     Flags::read_or_exit(|flags| {
         let quick = flags.flag("--quick")?;
         Ok(Args {
+            quick,
+            json: flags.json_path()?,
+            part: flags.value("--part", Part::All)?,
             clients: flags.value("--clients", if quick { 200 } else { 1000 })?,
             stalled_percent: flags.value("--stalled-percent", 10)?,
             members: flags.value("--members", 100)?,
@@ -124,9 +128,6 @@ fn parse_args() -> Args {
             dashboard_members: flags.value("--dashboard-members", 1000)?,
             keys: flags.value("--keys", 10_000)?,
             fps_ms: flags.value("--fps-ms", 3000)?,
-            part: flags.value("--part", Part::All)?,
-            json: flags.json_path()?,
-            quick,
         })
     })
 }
@@ -138,6 +139,23 @@ fn member(id: String) -> pb::Member {
         weight: 1,
         ..Default::default()
     }
+}
+
+/// Starts service `S` in this process for `ring` on `nats` as `user`, with `pairs`.
+async fn start<S: ringside_kit::Service>(
+    nats: &NatsServer,
+    ring: &RingName,
+    user: ServiceUser,
+    pairs: &[(&str, &str)],
+) -> InProcess<S::Error>
+where
+    S::Error: std::error::Error + Send + Sync + 'static,
+{
+    let password = nats.password(user.name()).ok();
+    let settings = on_nats(&nats.url(), ring, user, password, pairs);
+    InProcess::start::<S>(&settings)
+        .await
+        .unwrap_or_else(|e| panic!("the {} does not start: {e}", S::NAME))
 }
 
 /// nats-server, the reducer and the bridge following one ring of `members` members.
@@ -173,30 +191,20 @@ impl System {
             .publish(&Event::new(ring.clone(), sync).unwrap())
             .await
             .unwrap();
-        let settings = |user: ServiceUser, pairs: &[(&str, &str)]| {
-            on_nats(
-                &nats.url(),
-                &ring,
-                user,
-                nats.password(user.name()).ok(),
-                pairs,
-            )
-        };
-        let reducer = InProcess::start::<ringside_reducer::Reducer>(&settings(
+        let reducer = start::<ringside_reducer::Reducer>(
+            &nats,
+            &ring,
             ServiceUser::Reducer,
-            &[
-                (reducer::GRPC_ADDR.key, "127.0.0.1:0"),
-                (reducer::METRICS_ADDR.key, "127.0.0.1:0"),
-            ],
-        ))
-        .await
-        .expect("the reducer starts");
-        let bridge = InProcess::start::<ringside_bridge::BridgeService>(&settings(
+            &reducer::FREE_LOOPBACK_PORTS,
+        )
+        .await;
+        let bridge = start::<ringside_bridge::BridgeService>(
+            &nats,
+            &ring,
             ServiceUser::Bridge,
             &[(bridge::ADDR.key, "127.0.0.1:0")],
-        ))
-        .await
-        .expect("the bridge starts");
+        )
+        .await;
         let addr = bridge.addr("dashboard").expect("the bridge's listener");
         let system = System {
             nats,
@@ -235,7 +243,7 @@ impl System {
     /// The `i`th membership event of a run: a new member joins (even `i`), or the
     /// last one to join leaves (odd `i`), so the ring keeps its size.
     fn membership_event(&mut self, i: usize) -> Event {
-        let body: Body = if i % 2 == 0 {
+        let body: Body = if i.is_multiple_of(2) {
             self.joined += 1;
             let id = format!("extra-{:04}", self.joined);
             pb::MembersJoined {

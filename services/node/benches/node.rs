@@ -130,13 +130,9 @@ impl System {
             ClientConfig::new(bus.ring.clone()).label("bench"),
         );
         tokio::spawn(follower.run(std::future::pending()));
-        let reducer = InProcess::start::<ringside_reducer::Reducer>(&bus.settings(
-            ServiceUser::Reducer,
-            &[
-                (reducer::GRPC_ADDR.key, "127.0.0.1:0"),
-                (reducer::METRICS_ADDR.key, "127.0.0.1:0"),
-            ],
-        ))
+        let reducer = InProcess::start::<ringside_reducer::Reducer>(
+            &bus.settings(ServiceUser::Reducer, &reducer::FREE_LOOPBACK_PORTS),
+        )
         .await
         .expect("the reducer starts");
         let watcher = InProcess::start::<ringside_watcher::HeartbeatWatcher>(&bus.settings(
