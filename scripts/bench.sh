@@ -14,7 +14,7 @@ cd "$ROOT"
 OUT="${CARGO_TARGET_DIR:-$ROOT/target}/bench"
 
 # Every benchmark this script knows, in the order `all` runs them.
-BENCHES="ring events replay reducer node collector"
+BENCHES="ring events replay reducer node collector bridge"
 
 run_ring() {
     cargo bench --locked -p ringside-ring --bench ring -- --json "$OUT/ring.json" "$@"
@@ -43,6 +43,10 @@ run_collector() {
     cargo bench --locked -p ringside-collector --bench collector -- --json "$OUT/collector.json" "$@"
 }
 
+run_bridge() {
+    cargo bench --locked -p ringside-bridge --bench bridge -- --json "$OUT/bridge.json" "$@"
+}
+
 run() {
     name=$1
     shift
@@ -53,6 +57,7 @@ run() {
         reducer) run_reducer "$@" ;;
         node) run_node "$@" ;;
         collector) run_collector "$@" ;;
+        bridge) run_bridge "$@" ;;
         *)
             echo "bench: unknown benchmark '$name' (known: $BENCHES; or all)" >&2
             exit 2

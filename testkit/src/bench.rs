@@ -13,6 +13,7 @@
 //! - [`closed_loop`]: HTTP requests from a fixed number of keep-alive connections,
 //!   each sending its next request when the last is answered: requests per second
 //!   and latency percentiles ([`percentile`]).
+//! - [`wait_for`]: polls until the system under test reaches a state (or panics).
 //! - [`load_average`], [`pass`]: the load line every table starts with, PASS or MISS.
 //!
 //! # How it fits
@@ -292,6 +293,20 @@ pub fn load_average() -> String {
         .take(3)
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// Polls `check` every 50 ms until it holds; panics after `within`, naming `what`
+/// (a benchmark's setup either reaches its state or the run is void).
+pub async fn wait_for<F, Fut>(within: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// `PASS` or `MISS`, as the tables print a target.

@@ -359,10 +359,7 @@ async fn main() {
         .unwrap();
     let reducer = InProcess::start::<ringside_reducer::Reducer>(&settings(
         ServiceUser::Reducer,
-        &[
-            (reducer::GRPC_ADDR.key, "127.0.0.1:0"),
-            (reducer::METRICS_ADDR.key, "127.0.0.1:0"),
-        ],
+        &reducer::FREE_LOOPBACK_PORTS,
     ))
     .await
     .expect("the reducer starts");

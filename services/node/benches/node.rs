@@ -48,7 +48,7 @@ use ringside_kit::settings::{RING, on_nats};
 use ringside_testkit::NatsServer;
 use ringside_testkit::bench::{
     Flags, LoopRun, Requests, Summary, Until, closed_loop, load_average, ordered_from, pass,
-    write_json,
+    wait_for, write_json,
 };
 use serde_json::json;
 
@@ -130,13 +130,9 @@ impl System {
             ClientConfig::new(bus.ring.clone()).label("bench"),
         );
         tokio::spawn(follower.run(std::future::pending()));
-        let reducer = InProcess::start::<ringside_reducer::Reducer>(&bus.settings(
-            ServiceUser::Reducer,
-            &[
-                (reducer::GRPC_ADDR.key, "127.0.0.1:0"),
-                (reducer::METRICS_ADDR.key, "127.0.0.1:0"),
-            ],
-        ))
+        let reducer = InProcess::start::<ringside_reducer::Reducer>(
+            &bus.settings(ServiceUser::Reducer, &reducer::FREE_LOOPBACK_PORTS),
+        )
         .await
         .expect("the reducer starts");
         let watcher = InProcess::start::<ringside_watcher::HeartbeatWatcher>(&bus.settings(
@@ -220,19 +216,6 @@ impl System {
             .await
             .expect("the reducer stops cleanly");
         drop(self.bus);
-    }
-}
-
-/// Polls `check` every 50 ms until it holds; panics after `within`.
-async fn wait_for<F, Fut>(within: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    while !check().await {
-        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -41,6 +41,12 @@ pub const METRICS_ADDR: Setting = Setting::new(
     "127.0.0.1:9420",
     "HTTP listen address of /metrics, /livez, /readyz",
 );
+/// Both listeners on free loopback ports: what a test or benchmark that runs the
+/// reducer in its own process passes (with the NATS settings).
+pub const FREE_LOOPBACK_PORTS: [(&str, &str); 2] = [
+    (GRPC_ADDR.key, "127.0.0.1:0"),
+    (METRICS_ADDR.key, "127.0.0.1:0"),
+];
 /// Token strategy of a new ring.
 pub const STRATEGY: Setting = Setting::new(
     "RINGSIDE_REDUCER_STRATEGY",
