@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer};
+use axum::extract::ws::Utf8Bytes;
 use futures::StreamExt;
 use ringside_events::{Body, RingName, codec, convert, pb, subject};
 use ringside_kit::Condition;
@@ -47,11 +48,11 @@ pub(crate) enum Frame {
     Event {
         /// Its stream sequence.
         seq: u64,
-        /// The `event` frame.
-        text: Arc<str>,
+        /// The `event` frame (shared by every client: no copy per client).
+        text: Utf8Bytes,
     },
     /// A frame that is not stored and has no sequence (load, traffic).
-    Live(Arc<str>),
+    Live(Utf8Bytes),
     /// The hub started again from a snapshot; every client takes a fresh one.
     Resync(&'static str),
 }
@@ -141,7 +142,7 @@ pub(crate) struct Hub {
     name: RingName,
     current: RwLock<Current>,
     /// The last load report of each node: when it came and its `load` frame.
-    loads: Mutex<BTreeMap<String, (Instant, Arc<str>)>>,
+    loads: Mutex<BTreeMap<String, (Instant, Utf8Bytes)>>,
     /// The last `ScaleDecided` as an event line.
     scale: Mutex<Option<Arc<str>>>,
     tx: broadcast::Sender<Frame>,
@@ -212,11 +213,12 @@ impl Hub {
     }
 
     fn snapshot_frame(&self, c: &Current) -> (u64, String) {
-        let loads: Vec<Arc<str>> = {
+        let loads: Vec<Utf8Bytes> = {
             let mut loads = lock(&self.loads);
             loads.retain(|_, (at, _)| at.elapsed() < LOAD_STALE);
-            loads.values().map(|(_, f)| Arc::clone(f)).collect()
+            loads.values().map(|(_, f)| f.clone()).collect()
         };
+        let loads: Vec<&str> = loads.iter().map(Utf8Bytes::as_str).collect();
         let scale = lock(&self.scale).clone();
         let frame = format!(
             "{{\"type\":\"snapshot\",\"seq\":{},\"snapshot\":{},\"loads\":[{}],\"scale\":{}}}",
@@ -350,7 +352,7 @@ impl Hub {
                 return Ok(());
             }
         };
-        let text: Arc<str> = event_frame("event", &line).into();
+        let text = Utf8Bytes::from(event_frame("event", &line));
         let next = match record.event.as_ref().map(|e| e.body()) {
             Ok(Body::RingRebalanced(r)) => {
                 let (epoch, ring) = {
@@ -424,8 +426,8 @@ impl Hub {
         let Ok(line) = record.to_json_line() else {
             return self.metrics.malformed();
         };
-        let text: Arc<str> = event_frame("load", &line).into();
-        lock(&self.loads).insert(node, (Instant::now(), Arc::clone(&text)));
+        let text = Utf8Bytes::from(event_frame("load", &line));
+        lock(&self.loads).insert(node, (Instant::now(), text.clone()));
         let _ = self.tx.send(Frame::Live(text));
     }
 

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
@@ -83,8 +83,8 @@ async fn serve(app: &App, socket: WebSocket) {
     let _connected = Connected(metrics);
     let (mut tx, mut rx) = socket.split();
     let timeout = app.config.send_timeout;
-    let mut send = async |text: String| -> Result<(), End> {
-        match tokio::time::timeout(timeout, tx.send(Message::Text(text.into()))).await {
+    let mut send = async |text: Utf8Bytes| -> Result<(), End> {
+        match tokio::time::timeout(timeout, tx.send(Message::Text(text))).await {
             Ok(Ok(())) => {
                 metrics.sent();
                 Ok(())
@@ -104,8 +104,8 @@ async fn serve(app: &App, socket: WebSocket) {
     let (mut feed, mut last, snapshot) = hub.join();
     let mut stopping = app.stopping.clone();
     let end = async {
-        send(hello).await?;
-        send(snapshot).await?;
+        send(hello.into()).await?;
+        send(snapshot.into()).await?;
         let mut deadline = Instant::now() + app.config.idle_timeout;
         loop {
             tokio::select! {
@@ -124,16 +124,16 @@ async fn serve(app: &App, socket: WebSocket) {
                         Some(Ok(Message::Text(text))) => {
                             deadline = Instant::now() + app.config.idle_timeout;
                             if is_ping(text.as_str()) {
-                                send(r#"{"type":"pong"}"#.to_owned()).await?;
+                                send(Utf8Bytes::from_static(r#"{"type":"pong"}"#)).await?;
                             } else {
                                 metrics.frame_refused("bad");
-                                send(r#"{"type":"error","error":"the bridge only takes {\"type\":\"ping\"}"}"#.to_owned()).await?;
+                                send(Utf8Bytes::from_static(r#"{"type":"error","error":"the bridge only takes {\"type\":\"ping\"}"}"#)).await?;
                             }
                         }
                         Some(Ok(Message::Binary(_))) => {
                             deadline = Instant::now() + app.config.idle_timeout;
                             metrics.frame_refused("bad");
-                            send(r#"{"type":"error","error":"binary frames are not accepted"}"#.to_owned()).await?;
+                            send(Utf8Bytes::from_static(r#"{"type":"error","error":"binary frames are not accepted"}"#)).await?;
                         }
                         Some(Ok(Message::Ping(_) | Message::Pong(_))) => {
                             deadline = Instant::now() + app.config.idle_timeout;
@@ -144,13 +144,13 @@ async fn serve(app: &App, socket: WebSocket) {
                     let resync = match frame {
                         Ok(Frame::Event { seq, text }) => {
                             if seq > last {
-                                send(text.to_string()).await?;
+                                send(text).await?;
                                 last = seq;
                             }
                             continue;
                         }
                         Ok(Frame::Live(text)) => {
-                            send(text.to_string()).await?;
+                            send(text).await?;
                             continue;
                         }
                         Ok(Frame::Resync(reason)) => ("ring", reason),
@@ -158,9 +158,9 @@ async fn serve(app: &App, socket: WebSocket) {
                         Err(RecvError::Closed) => return Err(End::Done),
                     };
                     metrics.client_resync(resync.0);
-                    send(serde_json::json!({"type": "resync", "reason": resync.1}).to_string()).await?;
+                    send(serde_json::json!({"type": "resync", "reason": resync.1}).to_string().into()).await?;
                     let (seq, snapshot) = hub.snapshot();
-                    send(snapshot).await?;
+                    send(snapshot.into()).await?;
                     last = seq;
                 }
                 () = tokio::time::sleep_until(deadline) => return Err(End::Close("idle")),
