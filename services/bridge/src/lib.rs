@@ -30,7 +30,8 @@ use std::sync::Arc;
 use axum::Router;
 use axum::routing::get;
 use ringside_events::ServiceUser;
-use ringside_kit::{Readiness, Schema, ServiceError, Telemetry};
+use ringside_kit::service::Started;
+use ringside_kit::{Schema, ServiceError};
 use ringside_replay::History;
 use tokio::net::TcpListener;
 use tokio::sync::{OnceCell, Semaphore, watch};
@@ -100,18 +101,19 @@ impl ringside_kit::Service for BridgeService {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServiceError> {
         let config = self.config;
-        let telemetry = Telemetry::new(NAME)?;
-        let readiness = Readiness::new();
-        telemetry.export_readiness(&readiness);
-        let synced = readiness.condition("ring");
-        let loads_open = readiness.condition("loads");
-        let nats = ringside_kit::nats::connect(
+        let Started {
+            telemetry,
+            readiness,
+            nats,
+        } = ringside_kit::service::start(
+            NAME,
             ServiceUser::Bridge,
             config.nats_password.clone(),
             &config.nats_url,
-            &readiness,
         )
         .await?;
+        let synced = readiness.condition("ring");
+        let loads_open = readiness.condition("loads");
         let hub = Arc::new(Hub::new(
             config.ring.clone(),
             config.queue,

@@ -29,7 +29,8 @@ use std::sync::Arc;
 
 use ringside_client::ClientConfig;
 use ringside_events::ServiceUser;
-use ringside_kit::{Readiness, Schema, ServiceError, Telemetry};
+use ringside_kit::service::Started;
+use ringside_kit::{Schema, ServiceError};
 use tokio::net::TcpListener;
 
 pub use config::CollectorConfig;
@@ -78,19 +79,20 @@ impl ringside_kit::Service for CollectorService {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServiceError> {
         let config = self.config;
-        let telemetry = Telemetry::new(NAME)?;
-        let readiness = Readiness::new();
-        telemetry.export_readiness(&readiness);
-        let ring_known = readiness.condition("ring");
-        let loads_open = readiness.condition("loads");
-        let events_open = readiness.condition("events");
-        let nats = ringside_kit::nats::connect(
+        let Started {
+            telemetry,
+            readiness,
+            nats,
+        } = ringside_kit::service::start(
+            NAME,
             ServiceUser::Collector,
             config.nats_password.clone(),
             &config.nats_url,
-            &readiness,
         )
         .await?;
+        let ring_known = readiness.condition("ring");
+        let loads_open = readiness.condition("loads");
+        let events_open = readiness.condition("events");
         let state = Arc::new(State::new(config.stale_after, config.cpu_threshold));
         metrics::register(&telemetry, &state);
 

@@ -162,3 +162,34 @@ impl<E: std::error::Error + Send + Sync + 'static> InProcess<E> {
             })
     }
 }
+
+/// What every service's `run` starts from: its metrics (with `ringside_<name>_ready`),
+/// its readiness (holding the `nats` condition) and its NATS connection as its user.
+#[derive(Debug)]
+pub struct Started {
+    /// Its metrics.
+    pub telemetry: crate::Telemetry,
+    /// Its readiness; the service adds its own conditions.
+    pub readiness: crate::Readiness,
+    /// Its connection (readiness follows it).
+    pub nats: async_nats::Client,
+}
+
+/// Starts what every service runs on ([`Started`]): metrics named for `service`, a
+/// readiness exported as a metric, and a connection to `url` as `user`.
+pub async fn start(
+    service: &'static str,
+    user: ringside_events::ServiceUser,
+    password: Option<String>,
+    url: &str,
+) -> Result<Started, crate::ServiceError> {
+    let telemetry = crate::Telemetry::new(service)?;
+    let readiness = crate::Readiness::new();
+    telemetry.export_readiness(&readiness);
+    let nats = crate::nats::connect(user, password, url, &readiness).await?;
+    Ok(Started {
+        telemetry,
+        readiness,
+        nats,
+    })
+}

@@ -44,7 +44,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use ringside_client::{Change, ClientConfig, KeyRange, RingView, Subscription};
 use ringside_events::{Event, Publisher, ServiceUser, pb};
-use ringside_kit::{Condition, Readiness, Schema, ServiceError, Telemetry};
+use ringside_kit::service::Started;
+use ringside_kit::{Condition, Schema, ServiceError};
 use ringside_watcher::heartbeat::{Beacon, new_incarnation};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -117,14 +118,15 @@ async fn run(
 ) -> Result<(), ServiceError> {
     let config = service.config.clone();
     let advertised = service.advertised();
-    let telemetry = Telemetry::new(NAME)?;
-    let readiness = Readiness::new();
-    telemetry.export_readiness(&readiness);
-    let nats = ringside_kit::nats::connect(
+    let Started {
+        telemetry,
+        readiness,
+        nats,
+    } = ringside_kit::service::start(
+        NAME,
         ServiceUser::Node,
         config.nats_password.clone(),
         &config.nats_url,
-        &readiness,
     )
     .await?;
     let synced = readiness.condition("ring");
