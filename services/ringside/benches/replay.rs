@@ -33,7 +33,7 @@ use ringside_events::{
 };
 use ringside_ring::RingConfig;
 use ringside_testkit::bench::{FlagError, Flags, Summary, per_second, write_json};
-use ringside_testkit::bench::{Measured, run_measured};
+use ringside_testkit::bench::{Measured, ordered_read_rate, run_measured};
 use serde_json::json;
 
 struct Args {
@@ -463,6 +463,27 @@ async fn main() {
         &diff,
     ];
 
+    // The floor of anything that reads every stored epoch (key-history over the whole
+    // range does): the ring's rebalance events through an ordered consumer and nothing
+    // else, in this process.
+    let events_stream = jetstream::new(stack.client.clone())
+        .get_stream(subject::STREAM_EVENTS)
+        .await
+        .unwrap();
+    let mut read = Vec::new();
+    for _ in 0..n {
+        let config = jetstream::consumer::pull::OrderedConfig {
+            filter_subjects: vec![subject::rebalance(&long)],
+            ..Default::default()
+        };
+        read.push(
+            ordered_read_rate(&events_stream, config, last_epoch as usize)
+                .await
+                .unwrap(),
+        );
+    }
+    let read = Summary::of(read).expect(runs);
+
     let fold = Summary::of((0..n.max(1)).map(|_| fold_rate(&events, 1)).collect()).expect(runs);
     let verify_rate = Summary::of(
         verify
@@ -532,6 +553,13 @@ async fn main() {
         "  {:<26} {:>10.0} {:>10.0}",
         "fold alone (RingLedger)", fold.min, fold.median
     );
+    println!(
+        "  {:<26} {:>10.0} {:>10.0}  (epochs/s: reading every stored epoch takes {:.1} s at the median)",
+        "read rebalance events only",
+        read.min,
+        read.median,
+        last_epoch as f64 / read.median
+    );
     let worst_rss = heavy.iter().map(|c| c.rss_max).fold(0.0, f64::max);
     println!(
         "target state --at-seq <= 1 s: worst median {worst_median:.3} s {}",
@@ -572,6 +600,7 @@ async fn main() {
         "key_history_target_seconds": 1.0,
         "verify_per_s": verify_rate.json(),
         "fold_per_s": fold.json(),
+        "rebalance_read_per_s": read.json(),
         "verify_over_fold": ratio,
         "verify_over_fold_target": 0.39,
     });
