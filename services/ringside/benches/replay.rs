@@ -350,31 +350,24 @@ async fn main() {
     // The whole history, as a post-mortem reads it.
     let n = args.heavy_runs;
     let last_seq = stream.last_sequence;
-    let bytes = |run: &Measured| format!("{:.0} MB of output", run.stdout_bytes as f64 / MB);
-    let events_json = Case::run(
-        &stack,
-        "events --output json",
-        &["replay", "events", "--ring", "long", "--output", "json"],
-        n,
-        |run| {
-            assert!(run.stdout.starts_with(b"["), "a JSON array");
-            bytes(run)
-        },
-    );
-    let export = Case::run(
-        &stack,
-        "export --format ndjson",
-        &["replay", "export", "--ring", "long", "--format", "ndjson"],
-        n,
-        |run| {
-            assert!(
-                run.stderr.contains(&format!("sequences 1..={last_seq}")),
-                "{}",
-                run.stderr
-            );
-            bytes(run)
-        },
-    );
+    // Their output is counted, not kept: a streamed JSON array, an export file.
+    let [events_json, export] = [
+        ("events --output json", "--output", "json"),
+        ("export --format ndjson", "--format", "ndjson"),
+    ]
+    .map(|(name, flag, value)| {
+        let command = name.split(' ').next().unwrap_or_default();
+        Case::run(
+            &stack,
+            name,
+            &["replay", command, "--ring", "long", flag, value],
+            n,
+            |run| {
+                assert!(run.stdout_bytes > 0, "{name} wrote nothing");
+                format!("{:.0} MB of output", run.stdout_bytes as f64 / MB)
+            },
+        )
+    });
     let verify = Case::run(
         &stack,
         "verify",
