@@ -278,31 +278,44 @@ impl History {
         observer: &mut dyn Observer,
     ) -> Result<DiffReport, ReplayError> {
         let (lo, hi) = (from_epoch.min(to_epoch), from_epoch.max(to_epoch));
-        let mut start = self.start(observer, |s| s.epoch <= lo).await?;
-        let mut rings: BTreeMap<u64, EpochRing> = BTreeMap::new();
-        // Catch up to each of the two epochs in turn; nothing in between is read.
-        let mut next = start.from_seq;
-        for target in [lo, hi] {
-            if start.fold.ledger.epoch() < target {
-                let last = self
-                    .catch_up(&mut start.fold, next, None, observer, |run| {
-                        run.epoch() >= target
-                    })
-                    .await?;
-                next = last.map_or(next, |seq| seq + 1);
-            }
-            if start.fold.ledger.epoch() == target {
-                rings.insert(target, EpochRing::of(&start.fold.ledger));
-            }
+        let low = self.epoch_ring(lo, hi, observer).await?;
+        let high = if hi == lo {
+            low.clone()
+        } else {
+            self.epoch_ring(hi, hi, observer).await?
+        };
+        let (a, b) = if from_epoch <= to_epoch {
+            (&low, &high)
+        } else {
+            (&high, &low)
+        };
+        Ok(diff_report(self.ring().as_str(), a, b))
+    }
+
+    /// The ring at `epoch`, from the newest snapshot at or before it (so a diff across
+    /// the whole history folds at most two snapshot intervals, not everything in
+    /// between); `asked` is the epoch an error names.
+    async fn epoch_ring(
+        &self,
+        epoch: u64,
+        asked: u64,
+        observer: &mut dyn Observer,
+    ) -> Result<EpochRing, ReplayError> {
+        let mut start = self.start(observer, |s| s.epoch <= epoch).await?;
+        if start.fold.ledger.epoch() < epoch {
+            self.catch_up(&mut start.fold, start.from_seq, None, observer, |run| {
+                run.epoch() >= epoch
+            })
+            .await?;
         }
-        let (Some(a), Some(b)) = (rings.get(&from_epoch), rings.get(&to_epoch)) else {
+        if start.fold.ledger.epoch() != epoch {
             return Err(ReplayError::EpochBeyond {
-                epoch: hi,
+                epoch: asked,
                 last: start.fold.ledger.epoch(),
                 ring: self.ring().clone(),
             });
-        };
-        Ok(diff_report(self.ring().as_str(), a, b))
+        }
+        Ok(EpochRing::of(&start.fold.ledger))
     }
 
     /// The stored messages of `range` that pass one of `types` (all of the ring's

@@ -15,6 +15,8 @@
 //!   and latency percentiles ([`percentile`]).
 //! - [`wait_for`]: polls until the system under test reaches a state (or panics).
 //! - [`load_average`], [`pass`]: the load line every table starts with, PASS or MISS.
+//! - [`run_measured`]: a command run to its end with its wall time, peak resident
+//!   memory and the size of its output, which is counted, not kept.
 //!
 //! # How it fits
 //! Every benchmark parses its arguments with [`Flags`] and summarises its rounds with
@@ -533,4 +535,93 @@ mod tests {
             serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         assert_eq!(back, serde_json::json!({"a": 1}));
     }
+}
+
+/// What [`run_measured`] saw of one run of a command.
+#[derive(Debug)]
+pub struct Measured {
+    /// How it ended.
+    pub status: std::process::ExitStatus,
+    /// Wall time from spawn to exit.
+    pub took: Duration,
+    /// Its peak resident memory (`VmHWM`), in bytes, as last read before it exited.
+    pub peak_rss: u64,
+    /// Bytes it wrote to stdout.
+    pub stdout_bytes: u64,
+    /// The first bytes of its stdout (at most the `keep` asked for).
+    pub stdout: Vec<u8>,
+    /// Its stderr.
+    pub stderr: String,
+}
+
+/// Runs `command` to its end, reading its stdout as it comes (counted, the first
+/// `keep` bytes kept: a long output never piles up here) and its `VmHWM` every 5 ms
+/// (peak resident memory only grows, so the last reading is the peak but for what the
+/// last 5 ms added).
+pub fn run_measured(command: &mut std::process::Command, keep: usize) -> std::io::Result<Measured> {
+    use std::io::Read as _;
+    use std::process::Stdio;
+    let started = Instant::now();
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let (Some(mut out), Some(mut err)) = (child.stdout.take(), child.stderr.take()) else {
+        return Err(std::io::Error::other("the child's pipes are missing"));
+    };
+    let stdout = std::thread::spawn(move || -> std::io::Result<(u64, Vec<u8>)> {
+        let (mut total, mut kept) = (0u64, Vec::new());
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = out.read(&mut buf)?;
+            if n == 0 {
+                return Ok((total, kept));
+            }
+            total += n as u64;
+            let room = keep.saturating_sub(kept.len()).min(n);
+            kept.extend_from_slice(&buf[..room]);
+        }
+    });
+    let stderr = std::thread::spawn(move || {
+        let mut s = String::new();
+        err.read_to_string(&mut s).map(|_| s)
+    });
+    let status_path = format!("/proc/{}/status", child.id());
+    let mut peak_rss = 0;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if let Some(hwm) = std::fs::read_to_string(&status_path)
+            .ok()
+            .as_deref()
+            .and_then(vm_hwm)
+        {
+            peak_rss = peak_rss.max(hwm);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let took = started.elapsed();
+    let joined = |e| std::io::Error::other(format!("a pipe reader panicked: {e:?}"));
+    let (stdout_bytes, stdout) = stdout.join().map_err(joined)??;
+    let stderr = stderr.join().map_err(joined)??;
+    Ok(Measured {
+        status,
+        took,
+        peak_rss,
+        stdout_bytes,
+        stdout,
+        stderr,
+    })
+}
+
+/// `VmHWM` of a `/proc/PID/status` page, in bytes.
+fn vm_hwm(status: &str) -> Option<u64> {
+    let kb = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?;
+    kb.trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(|kb| kb * 1024)
 }

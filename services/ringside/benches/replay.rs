@@ -1,19 +1,22 @@
-//! `just bench replay`: how fast `ringside replay` answers on a long stream.
+//! `just bench replay`: how fast, and in how much memory, `ringside replay` answers on
+//! a long history.
 //!
-//! - `state_at_seq`: wall time of the release binary `ringside replay state --at-seq S`
-//!   (process start, connect, snapshot lookup, fold, print) on a ring of `--events`
-//!   membership events (1,000,000 by default) with a snapshot every `--snapshot-every`
-//!   epochs (100, the reducer's default), at several points of the stream. Target:
-//!   <= 1 s.
-//! - `verify_rate`: membership events per second of `ringside replay verify` on a ring
-//!   of `--verify-events` events stored with their rebalance events and snapshots, as
-//!   a ratio of the rate of the fold alone ([`RingLedger::apply`], in memory, same
-//!   events, same run).
+//! One ring of `--events` membership events (1,000,000 by default) of a churning ring
+//! is stored with its rebalance events, as the reducer stores them (by the reducer
+//! user, a batch of membership events then its epochs: a reducer one batch behind),
+//! and a snapshot every `--snapshot-every` epochs (100, the reducer's default), on the
+//! real nats-server with `nats/local.conf` (fsync before every ack). Then the release
+//! binary, as a user doing a post-mortem runs it:
 //!
-//! The 1M ring is stored as membership events and snapshots only (no rebalance
-//! events: `state` reads none, and a million of them would be gigabytes); the events
-//! are published in atomic batches of 1000 and folded here to write the snapshots.
-//! The server is the real nats-server with `nats/local.conf` (fsync before every ack).
+//! - `state --at-seq S` at the end, the middle and near the start, `--runs` times each
+//!   (process start, connect, snapshot lookup, fold, print). Target: <= 1 s.
+//! - over the whole history, `--heavy-runs` times each: `events --output json`,
+//!   `export --format ndjson` (their output counted, not kept), `verify`,
+//!   `key-history KEY` over the whole range and over 10,000 membership events, and
+//!   `diff` from epoch 1 to the last. Wall time and peak RSS of the `ringside`
+//!   process (`VmHWM`). Targets: peak RSS <= 100 MB each; key-history over the whole
+//!   range <= 1 s; verify's rate at least 0.39 of the rate of the fold alone
+//!   ([`RingLedger::apply`], in memory, same events, same run).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -30,26 +33,29 @@ use ringside_events::{
 };
 use ringside_ring::RingConfig;
 use ringside_testkit::bench::{FlagError, Flags, Summary, per_second, write_json};
+use ringside_testkit::bench::{Measured, ordered_read_rate, run_measured};
 use serde_json::json;
 
 struct Args {
     events: usize,
-    verify_events: usize,
     snapshot_every: u64,
     runs: usize,
+    heavy_runs: usize,
+    quick: bool,
     json: Option<String>,
 }
 
-/// `[--events N] [--verify-events N] [--snapshot-every N] [--runs N] [--json PATH]
-/// [--quick]`; `--quick` lowers the defaults (50,000 events, 5,000 verify events, 3 runs).
+/// `[--events N] [--snapshot-every N] [--runs N] [--heavy-runs N] [--json PATH]
+/// [--quick]`; `--quick` lowers the defaults (50,000 events, 3 runs, 2 heavy runs).
 fn parse_args() -> Result<Args, FlagError> {
     let mut flags = Flags::from_args()?;
     let quick = flags.flag("--quick")?;
     let args = Args {
         events: flags.value("--events", if quick { 50_000 } else { 1_000_000 })?,
-        verify_events: flags.value("--verify-events", if quick { 5_000 } else { 20_000 })?,
         snapshot_every: flags.value("--snapshot-every", 100)?,
         runs: flags.value("--runs", if quick { 3 } else { 5 })?,
+        heavy_runs: flags.value("--heavy-runs", if quick { 2 } else { 3 })?,
+        quick,
         json: flags.json_path()?,
     };
     flags.finish()?;
@@ -182,6 +188,84 @@ fn ringside(stack: &Stack, args: &[&str]) -> (Duration, serde_json::Value) {
     (took, ok_json(&out))
 }
 
+/// Output kept of a measured command: enough for any JSON report checked here.
+const KEEP: usize = 64 << 20;
+
+/// `ringside ARGS` as admin, measured; fails the benchmark if it fails.
+fn measured(stack: &Stack, args: &[&str]) -> Measured {
+    let run = run_measured(&mut stack.command_as(ServiceUser::Admin, args), KEEP).unwrap();
+    assert!(
+        run.status.success(),
+        "ringside {args:?} failed: {}",
+        run.stderr
+    );
+    run
+}
+
+/// One command over the long history: time and peak RSS of its runs.
+struct Case {
+    name: String,
+    note: String,
+    time: Summary,
+    /// Every run's wall time, in seconds.
+    times: Vec<f64>,
+    rss: Summary,
+    /// The largest peak RSS of any run, in bytes.
+    rss_max: f64,
+}
+
+impl Case {
+    /// Runs `args` `runs` times; `check` reads each run's output and says what it was.
+    fn run(
+        stack: &Stack,
+        name: &str,
+        args: &[&str],
+        runs: usize,
+        check: impl Fn(&Measured) -> String,
+    ) -> Self {
+        eprintln!("replay bench: {name}...");
+        let (mut time, mut rss, mut note) = (Vec::new(), Vec::new(), String::new());
+        for _ in 0..runs {
+            let run = measured(stack, args);
+            note = check(&run);
+            time.push(run.took.as_secs_f64());
+            rss.push(run.peak_rss as f64);
+        }
+        let rss_max = rss.iter().copied().fold(0.0, f64::max);
+        let runs = "--heavy-runs is at least 1";
+        Self {
+            name: name.to_string(),
+            note,
+            time: Summary::of(time.clone()).expect(runs),
+            times: time,
+            rss: Summary::of(rss).expect(runs),
+            rss_max,
+        }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        json!({
+            "command": self.name,
+            "note": self.note,
+            "seconds": self.time.json(),
+            "peak_rss_bytes": self.rss.json(),
+            "peak_rss_max_bytes": self.rss_max,
+        })
+    }
+}
+
+/// The JSON report a measured command printed.
+fn report(run: &Measured) -> serde_json::Value {
+    assert!(
+        run.stdout_bytes as usize <= KEEP,
+        "a report of {} bytes",
+        run.stdout_bytes
+    );
+    serde_json::from_slice(&run.stdout).expect("JSON output")
+}
+
+const MB: f64 = 1024.0 * 1024.0;
+
 fn fold_rate(events: &[Event], first_seq: u64) -> f64 {
     let mut ledger = RingLedger::new(events[0].ring().clone(), RingConfig::default());
     let started = Instant::now();
@@ -206,36 +290,27 @@ async fn main() {
             .unwrap(),
     };
 
-    // Verify rate against the fold alone, on a ring stored as the reducer stores it.
-    let verify_ring = RingName::new("verify").unwrap();
-    let verify_events = churn(&verify_ring, args.verify_events);
-    eprintln!(
-        "replay bench: storing {} events with their rebalance events...",
-        args.verify_events
-    );
-    store.write(&verify_events, args.snapshot_every, true).await;
-    let (mut verify, mut fold) = (Vec::new(), Vec::new());
-    for _ in 0..args.runs.min(3) {
-        let (took, v) = ringside(&stack, &["replay", "verify", "--ring", "verify"]);
-        assert_eq!(v["problems"], json!([]), "verify passes");
-        verify.push(args.verify_events as f64 / took.as_secs_f64());
-        fold.push(fold_rate(&verify_events, 1));
-    }
-    let runs = "--runs is at least 1";
-    let verify = Summary::of(verify).expect(runs);
-    let fold = Summary::of(fold).expect(runs);
-
-    // state --at-seq on the long ring.
     let long = RingName::new("long").unwrap();
+    let events = churn(&long, args.events);
     eprintln!(
-        "replay bench: storing {} membership events (snapshot every {} epochs)...",
+        "replay bench: storing {} membership events with their rebalance events (snapshot every {} epochs)...",
         args.events, args.snapshot_every
     );
     let started = Instant::now();
-    let after = store
-        .write(&churn(&long, args.events), args.snapshot_every, false)
-        .await;
+    let after = store.write(&events, args.snapshot_every, true).await;
     let store_s = started.elapsed().as_secs_f64();
+    let stream = jetstream::new(stack.client.clone())
+        .get_stream(subject::STREAM_EVENTS)
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .state
+        .clone();
+    let runs = "--runs is at least 1";
+
+    // state --at-seq at three points.
     let points = [
         ("end", after.len() - 1),
         ("middle", after.len() / 2),
@@ -243,6 +318,7 @@ async fn main() {
     ];
     let mut cases = Vec::new();
     let mut worst_median: f64 = 0.0;
+    let mut last_epoch = 0;
     for (name, index) in points {
         let (seq, checksum) = after[index];
         let mut times = Vec::new();
@@ -261,6 +337,9 @@ async fn main() {
             );
             assert_eq!(v["checksum"], hex(checksum), "state at {seq} is the fold's");
             folded = v["folded"]["membership"].as_u64().unwrap();
+            if name == "end" {
+                last_epoch = v["epoch"].as_u64().unwrap();
+            }
             times.push(took.as_secs_f64());
         }
         let Summary { min, median } = Summary::of(times).expect(runs);
@@ -268,15 +347,163 @@ async fn main() {
         cases.push(json!({"point": name, "sequence": seq, "folded_events": folded, "min_s": min, "median_s": median}));
     }
 
-    let ratio = verify.median / fold.median;
+    // The whole history, as a post-mortem reads it.
+    let n = args.heavy_runs;
+    let last_seq = stream.last_sequence;
+    // Their output is counted, not kept: a streamed JSON array, an export file.
+    let [events_json, export] = [
+        ("events --output json", "--output", "json"),
+        ("export --format ndjson", "--format", "ndjson"),
+    ]
+    .map(|(name, flag, value)| {
+        let command = name.split(' ').next().unwrap_or_default();
+        Case::run(
+            &stack,
+            name,
+            &["replay", command, "--ring", "long", flag, value],
+            n,
+            |run| {
+                assert!(run.stdout_bytes > 0, "{name} wrote nothing");
+                format!("{:.0} MB of output", run.stdout_bytes as f64 / MB)
+            },
+        )
+    });
+    let verify = Case::run(
+        &stack,
+        "verify",
+        &["replay", "verify", "--ring", "long", "--output", "json"],
+        n,
+        |run| {
+            let v = report(run);
+            assert_eq!(v["problems"], json!([]), "verify passes");
+            assert_eq!(v["epoch"].as_u64(), Some(last_epoch));
+            format!(
+                "{} membership events, {} rebalance events, {} snapshots",
+                v["folded"]["membership"], v["rebalance_events"], v["snapshots"]
+            )
+        },
+    );
+    let key = "user:42";
+    let key_history = |name: &str, from: u64, to: u64| {
+        let (from, to) = (from.to_string(), to.to_string());
+        Case::run(
+            &stack,
+            name,
+            &[
+                "replay",
+                "key-history",
+                key,
+                "--ring",
+                "long",
+                "--from",
+                &from,
+                "--to",
+                &to,
+                "--output",
+                "json",
+            ],
+            n,
+            |run| {
+                let v = report(run);
+                format!(
+                    "epochs {}..={}, {} owner changes",
+                    v["initial_epoch"],
+                    v["final_epoch"],
+                    v["changes"].as_array().map_or(0, Vec::len)
+                )
+            },
+        )
+    };
+    let key_whole = key_history("key-history, whole range", 1, last_seq);
+    let window = 10_000.min(after.len() / 2);
+    let (window_from, window_to) = (after[after.len() / 2].0, after[after.len() / 2 + window].0);
+    let key_window = key_history(
+        &format!("key-history, {window} events"),
+        window_from,
+        window_to,
+    );
+    let diff = Case::run(
+        &stack,
+        "diff, first to last epoch",
+        &[
+            "replay",
+            "diff",
+            "--ring",
+            "long",
+            "--from",
+            "1",
+            "--to",
+            &last_epoch.to_string(),
+            "--output",
+            "json",
+        ],
+        n,
+        |run| {
+            let v = report(run);
+            assert_eq!(v["to_epoch"].as_u64(), Some(last_epoch));
+            format!(
+                "epochs 1 -> {last_epoch}, {} moved ranges",
+                v["ranges"].as_array().map_or(0, Vec::len)
+            )
+        },
+    );
+    let heavy = [
+        &events_json,
+        &export,
+        &verify,
+        &key_whole,
+        &key_window,
+        &diff,
+    ];
+
+    // The floor of anything that reads every stored epoch (key-history over the whole
+    // range does): the ring's rebalance events through an ordered consumer and nothing
+    // else, in this process.
+    let events_stream = jetstream::new(stack.client.clone())
+        .get_stream(subject::STREAM_EVENTS)
+        .await
+        .unwrap();
+    let mut read = Vec::new();
+    for _ in 0..n {
+        let config = jetstream::consumer::pull::OrderedConfig {
+            filter_subjects: vec![subject::rebalance(&long)],
+            ..Default::default()
+        };
+        read.push(
+            ordered_read_rate(&events_stream, config, last_epoch as usize)
+                .await
+                .unwrap(),
+        );
+    }
+    let read = Summary::of(read).expect(runs);
+
+    let fold = Summary::of((0..n.max(1)).map(|_| fold_rate(&events, 1)).collect()).expect(runs);
+    let verify_rate = Summary::of(
+        verify
+            .times
+            .iter()
+            .map(|t| args.events as f64 / t)
+            .collect(),
+    )
+    .expect(runs);
+    let ratio = verify_rate.median / fold.median;
+
+    let verdict = ringside_testkit::bench::pass;
+    let quick = if args.quick {
+        " (--quick: not comparable)"
+    } else {
+        ""
+    };
     println!(
-        "replay benchmark: {} membership events, snapshot every {} epochs; load at start {}",
+        "replay benchmark{quick}: {} membership events and their rebalance events ({} messages, {:.0} MB stored), snapshot every {} epochs, last epoch {last_epoch}; load at start {}",
         args.events,
+        stream.messages,
+        stream.bytes as f64 / MB,
         args.snapshot_every,
         load.trim()
     );
     println!(
-        "stored in {store_s:.1} s (atomic batches of 1000, fsync per batch, folded here for the snapshots)"
+        "stored in {store_s:.1} s (atomic batches of 1000, fsync per batch, then their epochs as the reducer user; folded here for the snapshots)"
     );
     println!(
         "{:<28} {:>10} {:>10} {:>14}",
@@ -293,46 +520,82 @@ async fn main() {
         );
     }
     println!(
+        "{:<28} {:>8} {:>9} {:>11} {:>8}  what",
+        "whole history", "min s", "median s", "peak RSS MB", "max MB"
+    );
+    for c in heavy {
+        println!(
+            "  {:<26} {:>8.2} {:>9.2} {:>11.1} {:>8.1}  {}",
+            c.name,
+            c.time.min,
+            c.time.median,
+            c.rss.median / MB,
+            c.rss_max / MB,
+            c.note
+        );
+    }
+    println!(
         "{:<28} {:>10} {:>10}",
         "rate (membership events/s)", "min", "median"
     );
     println!(
         "  {:<26} {:>10.0} {:>10.0}",
-        "replay verify", verify.min, verify.median
+        "replay verify", verify_rate.min, verify_rate.median
     );
     println!(
         "  {:<26} {:>10.0} {:>10.0}",
         "fold alone (RingLedger)", fold.min, fold.median
     );
-    let verdict = |ok: bool| if ok { "PASS" } else { "MISS" };
+    println!(
+        "  {:<26} {:>10.0} {:>10.0}  (epochs/s: reading every stored epoch takes {:.1} s at the median)",
+        "read rebalance events only",
+        read.min,
+        read.median,
+        last_epoch as f64 / read.median
+    );
+    let worst_rss = heavy.iter().map(|c| c.rss_max).fold(0.0, f64::max);
     println!(
         "target state --at-seq <= 1 s: worst median {worst_median:.3} s {}",
         verdict(worst_median <= 1.0)
     );
     println!(
-        "verify rate / fold rate: {ratio:.2} (informational: verify also decodes, reads and rebuilds each epoch from its event)"
+        "target peak RSS <= 100 MB, every command: largest {:.1} MB {}",
+        worst_rss / MB,
+        verdict(worst_rss <= 100.0 * MB)
     );
-    // Without snapshots, a point folds from the first event: what that costs here.
     println!(
-        "without a snapshot at or before the point, state folds from the first event: about {:.1} s for {} events at the fold rate",
-        args.events as f64 / fold.median,
-        args.events
+        "target key-history over the whole range <= 1 s: median {:.2} s {}",
+        key_whole.time.median,
+        verdict(key_whole.time.median <= 1.0)
+    );
+    println!(
+        "target verify rate / fold rate >= 0.39: {ratio:.2} {}",
+        verdict(ratio >= 0.39)
     );
 
     let report = json!({
         "benchmark": "replay",
+        "quick": args.quick,
         "events": args.events,
         "snapshot_every": args.snapshot_every,
         "runs": args.runs,
+        "heavy_runs": args.heavy_runs,
         "load_at_start": load.trim(),
+        "stored_messages": stream.messages,
+        "stored_bytes": stream.bytes,
+        "last_epoch": last_epoch,
         "store_seconds": store_s,
         "state_at_seq": cases,
         "state_target_seconds": 1.0,
         "state_worst_median_seconds": worst_median,
-        "verify_events": args.verify_events,
-        "verify_per_s": verify.json(),
+        "whole_history": heavy.iter().map(|c| c.json()).collect::<Vec<_>>(),
+        "peak_rss_target_bytes": 100.0 * MB,
+        "key_history_target_seconds": 1.0,
+        "verify_per_s": verify_rate.json(),
         "fold_per_s": fold.json(),
+        "rebalance_read_per_s": read.json(),
         "verify_over_fold": ratio,
+        "verify_over_fold_target": 0.39,
     });
     if let Some(path) = args.json {
         write_json(path.as_ref(), &report).unwrap();

@@ -14,15 +14,21 @@ mod history;
 pub(crate) use history::*;
 
 impl Stack {
-    /// `ringside ARGS --nats-url URL` as `user`, its password in the environment.
-    pub(crate) fn ringside_as(&self, user: ServiceUser, args: &[&str]) -> Output {
+    /// The command `ringside ARGS --nats-url URL` as `user`, its password in the
+    /// environment.
+    pub(crate) fn command_as(&self, user: ServiceUser, args: &[&str]) -> Command {
         let password = self.server.password(user.name()).unwrap();
-        Command::new(env!("CARGO_BIN_EXE_ringside"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ringside"));
+        command
             .args(args)
             .args(["--nats-url", &self.server.url(), "--user", user.name()])
-            .env(user.password_env(), password)
-            .output()
-            .expect("run ringside")
+            .env(user.password_env(), password);
+        command
+    }
+
+    /// `ringside ARGS --nats-url URL` as `user`, run to its end.
+    pub(crate) fn ringside_as(&self, user: ServiceUser, args: &[&str]) -> Output {
+        self.command_as(user, args).output().expect("run ringside")
     }
 
     /// `ringside ARGS` as admin.
