@@ -242,10 +242,10 @@ impl Hub {
         } else {
             self.newest_snapshot(js).await?
         };
-        let scale = last_line(js, &subject::scale(&self.name)).await;
-        let first = js.get_stream(subject::STREAM_EVENTS).await?;
+        let stream = js.get_stream(subject::STREAM_EVENTS).await?;
+        let scale = last_line(&stream, &subject::scale(&self.name)).await;
         self.first
-            .store(first.cached_info().state.first_sequence, Ordering::Relaxed);
+            .store(stream.cached_info().state.first_sequence, Ordering::Relaxed);
         let mut c = write(&self.current);
         tracing::info!(ring = %self.name, epoch = start.epoch, seq = start.seq, from_scratch, "Following the ring.");
         *c = start;
@@ -533,8 +533,7 @@ pub(crate) async fn traffic(hub: Arc<Hub>, nats: async_nats::Client) {
 }
 
 /// The newest stored message of `subject` as an event line, if there is one.
-async fn last_line(js: &jetstream::Context, subject: &str) -> Option<Arc<str>> {
-    let stream = js.get_stream(subject::STREAM_EVENTS).await.ok()?;
+async fn last_line(stream: &jetstream::stream::Stream, subject: &str) -> Option<Arc<str>> {
     let m = stream.direct_get_last_for_subject(subject).await.ok()?;
     let record = Record::decode(m.sequence, m.time, m.subject.to_string(), m.payload);
     record.event.as_ref().ok()?;
