@@ -296,29 +296,50 @@ pub struct KeyHistory {
     hash: u64,
 }
 
-/// Where the moved ranges of `event` send ring position `hash`: `Some(owner)` if one
-/// of them covers it (`Some(None)`: to nobody, the ring is empty after), `None` if the
-/// position keeps its owner. A range is the arc (start, end], clockwise, wrapping past
-/// 0; start == end is the whole ring (docs/events.md, `MovedRanges`).
-pub(crate) fn moved_owner(event: &pb::RingRebalanced, hash: u64) -> Option<Option<String>> {
-    let m = event.moved_ranges.as_ref()?;
-    let covers = |start: u64, end: u64| match start.cmp(&end) {
+/// Whether the moved range `(start, end]` covers ring position `hash`: the arc is
+/// clockwise, wrapping past 0; start == end is the whole ring (docs/events.md,
+/// `MovedRanges`).
+pub(crate) fn covers(start: u64, end: u64, hash: u64) -> bool {
+    match start.cmp(&end) {
         std::cmp::Ordering::Equal => true,
         std::cmp::Ordering::Less => hash > start && hash <= end,
         std::cmp::Ordering::Greater => hash > start || hash <= end,
-    };
-    let i = (0..m.starts.len().min(m.ends.len()).min(m.to.len()))
-        .find(|&i| covers(m.starts[i], m.ends[i]))?;
-    let index = m.to[i];
-    if index == ringside_events::event::NO_OWNER {
-        return Some(None);
     }
-    let index = index as usize;
-    let id = match event.members.get(index) {
-        Some(member) => Some(member.id.clone()),
-        None => event.departed.get(index - event.members.len()).cloned(),
-    };
-    Some(id)
+}
+
+/// The moved ranges of `event`: start (exclusive), end (inclusive) and the member
+/// they move to (`None`: to nobody, the ring is empty after).
+pub(crate) fn moved_ranges(
+    event: &pb::RingRebalanced,
+) -> impl Iterator<Item = (u64, u64, Option<&str>)> + '_ {
+    let m = event.moved_ranges.as_ref();
+    let n = m.map_or(0, |m| m.starts.len().min(m.ends.len()).min(m.to.len()));
+    (0..n).filter_map(move |i| {
+        let m = m?;
+        let index = m.to[i];
+        let to = if index == ringside_events::event::NO_OWNER {
+            None
+        } else {
+            let index = index as usize;
+            match event.members.get(index) {
+                Some(member) => Some(member.id.as_str()),
+                None => event
+                    .departed
+                    .get(index - event.members.len())
+                    .map(String::as_str),
+            }
+        };
+        Some((m.starts[i], m.ends[i], to))
+    })
+}
+
+/// Where the moved ranges of `event` send ring position `hash`: `Some(owner)` if one
+/// of them covers it (`Some(None)`: to nobody, the ring is empty after), `None` if the
+/// position keeps its owner.
+pub(crate) fn moved_owner(event: &pb::RingRebalanced, hash: u64) -> Option<Option<String>> {
+    moved_ranges(event)
+        .find(|&(start, end, _)| covers(start, end, hash))
+        .map(|(_, _, to)| to.map(str::to_string))
 }
 
 fn owner_of(ring: &Ring, hash: u64) -> Option<String> {
@@ -350,33 +371,18 @@ impl KeyHistory {
     }
 
     /// Notes a stored epoch: `moved` is where its moved ranges send the key
-    /// ([`moved_owner`]), and `cause`, the membership record that made the epoch, is
+    /// ([`moved_owner`]), and `cause`, the membership event that made the epoch, is
     /// given when the owner changes (`wants_cause` says when).
     pub(crate) fn after_rebalance(
         &mut self,
         epoch: u64,
         moved: Option<Option<String>>,
-        cause: Option<&Record>,
+        cause: Option<Cause>,
     ) {
         self.final_epoch = epoch;
-        let Some(owner) = moved else {
-            return;
-        };
-        if owner == self.final_owner {
-            return;
+        if let Some(owner) = moved {
+            self.change(epoch, owner, cause.unwrap_or_default());
         }
-        self.changes.push(OwnerChange {
-            sequence: cause.map_or(0, |r| r.seq),
-            time: cause.map(|r| record::rfc3339(r.time)).unwrap_or_default(),
-            epoch,
-            from: self.final_owner.take(),
-            to: owner.clone(),
-            cause: cause
-                .and_then(|r| r.event.as_ref().ok())
-                .map(|e| e.summary())
-                .unwrap_or_default(),
-        });
-        self.final_owner = owner;
     }
 
     /// Whether an epoch that sends the key to `moved` changes its owner.
@@ -388,18 +394,49 @@ impl KeyHistory {
 
     /// Notes the epoch `r` just made in `ledger`.
     pub(crate) fn after_epoch(&mut self, ledger: &RingLedger, r: &Record) {
-        let owner = owner_of(ledger.ring(), self.hash);
         self.final_epoch = ledger.epoch();
-        if owner != self.final_owner {
-            self.changes.push(OwnerChange {
-                sequence: r.seq,
-                time: record::rfc3339(r.time),
-                epoch: ledger.epoch(),
-                from: self.final_owner.take(),
-                to: owner.clone(),
-                cause: r.event.as_ref().map(|e| e.summary()).unwrap_or_default(),
-            });
-            self.final_owner = owner;
+        self.change(
+            ledger.epoch(),
+            owner_of(ledger.ring(), self.hash),
+            Cause::of(r),
+        );
+    }
+
+    /// Notes that epoch `epoch`, made by `cause`, gives the key to `owner`.
+    fn change(&mut self, epoch: u64, owner: Option<String>, cause: Cause) {
+        if owner == self.final_owner {
+            return;
+        }
+        self.changes.push(OwnerChange {
+            sequence: cause.seq,
+            time: cause.time.map(record::rfc3339).unwrap_or_default(),
+            epoch,
+            from: self.final_owner.take(),
+            to: owner.clone(),
+            cause: cause.summary,
+        });
+        self.final_owner = owner;
+    }
+}
+
+/// The membership event that made an epoch, as a key's history shows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Cause {
+    /// Its stream sequence (0: unknown).
+    pub(crate) seq: u64,
+    /// When it was stored.
+    pub(crate) time: Option<OffsetDateTime>,
+    /// Its summary (empty if it does not decode).
+    pub(crate) summary: String,
+}
+
+impl Cause {
+    /// The cause a stored record gives.
+    pub(crate) fn of(r: &Record) -> Self {
+        Self {
+            seq: r.seq,
+            time: Some(r.time),
+            summary: r.event.as_ref().map(|e| e.summary()).unwrap_or_default(),
         }
     }
 }

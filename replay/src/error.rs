@@ -218,6 +218,17 @@ pub enum ReplayError {
         #[source]
         source: serde_json::Error,
     },
+    /// The key index (a local cache, see `IndexDir`) cannot be read or written.
+    #[error("key index: {what} {}", path.display())]
+    Index {
+        /// The file or directory.
+        path: PathBuf,
+        /// What failed (`cannot write`).
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// Writing an export failed.
     #[error("cannot write the export")]
     Write(#[source] std::io::Error),
@@ -251,6 +262,13 @@ pub enum Warning {
     SkippedSnapshot {
         /// Its key.
         key: String,
+        /// Why.
+        why: String,
+    },
+    /// The key index cannot be used (a disk full, a directory not writable): the key
+    /// history reads the stored epochs instead.
+    #[error("not using the key index: {why}")]
+    IndexUnusable {
         /// Why.
         why: String,
     },

@@ -21,11 +21,12 @@ use ringside_events::{Body, CatchUp, RingLedger, RingName, pb};
 use time::OffsetDateTime;
 
 use crate::engine::{
-    self, DiffReport, EpochRing, Fold, KeyHistory, Problem, RingAt, SnapshotCheck, TypeFilter,
-    Verifier, VerifyReport, diff_report,
+    self, Cause, DiffReport, EpochRing, Fold, KeyHistory, Problem, RingAt, SnapshotCheck,
+    TypeFilter, Verifier, VerifyReport, diff_report,
 };
 use crate::error::{ReplayError, Warning};
 use crate::export::{self, Format};
+use crate::index::{IndexDir, KeyIndex, Move};
 use crate::observe::{Observer, Pass};
 use crate::record::{self, Record, error_chain};
 use crate::source::{STORED_KINDS, Scan, Source};
@@ -66,6 +67,7 @@ pub struct Exported {
 /// NATS server, or an export file.
 pub struct History {
     source: Source,
+    index: Option<IndexDir>,
 }
 
 /// Where a fold starts: a ledger and the first sequence still to read.
@@ -84,15 +86,30 @@ impl History {
         url: &str,
         ring: RingName,
     ) -> Result<Self, ReplayError> {
-        Source::nats(client, url, ring)
-            .await
-            .map(|source| Self { source })
+        Source::nats(client, url, ring).await.map(|source| Self {
+            source,
+            index: None,
+        })
     }
 
     /// The history in an export file, read and checked whole before this returns;
     /// `ring` must be the file's ring, if given.
     pub fn file(path: &Path, ring: Option<RingName>) -> Result<Self, ReplayError> {
-        Source::file(path, ring).map(|source| Self { source })
+        Source::file(path, ring).map(|source| Self {
+            source,
+            index: None,
+        })
+    }
+
+    /// Keeps a key index under `dir` ([`IndexDir`]) for [`History::key_history`]:
+    /// each key history first brings it up to the stream's end, then reads the moved
+    /// ranges near the key's position instead of every stored epoch. Files only
+    /// (export files are read whole anyway). Without it, key histories read every
+    /// stored epoch of their range.
+    #[must_use]
+    pub fn with_key_index(mut self, dir: IndexDir) -> Self {
+        self.index = Some(dir);
+        self
     }
 
     /// The ring.
@@ -204,9 +221,18 @@ impl History {
         )
         .await?;
         let history = KeyHistory::new(key, (from, to), &start.fold.ledger);
-        // A key changes owner only in an epoch whose moved ranges cover it: the stored
-        // rebalance events answer without rebuilding the ring at each epoch. Where
-        // their epochs have a gap, the fold answers instead.
+        // A key changes owner only in an epoch whose moved ranges cover it: the index
+        // of them, or else the stored rebalance events, answer without rebuilding the
+        // ring at each epoch. Where their epochs have a gap, the fold answers instead.
+        if let Some(dir) = &self.index {
+            match self.indexed_moves(dir, history.clone(), to, observer).await {
+                Ok(Some(history)) => return Ok(history),
+                Ok(None) => {}
+                Err(e) => observer.warn(&Warning::IndexUnusable {
+                    why: record::error_chain(&e),
+                }),
+            }
+        }
         match self.key_moves(history.clone(), to, observer).await? {
             Some(history) => Ok(history),
             None => {
@@ -219,6 +245,44 @@ impl History {
                 Ok(history)
             }
         }
+    }
+
+    /// [`History::key_history`] from the key index under `dir`, brought up to the
+    /// stream's end first; `None` if the index cannot answer for these epochs.
+    async fn indexed_moves(
+        &self,
+        dir: &IndexDir,
+        mut history: KeyHistory,
+        to: u64,
+        observer: &mut dyn Observer,
+    ) -> Result<Option<KeyHistory>, ReplayError> {
+        let Some(mut index) = KeyIndex::open(dir, &self.source).await? else {
+            return Ok(None);
+        };
+        index.update(&self.source, observer).await?;
+        let after = history.initial_epoch;
+        let Some(last) = index.last_epoch_until(after, to)? else {
+            return Ok(None);
+        };
+        let moves = index.moves(history.hash(), after, last)?;
+        // Which moves change the owner (a range may give the key to its owner again),
+        // then the causes of those only, in one pass.
+        let mut owner = history.initial_owner.clone();
+        let changes: Vec<&Move> = moves
+            .iter()
+            .filter(|m| {
+                let change = m.to != owner;
+                owner.clone_from(&m.to);
+                change
+            })
+            .collect();
+        let epochs: Vec<u64> = changes.iter().map(|m| m.epoch).collect();
+        let causes = index.causes(&index.membership_seqs(&epochs)?)?;
+        for (m, cause) in changes.into_iter().zip(causes) {
+            history.after_rebalance(m.epoch, Some(m.to.clone()), Some(cause));
+        }
+        history.after_rebalance(last, None, None);
+        Ok(Some(history))
     }
 
     /// [`History::key_history`] from the stored rebalance events of the epochs made by
@@ -264,7 +328,7 @@ impl History {
             } else {
                 None
             };
-            history.after_rebalance(epoch, moved, cause.as_ref());
+            history.after_rebalance(epoch, moved, cause.as_ref().map(Cause::of));
         }
         scan.close().await;
         Ok(Some(history))

@@ -17,6 +17,7 @@
 //!   reader.
 //! - `engine`: the pure computations (fold, state, key history, diff, verify).
 //! - `history`: [`History`], the queries, from a snapshot to the point asked.
+//! - `index`: the key index, moved ranges by position on local disk ([`IndexDir`]).
 //! - `observe`: [`Observer`], what a query tells its caller while it runs.
 //! - `error`: [`ReplayError`] and [`Warning`].
 //!
@@ -29,6 +30,7 @@ mod engine;
 mod error;
 mod export;
 mod history;
+mod index;
 mod observe;
 mod record;
 mod source;
@@ -40,6 +42,7 @@ pub use engine::{
 pub use error::{NatsError, ReplayError, Warning};
 pub use export::{ExportError, Format};
 pub use history::{Events, Exported, History, Point, Range};
+pub use index::IndexDir;
 pub use observe::Observer;
 pub use record::{Record, TimeError, checksum_hex, parse_time, rfc3339};
 pub use source::{STORED_KINDS, subjects};

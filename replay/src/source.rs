@@ -171,6 +171,21 @@ impl Source {
         Ok(self.covered().await?.1)
     }
 
+    /// The stream's name and creation time (unix nanoseconds), which tell one stream
+    /// instance from another; `None` for an export file.
+    pub(crate) async fn identity(&self) -> Result<Option<(String, i128)>, ReplayError> {
+        match self {
+            Self::Nats(s) => {
+                let info = s.stream_info().await?;
+                Ok(Some((
+                    info.config.name,
+                    info.created.unix_timestamp_nanos(),
+                )))
+            }
+            Self::File(_) => Ok(None),
+        }
+    }
+
     /// Fails with [`ReplayError::UnknownRing`] if the source holds nothing of the ring.
     pub(crate) async fn check_ring(&self) -> Result<(), ReplayError> {
         match self {

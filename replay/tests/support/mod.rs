@@ -154,51 +154,94 @@ impl Stack {
         snapshot_every: u64,
         tamper: Tamper<'_>,
     ) -> Written {
-        let ring = events[0].ring().clone();
-        let publisher = Publisher::new(self.client.clone());
+        let mut writer = self
+            .history_writer(events[0].ring(), config, snapshot_every)
+            .await;
+        writer.write(events, tamper).await;
+        writer.written
+    }
+
+    /// A [`HistoryWriter`] for a ring with no events yet.
+    pub(crate) async fn history_writer(
+        &self,
+        ring: &RingName,
+        config: RingConfig,
+        snapshot_every: u64,
+    ) -> HistoryWriter {
         let reducer = self.server.connect_as(ServiceUser::Reducer).await.unwrap();
-        let rebalances = Publisher::new(reducer.clone());
-        let kv = jetstream::new(reducer)
-            .get_key_value(subject::KV_SNAPSHOTS)
-            .await
-            .unwrap();
-        let mut ledger = RingLedger::new(ring.clone(), config);
-        let mut written = Written::default();
-        let mut last_rebalance = 0;
+        HistoryWriter {
+            publisher: Publisher::new(self.client.clone()),
+            rebalances: Publisher::new(reducer.clone()),
+            kv: jetstream::new(reducer)
+                .get_key_value(subject::KV_SNAPSHOTS)
+                .await
+                .unwrap(),
+            ledger: RingLedger::new(ring.clone(), config),
+            snapshot_every,
+            last_rebalance: 0,
+            written: Written::default(),
+        }
+    }
+}
+
+/// Stores a ring's history as [`Stack::write_history`] does, in as many calls as
+/// wanted (a ring that goes on changing).
+pub(crate) struct HistoryWriter {
+    publisher: Publisher,
+    rebalances: Publisher,
+    kv: jetstream::kv::Store,
+    ledger: RingLedger,
+    snapshot_every: u64,
+    last_rebalance: u64,
+    /// Everything stored so far.
+    pub(crate) written: Written,
+}
+
+impl HistoryWriter {
+    /// Stores `events` (see [`Stack::write_history`]).
+    pub(crate) async fn write(&mut self, events: &[Event], tamper: Tamper<'_>) {
+        let ring = self.ledger.ring_name().clone();
         for event in events {
-            let seq = publisher.publish(event).await.unwrap().sequence;
-            if let Outcome::Rebalanced(mut r) = ledger.apply(seq, event.body()) {
+            let seq = self.publisher.publish(event).await.unwrap().sequence;
+            if let Outcome::Rebalanced(mut r) = self.ledger.apply(seq, event.body()) {
                 if let Some((epoch, change)) = tamper
                     && r.epoch == epoch
                 {
                     change(&mut r);
                 }
-                let stored = rebalances
-                    .publish_expecting(&Event::new(ring.clone(), *r).unwrap(), last_rebalance)
+                let stored = self
+                    .rebalances
+                    .publish_expecting(
+                        &Event::new(ring.clone(), *r).unwrap(),
+                        self.last_rebalance,
+                    )
                     .await
                     .unwrap();
-                last_rebalance = stored.sequence;
-                ledger.record_rebalance_sequence(stored.sequence);
-                written.epochs.push(Epoch {
-                    epoch: ledger.epoch(),
+                self.last_rebalance = stored.sequence;
+                self.ledger.record_rebalance_sequence(stored.sequence);
+                self.written.epochs.push(Epoch {
+                    epoch: self.ledger.epoch(),
                     membership_sequence: seq,
                     rebalance_sequence: stored.sequence,
-                    checksum: ledger.checksum(),
-                    ring: ledger.ring().clone(),
+                    checksum: self.ledger.checksum(),
+                    ring: self.ledger.ring().clone(),
                 });
-                if ledger.epoch().is_multiple_of(snapshot_every) {
-                    let bytes = codec::encode_snapshot(&ledger.snapshot().unwrap()).unwrap();
-                    let key = subject::snapshot_key(&ring, ledger.epoch());
-                    kv.put(&key, bytes.clone()).await.unwrap();
-                    kv.put(subject::latest_snapshot_key(&ring), bytes)
+                if self.ledger.epoch().is_multiple_of(self.snapshot_every) {
+                    let bytes =
+                        codec::encode_snapshot(&self.ledger.snapshot().unwrap()).unwrap();
+                    let key = subject::snapshot_key(&ring, self.ledger.epoch());
+                    self.kv.put(&key, bytes.clone()).await.unwrap();
+                    self.kv
+                        .put(subject::latest_snapshot_key(&ring), bytes)
                         .await
                         .unwrap();
-                    written.snapshots.push(key);
+                    self.written.snapshots.push(key);
                 }
             }
-            written.after.push((seq, ledger.epoch(), ledger.checksum()));
+            self.written
+                .after
+                .push((seq, self.ledger.epoch(), self.ledger.checksum()));
         }
-        written
     }
 }
 

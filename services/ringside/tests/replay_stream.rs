@@ -117,6 +117,8 @@ async fn replay_answers_match_the_fold() {
 fn key_history_agrees_with_lookups(stack: &Stack, written: &Written) {
     for key in ["user:1", "user:42", "cart/99", "é"] {
         let h = replay_json(stack, &["key-history", key], &[]);
+        // From the index (the default) as from the stored epochs.
+        assert_eq!(h, replay_json(stack, &["key-history", key], &["--no-index"]));
         let hash = ringside_ring::hash_key(key.as_bytes());
         let mut owner: Option<String> = None;
         assert_eq!(h["initial_owner"], Value::Null);
@@ -150,6 +152,9 @@ fn key_history_agrees_with_lookups(stack: &Stack, written: &Written) {
         }
         assert_eq!(h["final_owner"].as_str(), owner.as_deref());
     }
+    // The answers above came through the index, kept where the environment says.
+    let index = stack.server.store_dir().join("replay-index");
+    assert_eq!(std::fs::read_dir(&index).unwrap().count(), 1, "{index:?}");
     // A sub-range starts from the owner at its start.
     let mid = &written.epochs[written.epochs.len() / 2];
     let end = &written.epochs[written.epochs.len() / 2 + 40];

@@ -18,7 +18,7 @@ use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
 use ringside_events::RingName;
 use ringside_replay::{
-    Format, History, Observer as _, Point, Range, Record, TypeFilter, parse_time, rfc3339,
+    Format, History, IndexDir, Observer as _, Point, Range, Record, TypeFilter, parse_time, rfc3339,
 };
 use time::OffsetDateTime;
 
@@ -47,8 +47,38 @@ struct Common {
     /// Output format.
     #[arg(long, global = true, value_enum, default_value_t)]
     output: Output,
+    /// Where key-history keeps its index of moved ranges (a cache of the stream,
+    /// rebuilt if deleted) [default: $XDG_CACHE_HOME/ringside/replay-index, else
+    /// ~/.cache/ringside/replay-index].
+    #[arg(long, global = true, env = "RINGSIDE_REPLAY_INDEX_DIR", value_name = "DIR")]
+    index_dir: Option<PathBuf>,
+    /// Keep no index (whatever --index-dir says): key-history reads every stored
+    /// epoch of its range.
+    #[arg(long, global = true)]
+    no_index: bool,
     #[command(flatten)]
     nats: NatsArgs,
+}
+
+impl Common {
+    /// The key index's directory, unless `--no-index` (or there is no home to keep it in).
+    fn index_dir(&self) -> Option<IndexDir> {
+        if self.no_index {
+            return None;
+        }
+        let dir = self.index_dir.clone().or_else(|| {
+            let cache = std::env::var_os("XDG_CACHE_HOME")
+                .filter(|d| !d.is_empty())
+                .map(PathBuf::from)
+                .or_else(|| {
+                    std::env::var_os("HOME")
+                        .filter(|d| !d.is_empty())
+                        .map(|home| PathBuf::from(home).join(".cache"))
+                })?;
+            Some(cache.join("ringside").join("replay-index"))
+        })?;
+        Some(IndexDir(dir))
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -164,7 +194,11 @@ async fn run_async(args: ReplayArgs, out: &mut dyn Write) -> anyhow::Result<()> 
                 )
                 .map_err(anyhow::Error::msg)?,
             };
-            History::nats(client, &common.nats.url()?.0, ring).await?
+            let history = History::nats(client, &common.nats.url()?.0, ring).await?;
+            match common.index_dir() {
+                Some(dir) => history.with_key_index(dir),
+                None => history,
+            }
         }
     };
     history.check_ring().await?;

@@ -22,7 +22,12 @@ impl Stack {
         command
             .args(args)
             .args(["--nats-url", &self.server.url(), "--user", user.name()])
-            .env(user.password_env(), password);
+            .env(user.password_env(), password)
+            // key-history's index: in the server's temporary directory, not the home.
+            .env(
+                "RINGSIDE_REPLAY_INDEX_DIR",
+                self.server.store_dir().join("replay-index"),
+            );
         command
     }
 
