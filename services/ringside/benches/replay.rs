@@ -12,7 +12,9 @@
 //!   (process start, connect, snapshot lookup, fold, print). Target: <= 1 s.
 //! - over the whole history, `--heavy-runs` times each: `events --output json`,
 //!   `export --format ndjson` (their output counted, not kept), `verify`,
-//!   `key-history KEY` over the whole range and over 10,000 membership events, and
+//!   `key-history KEY` over the whole range (the first run building its index, then
+//!   from the index, and once with `--no-index`, which must answer the same) and over
+//!   10,000 membership events, and
 //!   `diff` from epoch 1 to the last. Wall time and peak RSS of the `ringside`
 //!   process (`VmHWM`). Targets: peak RSS <= 100 MB each; key-history over the whole
 //!   range <= 1 s; verify's rate at least 0.39 of the rate of the fold alone
@@ -266,6 +268,20 @@ fn report(run: &Measured) -> serde_json::Value {
 
 const MB: f64 = 1024.0 * 1024.0;
 
+/// Bytes of the files under `dir`.
+fn dir_size(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir).map_or(0, |entries| {
+        entries
+            .filter_map(Result::ok)
+            .map(|e| match e.metadata() {
+                Ok(m) if m.is_dir() => dir_size(&e.path()),
+                Ok(m) => m.len(),
+                Err(_) => 0,
+            })
+            .sum()
+    })
+}
+
 fn fold_rate(events: &[Event], first_seq: u64) -> f64 {
     let mut ledger = RingLedger::new(events[0].ring().clone(), RingConfig::default());
     let started = Instant::now();
@@ -384,11 +400,9 @@ async fn main() {
         },
     );
     let key = "user:42";
-    let key_history = |name: &str, from: u64, to: u64| {
+    let key_history = |name: &str, from: u64, to: u64, extra: &[&str], runs: usize| {
         let (from, to) = (from.to_string(), to.to_string());
-        Case::run(
-            &stack,
-            name,
+        let args = [
             &[
                 "replay",
                 "key-history",
@@ -402,25 +416,43 @@ async fn main() {
                 "--output",
                 "json",
             ],
-            n,
-            |run| {
-                let v = report(run);
-                format!(
-                    "epochs {}..={}, {} owner changes",
-                    v["initial_epoch"],
-                    v["final_epoch"],
-                    v["changes"].as_array().map_or(0, Vec::len)
-                )
-            },
-        )
+            extra,
+        ]
+        .concat();
+        // The last run's answer, to compare.
+        let answer = std::cell::RefCell::new(serde_json::Value::Null);
+        let case = Case::run(&stack, name, &args, runs, |run| {
+            let v = report(run);
+            let note = format!(
+                "epochs {}..={}, {} owner changes",
+                v["initial_epoch"],
+                v["final_epoch"],
+                v["changes"].as_array().map_or(0, Vec::len)
+            );
+            answer.replace(v);
+            note
+        });
+        let answer = answer.into_inner();
+        (case, answer)
     };
-    let key_whole = key_history("key-history, whole range", 1, last_seq);
+    // The index is kept in the server's temporary directory (see `command_as`): the
+    // first key history builds it, the later ones read it.
+    let index_dir = stack.server.store_dir().join("replay-index");
+    let _ = std::fs::remove_dir_all(&index_dir);
+    let (key_build, _) = key_history("key-history, building the index", 1, last_seq, &[], 1);
+    let index_bytes = dir_size(&index_dir);
+    let (key_whole, indexed) = key_history("key-history, whole range", 1, last_seq, &[], n);
+    let (key_plain, plain) =
+        key_history("key-history, whole, --no-index", 1, last_seq, &["--no-index"], 1);
+    assert_eq!(indexed, plain, "the index answers as the stored epochs do");
     let window = 10_000.min(after.len() / 2);
     let (window_from, window_to) = (after[after.len() / 2].0, after[after.len() / 2 + window].0);
-    let key_window = key_history(
+    let (key_window, _) = key_history(
         &format!("key-history, {window} events"),
         window_from,
         window_to,
+        &[],
+        n,
     );
     let diff = Case::run(
         &stack,
@@ -451,7 +483,9 @@ async fn main() {
         &events_json,
         &export,
         &verify,
+        &key_build,
         &key_whole,
+        &key_plain,
         &key_window,
         &diff,
     ];
@@ -553,6 +587,12 @@ async fn main() {
         read.median,
         last_epoch as f64 / read.median
     );
+    println!(
+        "key index on disk: {:.0} MB ({:.2} of the stream's {:.0} MB)",
+        index_bytes as f64 / MB,
+        index_bytes as f64 / stream.bytes as f64,
+        stream.bytes as f64 / MB
+    );
     let worst_rss = heavy.iter().map(|c| c.rss_max).fold(0.0, f64::max);
     println!(
         "target state --at-seq <= 1 s: worst median {worst_median:.3} s {}",
@@ -591,6 +631,7 @@ async fn main() {
         "whole_history": heavy.iter().map(|c| c.json()).collect::<Vec<_>>(),
         "peak_rss_target_bytes": 100.0 * MB,
         "key_history_target_seconds": 1.0,
+        "key_index_bytes": index_bytes,
         "verify_per_s": verify_rate.json(),
         "fold_per_s": fold.json(),
         "rebalance_read_per_s": read.json(),
