@@ -50,3 +50,18 @@ up:
 # Delete the Kind cluster `just up` created.
 down:
     ./scripts/kind.sh down
+
+# The fault campaign (docs/reliability.md): ROUNDS rounds of every fault, seeded;
+# report in target/faults/report.json.
+faults ROUNDS="3" SEED="21":
+    RINGSIDE_FAULT_ROUNDS={{ROUNDS}} RINGSIDE_FAULT_SEED={{SEED}} cargo test --locked -p ringside --test faults -- --nocapture
+
+# The soak: one round of faults, then SECONDS of load and churn, every process's RSS
+# sampled every 10 s and bounded; report in target/faults/report.json.
+soak SECONDS="1800":
+    RINGSIDE_SOAK_SECS={{SECONDS}} cargo test --locked -p ringside --test faults -- --nocapture
+
+# The fuzz targets (byte mutation, proptest) with CASES inputs each.
+fuzz CASES="200000":
+    RINGSIDE_FUZZ_CASES={{CASES}} cargo test --release --locked -p ringside-events --test fuzz
+    RINGSIDE_FUZZ_CASES={{CASES}} cargo test --release --locked -p ringside-replay --test fuzz_export

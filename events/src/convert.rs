@@ -473,7 +473,8 @@ pub fn apply_rebalanced(before: &Ring, event: &pb::RingRebalanced) -> Result<Rin
     }
     let key = |t: Token, i: u32| (t, rank[i as usize]);
 
-    let changes = event.token_changes.clone().unwrap_or_default();
+    let none = pb::TokenChanges::default();
+    let changes = event.token_changes.as_ref().unwrap_or(&none);
     let mut dropped: Vec<(Token, u32)> = Vec::new();
     let mut added: Vec<(Token, u32)> = Vec::new();
     for (t, o) in changes.removed.iter().zip(&changes.removed_owners) {

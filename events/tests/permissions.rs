@@ -184,3 +184,109 @@ async fn local_conf_permissions_are_enforced() {
     // Without a password nothing connects.
     assert!(server.connect().await.is_err());
 }
+
+/// One row of the permission table in docs/nats.md: a subject pattern and, per user,
+/// whether it may publish and subscribe there (`None`: the table does not say).
+struct Row {
+    pattern: String,
+    cells: Vec<(ServiceUser, bool, Option<bool>)>,
+}
+
+/// The table "Publish permissions on event subjects" of docs/nats.md.
+fn documented_matrix() -> Vec<Row> {
+    let doc = std::fs::read_to_string(ringside_testkit::workspace_root().join("docs/nats.md"))
+        .unwrap();
+    let start = doc.find("| subject | watcher |").expect("the table in docs/nats.md");
+    let mut lines = doc[start..].lines();
+    let header: Vec<&str> = lines.next().unwrap().split('|').map(str::trim).collect();
+    let users: Vec<ServiceUser> = header[2..header.len() - 1]
+        .iter()
+        .map(|name| {
+            ServiceUser::ALL
+                .into_iter()
+                .find(|u| u.name() == *name)
+                .unwrap_or_else(|| panic!("unknown user {name}"))
+        })
+        .collect();
+    lines
+        .skip(1)
+        .take_while(|l| l.starts_with('|'))
+        .map(|line| {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let pattern = cells[1].split('`').nth(1).unwrap().to_string();
+            let write_only = cells[1].contains("(write)");
+            let cells = users
+                .iter()
+                .zip(&cells[2..])
+                .map(|(user, cell)| {
+                    let subscribe = (!write_only).then(|| cell.contains('S'));
+                    (*user, cell.contains('P'), subscribe)
+                })
+                .collect();
+            Row { pattern, cells }
+        })
+        .collect()
+}
+
+/// A subject the pattern matches: ring `orders`, node `node-1`.
+fn concrete(pattern: &str) -> String {
+    let parts: Vec<&str> = pattern.split('.').collect();
+    parts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| match *p {
+            "*" if i == 1 => "orders".to_string(),
+            "*" => "node-1".to_string(),
+            ">" => "orders.e1".to_string(),
+            other => other.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documented_matrix_is_what_the_server_enforces() {
+    let server = common::local_server().await;
+    common::provisioned(&server).await;
+    let matrix = documented_matrix();
+    assert!(matrix.len() >= 10, "{} rows", matrix.len());
+    let mut checked = 0;
+    for user in ServiceUser::ALL {
+        let (client, errors) = connect_recording(&server, user).await;
+        for row in &matrix {
+            let Some(&(_, publish, subscribe)) = row.cells.iter().find(|c| c.0 == user) else {
+                continue;
+            };
+            let subject = concrete(&row.pattern);
+            client.publish(subject.clone(), "x".into()).await.unwrap();
+            let _sub = if subscribe.is_some() {
+                Some(client.subscribe(subject.clone()).await.unwrap())
+            } else {
+                None
+            };
+            // A canary every user is refused: once its violation arrived, every
+            // earlier one (errors come in order) has too.
+            let canary = format!("_INBOX_not_{}.x", user.name());
+            let _canary = client.subscribe(canary.clone()).await.unwrap();
+            client.flush().await.unwrap();
+            if user != ServiceUser::Admin {
+                assert!(saw_violation(&errors, "Subscription", &canary).await, "{user}");
+            } else {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            let seen = |what: &str| {
+                errors.lock().unwrap().iter().any(|e| {
+                    e.contains(&format!("Permissions Violation for {what}"))
+                        && e.contains(&format!("\"{subject}\""))
+                })
+            };
+            assert_eq!(!seen("Publish"), publish, "{user} publish on {subject}");
+            if let Some(subscribe) = subscribe {
+                assert_eq!(!seen("Subscription"), subscribe, "{user} subscribe to {subject}");
+            }
+            errors.lock().unwrap().clear();
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, matrix.len() * ServiceUser::ALL.len());
+}

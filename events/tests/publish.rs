@@ -219,3 +219,39 @@ async fn a_batch_must_target_one_stream_and_gives_up_when_nothing_listens() {
         other => panic!("expected GaveUp, got {other:?}"),
     }
 }
+
+/// Durability as configured (`nats/local.conf`: `sync_interval: always`): an event the
+/// server acknowledged is on disk before the acknowledgement, so a SIGKILL right after
+/// it loses nothing. (Under JetStream's default lazy fsync, Jepsen's 2025 analysis of
+/// NATS lost acknowledged writes to exactly this.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledged_event_survives_a_sigkill_right_after_its_ack() {
+    const ROUNDS: usize = 12;
+    let mut server = common::local_server().await;
+    common::provisioned(&server).await;
+    let mut acked = Vec::new();
+    for i in 0..ROUNDS {
+        let client = server.connect_as(ServiceUser::Watcher).await.unwrap();
+        let event = common::joined(i);
+        let stored = Publisher::new(client).publish(&event).await.unwrap();
+        // No pause: the kill follows the acknowledgement at once.
+        server.kill().await.unwrap();
+        acked.push((stored.sequence, event));
+        server.restart().await.unwrap();
+    }
+    let admin = server.connect_as(ServiceUser::Admin).await.unwrap();
+    let stream = jetstream::new(admin)
+        .get_stream(STREAM_EVENTS)
+        .await
+        .unwrap();
+    for (seq, event) in &acked {
+        let message = stream.direct_get(*seq).await.unwrap();
+        let stored = codec::decode(&message.payload).unwrap();
+        assert_eq!(stored.msg_id(), event.msg_id(), "sequence {seq}");
+    }
+    assert_eq!(
+        server.log().matches("Server is ready").count(),
+        ROUNDS + 1,
+        "one start per kill"
+    );
+}

@@ -676,9 +676,18 @@ impl FoldedEpoch {
 fn event_digest(event: &pb::RingRebalanced) -> u64 {
     use prost::Message as _;
     use std::hash::{Hash as _, Hasher as _};
-    let mut hasher = std::hash::DefaultHasher::new();
-    event.encode_to_vec().hash(&mut hasher);
-    hasher.finish()
+    thread_local! {
+        // One buffer per thread, reused: verify digests two events per epoch.
+        static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    BUFFER.with_borrow_mut(|buffer| {
+        buffer.clear();
+        // Encoding into a Vec cannot fail (it grows as needed).
+        let _ = event.encode(buffer);
+        let mut hasher = std::hash::DefaultHasher::new();
+        buffer.hash(&mut hasher);
+        hasher.finish()
+    })
 }
 
 /// Rebuilds the ring from the first event and checks every stored rebalance event

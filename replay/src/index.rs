@@ -29,7 +29,8 @@
 //!   the ring (its top 6 bits) they touch: epoch, start, end, and the new owner
 //!   (`u16` length, `0xffff` for nobody, then the id).
 //! - `lock`: held (exclusively) while the index is brought up to date and read, so
-//!   concurrent key histories take turns.
+//!   concurrent key histories (of any process) take turns; waiting for it never
+//!   blocks the task's thread, and after 5 minutes a run answers without the index.
 //!
 //! A gap in the stored epochs (an epoch missing) ends what the index can answer: it
 //! keeps the epochs before the gap, and a key history past it folds the membership
@@ -39,6 +40,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use ringside_events::Body;
 use ringside_events::subject::{self, SubjectKind};
@@ -61,6 +63,9 @@ const NOBODY: u16 = u16::MAX;
 /// is stopped keeps most of its work.
 const SAVE_EVERY: u64 = 100_000;
 const BUFFER: usize = 64 * 1024;
+/// How long a run waits for another to finish with the index (a first build of a
+/// long history takes about as long as an export) before answering without it.
+const LOCK_WAIT: Duration = Duration::from_secs(300);
 
 /// Where key indexes are kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,6 +108,28 @@ pub(crate) struct Move {
 fn io_error(path: &Path, what: &'static str) -> impl FnOnce(io::Error) -> ReplayError {
     let path = path.to_path_buf();
     move |source| ReplayError::Index { path, what, source }
+}
+
+/// Takes the lock without blocking the task's thread (another task of this process
+/// may hold it across an await), for at most [`LOCK_WAIT`].
+async fn wait_for_lock(lock: &File, path: &Path) -> Result<(), ReplayError> {
+    let started = Instant::now();
+    loop {
+        match lock.try_lock() {
+            Ok(()) => return Ok(()),
+            Err(fs::TryLockError::WouldBlock) if started.elapsed() < LOCK_WAIT => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(ReplayError::Index {
+                    path: path.to_path_buf(),
+                    what: "another run has held it for 300 s:",
+                    source: io::Error::from(io::ErrorKind::WouldBlock),
+                });
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(io_error(path, "cannot lock")(e)),
+        }
+    }
 }
 
 fn bucket(position: u64) -> usize {
@@ -150,7 +177,7 @@ impl KeyIndex {
             .write(true)
             .open(&lock_path)
             .map_err(io_error(&lock_path, "cannot open"))?;
-        lock.lock().map_err(io_error(&lock_path, "cannot lock"))?;
+        wait_for_lock(&lock, &lock_path).await?;
         let fresh = Manifest {
             version: VERSION,
             stream,

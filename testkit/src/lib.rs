@@ -28,6 +28,7 @@
 
 pub mod bench;
 pub mod browser;
+pub mod fuzz;
 pub mod http;
 pub mod kube_fake;
 pub mod nats;

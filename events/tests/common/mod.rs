@@ -4,11 +4,11 @@
 // Helpers of tests: a failed unwrap is a failed test, which is what we want here.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_nats::jetstream::{self, consumer};
 use futures::StreamExt;
-use ringside_events::{Event, Publisher, RetryPolicy, RingName, pb};
+use ringside_events::{Body, Event, Publisher, RetryPolicy, RingName, pb};
 use ringside_testkit::NatsServer;
 
 /// The ring every test uses.
@@ -114,4 +114,150 @@ pub(crate) async fn read_subject(
         }
     }
     out
+}
+
+/// One event of every kind, with most fields set.
+pub(crate) fn one_of_each() -> Vec<Event> {
+    let at = ringside_events::event::timestamp(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000));
+    let mut labelled = member(7);
+    labelled.zone = Some("eu-1a".into());
+    labelled.labels.insert("app".into(), "ringside".into());
+    labelled.labels.insert("tier".into(), "a".into());
+    let bodies: Vec<Body> = vec![
+        pb::MembersJoined {
+            members: vec![member(2), labelled.clone()],
+            source: pb::MembershipSource::Kubernetes as i32,
+            ..Default::default()
+        }
+        .into(),
+        pb::MemberLeft {
+            member_id: "node-00002".into(),
+            uid: Some("uid-2".into()),
+            reason: pb::LeaveReason::HeartbeatMissed as i32,
+            source: pb::MembershipSource::Heartbeat as i32,
+            detail: "missed 3 beats".into(),
+            ..Default::default()
+        }
+        .into(),
+        pb::MembershipSynced {
+            members: vec![member(1), member(3), labelled.clone()],
+            source: pb::MembershipSource::Kubernetes as i32,
+            resource_version: "12345".into(),
+        }
+        .into(),
+        pb::RingRebalanced {
+            epoch: 41,
+            membership_sequence: 97,
+            config: Some(pb::RingConfig {
+                strategy: pb::RingStrategy::Balanced as i32,
+                vnodes: 160,
+            }),
+            members: vec![member(1), member(4)],
+            joined: vec!["node-00004".into()],
+            departed: vec!["node-00003".into()],
+            reweighted: vec![],
+            token_changes: Some(pb::TokenChanges {
+                added: vec![10, u64::MAX],
+                added_owners: vec![1, 1],
+                removed: vec![5],
+                removed_owners: vec![2],
+                reassigned: vec![7],
+                reassigned_from: vec![0],
+                reassigned_to: vec![1],
+            }),
+            moved_ranges: Some(pb::MovedRanges {
+                starts: vec![u64::MAX - 3],
+                ends: vec![10],
+                from: vec![0],
+                to: vec![1],
+            }),
+            moved_fraction: 0.198,
+            ideal_fraction: 0.2,
+            previous_checksum: 0xdead_beef,
+            checksum: u64::MAX,
+            token_count: 320,
+        }
+        .into(),
+        pb::NodeLoadReported {
+            node: "node-00001".into(),
+            window_start: Some(at),
+            window: Some(pbjson_types::Duration {
+                seconds: 5,
+                nanos: 0,
+            }),
+            requests: 1200,
+            forwarded: 300,
+            unique_client_ips_last_minute: 42,
+            cpu_ratio: 0.35,
+            keys_held: 9000,
+            epoch: 41,
+            bytes_held: 9_216_000,
+            pod: "node-00001".into(),
+            namespace: "ring".into(),
+            client_ip_sketch: vec![0; ringside_events::sketch::REGISTERS],
+        }
+        .into(),
+        pb::KeysHandedOff {
+            epoch: 41,
+            from: "node-00001".into(),
+            to: "node-00004".into(),
+            count: 1234,
+            bytes: 56789,
+            range_starts: vec![10, 1 << 40],
+            range_ends: vec![20, 1 << 41],
+            duration: Some(pbjson_types::Duration {
+                seconds: 0,
+                nanos: 250_000_000,
+            }),
+        }
+        .into(),
+        pb::ScaleDecided {
+            current_replicas: 3,
+            desired_replicas: 5,
+            metric: "ringside_unique_client_ips".into(),
+            metric_value: 180.0,
+            target_value: 100.0,
+            evaluated_at: Some(at),
+            reason: "above target".into(),
+            metrics: vec![pb::ScaleMetric {
+                name: "ringside_unique_client_ips".into(),
+                target_type: "AverageValue".into(),
+                value: 180.0,
+                target: 100.0,
+                proposed_replicas: 5,
+                unavailable: String::new(),
+            }],
+        }
+        .into(),
+        pb::HeartbeatSent {
+            member: Some(member(1)),
+            beat: 17,
+            interval: Some(pbjson_types::Duration {
+                seconds: 1,
+                nanos: 0,
+            }),
+            goodbye: false,
+        }
+        .into(),
+        pb::TrafficSampled {
+            node: "node-00001".into(),
+            epoch: 41,
+            sample_every: 100,
+            requests: vec![pb::RoutedRequest {
+                position: 99,
+                owner: "node-00004".into(),
+                forwarded: true,
+            }],
+        }
+        .into(),
+    ];
+    bodies
+        .into_iter()
+        .map(|b| {
+            Event::new(ring(), b)
+                .unwrap()
+                .with_producer("test/1")
+                .with_occurred_at(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_001))
+        })
+        .collect()
 }

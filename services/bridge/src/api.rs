@@ -7,7 +7,7 @@ use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use ringside_replay::{History, Point, Range, ReplayError};
+use ringside_replay::{History, Point, Range, ReplayError, checksum_hex};
 use serde::Deserialize;
 use serde_json::json;
 use time::OffsetDateTime;
@@ -206,6 +206,7 @@ pub(crate) async fn status(State(app): State<Arc<App>>) -> Response {
         "clients": app.hub.metrics().clients(),
         "seq": shown.seq,
         "epoch": shown.epoch.to_string(),
+        "checksum": checksum_hex(shown.ring.checksum()),
     }));
     answer(&app, "status", Ok(body.into_response()))
 }

@@ -28,10 +28,6 @@ fn nodes(up: &Up) -> BTreeMap<String, SocketAddr> {
         .collect()
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Runtime::new().unwrap()
-}
-
 /// A raw HTTP/1.1 request (method, path, extra headers, body): status and body.
 async fn http(
     addr: SocketAddr,

@@ -87,6 +87,11 @@ impl Up {
         up
     }
 
+    /// Its state directory.
+    pub(crate) fn state(&self) -> &Path {
+        &self.state
+    }
+
     pub(crate) fn pid(&self) -> i32 {
         self.child.as_ref().unwrap().id() as i32
     }
@@ -233,4 +238,38 @@ pub(crate) fn children_of(parent: i32) -> Vec<(i32, String)> {
         .into_iter()
         .filter(|(pid, _)| parent_of(*pid) == Some(parent))
         .collect()
+}
+
+/// A runtime for the async helpers of a synchronous test.
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Runtime::new().unwrap()
+}
+
+/// The listeners `up` records (`<service>.<listener>`: `reducer.metrics`, ...).
+pub(crate) fn endpoints(up: &Up) -> std::collections::BTreeMap<String, std::net::SocketAddr> {
+    up.record()["endpoints"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.parse().ok()?)))
+        .collect()
+}
+
+/// Whether every service's metrics listener answers `/readyz` with 200 (within 2 s).
+pub(crate) fn all_ready(up: &Up) -> bool {
+    let endpoints = endpoints(up);
+    runtime().block_on(async {
+        for (name, addr) in endpoints.iter().filter(|(k, _)| k.ends_with(".metrics")) {
+            let probe = tokio::time::timeout(
+                Duration::from_secs(2),
+                ringside_testkit::http::get(*addr, "/readyz"),
+            )
+            .await;
+            if !matches!(probe, Ok(Ok((200, _)))) {
+                eprintln!("{name} not ready yet");
+                return false;
+            }
+        }
+        true
+    })
 }
