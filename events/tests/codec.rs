@@ -5,11 +5,10 @@
 
 mod common;
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use prost::Message as _;
 use ringside_events::codec::{self, MAX_EVENT_BYTES, MAX_PAYLOAD_BYTES};
-use ringside_events::event::timestamp;
 use ringside_events::headers;
 use ringside_events::{Body, DecodeError, Event, EventKind, InvalidEvent, SCHEMA_VERSION, pb};
 
