@@ -4,7 +4,7 @@
 //! with an error naming the file (never a panic); a file that still opens answers
 //! `state` and `key-history` with a value or an error.
 //!
-//! `./dev test` runs `RINGSIDE_FUZZ_CASES / 10` (default 200) files per format.
+//! `./dev test` runs `RINGSIDE_FUZZ_CASES / 20` (default 100) files in all.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -26,7 +26,7 @@ fn exports() -> &'static [(Format, Vec<u8>); 2] {
         runtime.block_on(async {
             let stack = Stack::start().await;
             let ring = RingName::new("orders").unwrap();
-            stack.write_churn(&ring, 60, 10, None).await;
+            stack.write_churn(&ring, 24, 8, None).await;
             let history = History::nats(stack.client.clone(), &stack.server.url(), ring)
                 .await
                 .unwrap();
@@ -67,7 +67,7 @@ fn open_and_ask(bytes: &[u8]) -> Result<(), ReplayError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: cases(10), failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(20), failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn mutated_exports_open_with_an_error_or_answer(
@@ -85,7 +85,7 @@ fn a_flipped_export_is_refused() {
     for (format, valid) in exports() {
         open_and_ask(valid).unwrap();
         let refused = (0..valid.len())
-            .step_by(97)
+            .step_by(valid.len() / 24 + 1)
             .filter(|&i| open_and_ask(&mutate(valid.clone(), &[Mutation::Flip(i, 3)])).is_err())
             .count();
         assert!(refused > 0, "{format:?}: no flip refused");
