@@ -14,7 +14,6 @@ use ringside_events::{Body, DecodeError, Event, EventKind, InvalidEvent, SCHEMA_
 
 use common::{member, one_of_each, ring};
 
-
 #[test]
 fn every_kind_round_trips_through_binary_and_json() {
     let events = one_of_each();

@@ -13,11 +13,10 @@
 mod common;
 
 use proptest::prelude::*;
-use ringside_testkit::fuzz::{Mutation, cases, mutate, mutation};
 use ringside_events::subject::{self, SubjectKind};
 use ringside_events::{RingLedger, codec};
 use ringside_ring::RingConfig;
-
+use ringside_testkit::fuzz::{Mutation, cases, mutate, mutation};
 
 /// Every subject a service decodes events on.
 fn subjects() -> Vec<String> {

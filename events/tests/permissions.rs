@@ -194,9 +194,11 @@ struct Row {
 
 /// The table "Publish permissions on event subjects" of docs/nats.md.
 fn documented_matrix() -> Vec<Row> {
-    let doc = std::fs::read_to_string(ringside_testkit::workspace_root().join("docs/nats.md"))
-        .unwrap();
-    let start = doc.find("| subject | watcher |").expect("the table in docs/nats.md");
+    let doc =
+        std::fs::read_to_string(ringside_testkit::workspace_root().join("docs/nats.md")).unwrap();
+    let start = doc
+        .find("| subject | watcher |")
+        .expect("the table in docs/nats.md");
     let mut lines = doc[start..].lines();
     let header: Vec<&str> = lines.next().unwrap().split('|').map(str::trim).collect();
     let users: Vec<ServiceUser> = header[2..header.len() - 1]
@@ -270,7 +272,10 @@ async fn the_documented_matrix_is_what_the_server_enforces() {
             let _canary = client.subscribe(canary.clone()).await.unwrap();
             client.flush().await.unwrap();
             if user != ServiceUser::Admin {
-                assert!(saw_violation(&errors, "Subscription", &canary).await, "{user}");
+                assert!(
+                    saw_violation(&errors, "Subscription", &canary).await,
+                    "{user}"
+                );
             } else {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
@@ -278,12 +283,17 @@ async fn the_documented_matrix_is_what_the_server_enforces() {
                 // The recorded errors are Debug strings: quotes come escaped.
                 errors.lock().unwrap().iter().any(|e| {
                     e.contains(&format!("Permissions Violation for {what}"))
-                        && (e.contains(&format!("{subject}\\\"")) || e.contains(&format!("{subject}\"")))
+                        && (e.contains(&format!("{subject}\\\""))
+                            || e.contains(&format!("{subject}\"")))
                 })
             };
             assert_eq!(!seen("Publish"), publish, "{user} publish on {subject}");
             if let Some(subscribe) = subscribe {
-                assert_eq!(!seen("Subscription"), subscribe, "{user} subscribe to {subject}");
+                assert_eq!(
+                    !seen("Subscription"),
+                    subscribe,
+                    "{user} subscribe to {subject}"
+                );
             }
             errors.lock().unwrap().clear();
             checked += 1;

@@ -13,9 +13,9 @@ mod support;
 use std::sync::OnceLock;
 
 use proptest::prelude::*;
-use ringside_testkit::fuzz::{Mutation, cases, mutate, mutation};
 use ringside_events::RingName;
 use ringside_replay::{Format, History, Range, ReplayError};
+use ringside_testkit::fuzz::{Mutation, cases, mutate, mutation};
 use support::Stack;
 
 /// A valid export of each format, made once from a real stream.
@@ -44,7 +44,6 @@ fn exports() -> &'static [(Format, Vec<u8>); 2] {
         })
     })
 }
-
 
 /// Opens a mutated export and asks it questions: any error is fine, a panic is not.
 fn open_and_ask(bytes: &[u8]) -> Result<(), ReplayError> {

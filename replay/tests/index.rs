@@ -182,7 +182,10 @@ async fn the_index_answers_as_the_stored_epochs_do() {
         .key_history("user:4", Range::default(), &mut heard)
         .await
         .unwrap();
-    assert!(heard.read as usize > writer.written.after.len(), "rebuilt: {heard:?}");
+    assert!(
+        heard.read as usize > writer.written.after.len(),
+        "rebuilt: {heard:?}"
+    );
     same_answers(&plain, &indexed, &writer.written).await;
 }
 
@@ -216,7 +219,10 @@ async fn past_a_gap_or_without_a_usable_index_the_stored_epochs_answer() {
     }
     // Before the gap the index answers; past it, the stored epochs (then the fold).
     let mut heard = Heard::default();
-    indexed.key_history("k", before_gap, &mut heard).await.unwrap();
+    indexed
+        .key_history("k", before_gap, &mut heard)
+        .await
+        .unwrap();
     assert!(!heard.passes.contains(&"key-history"), "{heard:?}");
     let mut heard = Heard::default();
     indexed
@@ -237,7 +243,10 @@ async fn past_a_gap_or_without_a_usable_index_the_stored_epochs_answer() {
         .unwrap();
     assert_eq!(
         got,
-        plain.key_history("user:9", before_gap, &mut ()).await.unwrap()
+        plain
+            .key_history("user:9", before_gap, &mut ())
+            .await
+            .unwrap()
     );
     assert!(
         matches!(&heard.warnings[..], [Warning::IndexUnusable { why }] if why.contains("a-file")),

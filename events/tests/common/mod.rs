@@ -118,7 +118,9 @@ pub(crate) async fn read_subject(
 
 /// One event of every kind, with most fields set.
 pub(crate) fn one_of_each() -> Vec<Event> {
-    let at = ringside_events::event::timestamp(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000));
+    let at = ringside_events::event::timestamp(
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+    );
     let mut labelled = member(7);
     labelled.zone = Some("eu-1a".into());
     labelled.labels.insert("app".into(), "ringside".into());

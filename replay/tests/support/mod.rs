@@ -211,10 +211,7 @@ impl HistoryWriter {
                 }
                 let stored = self
                     .rebalances
-                    .publish_expecting(
-                        &Event::new(ring.clone(), *r).unwrap(),
-                        self.last_rebalance,
-                    )
+                    .publish_expecting(&Event::new(ring.clone(), *r).unwrap(), self.last_rebalance)
                     .await
                     .unwrap();
                 self.last_rebalance = stored.sequence;
@@ -227,8 +224,7 @@ impl HistoryWriter {
                     ring: self.ledger.ring().clone(),
                 });
                 if self.ledger.epoch().is_multiple_of(self.snapshot_every) {
-                    let bytes =
-                        codec::encode_snapshot(&self.ledger.snapshot().unwrap()).unwrap();
+                    let bytes = codec::encode_snapshot(&self.ledger.snapshot().unwrap()).unwrap();
                     let key = subject::snapshot_key(&ring, self.ledger.epoch());
                     self.kv.put(&key, bytes.clone()).await.unwrap();
                     self.kv

@@ -442,8 +442,13 @@ async fn main() {
     let (key_build, _) = key_history("key-history, building the index", 1, last_seq, &[], 1);
     let index_bytes = dir_size(&index_dir);
     let (key_whole, indexed) = key_history("key-history, whole range", 1, last_seq, &[], n);
-    let (key_plain, plain) =
-        key_history("key-history, whole, --no-index", 1, last_seq, &["--no-index"], 1);
+    let (key_plain, plain) = key_history(
+        "key-history, whole, --no-index",
+        1,
+        last_seq,
+        &["--no-index"],
+        1,
+    );
     assert_eq!(indexed, plain, "the index answers as the stored epochs do");
     let window = 10_000.min(after.len() / 2);
     let (window_from, window_to) = (after[after.len() / 2].0, after[after.len() / 2 + window].0);

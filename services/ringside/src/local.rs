@@ -147,11 +147,17 @@ impl StateDir {
         self.running_file()
     }
 
-    /// Records the running system.
+    /// Records the running system: written whole to a temporary file, then renamed,
+    /// so a tool reading the record while `up` rewrites it (a restarted service moved
+    /// an endpoint) never sees half of it.
     pub(crate) fn record(&self, running: &Running) -> anyhow::Result<()> {
         let path = self.running_file();
+        let temporary = path.with_extension("json.tmp");
         let text = serde_json::to_string_pretty(running)?;
-        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))
+        std::fs::write(&temporary, text)
+            .with_context(|| format!("cannot write {}", temporary.display()))?;
+        std::fs::rename(&temporary, &path)
+            .with_context(|| format!("cannot write {}", path.display()))
     }
 
     /// Removes the record (on a clean stop).

@@ -4,9 +4,9 @@
 //! the watcher, the collector, the bridge and a node; SIGSTOP of a node and of the
 //! reducer for longer than the heartbeat timeout, then SIGCONT.
 //!
-//! After each fault, with no step of a person: the killed part is running again and
-//! every service answers `/readyz` (the time from the fault to then is its recovery
-//! time); `ringside replay verify` passes; the stored rebalance epochs have no gap and
+//! After each fault, with no step of a person: the killed part is running again,
+//! every service answers `/readyz` and the stream answers through the server (the time
+//! from the fault to then is its recovery time); `ringside replay verify` passes; the stored rebalance epochs have no gap and
 //! no duplicate; the ring the dashboard shows (the bridge's `/api/status`) equals the
 //! reducer's `GetRing`. At the end every acknowledged write reads back
 //! (`ringside load --verify`), and the RSS of every process, sampled every 10 s, is in
@@ -115,7 +115,12 @@ fn service_pids(up: &Up, service: &str) -> Vec<i32> {
 /// The stored rebalance epochs, in stream order.
 fn stored_epochs(up: &Up) -> Vec<u64> {
     let out = ok(&up.ringside(&[
-        "replay", "events", "--type", "rebalance", "--output", "json",
+        "replay",
+        "events",
+        "--type",
+        "rebalance",
+        "--output",
+        "json",
     ]));
     let events: Value = serde_json::from_str(&out).unwrap();
     events
@@ -149,7 +154,6 @@ fn check_invariants(up: &Up, grpc: &str, fault: &str) {
         let ring = get_ring(grpc);
         let status = runtime()
             .block_on(ringside_testkit::http::get(bridge, "/api/status"))
-            .ok()
             .and_then(|(_, body)| serde_json::from_str::<Value>(&body).ok());
         status.is_some_and(|s| {
             s["epoch"] == ring.epoch.to_string()
@@ -268,9 +272,13 @@ fn inject(up: &Up, fault: Fault, rng: &mut Seeded) -> Duration {
             signal(victim, Signal::SIGCONT);
         }
     }
-    // Every service ready, and the reducer answering.
+    // Every service ready, and the stream answering through the server.
     wait_for(Duration::from_secs(60), "every service ready", || {
         all_ready(up)
+            && up
+                .ringside(&["replay", "state", "--output", "json"])
+                .status
+                .success()
     });
     started.elapsed()
 }
@@ -341,7 +349,13 @@ fn every_fault_heals_itself_and_no_acknowledged_write_is_lost() {
     // Stop the load; every acknowledged write reads back from the ring as it is.
     signal(load.id() as i32, Signal::SIGINT);
     let summary: Value = serde_json::from_str(&ok(&load.wait_with_output().unwrap())).unwrap();
-    let verify = up.ringside(&["load", "--verify", record.to_str().unwrap(), "--output", "json"]);
+    let verify = up.ringside(&[
+        "load",
+        "--verify",
+        record.to_str().unwrap(),
+        "--output",
+        "json",
+    ]);
     let writes: Value = serde_json::from_str(&ok(&verify)).unwrap();
     stop.store(true, Ordering::SeqCst);
     sampler.join().unwrap();
@@ -383,7 +397,10 @@ fn every_fault_heals_itself_and_no_acknowledged_write_is_lost() {
     for bad in ["missing", "stale", "corrupt", "unreadable"] {
         assert_eq!(writes[bad], 0, "{bad}: {writes}");
     }
-    assert!(writes["acknowledged_keys"].as_u64().unwrap() > 100, "{writes}");
+    assert!(
+        writes["acknowledged_keys"].as_u64().unwrap() > 100,
+        "{writes}"
+    );
     assert_eq!(
         recoveries.values().map(Vec::len).sum::<usize>(),
         rounds * FAULTS.len()
@@ -405,7 +422,10 @@ fn every_fault_heals_itself_and_no_acknowledged_write_is_lost() {
     let secrets: Vec<String> = std::fs::read_to_string(state_dir.join("credentials.env"))
         .unwrap()
         .lines()
-        .filter_map(|l| l.split_once('=').map(|(_, v)| v.trim_matches('\'').to_string()))
+        .filter_map(|l| {
+            l.split_once('=')
+                .map(|(_, v)| v.trim_matches('\'').to_string())
+        })
         .filter(|v| v.len() >= 8)
         .collect();
     assert!(!secrets.is_empty());
@@ -418,6 +438,9 @@ fn every_fault_heals_itself_and_no_acknowledged_write_is_lost() {
     ];
     assert!(logs.iter().any(|l| l.len() > 1000), "the logs were read");
     for secret in &secrets {
-        assert!(logs.iter().all(|l| !l.contains(secret.as_str())), "a password in a log");
+        assert!(
+            logs.iter().all(|l| !l.contains(secret.as_str())),
+            "a password in a log"
+        );
     }
 }

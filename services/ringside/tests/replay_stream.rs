@@ -118,7 +118,10 @@ fn key_history_agrees_with_lookups(stack: &Stack, written: &Written) {
     for key in ["user:1", "user:42", "cart/99", "é"] {
         let h = replay_json(stack, &["key-history", key], &[]);
         // From the index (the default) as from the stored epochs.
-        assert_eq!(h, replay_json(stack, &["key-history", key], &["--no-index"]));
+        assert_eq!(
+            h,
+            replay_json(stack, &["key-history", key], &["--no-index"])
+        );
         let hash = ringside_ring::hash_key(key.as_bytes());
         let mut owner: Option<String> = None;
         assert_eq!(h["initial_owner"], Value::Null);

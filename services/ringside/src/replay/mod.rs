@@ -50,7 +50,12 @@ struct Common {
     /// Where key-history keeps its index of moved ranges (a cache of the stream,
     /// rebuilt if deleted) [default: $XDG_CACHE_HOME/ringside/replay-index, else
     /// ~/.cache/ringside/replay-index].
-    #[arg(long, global = true, env = "RINGSIDE_REPLAY_INDEX_DIR", value_name = "DIR")]
+    #[arg(
+        long,
+        global = true,
+        env = "RINGSIDE_REPLAY_INDEX_DIR",
+        value_name = "DIR"
+    )]
     index_dir: Option<PathBuf>,
     /// Keep no index (whatever --index-dir says): key-history reads every stored
     /// epoch of its range.

@@ -265,7 +265,7 @@ pub(crate) fn all_ready(up: &Up) -> bool {
                 ringside_testkit::http::get(*addr, "/readyz"),
             )
             .await;
-            if !matches!(probe, Ok(Ok((200, _)))) {
+            if !matches!(probe, Ok(Some((200, _)))) {
                 eprintln!("{name} not ready yet");
                 return false;
             }
