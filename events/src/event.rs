@@ -161,6 +161,25 @@ fn rule(field: &'static str, rule: impl Into<String>) -> InvalidEvent {
     }
 }
 
+/// An enum field holds one of its values: proto3 decodes any number into an enum
+/// field, but a value this version does not know has no name to write as JSON, and
+/// nothing here knows what it means.
+pub(crate) fn check_enum<E: TryFrom<i32>>(
+    field: &'static str,
+    value: i32,
+) -> Result<(), InvalidEvent> {
+    E::try_from(value)
+        .map(drop)
+        .map_err(|_| rule(field, format!("{value} is not a known value")))
+}
+
+/// A ring configuration's strategy is a known one.
+pub(crate) fn check_config(config: Option<&pb::RingConfig>) -> Result<(), InvalidEvent> {
+    config.map_or(Ok(()), |c| {
+        check_enum::<pb::RingStrategy>("config.strategy", c.strategy)
+    })
+}
+
 fn node(field: &'static str, name: &str) -> Result<NodeName, InvalidEvent> {
     NodeName::new(name).map_err(|source| InvalidEvent::Name { field, source })
 }
@@ -270,6 +289,7 @@ fn check_rebalanced(r: &pb::RingRebalanced) -> Result<(), InvalidEvent> {
     if r.epoch == 0 {
         return Err(rule("epoch", "epochs start at 1"));
     }
+    check_config(r.config.as_ref())?;
     check_members("members", &r.members)?;
     for (field, ids) in [
         ("joined", &r.joined),
@@ -337,10 +357,18 @@ fn check_body(body: &Body) -> Result<(), InvalidEvent> {
             if j.members.is_empty() {
                 return Err(rule("members", "a join names at least one member"));
             }
+            check_enum::<pb::MembershipSource>("source", j.source)?;
             check_members("members", &j.members)
         }
-        Body::MemberLeft(l) => node("member_id", &l.member_id).map(drop),
-        Body::MembershipSynced(s) => check_members("members", &s.members),
+        Body::MemberLeft(l) => {
+            check_enum::<pb::MembershipSource>("source", l.source)?;
+            check_enum::<pb::LeaveReason>("reason", l.reason)?;
+            node("member_id", &l.member_id).map(drop)
+        }
+        Body::MembershipSynced(s) => {
+            check_enum::<pb::MembershipSource>("source", s.source)?;
+            check_members("members", &s.members)
+        }
         Body::RingRebalanced(r) => check_rebalanced(r),
         Body::NodeLoadReported(l) => {
             node("node", &l.node)?;

@@ -294,6 +294,34 @@ fn contract_rules_are_checked_on_build_and_decode() {
     }
 }
 
+/// An enum value this version does not know is refused on decode, not carried into
+/// views that cannot name it (proto3 JSON writes enums by name).
+#[test]
+fn unknown_enum_values_are_refused() {
+    let joined = common::joined(1);
+    let mut envelope = pb::Envelope::decode(codec::encode(&joined).unwrap().as_ref()).unwrap();
+    let Some(pb::envelope::Body::MembersJoined(j)) = envelope.body.as_mut() else {
+        unreachable!()
+    };
+    j.source = 65;
+    let err = codec::decode(&envelope.encode_to_vec()).unwrap_err();
+    assert!(
+        err.to_string().contains("source") || format!("{err:?}").contains("source"),
+        "{err:?}"
+    );
+    assert!(
+        Event::new(
+            ring(),
+            pb::MemberLeft {
+                member_id: "node-00001".into(),
+                reason: 99,
+                ..Default::default()
+            }
+        )
+        .is_err()
+    );
+}
+
 #[test]
 fn the_same_fact_always_gets_the_same_msg_id() {
     let a = common::joined(4);
