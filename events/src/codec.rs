@@ -9,7 +9,8 @@ use bytes::Bytes;
 use prost::Message as _;
 
 use crate::event::{
-    Event, InvalidEvent, SCHEMA_VERSION, check_config, check_members, check_token_order,
+    Event, InvalidEvent, SCHEMA_VERSION, check_config, check_members, check_timestamp,
+    check_token_order,
 };
 use crate::names::RingName;
 use crate::pb;
@@ -201,6 +202,7 @@ pub fn check_snapshot(snapshot: &pb::RingSnapshot) -> Result<(), DecodeError> {
 fn check_snapshot_rules(snapshot: &pb::RingSnapshot) -> Result<(), InvalidEvent> {
     RingName::new(snapshot.ring.as_str()).map_err(InvalidEvent::Ring)?;
     check_config(snapshot.config.as_ref())?;
+    check_timestamp("taken_at", snapshot.taken_at.as_ref())?;
     check_members("members", &snapshot.members)?;
     let rule = |rule: String| InvalidEvent::Rule {
         field: "tokens",

@@ -173,6 +173,44 @@ pub(crate) fn check_enum<E: TryFrom<i32>>(
         .map_err(|_| rule(field, format!("{value} is not a known value")))
 }
 
+/// A time proto3 JSON can write: from year 1 to year 9999, nanoseconds below one
+/// second.
+pub(crate) fn check_timestamp(
+    field: &'static str,
+    t: Option<&crate::timestamp::Timestamp>,
+) -> Result<(), InvalidEvent> {
+    match t {
+        Some(t) if t.to_rfc3339().is_none() => Err(rule(
+            field,
+            "a time from year 1 to 9999, nanoseconds 0 to 999,999,999",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// A duration proto3 can write: at most 10,000 years, nanoseconds below one second and
+/// of the seconds' sign.
+fn check_duration(
+    field: &'static str,
+    d: Option<&pbjson_types::Duration>,
+) -> Result<(), InvalidEvent> {
+    const MAX: i64 = 315_576_000_000;
+    match d {
+        Some(d)
+            if !(-MAX..=MAX).contains(&d.seconds)
+                || !(-999_999_999..=999_999_999).contains(&d.nanos)
+                || (d.seconds > 0 && d.nanos < 0)
+                || (d.seconds < 0 && d.nanos > 0) =>
+        {
+            Err(rule(
+                field,
+                "a duration of at most 10,000 years, nanoseconds of its sign",
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// A ring configuration's strategy is a known one.
 pub(crate) fn check_config(config: Option<&pb::RingConfig>) -> Result<(), InvalidEvent> {
     config.map_or(Ok(()), |c| {
@@ -372,6 +410,8 @@ fn check_body(body: &Body) -> Result<(), InvalidEvent> {
         Body::RingRebalanced(r) => check_rebalanced(r),
         Body::NodeLoadReported(l) => {
             node("node", &l.node)?;
+            check_timestamp("window_start", l.window_start.as_ref())?;
+            check_duration("window", l.window.as_ref())?;
             if !l.client_ip_sketch.is_empty()
                 && l.client_ip_sketch.len() != crate::sketch::REGISTERS
             {
@@ -383,6 +423,7 @@ fn check_body(body: &Body) -> Result<(), InvalidEvent> {
             check_finite("cpu_ratio", l.cpu_ratio)
         }
         Body::KeysHandedOff(h) => {
+            check_duration("duration", h.duration.as_ref())?;
             node("from", &h.from)?;
             node("to", &h.to)?;
             if h.range_starts.len() != h.range_ends.len() {
@@ -391,6 +432,7 @@ fn check_body(body: &Body) -> Result<(), InvalidEvent> {
             Ok(())
         }
         Body::ScaleDecided(s) => {
+            check_timestamp("evaluated_at", s.evaluated_at.as_ref())?;
             check_finite("metric_value", s.metric_value)?;
             check_finite("target_value", s.target_value)?;
             s.metrics.iter().try_for_each(|m| {
@@ -398,10 +440,13 @@ fn check_body(body: &Body) -> Result<(), InvalidEvent> {
                 check_finite("metrics.target", m.target)
             })
         }
-        Body::HeartbeatSent(h) => match &h.member {
-            Some(m) => check_member("member", m),
-            None => Err(rule("member", "a heartbeat names its member")),
-        },
+        Body::HeartbeatSent(h) => {
+            check_duration("interval", h.interval.as_ref())?;
+            match &h.member {
+                Some(m) => check_member("member", m),
+                None => Err(rule("member", "a heartbeat names its member")),
+            }
+        }
         Body::TrafficSampled(t) => node("node", &t.node).map(drop),
     }
 }
@@ -602,6 +647,7 @@ impl TryFrom<pb::Envelope> for Event {
         }
         let ring = RingName::new(envelope.ring).map_err(InvalidEvent::Ring)?;
         let body = envelope.body.ok_or(DecodeError::MissingEvent)?;
+        check_timestamp("occurred_at", envelope.occurred_at.as_ref())?;
         // Same checks as `Event::new`, but no re-sorting: the wire form must already be
         // canonical, or message ids of equal facts would differ.
         check_body(&body)?;

@@ -93,7 +93,9 @@ proptest! {
         let valid = codec::encode_snapshot(&ledger.snapshot().unwrap()).unwrap();
         let bytes = mutate(valid.to_vec(), &mutations);
         if let Ok(snapshot) = codec::decode_snapshot(&bytes) {
-            // A snapshot that decodes either loads into a ring or is refused.
+            // It writes as proto3 JSON (exports carry snapshots so), and either loads
+            // into a ring or is refused.
+            serde_json::to_string(&snapshot).expect("a decoded snapshot writes as JSON");
             let _ = ringside_events::convert::snapshot_to_ring(&snapshot);
             let _ = RingLedger::from_snapshot(&snapshot);
         }
