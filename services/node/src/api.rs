@@ -130,31 +130,55 @@ async fn read_body(node: &Node, body: Body, limit: usize) -> Result<Bytes, Respo
     }
 }
 
+/// Why a forwarded request's client address is not taken.
+enum NotTrusted {
+    /// The sender is not a member of this node's ring: the two disagree about the ring
+    /// for a moment (a member that just joined), or it is no member at all.
+    Stranger(String),
+    /// The request does not check out.
+    Bad(String),
+}
+
+impl From<String> for NotTrusted {
+    fn from(why: String) -> Self {
+        Self::Bad(why)
+    }
+}
+
+impl From<&str> for NotTrusted {
+    fn from(why: &str) -> Self {
+        Self::Bad(why.to_owned())
+    }
+}
+
 /// The client's address: the peer's, or the one a trusted node forwarded.
 fn client_ip(
     peer: SocketAddr,
     headers: &HeaderMap,
     ring: &RingView,
-) -> Result<(IpAddr, bool), String> {
+) -> Result<(IpAddr, bool), NotTrusted> {
     let Some(by) = headers.get(FORWARDED_BY) else {
         return Ok((peer.ip(), false));
     };
     let by = by
         .to_str()
         .map_err(|_| "Ringside-Forwarded-By is not text")?;
-    let member = ring
-        .member(by)
-        .ok_or_else(|| format!("Ringside-Forwarded-By names {by}, not a ring member"))?;
+    let member = ring.member(by).ok_or_else(|| {
+        NotTrusted::Stranger(format!(
+            "Ringside-Forwarded-By names {by}, not a member of the ring at epoch {} here",
+            ring.epoch()
+        ))
+    })?;
     let member_ip = member
         .address
         .parse::<SocketAddr>()
         .map(|a| a.ip())
         .map_err(|_| format!("member {by} has no IP address"))?;
     if member_ip != peer.ip() {
-        return Err(format!(
+        return Err(NotTrusted::Bad(format!(
             "Ringside-Forwarded-By names {by} ({member_ip}) but the request came from {}",
             peer.ip()
-        ));
+        )));
     }
     let forwarded = headers
         .get(header::FORWARDED)
@@ -242,7 +266,18 @@ async fn handle(
     };
     let (client, forwarded) = match client_ip(peer, &headers, &ring) {
         Ok(found) => found,
-        Err(why) => return refuse(&node, Reject::BadForwarded, StatusCode::BAD_REQUEST, why),
+        // Retryable: the sender's next try finds the rings agreeing.
+        Err(NotTrusted::Stranger(why)) => {
+            return refuse(
+                &node,
+                Reject::Misdirected,
+                StatusCode::MISDIRECTED_REQUEST,
+                why,
+            );
+        }
+        Err(NotTrusted::Bad(why)) => {
+            return refuse(&node, Reject::BadForwarded, StatusCode::BAD_REQUEST, why);
+        }
     };
     node.saw_client(client);
     let owner = match ring.lookup(key.as_bytes()) {
