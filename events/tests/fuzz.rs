@@ -8,7 +8,7 @@
 //! `./dev test` runs `RINGSIDE_FUZZ_CASES` (default 2,000) inputs per target; longer
 //! runs set it higher (docs/reliability.md).
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

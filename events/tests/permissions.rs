@@ -2,7 +2,7 @@
 //! publish what it needs and nothing else.
 
 // Helper functions of this test file unwrap too: a failure there fails the test.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -156,7 +156,7 @@ fn check_invariants(up: &Up, grpc: &str, fault: &str) {
             .block_on(ringside_testkit::http::get(bridge, "/api/status"))
             .and_then(|(_, body)| serde_json::from_str::<Value>(&body).ok());
         status.is_some_and(|s| {
-            s["epoch"] == ring.epoch.to_string()
+            s["epoch"].as_str().and_then(|e| e.parse::<u64>().ok()) == Some(ring.epoch)
                 && s["checksum"] == format!("{:#018x}", ring.checksum)
         })
     });
