@@ -16,39 +16,12 @@ use ringside_events::{RingName, ServiceUser, subject};
 use ringside_replay::{
     Format, History, Observer, Point, Range, ReplayError, TypeFilter, Warning, checksum_hex,
 };
-use support::{Stack, Written};
+use support::{Heard, Stack, Written};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 const EVENTS: usize = 1000;
 const SNAPSHOT_EVERY: u64 = 50;
-
-/// What a query told its observer.
-#[derive(Debug, Default)]
-struct Heard {
-    passes: Vec<&'static str>,
-    ends: usize,
-    read: u64,
-    warnings: Vec<Warning>,
-}
-
-impl Observer for Heard {
-    fn begin(&mut self, what: &'static str, _from: u64, _to: u64) {
-        self.passes.push(what);
-    }
-
-    fn at(&mut self, _seq: u64) {
-        self.read += 1;
-    }
-
-    fn end(&mut self) {
-        self.ends += 1;
-    }
-
-    fn warn(&mut self, warning: &Warning) {
-        self.warnings.push(warning.clone());
-    }
-}
 
 /// Counts what a pass read, visible while the query runs.
 #[derive(Debug, Default)]

@@ -10,33 +10,11 @@ mod support;
 use std::path::Path;
 
 use ringside_events::RingName;
-use ringside_replay::{History, IndexDir, KeyHistory, Observer, Point, Range, Warning};
+use ringside_replay::{History, IndexDir, KeyHistory, Point, Range, Warning};
 use ringside_ring::RingConfig;
-use support::{Stack, Written, churn};
+use support::{Heard, Stack, Written, churn};
 
 const SNAPSHOT_EVERY: u64 = 50;
-
-/// The passes a query made and the warnings it heard.
-#[derive(Debug, Default)]
-struct Heard {
-    passes: Vec<&'static str>,
-    read: u64,
-    warnings: Vec<Warning>,
-}
-
-impl Observer for Heard {
-    fn begin(&mut self, what: &'static str, _from: u64, _to: u64) {
-        self.passes.push(what);
-    }
-
-    fn at(&mut self, _seq: u64) {
-        self.read += 1;
-    }
-
-    fn warn(&mut self, warning: &Warning) {
-        self.warnings.push(warning.clone());
-    }
-}
 
 fn keys() -> Vec<String> {
     (0..16).map(|i| format!("user:{i}")).collect()

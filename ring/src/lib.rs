@@ -52,6 +52,7 @@ mod plan;
 mod random;
 mod ring;
 mod slots;
+pub mod splitmix;
 
 use std::fmt;
 use std::str::FromStr;
@@ -60,6 +61,7 @@ pub use bounded::BoundedLoads;
 pub use error::RingError;
 pub use plan::{Edits, MemberAt, MovedRange, RingDiff};
 pub use ring::{Ring, RingBuilder, Share, diff, diff_at, diff_at_indexed};
+pub use splitmix::SplitMix64;
 
 /// Seed of the ring's key hash (xxh3-64). Part of the wire contract: never change it.
 pub const HASH_SEED: u64 = 0x7269_6e67_7369_6465; // "ringside"

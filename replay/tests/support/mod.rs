@@ -9,6 +9,7 @@ use async_nats::jetstream;
 use ringside_events::{
     Body, Event, Outcome, Publisher, RingLedger, RingName, ServiceUser, codec, pb, subject,
 };
+use ringside_replay::{Observer, Warning};
 use ringside_ring::RingConfig;
 use ringside_testkit::NatsServer;
 
@@ -244,4 +245,31 @@ impl HistoryWriter {
 /// A checksum as the tools print it.
 pub(crate) fn hex(checksum: u64) -> String {
     format!("{checksum:#018x}")
+}
+
+/// What a query told its observer.
+#[derive(Debug, Default)]
+pub(crate) struct Heard {
+    pub(crate) passes: Vec<&'static str>,
+    pub(crate) ends: usize,
+    pub(crate) read: u64,
+    pub(crate) warnings: Vec<Warning>,
+}
+
+impl Observer for Heard {
+    fn begin(&mut self, what: &'static str, _from: u64, _to: u64) {
+        self.passes.push(what);
+    }
+
+    fn at(&mut self, _seq: u64) {
+        self.read += 1;
+    }
+
+    fn end(&mut self) {
+        self.ends += 1;
+    }
+
+    fn warn(&mut self, warning: &Warning) {
+        self.warnings.push(warning.clone());
+    }
 }

@@ -11,6 +11,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use ringside_ring::SplitMix64;
 use serde::Serialize;
 
 use crate::subject::{BenchResult, Subject};
@@ -248,20 +249,6 @@ fn timed_plan<S: Subject>(
             plan_round(ring, joiner, plan)
         })?)),
         None => Ok(None),
-    }
-}
-
-/// SplitMix64: a fixed-seed generator, so every run churns the same way.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    /// A uniform index below `n` (> 0); the modulo bias is below 2^-50 here.
-    fn below(&mut self, n: usize) -> usize {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        ((z ^ (z >> 31)) % n as u64) as usize
     }
 }
 

@@ -30,10 +30,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
+use ringside_ring::SplitMix64;
 use serde_json::{Value, json};
 use up_support::{
-    BIN, Up, all_ready, children_of, endpoints, get_ring, nats_servers_of, ok, runtime, signal,
-    wait_for,
+    BIN, Up, all_ready, assert_nothing_lost, children_of, endpoints, get_ring, nats_servers_of, ok,
+    runtime, signal, verify_writes, wait_for,
 };
 
 /// What a fault does.
@@ -81,25 +82,6 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// A small seeded generator (SplitMix64): the same seed, the same campaign.
-struct Seeded(u64);
-
-impl Seeded {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        ((z ^ (z >> 31)) % n as u64) as usize
-    }
-
-    fn shuffle<T>(&mut self, items: &mut [T]) {
-        for i in (1..items.len()).rev() {
-            items.swap(i, self.below(i + 1));
-        }
-    }
 }
 
 /// The pids of `up`'s children running `ringside <service>`.
@@ -245,7 +227,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 /// Injects `fault` and waits until the system is whole again: the time that took.
-fn inject(up: &Up, fault: Fault, rng: &mut Seeded) -> Duration {
+fn inject(up: &Up, fault: Fault, rng: &mut SplitMix64) -> Duration {
     let started = Instant::now();
     match fault {
         Fault::KillNats => {
@@ -294,7 +276,7 @@ fn every_fault_heals_itself_and_no_acknowledged_write_is_lost() {
             .to_string_lossy()
             .into_owned()
     });
-    let mut rng = Seeded(seed);
+    let mut rng = SplitMix64(seed);
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let (up, grpc) = Up::ready(dir.path(), 3, &[]);
@@ -349,14 +331,7 @@ fn every_fault_heals_itself_and_no_acknowledged_write_is_lost() {
     // Stop the load; every acknowledged write reads back from the ring as it is.
     signal(load.id() as i32, Signal::SIGINT);
     let summary: Value = serde_json::from_str(&ok(&load.wait_with_output().unwrap())).unwrap();
-    let verify = up.ringside(&[
-        "load",
-        "--verify",
-        record.to_str().unwrap(),
-        "--output",
-        "json",
-    ]);
-    let writes: Value = serde_json::from_str(&ok(&verify)).unwrap();
+    let writes = verify_writes(&up, &record);
     stop.store(true, Ordering::SeqCst);
     sampler.join().unwrap();
     let stream_last = up.ringside(&["replay", "state", "--output", "json"]);
@@ -394,13 +369,7 @@ fn every_fault_heals_itself_and_no_acknowledged_write_is_lost() {
     std::fs::write(path, serde_json::to_string_pretty(&report).unwrap()).unwrap();
     eprintln!("faults: report in {}", path.display());
 
-    for bad in ["missing", "stale", "corrupt", "unreadable"] {
-        assert_eq!(writes[bad], 0, "{bad}: {writes}");
-    }
-    assert!(
-        writes["acknowledged_keys"].as_u64().unwrap() > 100,
-        "{writes}"
-    );
+    assert_nothing_lost(&writes, 100);
     assert_eq!(
         recoveries.values().map(Vec::len).sum::<usize>(),
         rounds * FAULTS.len()

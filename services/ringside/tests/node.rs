@@ -407,19 +407,7 @@ fn no_acknowledged_write_is_lost_across_a_join_a_leave_and_a_sigkill() {
         }
     });
     // Every acknowledged write reads back, newest value, from the ring as it is.
-    let verify = up.ringside(&[
-        "load",
-        "--verify",
-        record.to_str().unwrap(),
-        "--output",
-        "json",
-    ]);
-    let report = ok(&verify);
-    let report: serde_json::Value = serde_json::from_str(&report).unwrap();
-    for bad in ["missing", "stale", "corrupt", "unreadable"] {
-        assert_eq!(report[bad], 0, "{bad}: {report}");
-    }
-    assert!(report["ok"].as_u64().unwrap() > 100, "{report}");
+    assert_nothing_lost(&verify_writes(&up, &record), 100);
 
     // R copies again: every key is on both of its holders.
     let ring = ringside_events::convert::snapshot_to_ring(&get_ring(&grpc)).unwrap();

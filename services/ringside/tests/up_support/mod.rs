@@ -273,3 +273,24 @@ pub(crate) fn all_ready(up: &Up) -> bool {
         true
     })
 }
+
+/// `ringside load --verify RECORD` against the running ring: its JSON report.
+pub(crate) fn verify_writes(up: &Up, record: &Path) -> serde_json::Value {
+    let verify = up.ringside(&[
+        "load",
+        "--verify",
+        record.to_str().unwrap(),
+        "--output",
+        "json",
+    ]);
+    serde_json::from_str(&ok(&verify)).unwrap()
+}
+
+/// Panics unless a `load --verify` report says every acknowledged write read back,
+/// newest value, and at least `keys` keys were checked.
+pub(crate) fn assert_nothing_lost(report: &serde_json::Value, keys: u64) {
+    for bad in ["missing", "stale", "corrupt", "unreadable"] {
+        assert_eq!(report[bad], 0, "{bad}: {report}");
+    }
+    assert!(report["ok"].as_u64().unwrap() > keys, "{report}");
+}
