@@ -2,7 +2,9 @@
 //! `ringside load` (every write recorded) and churn (`ringside scale` 3 <-> 4), while a
 //! seeded script injects one fault at a time: SIGKILL of nats-server, of the reducer,
 //! the watcher, the collector, the bridge and a node; SIGSTOP of a node and of the
-//! reducer for longer than the heartbeat timeout, then SIGCONT.
+//! reducer for longer than the heartbeat timeout, then SIGCONT; a second reducer and a
+//! second watcher (the first's command line and settings) beside the first during a
+//! scale.
 //!
 //! After each fault, with no step of a person: the killed part is running again,
 //! every service answers `/readyz` and the stream answers through the server (the time
@@ -46,6 +48,9 @@ enum Fault {
     Kill(&'static str),
     /// SIGSTOP of the service for longer than the heartbeat timeout, then SIGCONT.
     Stop(&'static str),
+    /// A second instance of the service (same command line and settings, its own
+    /// listeners) beside the first for `TWIN_FOR`, during a scale, then SIGKILLed.
+    Twin(&'static str),
 }
 
 impl Fault {
@@ -54,11 +59,12 @@ impl Fault {
             Self::KillNats => "SIGKILL nats-server".to_string(),
             Self::Kill(s) => format!("SIGKILL {s}"),
             Self::Stop(s) => format!("SIGSTOP {s} 2 s"),
+            Self::Twin(s) => format!("a second {s}"),
         }
     }
 }
 
-const FAULTS: [Fault; 8] = [
+const FAULTS: [Fault; 10] = [
     Fault::KillNats,
     Fault::Kill("reducer"),
     Fault::Kill("watcher"),
@@ -67,7 +73,12 @@ const FAULTS: [Fault; 8] = [
     Fault::Kill("node"),
     Fault::Stop("node"),
     Fault::Stop("reducer"),
+    Fault::Twin("reducer"),
+    Fault::Twin("watcher"),
 ];
+
+/// How long a second instance runs beside the first.
+const TWIN_FOR: Duration = Duration::from_secs(3);
 
 /// `up --heartbeat-ms 200` (the test's), times the watcher's missed beats, is well
 /// under this.
@@ -226,6 +237,37 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
+/// A second instance of the process `pid`: its command line and environment (the
+/// settings `up` gave it, its NATS password included), every listener on a free port.
+fn twin_of(pid: i32) -> std::process::Child {
+    let split = |bytes: Vec<u8>| -> Vec<String> {
+        bytes
+            .split(|b| *b == 0)
+            .filter(|part| !part.is_empty())
+            .map(|part| String::from_utf8_lossy(part).into_owned())
+            .collect()
+    };
+    let args = split(std::fs::read(format!("/proc/{pid}/cmdline")).unwrap());
+    let env = split(std::fs::read(format!("/proc/{pid}/environ")).unwrap());
+    let mut twin = Command::new(BIN);
+    twin.args(&args[1..]).env_clear();
+    for pair in env {
+        if let Some((key, value)) = pair.split_once('=') {
+            let value = if key.ends_with("_ADDR") {
+                "127.0.0.1:0"
+            } else {
+                value
+            };
+            twin.env(key, value);
+        }
+    }
+    twin.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 /// Injects `fault` and waits until the system is whole again: the time that took.
 fn inject(up: &Up, fault: Fault, rng: &mut SplitMix64) -> Duration {
     let started = Instant::now();
@@ -252,6 +294,17 @@ fn inject(up: &Up, fault: Fault, rng: &mut SplitMix64) -> Duration {
             signal(victim, Signal::SIGSTOP);
             std::thread::sleep(STOPPED_FOR);
             signal(victim, Signal::SIGCONT);
+        }
+        Fault::Twin(service) => {
+            let mut twin = twin_of(service_pids(up, service)[0]);
+            std::thread::sleep(TWIN_FOR / 3);
+            let record = up.record();
+            let members = get_ring(record["grpc"].as_str().unwrap()).members.len();
+            let other = if members == 3 { "4" } else { "3" };
+            ok(&up.ringside(&["scale", other, "--wait", "60"]));
+            std::thread::sleep(TWIN_FOR / 3);
+            twin.kill().unwrap();
+            twin.wait().unwrap();
         }
     }
     // Every service ready, and the stream answering through the server.
