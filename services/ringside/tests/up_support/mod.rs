@@ -16,6 +16,20 @@ pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_ringside");
 pub(crate) struct Up {
     child: Option<Child>,
     state: PathBuf,
+    /// Its stdout and stderr, read as they come (a pipe nobody reads fills up and
+    /// then blocks every process writing to it: up and the services it started).
+    output: Vec<std::thread::JoinHandle<Vec<u8>>>,
+}
+
+/// Reads a pipe to its end on a thread of its own.
+fn drain(pipe: Option<impl std::io::Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut all = Vec::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_end(&mut all);
+        }
+        all
+    })
 }
 
 impl Up {
@@ -77,9 +91,12 @@ impl Up {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
+        let mut child = child;
+        let output = vec![drain(child.stdout.take()), drain(child.stderr.take())];
         let up = Up {
             child: Some(child),
             state: state.to_path_buf(),
+            output,
         };
         wait_for(Duration::from_secs(60), "up.json", || {
             state.join("up.json").is_file()
@@ -130,7 +147,15 @@ impl Up {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        child.wait_with_output().unwrap()
+        let status = child.wait().unwrap();
+        let mut output = std::mem::take(&mut self.output)
+            .into_iter()
+            .map(|reader| reader.join().unwrap());
+        Output {
+            status,
+            stdout: output.next().unwrap_or_default(),
+            stderr: output.next().unwrap_or_default(),
+        }
     }
 }
 
