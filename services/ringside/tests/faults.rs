@@ -17,7 +17,8 @@
 //! `./dev test` runs one round. Longer runs: `just faults ROUNDS SEED`, `just soak
 //! SECONDS` (load and churn go on after the faults, and each process's RSS must stay
 //! within the bound below). Settings: `RINGSIDE_FAULT_ROUNDS` (1),
-//! `RINGSIDE_FAULT_SEED` (21), `RINGSIDE_SOAK_SECS` (0), and the report's path,
+//! `RINGSIDE_FAULT_SEED` (21), `RINGSIDE_SOAK_SECS` (0), the pause after each fault
+//! `RINGSIDE_FAULT_SETTLE_MS` (3000), and the report's path,
 //! `RINGSIDE_FAULT_REPORT` (`target/faults/report.json`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -76,9 +77,6 @@ const FAULTS: [Fault; 10] = [
     Fault::Twin("reducer"),
     Fault::Twin("watcher"),
 ];
-
-/// After each fault, before the next change of the ring.
-const SETTLE: Duration = Duration::from_secs(3);
 
 /// How long a second instance runs beside the first.
 const TWIN_FOR: Duration = Duration::from_secs(3);
@@ -326,6 +324,8 @@ fn every_fault_heals_itself_and_no_acknowledged_write_is_lost() {
     let rounds: usize = env_or("RINGSIDE_FAULT_ROUNDS", 1);
     let seed: u64 = env_or("RINGSIDE_FAULT_SEED", 21);
     let soak = Duration::from_secs(env_or("RINGSIDE_SOAK_SECS", 0));
+    // After each fault, before the next change of the ring.
+    let settle = Duration::from_millis(env_or("RINGSIDE_FAULT_SETTLE_MS", 3000));
     let report_path = std::env::var("RINGSIDE_FAULT_REPORT").unwrap_or_else(|_| {
         ringside_testkit::workspace_root()
             .join("target/faults/report.json")
@@ -368,9 +368,8 @@ fn every_fault_heals_itself_and_no_acknowledged_write_is_lost() {
             eprintln!("faults: round {round}, {}", fault.name());
             let took = inject(&up, fault, &mut rng);
             check_invariants(&up, &grpc, &fault.name());
-            // One fault at a time: a restarted node is ready before it has fetched its
-            // keys back from the other holders, so the next change waits a moment.
-            std::thread::sleep(SETTLE);
+            // One fault at a time: the next change of the ring waits a moment.
+            std::thread::sleep(settle);
             recoveries
                 .entry(fault.name())
                 .or_default()
