@@ -171,12 +171,7 @@ impl KeyIndex {
         let dir = root.0.join(format!("{stream}-{created}-{}", ring.as_str()));
         fs::create_dir_all(&dir).map_err(io_error(&dir, "cannot create"))?;
         let lock_path = dir.join("lock");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io_error(&lock_path, "cannot open"))?;
+        let lock = open_or_create(&lock_path)?;
         wait_for_lock(&lock, &lock_path).await?;
         let fresh = Manifest {
             version: VERSION,
@@ -228,12 +223,7 @@ impl KeyIndex {
         .chain((0..BUCKETS).map(|b| (ranges_name(b), m.ranges_len[b])));
         for (name, len) in files {
             let path = self.dir.join(name);
-            let file = OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&path)
-                .map_err(io_error(&path, "cannot open"))?;
+            let file = open_or_create(&path)?;
             let actual = file
                 .metadata()
                 .map_err(io_error(&path, "cannot read"))?
@@ -341,14 +331,8 @@ impl KeyIndex {
         if m.first_epoch > after + 1 {
             return Ok(None);
         }
-        let path = self.dir.join("epochs");
-        let file = File::open(&path).map_err(io_error(&path, "cannot open"))?;
-        let seq_of = |epoch: u64| -> Result<u64, ReplayError> {
-            let mut buf = [0u8; 8];
-            file.read_exact_at(&mut buf, (epoch - m.first_epoch) * 8)
-                .map_err(io_error(&path, "cannot read"))?;
-            Ok(u64::from_le_bytes(buf))
-        };
+        let epochs = self.epochs()?;
+        let seq_of = |epoch: u64| epochs.seq_of(epoch);
         if !m.complete && seq_of(m.last_epoch)? < to {
             return Ok(None);
         }
@@ -367,18 +351,19 @@ impl KeyIndex {
 
     /// The membership sequence of each of `epochs` (indexed, ascending).
     pub(crate) fn membership_seqs(&self, epochs: &[u64]) -> Result<Vec<u64>, ReplayError> {
+        let file = self.epochs()?;
+        epochs.iter().map(|&epoch| file.seq_of(epoch)).collect()
+    }
+
+    /// The `epochs` file, for reading.
+    fn epochs(&self) -> Result<EpochsFile, ReplayError> {
         let path = self.dir.join("epochs");
         let file = File::open(&path).map_err(io_error(&path, "cannot open"))?;
-        epochs
-            .iter()
-            .map(|&epoch| {
-                let mut buf = [0u8; 8];
-                let at = epoch.saturating_sub(self.manifest.first_epoch) * 8;
-                file.read_exact_at(&mut buf, at)
-                    .map_err(io_error(&path, "cannot read"))?;
-                Ok(u64::from_le_bytes(buf))
-            })
-            .collect()
+        Ok(EpochsFile {
+            file,
+            path,
+            first: self.manifest.first_epoch,
+        })
     }
 
     /// The moved ranges covering `position` in the epochs `after+1..=last`, in order.
@@ -476,6 +461,34 @@ impl KeyIndex {
         }
         Ok(causes)
     }
+}
+
+/// The membership sequence of each indexed epoch, read at its position.
+struct EpochsFile {
+    file: File,
+    path: PathBuf,
+    /// The epoch of the first record.
+    first: u64,
+}
+
+impl EpochsFile {
+    fn seq_of(&self, epoch: u64) -> Result<u64, ReplayError> {
+        let mut buf = [0u8; 8];
+        self.file
+            .read_exact_at(&mut buf, epoch.saturating_sub(self.first) * 8)
+            .map_err(io_error(&self.path, "cannot read"))?;
+        Ok(u64::from_le_bytes(buf))
+    }
+}
+
+/// Opens `path` for writing, creating it empty if it is missing, keeping what it holds.
+fn open_or_create(path: &Path) -> Result<File, ReplayError> {
+    OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(io_error(path, "cannot open"))
 }
 
 fn ranges_name(b: usize) -> String {

@@ -36,8 +36,8 @@ use nix::sys::signal::Signal;
 use ringside_ring::SplitMix64;
 use serde_json::{Value, json};
 use up_support::{
-    BIN, Up, all_ready, assert_nothing_lost, children_of, endpoints, get_ring, nats_servers_of, ok,
-    runtime, signal, verify_writes, wait_for,
+    BIN, Up, all_ready, assert_nothing_lost, children_of, credentials, endpoints, get_ring,
+    nats_servers_of, ok, runtime, signal, verify_writes, wait_for,
 };
 
 /// What a fault does.
@@ -50,7 +50,7 @@ enum Fault {
     /// SIGSTOP of the service for longer than the heartbeat timeout, then SIGCONT.
     Stop(&'static str),
     /// A second instance of the service (same command line and settings, its own
-    /// listeners) beside the first for `TWIN_FOR`, during a scale, then SIGKILLed.
+    /// listeners) beside the first for `TWIN_FOR` and a scale in its middle, then SIGKILLed.
     Twin(&'static str),
 }
 
@@ -298,12 +298,12 @@ fn inject(up: &Up, fault: Fault, rng: &mut SplitMix64) -> Duration {
         }
         Fault::Twin(service) => {
             let mut twin = twin_of(service_pids(up, service)[0]);
-            std::thread::sleep(TWIN_FOR / 3);
+            std::thread::sleep(TWIN_FOR / 2);
             let record = up.record();
             let members = get_ring(record["grpc"].as_str().unwrap()).members.len();
             let other = if members == 3 { "4" } else { "3" };
             ok(&up.ringside(&["scale", other, "--wait", "60"]));
-            std::thread::sleep(TWIN_FOR / 3);
+            std::thread::sleep(TWIN_FOR / 2);
             twin.kill().unwrap();
             twin.wait().unwrap();
         }
@@ -446,13 +446,8 @@ fn every_fault_heals_itself_and_no_acknowledged_write_is_lost() {
     // No password in any log: up's output (every service's log lines pass through
     // it) and the server's log, across every restart of the run.
     let state_dir = up.state().to_path_buf();
-    let secrets: Vec<String> = std::fs::read_to_string(state_dir.join("credentials.env"))
-        .unwrap()
-        .lines()
-        .filter_map(|l| {
-            l.split_once('=')
-                .map(|(_, v)| v.trim_matches('\'').to_string())
-        })
+    let secrets: Vec<String> = credentials(&up)
+        .into_values()
         .filter(|v| v.len() >= 8)
         .collect();
     assert!(!secrets.is_empty());

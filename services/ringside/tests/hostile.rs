@@ -10,7 +10,6 @@
 
 mod up_support;
 
-use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
@@ -18,22 +17,9 @@ use std::time::Duration;
 use prost::Message as _;
 use ringside_events::{Event, NodeName, RingName, ServiceUser, codec, pb, subject};
 use serde_json::Value;
-use up_support::{Up, all_ready, children_of, endpoints, get_ring, ok, runtime, wait_for};
-
-/// The passwords `up` generated (`credentials.env`: `NAME='value'` lines).
-fn passwords(up: &Up) -> BTreeMap<String, String> {
-    std::fs::read_to_string(up.state().join("credentials.env"))
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| {
-            (
-                k.trim().to_string(),
-                v.trim().trim_matches('\'').to_string(),
-            )
-        })
-        .collect()
-}
+use up_support::{
+    Up, all_ready, children_of, credentials, endpoints, get_ring, ok, runtime, wait_for,
+};
 
 /// A value of a counter (summed over its labels matching `labels`) on a page.
 fn counter(page: &str, name: &str, labels: &str) -> f64 {
@@ -114,7 +100,7 @@ fn hostile_messages_and_requests_are_refused_counted_and_harmless() {
     // Every subject a service reads, as a user allowed to publish there.
     let ring = RingName::new("default").unwrap();
     let node = NodeName::new("node-1").unwrap();
-    let passwords = passwords(&up);
+    let passwords = credentials(&up);
     let url = up.record()["nats_url"].as_str().unwrap().to_string();
     let joined = Event::new(
         ring.clone(),

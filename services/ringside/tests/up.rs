@@ -157,7 +157,6 @@ fn a_killed_nats_server_comes_back_and_ctrl_c_stops_up_in_every_state() {
 #[test]
 fn up_supervises_each_service_as_a_process_and_every_page_passes_promtool() {
     let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
     let (up, grpc) = Up::ready(dir.path(), 2, &[]);
 
     // Every service serves /livez, /readyz and /metrics the same way, and every page
@@ -185,10 +184,8 @@ fn up_supervises_each_service_as_a_process_and_every_page_passes_promtool() {
     }
 
     // Each service is its own process, and no password shows in a command line.
-    let passwords = std::fs::read_to_string(state.join("credentials.env")).unwrap();
-    let secrets: Vec<&str> = passwords
-        .lines()
-        .filter_map(|l| l.split_once('=').map(|(_, v)| v.trim_matches('\'')))
+    let secrets: Vec<String> = credentials(&up)
+        .into_values()
         .filter(|v| v.len() >= 8)
         .collect();
     assert!(!secrets.is_empty());

@@ -319,3 +319,18 @@ pub(crate) fn assert_nothing_lost(report: &serde_json::Value, keys: u64) {
     }
     assert!(report["ok"].as_u64().unwrap() > keys, "{report}");
 }
+
+/// The passwords `up` generated, by variable (`credentials.env`: `NAME='value'` lines).
+pub(crate) fn credentials(up: &Up) -> std::collections::BTreeMap<String, String> {
+    std::fs::read_to_string(up.state().join("credentials.env"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| {
+            (
+                k.trim().to_string(),
+                v.trim().trim_matches('\'').to_string(),
+            )
+        })
+        .collect()
+}
